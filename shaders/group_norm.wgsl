@@ -1,0 +1,113 @@
+// Group normalisation over NHWC activations, with optional fused SiLU (diffusers GroupNorm(+SiLU)):
+//   group g of batch b = channels [g·cpg, (g+1)·cpg) over all HW pixels
+//   mean, var = statistics of that group;  dst = (src − mean) / √(var + eps) · gamma[c] + beta[c]
+//   then SiLU if SILU = 1.                           src, dst (B, HW, C); gamma, beta (C)
+//
+// One workgroup per group would give only 32 workgroups per image, so the reduction is split:
+//   partial_stats: workgroup (chunk, g, b) reduces `chunk_pixels` pixels of one group to
+//                  (count, mean, M2) with per-invocation Welford and Chan's pairwise merge;
+//   finalize:      workgroup (g, b) merges the chunks into (mean, 1/√(var + eps));
+//   apply:         one invocation per element.
+// Statistics are f32 whatever T is.
+
+alias T = f32;
+
+override WG: u32 = 256;
+override SILU: u32 = 0;
+
+struct Params {
+    n: u32,            // B · HW · C
+    hw: u32,
+    c: u32,
+    groups: u32,
+    chunk_pixels: u32,
+    chunks: u32,
+    eps: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<T>;
+@group(0) @binding(2) var<storage, read_write> partials: array<vec4<f32>>;   // (B, G, chunks)
+@group(0) @binding(3) var<storage, read_write> stats: array<vec2<f32>>;      // (B, G): mean, rstd
+@group(0) @binding(4) var<storage, read> gamma: array<T>;
+@group(0) @binding(5) var<storage, read> beta: array<T>;
+@group(0) @binding(6) var<storage, read_write> dst: array<T>;
+
+var<workgroup> scratch: array<vec4<f32>, WG>;
+
+// Chan et al.: merge two (count, mean, M2) summaries.
+fn merge(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let n = a.x + b.x;
+    if (n == 0.0) { return vec4<f32>(0.0); }
+    let delta = b.y - a.y;
+    let mean = a.y + delta * (b.x / n);
+    let m2 = a.z + b.z + delta * delta * (a.x * b.x / n);
+    return vec4<f32>(n, mean, m2, 0.0);
+}
+
+// Tree-reduce `scratch` into scratch[0].
+fn reduce_scratch(lid: u32) {
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (lid < stride) {
+            scratch[lid] = merge(scratch[lid], scratch[lid + stride]);
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(WG)
+fn partial_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let chunk = wid.x;
+    let g = wid.y;
+    let b = wid.z;
+    let cpg = p.c / p.groups;
+    let pixel0 = chunk * p.chunk_pixels;
+    let pixels = min(p.chunk_pixels, p.hw - pixel0);
+    let count = pixels * cpg;
+    // Welford over this invocation's strided elements.
+    var acc = vec4<f32>(0.0);
+    for (var e = lid; e < count; e += WG) {
+        let pixel = pixel0 + e / cpg;
+        let ch = g * cpg + e % cpg;
+        let x = f32(src[(b * p.hw + pixel) * p.c + ch]);
+        acc.x += 1.0;
+        let delta = x - acc.y;
+        acc.y += delta / acc.x;
+        acc.z += delta * (x - acc.y);
+    }
+    scratch[lid] = acc;
+    reduce_scratch(lid);
+    if (lid == 0u) {
+        partials[(b * p.groups + g) * p.chunks + chunk] = scratch[0];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let bg = wid.y * p.groups + wid.x;
+    var acc = vec4<f32>(0.0);
+    for (var i = lid; i < p.chunks; i += WG) {
+        acc = merge(acc, partials[bg * p.chunks + i]);
+    }
+    scratch[lid] = acc;
+    reduce_scratch(lid);
+    if (lid == 0u) {
+        let total = scratch[0];
+        let variance = max(total.z / total.x, 0.0);   // biased, as torch
+        stats[bg] = vec2<f32>(total.y, inverseSqrt(variance + p.eps));
+    }
+}
+
+@compute @workgroup_size(WG)
+fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= p.n) { return; }
+    let ch = i % p.c;
+    let b = i / (p.hw * p.c);
+    let s = stats[b * p.groups + ch / (p.c / p.groups)];
+    var y = (f32(src[i]) - s.x) * s.y * f32(gamma[ch]) + f32(beta[ch]);
+    if (SILU == 1u) { y = y / (1.0 + exp(-y)); }
+    dst[i] = T(y);
+}

@@ -1,0 +1,4 @@
+//! Subcommands of the `stipple` binary.
+
+pub mod bench;
+pub mod info;

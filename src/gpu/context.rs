@@ -1,0 +1,306 @@
+//! Adapter selection and device creation.
+//!
+//! The adapter is chosen by backend (`vulkan|metal|dx12|gl`) and by a name substring or an index
+//! into the listed adapters (`--backend`, `--adapter`; env `STIPPLE_BACKEND`, `STIPPLE_ADAPTER`).
+//! The device is requested with the adapter's own limits and the optional features stipple uses.
+//! wgpu's default uncaptured-error handler panics; ours records the error so that the next
+//! [`Gpu::check`] returns it as a [`crate::Error`], and the device-lost callback does the same.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::Kernels;
+
+/// Features used when the adapter has them; none is required.
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::PIPELINE_CACHE);
+
+/// How to pick an adapter. `None` fields mean "the best one found".
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// `vulkan`, `metal`, `dx12` or `gl`.
+    pub backend: Option<String>,
+    /// An index into the listed adapters, or a case-insensitive substring of the adapter name.
+    pub adapter: Option<String>,
+}
+
+impl GpuOptions {
+    /// Options from `STIPPLE_BACKEND` and `STIPPLE_ADAPTER`.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        GpuOptions {
+            backend: var("STIPPLE_BACKEND"),
+            adapter: var("STIPPLE_ADAPTER"),
+        }
+    }
+}
+
+/// What `stipple info` prints about one adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub info: wgpu::AdapterInfo,
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = &self.info;
+        write!(
+            f,
+            "[{}] {} ({:?}, {:?}",
+            self.index, i.name, i.backend, i.device_type
+        )?;
+        if !i.driver.is_empty() {
+            write!(f, ", driver {} {}", i.driver, i.driver_info)?;
+        }
+        write!(f, ")")
+    }
+}
+
+fn parse_backends(backend: Option<&str>) -> Result<wgpu::Backends> {
+    Ok(
+        match backend.map(|b| b.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("") | Some("auto") => {
+                wgpu::Backends::all() - wgpu::Backends::BROWSER_WEBGPU
+            }
+            Some("vulkan") | Some("vk") => wgpu::Backends::VULKAN,
+            Some("metal") | Some("mtl") => wgpu::Backends::METAL,
+            Some("dx12") | Some("d3d12") => wgpu::Backends::DX12,
+            Some("gl") | Some("gles") | Some("opengl") => wgpu::Backends::GL,
+            Some(_) => {
+                return Err(Error::UnknownBackend(
+                    backend.unwrap_or_default().to_string(),
+                ))
+            }
+        },
+    )
+}
+
+/// Lower is better: discrete GPUs first, CPU emulation last; Vulkan/Metal/DX12 before GL (no f16
+/// or subgroups through wgpu's GL backend).
+fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (device, backend)
+}
+
+fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Adapters of the given backend, best first (the order `--adapter N` indexes). Without a
+/// backend, GL is only tried when Vulkan/Metal/DX12 find nothing (it lacks f16 and subgroups, and
+/// probing EGL prints noise on headless machines).
+fn sorted_adapters(backend: Option<&str>) -> Result<(wgpu::Instance, Vec<wgpu::Adapter>)> {
+    let backends = parse_backends(backend)?;
+    let enumerate = |backends: wgpu::Backends| {
+        let instance = new_instance(backends);
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        (instance, adapters)
+    };
+    let (mut instance, mut adapters) = enumerate(backends - wgpu::Backends::GL);
+    if adapters.is_empty() && backends.contains(wgpu::Backends::GL) {
+        (instance, adapters) = enumerate(wgpu::Backends::GL);
+    }
+    adapters.sort_by_key(|a| preference(&a.get_info()));
+    Ok((instance, adapters))
+}
+
+/// Every adapter wgpu finds for the backend filter, best first.
+pub fn adapter_summaries(backend: Option<&str>) -> Result<Vec<AdapterSummary>> {
+    let (_, adapters) = sorted_adapters(backend)?;
+    Ok(adapters
+        .iter()
+        .enumerate()
+        .map(|(index, a)| AdapterSummary {
+            index,
+            info: a.get_info(),
+        })
+        .collect())
+}
+
+/// Errors reported asynchronously by wgpu (uncaptured errors, device loss).
+#[derive(Default)]
+struct Faults {
+    errors: Vec<wgpu::Error>,
+    lost: Option<String>,
+}
+
+/// An open device with its queue, limits, features and shader/pipeline cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    pub kernels: Arc<Kernels>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl Gpu {
+    /// Open the adapter the options select (see [`GpuOptions`]).
+    pub fn new(options: &GpuOptions) -> Result<Gpu> {
+        let (_instance, adapters) = sorted_adapters(options.backend.as_deref())?;
+        let filter = options
+            .backend
+            .as_ref()
+            .map(|b| format!(" for backend {b}"))
+            .unwrap_or_default();
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter { filter });
+        }
+        let adapter = match options.adapter.as_deref().map(str::trim) {
+            None | Some("") => &adapters[0],
+            Some(selector) => select(&adapters, selector)?,
+        };
+        Self::open(adapter)
+    }
+
+    fn open(adapter: &wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("stipple"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            }
+        })?;
+
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let sink = faults.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut f) = sink.lock() {
+                f.errors.push(e);
+            }
+        }));
+        let sink = faults.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut f) = sink.lock() {
+                f.lost = Some(format!("{reason:?}: {message}"));
+            }
+        });
+
+        let limits = device.limits();
+        Ok(Gpu {
+            kernels: Arc::new(Kernels::new(&device, features)),
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            faults,
+        })
+    }
+
+    /// Whether kernels can store f16 (SHADER_F16).
+    pub fn supports_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether the GPU can time passes with timestamp queries.
+    pub fn supports_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Turn errors wgpu reported asynchronously since the last check into an `Err`.
+    pub fn check(&self, context: &str) -> Result<()> {
+        let mut faults = self
+            .faults
+            .lock()
+            .map_err(|_| Error::DeviceLost("fault log poisoned".into()))?;
+        if let Some(lost) = &faults.lost {
+            return Err(Error::DeviceLost(lost.clone()));
+        }
+        let first = faults.errors.drain(..).next();
+        match first {
+            None => Ok(()),
+            Some(e) => Err(convert_error(context, e)),
+        }
+    }
+
+    /// Run `f` inside validation and out-of-memory error scopes; the first error becomes an `Err`.
+    pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let validation = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(oom.pop());
+        if let Some(e) = oom.or(validation) {
+            return Err(convert_error(context, e));
+        }
+        self.check(context)?;
+        Ok(value)
+    }
+
+    /// Block until the queue is idle, turning device loss or a timeout into an error.
+    pub fn wait(&self, context: &str) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(format!("{context}: {e}")))?;
+        self.check(context)
+    }
+}
+
+fn convert_error(context: &str, e: wgpu::Error) -> Error {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory {
+            context: context.to_string(),
+            message: e.to_string(),
+        },
+        other => Error::GpuValidation {
+            context: context.to_string(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn select<'a>(adapters: &'a [wgpu::Adapter], selector: &str) -> Result<&'a wgpu::Adapter> {
+    let found = match selector.parse::<usize>() {
+        Ok(index) => adapters.get(index),
+        Err(_) => {
+            let needle = selector.to_lowercase();
+            adapters
+                .iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&needle))
+        }
+    };
+    found.ok_or_else(|| Error::AdapterNotFound {
+        selector: selector.to_string(),
+        available: adapters
+            .iter()
+            .enumerate()
+            .map(|(index, a)| {
+                format!(
+                    "  {}",
+                    AdapterSummary {
+                        index,
+                        info: a.get_info()
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })
+}

@@ -1,0 +1,238 @@
+//! A GPU tensor: a labelled storage buffer with a shape and a storage dtype.
+//!
+//! Compute is always f32; `DType` is only how values are stored. Host data is `f32` on both
+//! sides of upload/download and converted here.
+
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// Storage dtype of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    F32,
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+        }
+    }
+
+    /// Bytes a buffer of `numel` elements takes: rounded up to 4 because copies and
+    /// `write_buffer` work in 4-byte units.
+    pub fn buffer_bytes(self, numel: usize) -> u64 {
+        ((numel * self.size()).max(4) as u64).div_ceil(4) * 4
+    }
+
+    /// Encode f32 host values into this dtype's bytes (padded to `buffer_bytes`).
+    pub fn encode(self, data: &[f32]) -> Vec<u8> {
+        let mut bytes = match self {
+            DType::F32 => bytemuck::cast_slice(data).to_vec(),
+            DType::F16 => {
+                let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                bytemuck::cast_slice(&halves).to_vec()
+            }
+        };
+        bytes.resize(self.buffer_bytes(data.len()) as usize, 0);
+        bytes
+    }
+
+    /// Decode `numel` values of this dtype from bytes.
+    pub fn decode(self, bytes: &[u8], numel: usize) -> Vec<f32> {
+        match self {
+            DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..numel * 4]),
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(&bytes[..numel * 2])
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+        }
+    }
+}
+
+impl std::str::FromStr for DType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "F32" | "float32" => Ok(DType::F32),
+            "f16" | "F16" | "float16" => Ok(DType::F16),
+            _ => Err(Error::invalid(
+                "dtype",
+                format!("{s:?} (expected f32 or f16)"),
+            )),
+        }
+    }
+}
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// A labelled GPU buffer with a shape and dtype. Clones share the buffer.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub buffer: Arc<wgpu::Buffer>,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub label: String,
+}
+
+/// Usage of every tensor buffer: bound as storage, uploaded to, read back from.
+pub(crate) const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
+
+impl Tensor {
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.buffer.size()
+    }
+
+    /// Upload f32 host data, stored as `dtype`.
+    pub fn from_f32(
+        gpu: &Gpu,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+        data: &[f32],
+    ) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(Error::shape(
+                label,
+                format!("{} values given for shape {shape:?}", data.len()),
+            ));
+        }
+        check_binding_size(gpu, label, dtype.buffer_bytes(data.len()))?;
+        let buffer = gpu.scoped(&format!("uploading {label}"), || {
+            gpu.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: &dtype.encode(data),
+                    usage: TENSOR_USAGE,
+                })
+        })?;
+        Ok(Tensor {
+            buffer: Arc::new(buffer),
+            shape: shape.to_vec(),
+            dtype,
+            label: label.to_string(),
+        })
+    }
+
+    /// A zero-filled tensor.
+    pub fn zeros(gpu: &Gpu, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let bytes = dtype.buffer_bytes(numel(shape));
+        check_binding_size(gpu, label, bytes)?;
+        let buffer = gpu.scoped(&format!("allocating {label}"), || {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: false,
+            })
+        })?;
+        Ok(Tensor {
+            buffer: Arc::new(buffer),
+            shape: shape.to_vec(),
+            dtype,
+            label: label.to_string(),
+        })
+    }
+
+    /// Overwrite the tensor's contents from f32 host data.
+    pub fn write_f32(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
+        if data.len() != self.numel() {
+            return Err(Error::shape(
+                &self.label,
+                format!("{} values given for shape {:?}", data.len(), self.shape),
+            ));
+        }
+        gpu.queue
+            .write_buffer(&self.buffer, 0, &self.dtype.encode(data));
+        Ok(())
+    }
+
+    /// Read the tensor back to the host as f32 (blocks until the GPU is done).
+    pub fn to_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let bytes = read_buffer(gpu, &self.buffer, &self.label)?;
+        Ok(self.dtype.decode(&bytes, self.numel()))
+    }
+}
+
+/// Error unless a buffer of `bytes` can be bound as one storage binding on this adapter.
+pub fn check_binding_size(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
+    let max = (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+    if bytes > max {
+        return Err(Error::Limit {
+            what: format!("tensor {what}"),
+            needed: bytes,
+            limit: "max_storage_buffer_binding_size",
+            max,
+            hint: " (split or tile it)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Copy a whole buffer to a staging buffer and map it.
+pub(crate) fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, label: &str) -> Result<Vec<u8>> {
+    let context = format!("reading back {label}");
+    let staging = gpu.scoped(&context, || {
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback staging"),
+            size: buffer.size(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
+        gpu.queue.submit([encoder.finish()]);
+        staging
+    })?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait(&context)?;
+    match rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(Error::GpuValidation {
+                context,
+                message: e.to_string(),
+            })
+        }
+        Err(_) => {
+            return Err(Error::DeviceLost(format!(
+                "{context}: map callback dropped"
+            )))
+        }
+    }
+    let bytes = staging
+        .get_mapped_range(..)
+        .map_err(|e| Error::GpuValidation {
+            context: context.clone(),
+            message: e.to_string(),
+        })?
+        .to_vec();
+    staging.unmap();
+    Ok(bytes)
+}

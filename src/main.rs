@@ -1,0 +1,60 @@
+//! The `stipple` command line: clap arguments → library calls.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "stipple",
+    version,
+    about = "Text-to-image diffusion on any GPU wgpu reaches"
+)]
+struct Cli {
+    /// GPU backend: vulkan, metal, dx12 or gl (default: the best adapter found).
+    #[arg(long, global = true, env = "STIPPLE_BACKEND")]
+    backend: Option<String>,
+    /// Adapter index (as listed by `stipple info`) or a substring of its name.
+    #[arg(long, global = true, env = "STIPPLE_ADAPTER")]
+    adapter: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List adapters; show the chosen one's features and limits.
+    Info,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Kernels at Stable Diffusion 1.5 shapes, against the adapter's measured peak.
+    Kernels(cli::bench::KernelBenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let options = stipple::GpuOptions {
+        backend: cli.backend,
+        adapter: cli.adapter,
+    };
+    let result = match cli.command {
+        Command::Info => cli::info::run(&options),
+        Command::Bench {
+            what: BenchCommand::Kernels(args),
+        } => cli::bench::run_kernels(&options, &args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

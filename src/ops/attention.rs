@@ -1,0 +1,175 @@
+//! Scaled dot-product attention (`shaders/attention.wgsl`), flash style: online softmax, the
+//! (queries × keys) score matrix is never stored. Self- and cross-attention, optional causal mask.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{params, to_u32};
+use crate::error::{Error, Result};
+use crate::gpu::KernelKey;
+use crate::graph::{Dispatch, Graph, ValueId};
+
+const WG: usize = 64;
+/// The shader keeps a query and its accumulator in registers: head_dim ≤ 160.
+pub const MAX_HEAD_DIM: usize = 160;
+
+/// A (B, T, C) tensor whose heads start at column `offset` (e.g. a slice of a fused QKV output).
+#[derive(Clone, Copy, Debug)]
+pub struct HeadsOf {
+    pub value: ValueId,
+    pub offset: usize,
+}
+
+impl From<ValueId> for HeadsOf {
+    fn from(value: ValueId) -> Self {
+        HeadsOf { value, offset: 0 }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionOptions {
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Defaults to 1/√head_dim.
+    pub scale: Option<f32>,
+    /// Query i attends to keys j ≤ i (CLIP's text encoder).
+    pub causal: bool,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    tq: u32,
+    tk: u32,
+    heads: u32,
+    d: u32,
+    q_stride: u32,
+    q_off: u32,
+    k_stride: u32,
+    k_off: u32,
+    v_stride: u32,
+    v_off: u32,
+    o_stride: u32,
+    scale: f32,
+}
+
+/// Attention of q (B, Tq, ·) over k, v (B, Tk, ·) with `heads` heads of `head_dim` each:
+/// output (B, Tq, heads · head_dim).
+pub fn attention(
+    g: &mut Graph,
+    name: &str,
+    q: HeadsOf,
+    k: HeadsOf,
+    v: HeadsOf,
+    opts: AttentionOptions,
+) -> Result<ValueId> {
+    let AttentionOptions {
+        heads,
+        head_dim: d,
+        scale,
+        causal,
+    } = opts;
+    if d == 0 || d > MAX_HEAD_DIM || heads == 0 {
+        return Err(Error::shape(
+            name,
+            format!("head_dim {d} with {heads} heads: head_dim must be 1..={MAX_HEAD_DIM}"),
+        ));
+    }
+    let (qs, ks, vs) = (g.shape(q.value)?, g.shape(k.value)?, g.shape(v.value)?);
+    let width = heads * d;
+    for (what, s, off) in [
+        ("q", &qs, q.offset),
+        ("k", &ks, k.offset),
+        ("v", &vs, v.offset),
+    ] {
+        if s.len() != 3 || off + width > s[2] {
+            return Err(Error::shape(
+                name,
+                format!("{what} {s:?} (column offset {off}) has no room for {heads} heads of {d}"),
+            ));
+        }
+    }
+    if ks[0] != qs[0] || vs[0] != qs[0] || ks[1] != vs[1] {
+        return Err(Error::shape(
+            name,
+            format!("q {qs:?}, k {ks:?}, v {vs:?}: batch or key counts differ"),
+        ));
+    }
+    if causal && ks[1] < qs[1] {
+        return Err(Error::shape(
+            name,
+            "causal attention needs at least as many keys as queries",
+        ));
+    }
+    let (b, tq, tk) = (qs[0], qs[1], ks[1]);
+    let u = |what: &str, n: usize| to_u32(name, what, n);
+    let p = Params {
+        tq: u("queries", tq)?,
+        tk: u("keys", tk)?,
+        heads: u("heads", heads)?,
+        d: u("head_dim", d)?,
+        q_stride: u("q stride", qs[2])?,
+        q_off: u("q offset", q.offset)?,
+        k_stride: u("k stride", ks[2])?,
+        k_off: u("k offset", k.offset)?,
+        v_stride: u("v stride", vs[2])?,
+        v_off: u("v offset", v.offset)?,
+        o_stride: u("width", width)?,
+        scale: scale.unwrap_or(1.0 / (d as f32).sqrt()),
+    };
+    u("output elements", b * tq * width)?;
+    let y = g.intermediate(name, &[b, tq, width], g.dtype)?;
+    g.dispatch(Dispatch {
+        label: name.to_string(),
+        kernel: KernelKey::new("attention", "attention", g.dtype).with("CAUSAL", causal as u32),
+        params: params(&p),
+        buffers: vec![(1, q.value), (2, k.value), (3, v.value), (4, y)],
+        workgroups: [u("query groups", tq.div_ceil(WG))?, p.heads, u("batch", b)?],
+    })?;
+    Ok(y)
+}
+
+/// CPU reference for selected query rows `(batch, query)`: returns each row's (heads · head_dim)
+/// output. q (B, Tq, H·D), k and v (B, Tk, H·D) dense; f64 math.
+#[allow(clippy::too_many_arguments)]
+pub fn reference_rows(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    [tq, tk]: [usize; 2],
+    heads: usize,
+    d: usize,
+    scale: f32,
+    causal: bool,
+    rows: &[(usize, usize)],
+) -> Vec<f32> {
+    let w = heads * d;
+    let mut out = Vec::with_capacity(rows.len() * w);
+    for &(b, i) in rows {
+        for h in 0..heads {
+            let qrow = &q[(b * tq + i) * w + h * d..][..d];
+            let keys = if causal { (i + 1).min(tk) } else { tk };
+            let scores: Vec<f64> = (0..keys)
+                .map(|j| {
+                    let krow = &k[(b * tk + j) * w + h * d..][..d];
+                    qrow.iter()
+                        .zip(krow)
+                        .map(|(&a, &c)| a as f64 * c as f64)
+                        .sum::<f64>()
+                        * scale as f64
+                })
+                .collect();
+            let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for dd in 0..d {
+                let acc: f64 = e
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| p * v[(b * tk + j) * w + h * d + dd] as f64)
+                    .sum();
+                out.push((acc / sum) as f32);
+            }
+        }
+    }
+    out
+}

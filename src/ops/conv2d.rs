@@ -1,0 +1,252 @@
+//! 2-D convolution (`shaders/conv2d.wgsl`): NHWC implicit GEMM with fused bias and residual.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{gemm_grid, pad8, params, to_u32};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, KernelKey, Tensor};
+use crate::graph::{Dispatch, Graph, ValueId};
+
+/// A convolution weight repacked for the kernel: torch's (COUT, CIN, KH, KW) becomes
+/// (KH·KW·CIN, NP) with NP = COUT rounded up to 8 (zero columns), plus the optional bias.
+#[derive(Clone, Debug)]
+pub struct Conv2dWeight {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+}
+
+/// Repack torch (COUT, CIN, KH, KW) into ((ky·KW + kx)·CIN + ci, co) with NP columns.
+pub fn pack_weight(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let np = pad8(cout);
+    let mut out = vec![0.0; kh * kw * cin * np];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    out[((ky * kw + kx) * cin + ci) * np + co] =
+                        w[((co * cin + ci) * kh + ky) * kw + kx];
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Conv2dWeight {
+    /// Upload a torch-layout (COUT, CIN, KH, KW) weight and optional bias (COUT).
+    pub fn upload(
+        gpu: &Gpu,
+        name: &str,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        shape: [usize; 4],
+        dtype: DType,
+    ) -> Result<Self> {
+        let [cout, cin, kh, kw] = shape;
+        if weight.len() != cout * cin * kh * kw {
+            return Err(Error::shape(
+                name,
+                format!("weight has {} values, expected {shape:?}", weight.len()),
+            ));
+        }
+        if let Some(b) = bias.filter(|b| b.len() != cout) {
+            return Err(Error::shape(
+                name,
+                format!("bias has {} values, expected {cout}", b.len()),
+            ));
+        }
+        let packed = pack_weight(weight, cout, cin, kh, kw);
+        let weight = Tensor::from_f32(
+            gpu,
+            &format!("{name}.weight"),
+            &[kh * kw * cin, pad8(cout)],
+            dtype,
+            &packed,
+        )?;
+        let bias = bias
+            .map(|b| Tensor::from_f32(gpu, &format!("{name}.bias"), &[cout], dtype, b))
+            .transpose()?;
+        Ok(Conv2dWeight {
+            weight,
+            bias,
+            in_channels: cin,
+            out_channels: cout,
+            kernel: [kh, kw],
+        })
+    }
+}
+
+/// Stride, zero padding and an optional residual (same shape as the output) added last.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dOptions {
+    pub stride: usize,
+    pub padding: usize,
+    pub residual: Option<ValueId>,
+}
+
+impl Default for Conv2dOptions {
+    fn default() -> Self {
+        Conv2dOptions {
+            stride: 1,
+            padding: 0,
+            residual: None,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    batch: u32,
+    h: u32,
+    w: u32,
+    cin: u32,
+    ho: u32,
+    wo: u32,
+    cout: u32,
+    np4: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    has_bias: u32,
+    has_residual: u32,
+}
+
+/// Output spatial size of a convolution.
+pub fn output_size(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    (size + 2 * padding)
+        .checked_sub(kernel)
+        .map(|s| s / stride + 1)
+}
+
+/// Convolution of x (B, H, W, CIN) → (B, HO, WO, COUT).
+pub fn conv2d(
+    g: &mut Graph,
+    name: &str,
+    x: ValueId,
+    w: &Conv2dWeight,
+    opts: Conv2dOptions,
+) -> Result<ValueId> {
+    let shape = g.shape(x)?;
+    let &[b, h, wd, cin] = shape.as_slice() else {
+        return Err(Error::shape(
+            name,
+            format!("conv2d input must be (B, H, W, C), got {shape:?}"),
+        ));
+    };
+    if cin != w.in_channels {
+        return Err(Error::shape(
+            name,
+            format!("input has {cin} channels, the conv takes {}", w.in_channels),
+        ));
+    }
+    if opts.stride == 0 {
+        return Err(Error::shape(name, "stride 0"));
+    }
+    let [kh, kw] = w.kernel;
+    let (Some(ho), Some(wo)) = (
+        output_size(h, kh, opts.stride, opts.padding),
+        output_size(wd, kw, opts.stride, opts.padding),
+    ) else {
+        return Err(Error::shape(
+            name,
+            format!("{h}×{wd} input is smaller than the {kh}×{kw} kernel"),
+        ));
+    };
+    let out_shape = [b, ho, wo, w.out_channels];
+    if let Some(r) = opts.residual {
+        let rs = g.shape(r)?;
+        if rs != out_shape {
+            return Err(Error::shape(
+                name,
+                format!("residual {rs:?} does not match output {out_shape:?}"),
+            ));
+        }
+    }
+    let wv = g.constant(&w.weight);
+    let bv = w.bias.as_ref().map(|t| g.constant(t));
+    let y = g.intermediate(name, &out_shape, g.dtype)?;
+    let np = pad8(w.out_channels);
+    let u = |what: &str, v: usize| to_u32(name, what, v);
+    let p = Params {
+        batch: u("batch", b)?,
+        h: u("height", h)?,
+        w: u("width", wd)?,
+        cin: u("in_channels", cin)?,
+        ho: u("out height", ho)?,
+        wo: u("out width", wo)?,
+        cout: u("out_channels", w.out_channels)?,
+        np4: u("np4", np / 4)?,
+        kh: u("kernel height", kh)?,
+        kw: u("kernel width", kw)?,
+        stride: u("stride", opts.stride)?,
+        pad: u("padding", opts.padding)?,
+        has_bias: bv.is_some() as u32,
+        has_residual: opts.residual.is_some() as u32,
+    };
+    u("elements", b * ho * wo * w.out_channels)?;
+    let buffers = vec![
+        (1, x),
+        (2, wv),
+        (3, bv.unwrap_or(x)),
+        (4, opts.residual.unwrap_or(x)),
+        (5, y),
+    ];
+    let workgroups = gemm_grid(name, b * ho * wo, np)?;
+    let kernel = KernelKey::new("conv2d", "conv2d", g.dtype);
+    g.dispatch(Dispatch {
+        label: name.to_string(),
+        kernel,
+        params: params(&p),
+        buffers,
+        workgroups,
+    })?;
+    Ok(y)
+}
+
+/// CPU reference: NHWC x (B, H, W, CIN), torch-layout weight (COUT, CIN, KH, KW); f64 sums.
+#[allow(clippy::too_many_arguments)]
+pub fn reference(
+    x: &[f32],
+    [b, h, wd, cin]: [usize; 4],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    [cout, _, kh, kw]: [usize; 4],
+    stride: usize,
+    pad: usize,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let ho = (h + 2 * pad - kh) / stride + 1;
+    let wo = (wd + 2 * pad - kw) / stride + 1;
+    let mut y = vec![0.0; b * ho * wo * cout];
+    for n in 0..b {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                for co in 0..cout {
+                    let mut s = bias.map_or(0.0, |bb| bb[co] as f64);
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * stride + ky) as isize - pad as isize;
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                continue;
+                            }
+                            let base = ((n * h + iy as usize) * wd + ix as usize) * cin;
+                            for ci in 0..cin {
+                                s += x[base + ci] as f64
+                                    * w[((co * cin + ci) * kh + ky) * kw + kx] as f64;
+                            }
+                        }
+                    }
+                    let o = ((n * ho + oy) * wo + ox) * cout + co;
+                    y[o] = s as f32 + residual.map_or(0.0, |r| r[o]);
+                }
+            }
+        }
+    }
+    y
+}

@@ -1,0 +1,206 @@
+//! Linear layers (`shaders/matmul.wgsl`): batched `x·Wᵀ + b` with fused activation and residual.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::elementwise::Activation;
+use super::{gemm_grid, pad8, params, to_u32};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, KernelKey, Tensor};
+use crate::graph::{Dispatch, Graph, ValueId};
+
+/// A linear layer's weight, repacked for the kernel: torch's (N, K) becomes (K, NP) with NP = N
+/// rounded up to 8 (zero columns), plus the optional bias (N).
+#[derive(Clone, Debug)]
+pub struct LinearWeight {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+/// Repack a row-major (N, K) weight into (K, NP).
+pub fn pack_weight(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let np = pad8(n);
+    let mut out = vec![0.0; k * np];
+    for (row, chunk) in w.chunks_exact(k).enumerate().take(n) {
+        for (kk, &v) in chunk.iter().enumerate() {
+            out[kk * np + row] = v;
+        }
+    }
+    out
+}
+
+impl LinearWeight {
+    /// Upload a torch-layout (out_features, in_features) weight and optional bias.
+    pub fn upload(
+        gpu: &Gpu,
+        name: &str,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        out_features: usize,
+        in_features: usize,
+        dtype: DType,
+    ) -> Result<Self> {
+        if weight.len() != out_features * in_features {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "weight has {} values, expected {out_features}×{in_features}",
+                    weight.len()
+                ),
+            ));
+        }
+        if let Some(b) = bias.filter(|b| b.len() != out_features) {
+            return Err(Error::shape(
+                name,
+                format!("bias has {} values, expected {out_features}", b.len()),
+            ));
+        }
+        let packed = pack_weight(weight, out_features, in_features);
+        let weight = Tensor::from_f32(
+            gpu,
+            &format!("{name}.weight"),
+            &[in_features, pad8(out_features)],
+            dtype,
+            &packed,
+        )?;
+        let bias = bias
+            .map(|b| Tensor::from_f32(gpu, &format!("{name}.bias"), &[out_features], dtype, b))
+            .transpose()?;
+        Ok(LinearWeight {
+            weight,
+            bias,
+            in_features,
+            out_features,
+        })
+    }
+}
+
+/// Optional fusions of [`linear`].
+#[derive(Clone, Copy, Debug)]
+pub struct LinearOptions {
+    /// Applied to `x·Wᵀ + b`, before the residual.
+    pub activation: Activation,
+    /// Added last, same shape as the output.
+    pub residual: Option<ValueId>,
+}
+
+impl Default for LinearOptions {
+    fn default() -> Self {
+        LinearOptions {
+            activation: Activation::Identity,
+            residual: None,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    np4: u32,
+    has_bias: u32,
+    has_residual: u32,
+}
+
+/// `act(x·Wᵀ + b) + residual` for x of shape (…, K) → (…, N). Leading axes are flattened into
+/// rows (batches share the weight).
+pub fn linear(
+    g: &mut Graph,
+    name: &str,
+    x: ValueId,
+    w: &LinearWeight,
+    opts: LinearOptions,
+) -> Result<ValueId> {
+    let shape = g.shape(x)?;
+    let k = *shape.last().unwrap_or(&0);
+    if k != w.in_features {
+        return Err(Error::shape(
+            name,
+            format!(
+                "input {shape:?} has {k} features, the layer takes {}",
+                w.in_features
+            ),
+        ));
+    }
+    if !matches!(
+        opts.activation,
+        Activation::Identity | Activation::Silu | Activation::Gelu
+    ) {
+        return Err(Error::shape(
+            name,
+            format!(
+                "activation {:?} cannot be fused into linear",
+                opts.activation
+            ),
+        ));
+    }
+    let rows: usize = shape[..shape.len() - 1].iter().product();
+    let mut out_shape = shape.clone();
+    *out_shape.last_mut().unwrap_or(&mut 0) = w.out_features;
+    if let Some(r) = opts.residual {
+        let rs = g.shape(r)?;
+        if rs != out_shape {
+            return Err(Error::shape(
+                name,
+                format!("residual {rs:?} does not match output {out_shape:?}"),
+            ));
+        }
+    }
+    let wv = g.constant(&w.weight);
+    let bv = w.bias.as_ref().map(|b| g.constant(b));
+    let y = g.intermediate(name, &out_shape, g.dtype)?;
+    let np = pad8(w.out_features);
+    let p = Params {
+        m: to_u32(name, "rows", rows)?,
+        n: to_u32(name, "out_features", w.out_features)?,
+        k: to_u32(name, "in_features", k)?,
+        np4: (np / 4) as u32,
+        has_bias: bv.is_some() as u32,
+        has_residual: opts.residual.is_some() as u32,
+    };
+    // Unused bindings alias `x` (read-only, never read).
+    let buffers = vec![
+        (1, x),
+        (2, wv),
+        (3, bv.unwrap_or(x)),
+        (4, opts.residual.unwrap_or(x)),
+        (5, y),
+    ];
+    let workgroups = gemm_grid(name, rows, np)?;
+    let kernel = KernelKey::new("matmul", "linear", g.dtype).with("ACT", opts.activation as u32);
+    g.dispatch(Dispatch {
+        label: name.to_string(),
+        kernel,
+        params: params(&p),
+        buffers,
+        workgroups,
+    })?;
+    Ok(y)
+}
+
+/// CPU reference: `act(x·Wᵀ + b) + residual` with torch-layout W (N, K), f64 accumulation.
+pub fn reference(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    act: Activation,
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    let rows = x.len() / k;
+    let mut y = vec![0.0; rows * n];
+    for r in 0..rows {
+        for c in 0..n {
+            let dot: f64 = (0..k)
+                .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
+                .sum();
+            let v = act.apply((dot + bias.map_or(0.0, |b| b[c] as f64)) as f32);
+            y[r * n + c] = v + residual.map_or(0.0, |res| res[r * n + c]);
+        }
+    }
+    y
+}

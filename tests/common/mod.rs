@@ -1,0 +1,132 @@
+//! Shared test helpers: adapter acquisition, deterministic data, f16 rounding, comparison with
+//! max abs/rel error reports, and one-op graph runs.
+#![allow(dead_code)]
+
+use stipple::{DType, Gpu, GpuOptions, Graph, Plan, ValueId};
+
+/// The adapter for GPU tests. Without one, tests skip locally but fail in CI (`CI=true`),
+/// where the tests must really execute kernels.
+pub fn gpu() -> Option<Gpu> {
+    static GPU: std::sync::OnceLock<Result<Gpu, String>> = std::sync::OnceLock::new();
+    match GPU.get_or_init(|| Gpu::new(&GpuOptions::from_env()).map_err(|e| e.to_string())) {
+        Ok(g) => Some(g.clone()),
+        Err(e) if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false") => {
+            panic!("CI needs a GPU adapter (lavapipe is installed by .ci/run): {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+    }
+}
+
+/// Storage dtypes to test on this adapter: f32 always, f16 where SHADER_F16 exists.
+pub fn dtypes(gpu: &Gpu) -> Vec<DType> {
+    if gpu.supports_f16() {
+        vec![DType::F32, DType::F16]
+    } else {
+        vec![DType::F32]
+    }
+}
+
+/// SplitMix64: deterministic test data on every platform.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform() * scale).collect()
+    }
+}
+
+/// Values as the GPU stores them in `dtype` (so references see the same inputs).
+pub fn quantize(data: &[f32], dtype: DType) -> Vec<f32> {
+    match dtype {
+        DType::F32 => data.to_vec(),
+        DType::F16 => data
+            .iter()
+            .map(|&x| half::f16::from_f32(x).to_f32())
+            .collect(),
+    }
+}
+
+/// Assert |got − want| ≤ atol + rtol·|want| elementwise; print max errors and the first
+/// mismatches on failure.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
+    let mut max_abs = 0.0f32;
+    let mut max_rel = 0.0f32;
+    let mut bad = Vec::new();
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        if !err.is_nan() {
+            max_abs = max_abs.max(err);
+            max_rel = max_rel.max(err / w.abs().max(1e-6));
+        }
+        if err.is_nan() || err > atol + rtol * w.abs() {
+            bad.push((i, g, w));
+        }
+    }
+    if !bad.is_empty() {
+        let first: Vec<String> = bad
+            .iter()
+            .take(8)
+            .map(|(i, g, w)| format!("[{i}] got {g} want {w}"))
+            .collect();
+        panic!(
+            "{what}: {} of {} values outside atol {atol} + rtol {rtol}; max abs {max_abs:.3e}, max rel {max_rel:.3e}; first: {}",
+            bad.len(),
+            got.len(),
+            first.join(", ")
+        );
+    }
+}
+
+/// Largest |x|, for tolerances relative to an output's scale.
+pub fn max_abs(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Build a graph with the given inputs, let `build` add ops, run it once and read the output.
+pub fn run_graph(
+    gpu: &Gpu,
+    dtype: DType,
+    inputs: &[(&str, &[usize], &[f32])],
+    build: impl FnOnce(&mut Graph, &[ValueId]) -> stipple::Result<ValueId>,
+) -> Vec<f32> {
+    let mut g = Graph::new(dtype);
+    let ids: Vec<ValueId> = inputs
+        .iter()
+        .map(|(n, s, _)| g.input(n, s).expect("input"))
+        .collect();
+    let out = build(&mut g, &ids).expect("build graph");
+    g.output("out", out).expect("mark output");
+    let plan = Plan::new(gpu, g).expect("plan");
+    for (n, _, d) in inputs {
+        plan.write_input(n, d).expect("write input");
+    }
+    plan.run().expect("run");
+    plan.read_output("out").expect("read output")
+}

@@ -1,0 +1,175 @@
+//! Linear layer kernel vs the CPU reference: odd sizes, sizes off every tile, fused bias /
+//! activation / residual, batch > 1, an SD-sized projection; f32 and f16.
+//! Tolerances: f32 atol 1e-4·scale (sums of up to 1280 products); f16 (inputs rounded to f16
+//! for the reference, output stored in f16) 4e-3·scale.
+
+mod common;
+
+use common::*;
+use stipple::ops::elementwise::Activation;
+use stipple::ops::matmul::{self, LinearOptions, LinearWeight};
+use stipple::DType;
+
+struct Case {
+    batch: usize,
+    rows: usize,
+    k: usize,
+    n: usize,
+    bias: bool,
+    act: Activation,
+    residual: bool,
+}
+
+fn check(case: &Case, dtype: DType, seed: u64) {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(seed);
+    let &Case {
+        batch,
+        rows,
+        k,
+        n,
+        bias,
+        act,
+        residual,
+    } = case;
+    let x = quantize(&rng.vec(batch * rows * k, 1.0), dtype);
+    let w = quantize(&rng.vec(n * k, 1.0 / (k as f32).sqrt()), dtype);
+    let b = quantize(&rng.vec(n, 0.5), dtype);
+    let r = quantize(&rng.vec(batch * rows * n, 1.0), dtype);
+    let weight = LinearWeight::upload(&gpu, "proj", &w, bias.then_some(&b[..]), n, k, dtype)
+        .expect("upload");
+    let want = matmul::reference(
+        &x,
+        &w,
+        bias.then_some(&b[..]),
+        residual.then_some(&r[..]),
+        act,
+        n,
+        k,
+    );
+    let (xs, rs) = ([batch, rows, k], [batch, rows, n]);
+    let inputs: Vec<(&str, &[usize], &[f32])> = vec![("x", &xs, &x), ("r", &rs, &r)];
+    let got = run_graph(&gpu, dtype, &inputs, |g, ids| {
+        let opts = LinearOptions {
+            activation: act,
+            residual: residual.then_some(ids[1]),
+        };
+        matmul::linear(g, "proj", ids[0], &weight, opts)
+    });
+    let scale = max_abs(&want).max(1.0);
+    let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * scale;
+    let label = format!(
+        "linear B{batch} M{rows} K{k} N{n} bias={bias} {act:?} residual={residual} {}",
+        dtype.name()
+    );
+    assert_close(&label, &got, &want, atol, 0.0);
+}
+
+#[test]
+fn linear_small_and_odd_shapes() {
+    let cases = [
+        Case {
+            batch: 1,
+            rows: 1,
+            k: 1,
+            n: 1,
+            bias: false,
+            act: Activation::Identity,
+            residual: false,
+        },
+        Case {
+            batch: 1,
+            rows: 3,
+            k: 5,
+            n: 7,
+            bias: true,
+            act: Activation::Identity,
+            residual: false,
+        },
+        Case {
+            batch: 2,
+            rows: 17,
+            k: 33,
+            n: 9,
+            bias: true,
+            act: Activation::Silu,
+            residual: false,
+        },
+        Case {
+            batch: 3,
+            rows: 31,
+            k: 64,
+            n: 65,
+            bias: false,
+            act: Activation::Gelu,
+            residual: true,
+        },
+        Case {
+            batch: 2,
+            rows: 77,
+            k: 48,
+            n: 130,
+            bias: true,
+            act: Activation::Identity,
+            residual: true,
+        },
+        Case {
+            batch: 1,
+            rows: 64,
+            k: 64,
+            n: 64,
+            bias: true,
+            act: Activation::Silu,
+            residual: true,
+        },
+    ];
+    let gpu = match gpu() {
+        Some(g) => g,
+        None => return,
+    };
+    for dtype in dtypes(&gpu) {
+        for (i, case) in cases.iter().enumerate() {
+            check(case, dtype, i as u64);
+        }
+    }
+}
+
+#[test]
+fn linear_sd_sized() {
+    // SD1.5 attention projection at the 32×32 level, batch 2: (2, 1024, 640) · (640, 640)ᵀ.
+    let case = Case {
+        batch: 2,
+        rows: 1024,
+        k: 640,
+        n: 640,
+        bias: true,
+        act: Activation::Identity,
+        residual: true,
+    };
+    let gpu = match gpu() {
+        Some(g) => g,
+        None => return,
+    };
+    for dtype in dtypes(&gpu) {
+        check(&case, dtype, 99);
+    }
+}
+
+#[test]
+fn linear_rejects_mismatched_features() {
+    let Some(gpu) = gpu() else { return };
+    let weight =
+        LinearWeight::upload(&gpu, "proj", &[0.0; 12], None, 3, 4, DType::F32).expect("upload");
+    let mut g = stipple::Graph::new(DType::F32);
+    let x = g.input("x", &[2, 5]).expect("input");
+    let err = matmul::linear(
+        &mut g,
+        "down_blocks.0.proj",
+        x,
+        &weight,
+        LinearOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("down_blocks.0.proj"), "{err}");
+    assert!(LinearWeight::upload(&gpu, "bad", &[0.0; 11], None, 3, 4, DType::F32).is_err());
+}
