@@ -1,23 +1,29 @@
 // Scaled dot-product attention, flash-attention style (online softmax; the Tq × Tk score matrix
 // is never stored):
 //   dst[b, i, h·D + d] = Σ_j softmax_j(scale · q_i · k_j) · v[b, j, h·D + d]
-//   with q_i = q[b, i, q_off + h·D ..][..D], k_j, v_j likewise; j ≤ i only when CAUSAL.
-//   q rows have stride q_stride (elements) so fused QKV projections are read in place.
+//   with q_i = q[b, i, q_off + h·D ..][..D], k_j, v_j likewise; only keys j ≤ i when CAUSAL.
+//   q, k, v rows have their own strides, so slices of a fused QKV projection are read in place.
 //
-// One query row per invocation; a workgroup of WG queries walks the keys in tiles held in
-// workgroup memory (f32). Per tile: scores s_j, tile max m', rescale the running sum l and
-// accumulator by exp(m − m'), add Σ_j exp(s_j − m')·v_j. Head dims up to 160 (D4 = ⌈D/4⌉ vec4s,
-// zero-padded); the tile holds TILE_VEC4 / D4 keys. f32 math and exp throughout.
+// One query row per invocation; the keys stream through in tiles of TILE_KEYS: scores s_j, tile
+// max m', rescale the running sum l and the accumulator by exp(m − m'), add Σ_j exp(s_j − m')·v_j.
+// The query and accumulator are D4 = ⌈D/4⌉ vec4s (zero-padded), D ≤ 160. f32 math throughout.
+//
+// Split keys: lavapipe (Mesa llvmpipe) ends any invocation after 65535 loop iterations in total
+// (LP_MAX_TGSI_LOOP_ITERATIONS, shared by every loop of a shader), which 4096 keys at D = 40
+// exceed. So the keys are cut into `splits` ranges of `split_keys`, one per workgroup z-slice:
+//   partial:  FINAL = 1 (one split) writes dst directly; otherwise writes (m, l) to part_ml and
+//             the unnormalised accumulator to part_acc;
+//   combine:  dst = Σ_s e^(m_s − M)·acc_s / Σ_s e^(m_s − M)·l_s,  M = max_s m_s.
 
 alias T = f32;
 
 override WG: u32 = 64;
 override CAUSAL: u32 = 0;
+override FINAL: u32 = 1;
 
 const MAX_D4: u32 = 40u;          // head dim ≤ 160
-const TILE_VEC4: u32 = 640u;      // 10 KiB per tile: K and V tiles take 20 KiB of workgroup memory
-const MAX_TILE_KEYS: u32 = 64u;
-const MASKED: f32 = -3.0e38;  // score of a masked key (finite, so exp(m − m') stays defined)
+const TILE_KEYS: u32 = 32u;       // keys scored before one rescale of the accumulator
+const MASKED: f32 = -3.0e38;      // score of a masked key (finite: exp(m − m') stays defined)
 
 struct Params {
     tq: u32,
@@ -29,6 +35,9 @@ struct Params {
     v_stride: u32, v_off: u32,
     o_stride: u32,
     scale: f32,
+    batch: u32,
+    splits: u32,
+    split_keys: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,96 +45,132 @@ struct Params {
 @group(0) @binding(2) var<storage, read> k: array<T>;
 @group(0) @binding(3) var<storage, read> v: array<T>;
 @group(0) @binding(4) var<storage, read_write> dst: array<T>;
+@group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>;   // (S, B, Tq, H)
+@group(0) @binding(6) var<storage, read_write> part_acc: array<f32>;        // (S, B, Tq, H, D)
 
-var<workgroup> k_tile: array<vec4<f32>, TILE_VEC4>;
-var<workgroup> v_tile: array<vec4<f32>, TILE_VEC4>;
+// Four consecutive elements of `buf` at base + d .. base + d + 3, zero past the head dim.
+// (Three copies: WGSL cannot pass storage buffers to functions.)
+fn load4_q(base: u32, d: u32) -> vec4<f32> {
+    let last = p.d - 1u;
+    return vec4<f32>(
+        select(0.0, f32(q[base + min(d, last)]), d < p.d),
+        select(0.0, f32(q[base + min(d + 1u, last)]), d + 1u < p.d),
+        select(0.0, f32(q[base + min(d + 2u, last)]), d + 2u < p.d),
+        select(0.0, f32(q[base + min(d + 3u, last)]), d + 3u < p.d));
+}
 
-// Four consecutive head elements starting at `d` (zero past the head dim).
 fn load4_k(base: u32, d: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var e = 0u; e < 4u; e++) {
-        if (d + e < p.d) { r[e] = f32(k[base + d + e]); }
-    }
-    return r;
+    let last = p.d - 1u;
+    return vec4<f32>(
+        select(0.0, f32(k[base + min(d, last)]), d < p.d),
+        select(0.0, f32(k[base + min(d + 1u, last)]), d + 1u < p.d),
+        select(0.0, f32(k[base + min(d + 2u, last)]), d + 2u < p.d),
+        select(0.0, f32(k[base + min(d + 3u, last)]), d + 3u < p.d));
 }
 
 fn load4_v(base: u32, d: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var e = 0u; e < 4u; e++) {
-        if (d + e < p.d) { r[e] = f32(v[base + d + e]); }
-    }
-    return r;
+    let last = p.d - 1u;
+    return vec4<f32>(
+        select(0.0, f32(v[base + min(d, last)]), d < p.d),
+        select(0.0, f32(v[base + min(d + 1u, last)]), d + 1u < p.d),
+        select(0.0, f32(v[base + min(d + 2u, last)]), d + 2u < p.d),
+        select(0.0, f32(v[base + min(d + 3u, last)]), d + 3u < p.d));
 }
 
 @compute @workgroup_size(WG)
-fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let h = wid.y;
-    let b = wid.z;
+fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = wid.x * WG + lid;
-    let has_query = i < p.tq;
+    let h = wid.y;
+    let b = wid.z % p.batch;
+    let split = wid.z / p.batch;
+    if (i >= p.tq) { return; }
     let d4 = (p.d + 3u) / 4u;
-    let tile_keys = min(TILE_VEC4 / d4, MAX_TILE_KEYS);
 
-    // This invocation's query, pre-scaled.
     var qv: array<vec4<f32>, MAX_D4>;
-    let q_base = (b * p.tq + min(i, p.tq - 1u)) * p.q_stride + p.q_off + h * p.d;
-    for (var c = 0u; c < d4; c++) {
-        var r = vec4<f32>(0.0);
-        for (var e = 0u; e < 4u; e++) {
-            if (c * 4u + e < p.d) { r[e] = f32(q[q_base + c * 4u + e]); }
-        }
-        qv[c] = r * p.scale;
-    }
     var acc: array<vec4<f32>, MAX_D4>;
-    for (var c = 0u; c < d4; c++) { acc[c] = vec4<f32>(0.0); }
-    var m = MASKED;    // running max
-    var l = 0.0;       // running Σ exp(s − m)
-
-    // Keys past the last query of this workgroup are masked for all of it when causal.
-    var key_end = p.tk;
-    if (CAUSAL == 1u) { key_end = min(p.tk, wid.x * WG + WG); }
-
-    var scores: array<f32, MAX_TILE_KEYS>;
-    for (var j0 = 0u; j0 < key_end; j0 += tile_keys) {
-        let nk = min(tile_keys, key_end - j0);
-        workgroupBarrier();
-        for (var t = lid; t < nk * d4; t += WG) {
-            let j = t / d4;
-            let c = t % d4;
-            let key = b * p.tk + j0 + j;
-            k_tile[t] = load4_k(key * p.k_stride + p.k_off + h * p.d, c * 4u);
-            v_tile[t] = load4_v(key * p.v_stride + p.v_off + h * p.d, c * 4u);
-        }
-        workgroupBarrier();
-        // Inactive invocations (past the last query) still join the barriers above.
-        if (has_query) {
-            var tile_max = MASKED;
-            for (var j = 0u; j < nk; j++) {
-                var s = 0.0;
-                for (var c = 0u; c < d4; c++) { s += dot(qv[c], k_tile[j * d4 + c]); }
-                if (CAUSAL == 1u && j0 + j > i) { s = MASKED; }
-                scores[j] = s;
-                tile_max = max(tile_max, s);
-            }
-            let m_new = max(m, tile_max);
-            let correction = exp(m - m_new);
-            l *= correction;
-            for (var c = 0u; c < d4; c++) { acc[c] *= correction; }
-            for (var j = 0u; j < nk; j++) {
-                let pj = select(0.0, exp(scores[j] - m_new), scores[j] > MASKED);
-                l += pj;
-                for (var c = 0u; c < d4; c++) { acc[c] += pj * v_tile[j * d4 + c]; }
-            }
-            m = m_new;
-        }
-    }
-    if (!has_query) { return; }
-    let inv = 1.0 / l;
-    let o_base = (b * p.tq + i) * p.o_stride + h * p.d;
+    let q_base = (b * p.tq + i) * p.q_stride + p.q_off + h * p.d;
     for (var c = 0u; c < d4; c++) {
-        let r = acc[c] * inv;
-        for (var e = 0u; e < 4u; e++) {
-            if (c * 4u + e < p.d) { dst[o_base + c * 4u + e] = T(r[e]); }
+        qv[c] = load4_q(q_base, c * 4u) * p.scale;
+        acc[c] = vec4<f32>(0.0);
+    }
+    var m = MASKED;   // running max
+    var l = 0.0;      // running Σ exp(s − m)
+
+    let key_begin = split * p.split_keys;
+    var key_end = min(p.tk, key_begin + p.split_keys);
+    if (CAUSAL == 1u) { key_end = min(key_end, i + 1u); }
+    let k_head = p.k_off + h * p.d;
+    let v_head = p.v_off + h * p.d;
+    var scores: array<f32, TILE_KEYS>;
+    for (var j0 = key_begin; j0 < key_end; j0 += TILE_KEYS) {
+        let nk = min(TILE_KEYS, key_end - j0);
+        var tile_max = MASKED;
+        for (var j = 0u; j < nk; j++) {
+            let key_base = (b * p.tk + j0 + j) * p.k_stride + k_head;
+            var s = 0.0;
+            for (var c = 0u; c < d4; c++) { s += dot(qv[c], load4_k(key_base, c * 4u)); }
+            scores[j] = s;
+            tile_max = max(tile_max, s);
+        }
+        let m_new = max(m, tile_max);
+        let correction = exp(m - m_new);
+        l *= correction;
+        for (var c = 0u; c < d4; c++) { acc[c] *= correction; }
+        for (var j = 0u; j < nk; j++) {
+            let pj = exp(scores[j] - m_new);
+            l += pj;
+            let value_base = (b * p.tk + j0 + j) * p.v_stride + v_head;
+            for (var c = 0u; c < d4; c++) { acc[c] += pj * load4_v(value_base, c * 4u); }
+        }
+        m = m_new;
+    }
+
+    let row = (b * p.tq + i) * p.heads + h;   // (b, i, h)
+    if (FINAL == 1u) {
+        let inv = 1.0 / l;
+        let o_base = (b * p.tq + i) * p.o_stride + h * p.d;
+        for (var c = 0u; c < d4; c++) {
+            let r = acc[c] * inv;
+            let d = c * 4u;
+            if (d < p.d) { dst[o_base + d] = T(r.x); }
+            if (d + 1u < p.d) { dst[o_base + d + 1u] = T(r.y); }
+            if (d + 2u < p.d) { dst[o_base + d + 2u] = T(r.z); }
+            if (d + 3u < p.d) { dst[o_base + d + 3u] = T(r.w); }
+        }
+    } else {
+        let slot = split * p.batch * p.tq * p.heads + row;
+        part_ml[slot] = vec2<f32>(m, l);
+        let a_base = slot * p.d;
+        for (var c = 0u; c < d4; c++) {
+            let r = acc[c];
+            let d = c * 4u;
+            if (d < p.d) { part_acc[a_base + d] = r.x; }
+            if (d + 1u < p.d) { part_acc[a_base + d + 1u] = r.y; }
+            if (d + 2u < p.d) { part_acc[a_base + d + 2u] = r.z; }
+            if (d + 3u < p.d) { part_acc[a_base + d + 3u] = r.w; }
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.y * nwg.x + wid.x) * WG + lid;   // (b, i, h, d)
+    let rows = p.batch * p.tq * p.heads;
+    if (e >= rows * p.d) { return; }
+    let row = e / p.d;
+    let d = e % p.d;
+    var big_m = MASKED;
+    for (var s = 0u; s < p.splits; s++) { big_m = max(big_m, part_ml[s * rows + row].x); }
+    var num = 0.0;
+    var den = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        let ml = part_ml[s * rows + row];
+        let w = select(0.0, exp(ml.x - big_m), ml.y > 0.0);   // empty (fully masked) splits weigh 0
+        num += w * part_acc[(s * rows + row) * p.d + d];
+        den += w * ml.y;
+    }
+    let h = row % p.heads;
+    let bi = row / p.heads;   // b · Tq + i
+    dst[bi * p.o_stride + h * p.d + d] = T(num / den);
 }

@@ -3,12 +3,14 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{params, to_u32};
+use super::{grid_1d, params, to_u32, LOOP_BUDGET};
 use crate::error::{Error, Result};
-use crate::gpu::KernelKey;
+use crate::gpu::{DType, KernelKey};
 use crate::graph::{Dispatch, Graph, ValueId};
 
 const WG: usize = 64;
+/// Keys scored between two rescales of the accumulator (TILE_KEYS in the shader).
+const TILE_KEYS: usize = 32;
 /// The shader keeps a query and its accumulator in registers: head_dim ≤ 160.
 pub const MAX_HEAD_DIM: usize = 160;
 
@@ -50,6 +52,18 @@ struct Params {
     v_off: u32,
     o_stride: u32,
     scale: f32,
+    batch: u32,
+    splits: u32,
+    split_keys: u32,
+}
+
+/// Keys one invocation may process within [`LOOP_BUDGET`] loop iterations: per key the shader
+/// runs two key-loop iterations and 2·⌈D/4⌉ head-loop iterations, plus ⌈D/4⌉ + 1 per tile.
+pub fn keys_per_split(head_dim: usize) -> usize {
+    let d4 = head_dim.div_ceil(4);
+    let per_tile = TILE_KEYS * (2 + 2 * d4) + d4 + 1;
+    let budget = LOOP_BUDGET - 4 * d4;
+    (budget / per_tile).max(1) * TILE_KEYS
 }
 
 /// Attention of q (B, Tq, ·) over k, v (B, Tk, ·) with `heads` heads of `head_dim` each:
@@ -103,6 +117,9 @@ pub fn attention(
     let (b, tq, tk) = (qs[0], qs[1], ks[1]);
     let u = |what: &str, n: usize| to_u32(name, what, n);
     let p = Params {
+        batch: 0,
+        splits: 0,
+        split_keys: 0,
         tq: u("queries", tq)?,
         tk: u("keys", tk)?,
         heads: u("heads", heads)?,
@@ -118,13 +135,62 @@ pub fn attention(
     };
     u("output elements", b * tq * width)?;
     let y = g.intermediate(name, &[b, tq, width], g.dtype)?;
+    // Causal attention only ever reads the first Tq keys.
+    let keys_read = if causal { tq.min(tk) } else { tk };
+    let split_keys = keys_per_split(d);
+    let splits = keys_read.div_ceil(split_keys).max(1);
+    let p = Params {
+        batch: u("batch", b)?,
+        splits: u("splits", splits)?,
+        split_keys: u("split keys", split_keys)?,
+        ..p
+    };
+    let final_pass = splits == 1;
+    // Partials in f32; a 1-element placeholder when a single split writes the output directly.
+    let (ml_shape, acc_shape) = if final_pass {
+        (vec![1, 2], vec![1])
+    } else {
+        (vec![splits, b, tq, heads, 2], vec![splits, b, tq, heads, d])
+    };
+    let part_ml = g.intermediate(&format!("{name}.partial_ml"), &ml_shape, DType::F32)?;
+    let part_acc = g.intermediate(&format!("{name}.partial_acc"), &acc_shape, DType::F32)?;
+    let buffers = vec![
+        (1, q.value),
+        (2, k.value),
+        (3, v.value),
+        (4, y),
+        (5, part_ml),
+        (6, part_acc),
+    ];
+    let kernel = KernelKey::new("attention", "partial", g.dtype)
+        .with("CAUSAL", causal as u32)
+        .with("FINAL", final_pass as u32);
+    let workgroups = [
+        u("query groups", tq.div_ceil(WG))?,
+        p.heads,
+        u("batch × splits", b * splits)?,
+    ];
+    let label = if final_pass {
+        name.to_string()
+    } else {
+        format!("{name}.partial")
+    };
     g.dispatch(Dispatch {
-        label: name.to_string(),
-        kernel: KernelKey::new("attention", "attention", g.dtype).with("CAUSAL", causal as u32),
+        label,
+        kernel,
         params: params(&p),
-        buffers: vec![(1, q.value), (2, k.value), (3, v.value), (4, y)],
-        workgroups: [u("query groups", tq.div_ceil(WG))?, p.heads, u("batch", b)?],
+        buffers,
+        workgroups,
     })?;
+    if !final_pass {
+        g.dispatch(Dispatch {
+            label: format!("{name}.combine"),
+            kernel: KernelKey::new("attention", "combine", g.dtype).with("FINAL", 0),
+            params: params(&p),
+            buffers: vec![(4, y), (5, part_ml), (6, part_acc)],
+            workgroups: grid_1d(name, (b * tq * width).div_ceil(WG))?,
+        })?;
+    }
     Ok(y)
 }
 

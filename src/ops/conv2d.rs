@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{gemm_grid, pad8, params, to_u32};
+use super::{gemm_grid, pad8, params, to_u32, LOOP_BUDGET};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelKey, Tensor};
 use crate::graph::{Dispatch, Graph, ValueId};
@@ -157,6 +157,12 @@ pub fn conv2d(
             format!("{h}×{wd} input is smaller than the {kh}×{kw} kernel"),
         ));
     };
+    if kh * kw * (cin + 1) > LOOP_BUDGET {
+        return Err(Error::shape(
+            name,
+            format!("{kh}×{kw}×{cin} taps exceed the kernel's reduction limit {LOOP_BUDGET}"),
+        ));
+    }
     let out_shape = [b, ho, wo, w.out_channels];
     if let Some(r) = opts.residual {
         let rs = g.shape(r)?;

@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::elementwise::Activation;
-use super::{gemm_grid, pad8, params, to_u32};
+use super::{gemm_grid, pad8, params, to_u32, LOOP_BUDGET};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelKey, Tensor};
 use crate::graph::{Dispatch, Graph, ValueId};
@@ -135,6 +135,12 @@ pub fn linear(
                 "activation {:?} cannot be fused into linear",
                 opts.activation
             ),
+        ));
+    }
+    if k > LOOP_BUDGET {
+        return Err(Error::shape(
+            name,
+            format!("{k} input features exceed the kernel's reduction limit {LOOP_BUDGET}"),
         ));
     }
     let rows: usize = shape[..shape.len() - 1].iter().product();

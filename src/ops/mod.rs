@@ -18,6 +18,13 @@ pub mod upsample;
 
 use crate::error::{Error, Result};
 
+/// Loop iterations one invocation may run. Mesa's llvmpipe (lavapipe) silently ends an
+/// invocation after 65535 loop iterations in total, all loops of the shader together
+/// (`LP_MAX_TGSI_LOOP_ITERATIONS`), leaving its outputs partly written. Kernels with long loops
+/// (attention over many keys, GEMMs with a long reduction) split their work to stay below this,
+/// with a margin for the short loops around the main one.
+pub const LOOP_BUDGET: usize = 60_000;
+
 /// Workgroup counts for `groups` workgroups laid out 2-D (x ≤ 65535); shaders flatten them as
 /// `wid.y · num_workgroups.x + wid.x` and skip the excess.
 pub(crate) fn grid_1d(label: &str, groups: usize) -> Result<[u32; 3]> {
