@@ -16,10 +16,13 @@
 //! with liveness-based buffer reuse, one encoder per run), [`ops`] (one builder per kernel family
 //! with a CPU reference beside it).
 
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod graph;
 pub mod ops;
+pub mod schedulers;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use gpu::{DType, Gpu, GpuOptions, Tensor};

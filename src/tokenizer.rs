@@ -93,10 +93,12 @@ impl ClipTokenizer {
             max_length = config.model_max_length.or(max_length);
         }
         if let Some((file, token)) = pad_token {
-            tokenizer.pad_id = tokenizer.token_to_id(&token).ok_or_else(|| Error::Tokenizer {
-                file,
-                message: format!("pad_token {token:?} is not in vocab.json"),
-            })?;
+            tokenizer.pad_id = tokenizer
+                .token_to_id(&token)
+                .ok_or_else(|| Error::Tokenizer {
+                    file,
+                    message: format!("pad_token {token:?} is not in vocab.json"),
+                })?;
         }
         if let Some((_, n)) = max_length {
             tokenizer.max_length = n;
@@ -162,7 +164,13 @@ impl ClipTokenizer {
             AddedToken::from(EOS_TOKEN, true),
         ]);
 
-        Ok(Self { tokenizer, bos_id, eos_id, pad_id: eos_id, max_length: DEFAULT_MAX_LENGTH })
+        Ok(Self {
+            tokenizer,
+            bos_id,
+            eos_id,
+            pad_id: eos_id,
+            max_length: DEFAULT_MAX_LENGTH,
+        })
     }
 
     /// The prompt's token ids, without BOS/EOS and without any length limit.
@@ -179,7 +187,10 @@ impl ClipTokenizer {
         let tokens = self.tokenize(prompt)?;
         let room = self.max_length - 2;
         let kept = tokens.len().min(room);
-        Ok(TokenIds { ids: self.wrap(&tokens[..kept]), truncated: tokens.len() - kept })
+        Ok(TokenIds {
+            ids: self.wrap(&tokens[..kept]),
+            truncated: tokens.len() - kept,
+        })
     }
 
     /// Every token of the prompt, as chunks of `max_length - 2` (75) tokens each wrapped as
@@ -189,7 +200,10 @@ impl ClipTokenizer {
         if tokens.is_empty() {
             return Ok(vec![self.wrap(&[])]);
         }
-        Ok(tokens.chunks(self.max_length - 2).map(|chunk| self.wrap(chunk)).collect())
+        Ok(tokens
+            .chunks(self.max_length - 2)
+            .map(|chunk| self.wrap(chunk))
+            .collect())
     }
 
     /// Text of `ids`, skipping BOS/EOS/padding; `</w>` becomes the space it stands for.
@@ -271,7 +285,10 @@ fn read_merges(path: &Path, vocab: &HashMap<String, u32>) -> Result<Vec<(String,
         if line.is_empty() || (i == 0 && line.starts_with("#version")) {
             continue;
         }
-        let malformed = |message: String| Error::Tokenizer { file: path.to_path_buf(), message };
+        let malformed = |message: String| Error::Tokenizer {
+            file: path.to_path_buf(),
+            message,
+        };
         let mut parts = line.split(' ');
         let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(malformed(format!(
@@ -306,10 +323,15 @@ struct TokenizerConfig {
 }
 
 fn read_config(path: &Path) -> Result<TokenizerConfig> {
-    let bad = |message: String| Error::Tokenizer { file: path.to_path_buf(), message };
+    let bad = |message: String| Error::Tokenizer {
+        file: path.to_path_buf(),
+        message,
+    };
     let json: serde_json::Value =
         serde_json::from_str(&read_text(path)?).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-    let object = json.as_object().ok_or_else(|| bad("expected a JSON object".into()))?;
+    let object = json
+        .as_object()
+        .ok_or_else(|| bad("expected a JSON object".into()))?;
 
     // A special token is either a string or an AddedToken object `{"content": …}`.
     let pad_token = match object.get("pad_token") {

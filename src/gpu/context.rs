@@ -263,6 +263,16 @@ impl Gpu {
     }
 }
 
+/// The `auto` storage dtype: f16 on GPUs with SHADER_F16, f32 on CPU adapters such as lavapipe
+/// (f16 is emulated there and measured slower) and where f16 is missing.
+pub fn auto_dtype(gpu: &Gpu) -> crate::gpu::DType {
+    if gpu.supports_f16() && gpu.info.device_type != wgpu::DeviceType::Cpu {
+        crate::gpu::DType::F16
+    } else {
+        crate::gpu::DType::F32
+    }
+}
+
 fn convert_error(context: &str, e: wgpu::Error) -> Error {
     match e {
         wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory {

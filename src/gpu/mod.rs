@@ -6,6 +6,6 @@ pub mod kernels;
 pub mod profile;
 pub mod tensor;
 
-pub use context::{adapter_summaries, AdapterSummary, Gpu, GpuOptions};
+pub use context::{adapter_summaries, auto_dtype, AdapterSummary, Gpu, GpuOptions};
 pub use kernels::{KernelKey, Kernels};
 pub use tensor::{DType, Tensor};

@@ -51,7 +51,10 @@ impl DDIMScheduler {
     /// Sets η (diffusers' `step(eta=…)`): the weight of fresh noise in each step.
     pub fn with_eta(mut self, eta: f64) -> Result<Self> {
         if !(eta >= 0.0 && eta.is_finite()) {
-            return Err(Error::invalid("eta", format!("{eta} must be a finite number ≥ 0")));
+            return Err(Error::invalid(
+                "eta",
+                format!("{eta} must be a finite number ≥ 0"),
+            ));
         }
         self.eta = eta;
         Ok(self)
@@ -59,7 +62,10 @@ impl DDIMScheduler {
 
     /// ᾱ_t for each step's timestep.
     pub fn alphas_cumprod(&self) -> Vec<f64> {
-        self.timesteps.iter().map(|&t| self.schedule.alpha_cumprod_at(t as i64)).collect()
+        self.timesteps
+            .iter()
+            .map(|&t| self.schedule.alpha_cumprod_at(t as i64))
+            .collect()
     }
 
     fn scalars(&self, step_index: usize) -> DdimScalars {
@@ -69,17 +75,22 @@ impl DDIMScheduler {
         // σ_t² = (1 − ᾱ_prev)/(1 − ᾱ_t) · (1 − ᾱ_t/ᾱ_prev), eq. (16)
         let variance = (1.0 - alpha_prod_t_prev) / (1.0 - alpha_prod_t)
             * (1.0 - alpha_prod_t / alpha_prod_t_prev);
-        DdimScalars { alpha_prod_t, alpha_prod_t_prev, std_dev_t: self.eta * variance.sqrt() }
+        DdimScalars {
+            alpha_prod_t,
+            alpha_prod_t_prev,
+            std_dev_t: self.eta * variance.sqrt(),
+        }
     }
 
     /// (x̂₀, ε̂) as linear combinations `(coef of sample, coef of model_output)`.
     fn predictions(&self, alpha_prod_t: f64) -> ((f64, f64), (f64, f64)) {
         let (sa, sb) = (alpha_prod_t.sqrt(), (1.0 - alpha_prod_t).sqrt());
-        match self.prediction_type {
-            PredictionType::Epsilon => ((1.0 / sa, -sb / sa), (0.0, 1.0)),
-            PredictionType::Sample => ((0.0, 1.0), (1.0 / sb, -sa / sb)),
-            PredictionType::VPrediction => ((sa, -sb), (sb, sa)),
-        }
+        let eps = match self.prediction_type {
+            PredictionType::Epsilon => (0.0, 1.0),
+            PredictionType::Sample => (1.0 / sb, -sa / sb),
+            PredictionType::VPrediction => (sb, sa),
+        };
+        (x0_coefficients(self.prediction_type, alpha_prod_t), eps)
     }
 }
 
@@ -134,26 +145,46 @@ impl Scheduler for DDIMScheduler {
         let a = s.alpha_prod_t_prev.sqrt();
         let d = (1.0 - s.alpha_prod_t_prev - s.std_dev_t * s.std_dev_t).sqrt();
         let range = self.clip_sample_range;
-        let out = sample.iter().zip(model_output).enumerate().map(|(i, (&x, &m))| {
-            let (x, m) = (x as f64, m as f64);
-            let x0 = (x0_x * x + x0_m * m).clamp(-range, range);
-            let eps = eps_x * x + eps_m * m;
-            let n = noise.map_or(0.0, |n| n[i] as f64);
-            (a * x0 + d * eps + s.std_dev_t * n) as f32
-        });
+        let out = sample
+            .iter()
+            .zip(model_output)
+            .enumerate()
+            .map(|(i, (&x, &m))| {
+                let (x, m) = (x as f64, m as f64);
+                let x0 = (x0_x * x + x0_m * m).clamp(-range, range);
+                let eps = eps_x * x + eps_m * m;
+                let n = noise.map_or(0.0, |n| n[i] as f64);
+                (a * x0 + d * eps + s.std_dev_t * n) as f32
+            });
         Ok(out.collect())
     }
 
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>> {
         self.check_index(step_index)?;
         check_same_len(original, noise)?;
-        let a = self.schedule.alpha_cumprod_at(self.timesteps[step_index] as i64);
+        let a = self
+            .schedule
+            .alpha_cumprod_at(self.timesteps[step_index] as i64);
         Ok(add_noise_ddpm(original, noise, a))
+    }
+}
+
+/// x̂₀ = px·x_t + pm·m for a DDPM-family model output m at ᾱ_t (`pred_original_sample`).
+pub(crate) fn x0_coefficients(prediction_type: PredictionType, alpha_prod_t: f64) -> (f64, f64) {
+    let (sa, sb) = (alpha_prod_t.sqrt(), (1.0 - alpha_prod_t).sqrt());
+    match prediction_type {
+        PredictionType::Epsilon => (1.0 / sa, -sb / sa),
+        PredictionType::Sample => (0.0, 1.0),
+        PredictionType::VPrediction => (sa, -sb),
     }
 }
 
 /// q(x_t | x_0) = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε.
 pub(crate) fn add_noise_ddpm(original: &[f32], noise: &[f32], alpha_prod: f64) -> Vec<f32> {
     let (a, b) = (alpha_prod.sqrt(), (1.0 - alpha_prod).sqrt());
-    original.iter().zip(noise).map(|(&x, &n)| (a * x as f64 + b * n as f64) as f32).collect()
+    original
+        .iter()
+        .zip(noise)
+        .map(|(&x, &n)| (a * x as f64 + b * n as f64) as f32)
+        .collect()
 }

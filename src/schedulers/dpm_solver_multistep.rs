@@ -17,8 +17,12 @@ use super::{
 };
 use crate::error::Result;
 
-const DEFAULTS: ClassDefaults =
-    ClassDefaults::ddpm("DPMSolverMultistepScheduler", TimestepSpacing::Linspace, false, false);
+const DEFAULTS: ClassDefaults = ClassDefaults::ddpm(
+    "DPMSolverMultistepScheduler",
+    TimestepSpacing::Linspace,
+    false,
+    false,
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SolverType {
@@ -64,7 +68,10 @@ impl DPMSolverMultistepScheduler {
             return Err(unsupported(
                 class,
                 "algorithm_type",
-                format!("{:?}: only \"dpmsolver++\" is implemented", config.algorithm_type),
+                format!(
+                    "{:?}: only \"dpmsolver++\" is implemented",
+                    config.algorithm_type
+                ),
             ));
         }
         let solver_type = match config.solver_type.as_str() {
@@ -77,7 +84,10 @@ impl DPMSolverMultistepScheduler {
             return Err(unsupported(
                 class,
                 "solver_order",
-                format!("{}: only orders 1 and 2 are implemented", config.solver_order),
+                format!(
+                    "{}: only orders 1 and 2 are implemented",
+                    config.solver_order
+                ),
             ));
         }
         for (on, field) in [
@@ -97,8 +107,10 @@ impl DPMSolverMultistepScheduler {
         // Inference timesteps, with the high-noise end clipped at `lambda_min_clipped`
         // (λ decreases with t; count the trailing timesteps below the bound).
         let train_sigmas = schedule.sigmas();
-        let clipped_idx =
-            train_sigmas.iter().filter(|&&s| lambda(s) < config.lambda_min_clipped).count();
+        let clipped_idx = train_sigmas
+            .iter()
+            .filter(|&&s| lambda(s) < config.lambda_min_clipped)
+            .count();
         let last_timestep = train - clipped_idx;
         let n = num_inference_steps;
         let mut timesteps: Vec<f64> = match schedule.timestep_spacing {
@@ -108,7 +120,10 @@ impl DPMSolverMultistepScheduler {
             }
             TimestepSpacing::Leading => {
                 let ratio = last_timestep / (n + 1);
-                (1..=n).rev().map(|i| (i * ratio + config.steps_offset) as f64).collect()
+                (1..=n)
+                    .rev()
+                    .map(|i| (i * ratio + config.steps_offset) as f64)
+                    .collect()
             }
             TimestepSpacing::Trailing => {
                 arange(last_timestep as f64, 0.0, -(train as f64 / n as f64))
@@ -137,7 +152,10 @@ impl DPMSolverMultistepScheduler {
                 .collect();
             sigmas
         } else {
-            timesteps.iter().map(|&t| interp(t, &train_sigmas)).collect()
+            timesteps
+                .iter()
+                .map(|&t| interp(t, &train_sigmas))
+                .collect()
         };
         let final_zero = config.final_sigmas_type == FinalSigmasType::Zero;
         sigmas.push(if final_zero { 0.0 } else { train_sigmas[0] });

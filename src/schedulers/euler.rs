@@ -15,8 +15,12 @@ use super::{
 };
 use crate::error::Result;
 
-const DEFAULTS: ClassDefaults =
-    ClassDefaults::ddpm("EulerDiscreteScheduler", TimestepSpacing::Linspace, false, false);
+const DEFAULTS: ClassDefaults = ClassDefaults::ddpm(
+    "EulerDiscreteScheduler",
+    TimestepSpacing::Linspace,
+    false,
+    false,
+);
 
 /// Inference timesteps and sigmas shared by Euler and Euler ancestral.
 #[derive(Debug, Clone)]
@@ -56,7 +60,10 @@ impl SigmaSchedule {
         let mut timesteps =
             schedule.spaced_timesteps(num_inference_steps, config.steps_offset, false);
         let train_sigmas = schedule.sigmas();
-        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| interp(t, &train_sigmas)).collect();
+        let mut sigmas: Vec<f64> = timesteps
+            .iter()
+            .map(|&t| interp(t, &train_sigmas))
+            .collect();
         if config.use_karras_sigmas {
             let log_sigmas: Vec<f64> = train_sigmas.iter().map(|s| s.ln()).collect();
             let sigma_min = config.sigma_min.unwrap_or(sigmas[sigmas.len() - 1]);
@@ -74,7 +81,14 @@ impl SigmaSchedule {
             TimestepSpacing::Linspace | TimestepSpacing::Trailing => max_sigma,
             TimestepSpacing::Leading => (max_sigma * max_sigma + 1.0).sqrt(),
         };
-        Ok((schedule, Self { timesteps, sigmas, init_noise_sigma }))
+        Ok((
+            schedule,
+            Self {
+                timesteps,
+                sigmas,
+                init_noise_sigma,
+            },
+        ))
     }
 
     /// x̂₀ = px·x + pm·m for the prediction type at noise level σ.
@@ -98,7 +112,11 @@ impl SigmaSchedule {
     /// img2img: x₀ + σ·ε.
     pub fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Vec<f32> {
         let sigma = self.sigmas[step_index];
-        original.iter().zip(noise).map(|(&x, &n)| (x as f64 + sigma * n as f64) as f32).collect()
+        original
+            .iter()
+            .zip(noise)
+            .map(|(&x, &n)| (x as f64 + sigma * n as f64) as f32)
+            .collect()
     }
 }
 
@@ -111,7 +129,10 @@ pub struct EulerDiscreteScheduler {
 impl EulerDiscreteScheduler {
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
         let (_, schedule) = SigmaSchedule::new(config, DEFAULTS, num_inference_steps)?;
-        Ok(Self { schedule, prediction_type: config.prediction_type })
+        Ok(Self {
+            schedule,
+            prediction_type: config.prediction_type,
+        })
     }
 
     /// σ for each step, plus the final one.
@@ -138,8 +159,10 @@ impl Scheduler for EulerDiscreteScheduler {
     }
 
     fn step_coefficients(&self, step_index: usize) -> Option<StepCoefficients> {
-        let (sigma, sigma_next) =
-            (*self.schedule.sigmas.get(step_index)?, *self.schedule.sigmas.get(step_index + 1)?);
+        let (sigma, sigma_next) = (
+            *self.schedule.sigmas.get(step_index)?,
+            *self.schedule.sigmas.get(step_index + 1)?,
+        );
         // d = (x − x̂₀)/σ;  x_next = x + d·(σ_next − σ)
         let (px, pm) = SigmaSchedule::x0_coefficients(self.prediction_type, sigma);
         let dt_over_sigma = (sigma_next - sigma) / sigma;
@@ -158,7 +181,9 @@ impl Scheduler for EulerDiscreteScheduler {
         noise: Option<&[f32]>,
     ) -> Result<Vec<f32>> {
         check_step_inputs(self, model_output, step_index, sample, noise)?;
-        let c = self.step_coefficients(step_index).expect("index checked above");
+        let c = self
+            .step_coefficients(step_index)
+            .expect("index checked above");
         Ok(c.apply(sample, model_output, None))
     }
 

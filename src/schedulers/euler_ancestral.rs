@@ -12,8 +12,12 @@ use super::{
 };
 use crate::error::Result;
 
-const DEFAULTS: ClassDefaults =
-    ClassDefaults::ddpm("EulerAncestralDiscreteScheduler", TimestepSpacing::Linspace, false, false);
+const DEFAULTS: ClassDefaults = ClassDefaults::ddpm(
+    "EulerAncestralDiscreteScheduler",
+    TimestepSpacing::Linspace,
+    false,
+    false,
+);
 
 #[derive(Debug, Clone)]
 pub struct EulerAncestralDiscreteScheduler {
@@ -35,7 +39,10 @@ impl EulerAncestralDiscreteScheduler {
             ..config.clone()
         };
         let (_, schedule) = SigmaSchedule::new(&config, DEFAULTS, num_inference_steps)?;
-        Ok(Self { schedule, prediction_type: config.prediction_type })
+        Ok(Self {
+            schedule,
+            prediction_type: config.prediction_type,
+        })
     }
 
     /// σ for each step, plus the final 0.
@@ -89,7 +96,9 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         noise: Option<&[f32]>,
     ) -> Result<Vec<f32>> {
         check_step_inputs(self, model_output, step_index, sample, noise)?;
-        let c = self.step_coefficients(step_index).expect("index checked above");
+        let c = self
+            .step_coefficients(step_index)
+            .expect("index checked above");
         Ok(c.apply(sample, model_output, noise))
     }
 

@@ -6,7 +6,7 @@
 //! or img2img `strength` (the caller starts at a later step index instead). The noise comes
 //! in as an argument.
 
-use super::ddim::add_noise_ddpm;
+use super::ddim::{add_noise_ddpm, x0_coefficients};
 use super::noise_schedule::{check_num_steps, ClassDefaults, NoiseSchedule};
 use super::{
     check_same_len, check_step_inputs, BetaSchedule, PredictionType, Scheduler, SchedulerConfig,
@@ -78,7 +78,10 @@ impl LCMScheduler {
 
     /// ᾱ_t for each step's timestep.
     pub fn alphas_cumprod(&self) -> Vec<f64> {
-        self.timesteps.iter().map(|&t| self.schedule.alpha_cumprod_at(t as i64)).collect()
+        self.timesteps
+            .iter()
+            .map(|&t| self.schedule.alpha_cumprod_at(t as i64))
+            .collect()
     }
 
     fn scalars(&self, step_index: usize) -> LcmScalars {
@@ -92,16 +95,6 @@ impl LCMScheduler {
             alpha_prod_t_prev: self.schedule.alpha_cumprod_at(prev_t as i64),
             c_skip: SIGMA_DATA * SIGMA_DATA / denom,
             c_out: scaled / denom.sqrt(),
-        }
-    }
-
-    /// x̂₀ = px·x + pm·m.
-    fn x0_coefficients(&self, alpha_prod_t: f64) -> (f64, f64) {
-        let (sa, sb) = (alpha_prod_t.sqrt(), (1.0 - alpha_prod_t).sqrt());
-        match self.prediction_type {
-            PredictionType::Epsilon => (1.0 / sa, -sb / sa),
-            PredictionType::Sample => (0.0, 1.0),
-            PredictionType::VPrediction => (sa, -sb),
         }
     }
 
@@ -133,12 +126,15 @@ impl Scheduler for LCMScheduler {
             return None;
         }
         let s = self.scalars(step_index);
-        let (px, pm) = self.x0_coefficients(s.alpha_prod_t);
+        let (px, pm) = x0_coefficients(self.prediction_type, s.alpha_prod_t);
         // denoised = c_out·x̂₀ + c_skip·x; then √ᾱ_prev·denoised + √(1 − ᾱ_prev)·noise
         let (scale, noise) = if self.is_last(step_index) {
             (1.0, 0.0)
         } else {
-            (s.alpha_prod_t_prev.sqrt(), (1.0 - s.alpha_prod_t_prev).sqrt())
+            (
+                s.alpha_prod_t_prev.sqrt(),
+                (1.0 - s.alpha_prod_t_prev).sqrt(),
+            )
         };
         Some(StepCoefficients {
             sample: scale * (s.c_out * px + s.c_skip),
@@ -159,26 +155,35 @@ impl Scheduler for LCMScheduler {
             return Ok(c.apply(sample, model_output, noise));
         }
         let s = self.scalars(step_index);
-        let (px, pm) = self.x0_coefficients(s.alpha_prod_t);
+        let (px, pm) = x0_coefficients(self.prediction_type, s.alpha_prod_t);
         let range = self.clip_sample_range;
         let last = self.is_last(step_index);
-        let (a, b) = (s.alpha_prod_t_prev.sqrt(), (1.0 - s.alpha_prod_t_prev).sqrt());
-        let out = sample.iter().zip(model_output).enumerate().map(|(i, (&x, &m))| {
-            let (x, m) = (x as f64, m as f64);
-            let x0 = (px * x + pm * m).clamp(-range, range);
-            let denoised = s.c_out * x0 + s.c_skip * x;
-            match (last, noise) {
-                (false, Some(n)) => (a * denoised + b * n[i] as f64) as f32,
-                _ => denoised as f32,
-            }
-        });
+        let (a, b) = (
+            s.alpha_prod_t_prev.sqrt(),
+            (1.0 - s.alpha_prod_t_prev).sqrt(),
+        );
+        let out = sample
+            .iter()
+            .zip(model_output)
+            .enumerate()
+            .map(|(i, (&x, &m))| {
+                let (x, m) = (x as f64, m as f64);
+                let x0 = (px * x + pm * m).clamp(-range, range);
+                let denoised = s.c_out * x0 + s.c_skip * x;
+                match (last, noise) {
+                    (false, Some(n)) => (a * denoised + b * n[i] as f64) as f32,
+                    _ => denoised as f32,
+                }
+            });
         Ok(out.collect())
     }
 
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>> {
         self.check_index(step_index)?;
         check_same_len(original, noise)?;
-        let a = self.schedule.alpha_cumprod_at(self.timesteps[step_index] as i64);
+        let a = self
+            .schedule
+            .alpha_cumprod_at(self.timesteps[step_index] as i64);
         Ok(add_noise_ddpm(original, noise, a))
     }
 }

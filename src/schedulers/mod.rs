@@ -120,7 +120,10 @@ pub trait Scheduler: Send + std::fmt::Debug {
         if step_index >= n {
             return Err(Error::invalid(
                 "step index",
-                format!("{step_index} is past the {n} steps of {}", self.class_name()),
+                format!(
+                    "{step_index} is past the {n} steps of {}",
+                    self.class_name()
+                ),
             ));
         }
         Ok(())
@@ -139,7 +142,11 @@ pub(crate) fn check_step_inputs(
     if model_output.len() != sample.len() {
         return Err(Error::invalid(
             "model output",
-            format!("{} values for a sample of {}", model_output.len(), sample.len()),
+            format!(
+                "{} values for a sample of {}",
+                model_output.len(),
+                sample.len()
+            ),
         ));
     }
     match noise {
@@ -149,7 +156,10 @@ pub(crate) fn check_step_inputs(
         )),
         None if scheduler.needs_noise(step_index) => Err(Error::invalid(
             "noise",
-            format!("{} step {step_index} needs a noise tensor", scheduler.class_name()),
+            format!(
+                "{} step {step_index} needs a noise tensor",
+                scheduler.class_name()
+            ),
         )),
         _ => Ok(()),
     }
@@ -334,16 +344,25 @@ impl SchedulerKind {
 }
 
 /// Names accepted by [`SchedulerConfig::with_name`] (the CLI's `--scheduler`).
-pub const SCHEDULER_NAMES: [&str; 7] =
-    ["ddim", "pndm", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras", "lcm"];
+pub const SCHEDULER_NAMES: [&str; 7] = [
+    "ddim",
+    "pndm",
+    "euler",
+    "euler-a",
+    "dpmpp-2m",
+    "dpmpp-2m-karras",
+    "lcm",
+];
 
 impl SchedulerConfig {
     /// Reads a diffusers `scheduler_config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Config { file: path.to_path_buf(), message: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| Error::Config {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// The training schedule shared by SD1.x and SD2.x checkpoints (their
@@ -399,13 +418,19 @@ impl SchedulerConfig {
     /// The scheduler named by `_class_name`, for `num_inference_steps` steps.
     pub fn build(&self, num_inference_steps: usize) -> Result<Box<dyn Scheduler>> {
         let name = self.class_name.as_deref().ok_or_else(|| {
-            Error::invalid("scheduler config", "no _class_name: choose a scheduler by name")
+            Error::invalid(
+                "scheduler config",
+                "no _class_name: choose a scheduler by name",
+            )
         })?;
         let kind = SchedulerKind::from_class_name(name).ok_or_else(|| {
             let known: Vec<_> = SchedulerKind::ALL.iter().map(|k| k.class_name()).collect();
             Error::invalid(
                 "scheduler",
-                format!("unsupported class {name:?}; supported: {}", known.join(", ")),
+                format!(
+                    "unsupported class {name:?}; supported: {}",
+                    known.join(", ")
+                ),
             )
         })?;
         self.build_kind(kind, num_inference_steps)
@@ -422,9 +447,10 @@ impl SchedulerConfig {
             SchedulerKind::Euler => {
                 Box::new(EulerDiscreteScheduler::new(self, num_inference_steps)?)
             }
-            SchedulerKind::EulerAncestral => {
-                Box::new(EulerAncestralDiscreteScheduler::new(self, num_inference_steps)?)
-            }
+            SchedulerKind::EulerAncestral => Box::new(EulerAncestralDiscreteScheduler::new(
+                self,
+                num_inference_steps,
+            )?),
             SchedulerKind::DpmSolverMultistep => {
                 Box::new(DPMSolverMultistepScheduler::new(self, num_inference_steps)?)
             }

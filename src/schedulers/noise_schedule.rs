@@ -64,7 +64,11 @@ impl NoiseSchedule {
         }
         let n = config.num_train_timesteps;
         if n < 2 {
-            return Err(unsupported(class, "num_train_timesteps", format!("{n} is too small")));
+            return Err(unsupported(
+                class,
+                "num_train_timesteps",
+                format!("{n} is too small"),
+            ));
         }
         let mut betas = match &config.trained_betas {
             Some(betas) if betas.len() != n => {
@@ -80,15 +84,20 @@ impl NoiseSchedule {
                 let end = config.beta_end.unwrap_or(defaults.beta_end);
                 match config.beta_schedule.unwrap_or(defaults.beta_schedule) {
                     BetaSchedule::Linear => linspace(start, end, n),
-                    BetaSchedule::ScaledLinear => {
-                        linspace(start.sqrt(), end.sqrt(), n).into_iter().map(|b| b * b).collect()
-                    }
+                    BetaSchedule::ScaledLinear => linspace(start.sqrt(), end.sqrt(), n)
+                        .into_iter()
+                        .map(|b| b * b)
+                        .collect(),
                     BetaSchedule::SquaredcosCapV2 => betas_for_alpha_bar_cosine(n, 0.999),
                 }
             }
         };
         if let Some(bad) = betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
-            return Err(unsupported(class, "betas", format!("beta {bad} is outside [0, 1)")));
+            return Err(unsupported(
+                class,
+                "betas",
+                format!("beta {bad} is outside [0, 1)"),
+            ));
         }
         if config.rescale_betas_zero_snr {
             betas = rescale_zero_terminal_snr(&betas);
@@ -115,7 +124,10 @@ impl NoiseSchedule {
 
     /// σ_t = √((1 − ᾱ_t) / ᾱ_t), the noise level of the variance-exploding view (k-diffusion).
     pub fn sigmas(&self) -> Vec<f64> {
-        self.alphas_cumprod.iter().map(|a| ((1.0 - a) / a).sqrt()).collect()
+        self.alphas_cumprod
+            .iter()
+            .map(|a| ((1.0 - a) / a).sqrt())
+            .collect()
     }
 
     /// ᾱ used past the last step (t < 0): 1, or ᾱ_0 when `set_alpha_to_one` is false.
@@ -156,7 +168,10 @@ impl NoiseSchedule {
             }
             TimestepSpacing::Leading => {
                 let ratio = train / n;
-                (0..n).rev().map(|i| (i * ratio + steps_offset) as f64).collect()
+                (0..n)
+                    .rev()
+                    .map(|i| (i * ratio + steps_offset) as f64)
+                    .collect()
             }
             TimestepSpacing::Trailing => {
                 let ratio = train as f64 / n as f64;
@@ -186,7 +201,11 @@ pub(crate) fn check_num_steps(
 
 /// Glide's cosine schedule: β_i = min(1 − ᾱ(t_{i+1}) / ᾱ(t_i), max_beta).
 fn betas_for_alpha_bar_cosine(n: usize, max_beta: f64) -> Vec<f64> {
-    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+    let alpha_bar = |t: f64| {
+        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
     (0..n)
         .map(|i| {
             let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);

@@ -55,9 +55,9 @@ impl PNDMScheduler {
                 .iter()
                 .map(|t| t.round_ties_even() as i64)
                 .collect(),
-            TimestepSpacing::Leading => {
-                (0..n).map(|i| (i * (train / n) + config.steps_offset) as i64).collect()
-            }
+            TimestepSpacing::Leading => (0..n)
+                .map(|i| (i * (train / n) + config.steps_offset) as i64)
+                .collect(),
             TimestepSpacing::Trailing => arange(train as f64, 0.0, -(train as f64 / n as f64))
                 .iter()
                 .rev()
@@ -86,7 +86,10 @@ impl PNDMScheduler {
             let half = (train / n / 2) as i64;
             let tail = &base[base.len() - PNDM_ORDER..];
             let pairs: Vec<i64> = tail.iter().flat_map(|&t| [t, t + half]).collect();
-            let doubled: Vec<i64> = pairs[..pairs.len() - 1].iter().flat_map(|&t| [t, t]).collect();
+            let doubled: Vec<i64> = pairs[..pairs.len() - 1]
+                .iter()
+                .flat_map(|&t| [t, t])
+                .collect();
             let mut prk = doubled[1..doubled.len() - 1].to_vec();
             prk.reverse();
             let mut plms = base[..base.len() - 3].to_vec();
@@ -112,7 +115,10 @@ impl PNDMScheduler {
 
     /// ᾱ_t for each step's timestep.
     pub fn alphas_cumprod(&self) -> Vec<f64> {
-        self.timesteps.iter().map(|&t| self.schedule.alpha_cumprod_at(t as i64)).collect()
+        self.timesteps
+            .iter()
+            .map(|&t| self.schedule.alpha_cumprod_at(t as i64))
+            .collect()
     }
 
     fn reset(&mut self) {
@@ -124,11 +130,19 @@ impl PNDMScheduler {
 
     /// Runge-Kutta stage: accumulates 1/6, 1/3, 1/3, 1/6 of the four model outputs.
     fn step_prk(&mut self, model_output: &[f32], timestep: i64, sample: &[f32]) -> Vec<f32> {
-        let diff_to_prev = if self.counter % 2 == 1 { 0 } else { self.step_ratio / 2 };
+        let diff_to_prev = if self.counter % 2 == 1 {
+            0
+        } else {
+            self.step_ratio / 2
+        };
         let prev_timestep = timestep - diff_to_prev;
         let timestep = self.timesteps[self.counter / 4 * 4] as i64;
         let stage = self.counter % 4;
-        let weight = if stage == 0 || stage == 3 { 1.0 / 6.0 } else { 1.0 / 3.0 };
+        let weight = if stage == 0 || stage == 3 {
+            1.0 / 6.0
+        } else {
+            1.0 / 3.0
+        };
         if stage == 0 {
             self.cur_model_output = vec![0.0; model_output.len()];
             self.ets.push(model_output.to_vec());
@@ -173,8 +187,11 @@ impl PNDMScheduler {
         let combine = |weights: &[f64], scale: f64| -> Vec<f32> {
             (0..model_output.len())
                 .map(|i| {
-                    let sum: f64 =
-                        weights.iter().enumerate().map(|(j, w)| w * e[k - 1 - j][i] as f64).sum();
+                    let sum: f64 = weights
+                        .iter()
+                        .enumerate()
+                        .map(|(j, w)| w * e[k - 1 - j][i] as f64)
+                        .sum();
                     (sum * scale) as f32
                 })
                 .collect()
@@ -262,17 +279,21 @@ impl Scheduler for PNDMScheduler {
         }
         self.last_step = Some(step_index);
         let timestep = self.timesteps[step_index] as i64;
-        Ok(if !self.skip_prk_steps && self.counter < self.num_prk_steps {
-            self.step_prk(model_output, timestep, sample)
-        } else {
-            self.step_plms(model_output, timestep, sample)
-        })
+        Ok(
+            if !self.skip_prk_steps && self.counter < self.num_prk_steps {
+                self.step_prk(model_output, timestep, sample)
+            } else {
+                self.step_plms(model_output, timestep, sample)
+            },
+        )
     }
 
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>> {
         self.check_index(step_index)?;
         check_same_len(original, noise)?;
-        let a = self.schedule.alpha_cumprod_at(self.timesteps[step_index] as i64);
+        let a = self
+            .schedule
+            .alpha_cumprod_at(self.timesteps[step_index] as i64);
         Ok(add_noise_ddpm(original, noise, a))
     }
 }

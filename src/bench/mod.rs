@@ -1,0 +1,6 @@
+//! Benchmarks behind `stipple bench`: kernels at Stable Diffusion 1.5 shapes, measured against
+//! the adapter's own peak (an FMA-throughput and a copy-bandwidth probe run in the same process).
+
+pub mod kernels;
+
+pub use kernels::{run_kernel_bench, KernelBenchOptions, KernelBenchReport, KernelResult, Peak};
