@@ -20,6 +20,10 @@ alias T = f32;
 override WG: u32 = 64;
 override CAUSAL: u32 = 0;
 override FINAL: u32 = 1;
+// ⌈D/4⌉ as a pipeline constant: constant loop bounds let drivers unroll the head loops and keep
+// the query and accumulator in registers.
+override D4: u32 = 10;
+override ALIGNED: u32 = 0;
 
 const MAX_D4: u32 = 40u;          // head dim ≤ 160
 const TILE_KEYS: u32 = 32u;       // keys scored before one rescale of the accumulator
@@ -47,6 +51,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> dst: array<T>;
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>;   // (S, B, Tq, H)
 @group(0) @binding(6) var<storage, read_write> part_acc: array<f32>;        // (S, B, Tq, H, D)
+// The same k and v buffers seen as vec4s, read when ALIGNED = 1 (D, strides and offsets all
+// multiples of 4): one vector load instead of four guarded scalar loads.
+@group(0) @binding(7) var<storage, read> k4: array<vec4<T>>;
+@group(0) @binding(8) var<storage, read> v4: array<vec4<T>>;
 
 // Four consecutive elements of `buf` at base + d .. base + d + 3, zero past the head dim.
 // (Three copies: WGSL cannot pass storage buffers to functions.)
@@ -84,7 +92,7 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let b = wid.z % p.batch;
     let split = wid.z / p.batch;
     if (i >= p.tq) { return; }
-    let d4 = (p.d + 3u) / 4u;
+    let d4 = D4;
 
     var qv: array<vec4<f32>, MAX_D4>;
     var acc: array<vec4<f32>, MAX_D4>;
@@ -108,7 +116,11 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         for (var j = 0u; j < nk; j++) {
             let key_base = (b * p.tk + j0 + j) * p.k_stride + k_head;
             var s = 0.0;
-            for (var c = 0u; c < d4; c++) { s += dot(qv[c], load4_k(key_base, c * 4u)); }
+            if (ALIGNED == 1u) {
+                for (var c = 0u; c < d4; c++) { s += dot(qv[c], vec4<f32>(k4[key_base / 4u + c])); }
+            } else {
+                for (var c = 0u; c < d4; c++) { s += dot(qv[c], load4_k(key_base, c * 4u)); }
+            }
             scores[j] = s;
             tile_max = max(tile_max, s);
         }
@@ -120,7 +132,11 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             let pj = exp(scores[j] - m_new);
             l += pj;
             let value_base = (b * p.tk + j0 + j) * p.v_stride + v_head;
-            for (var c = 0u; c < d4; c++) { acc[c] += pj * load4_v(value_base, c * 4u); }
+            if (ALIGNED == 1u) {
+                for (var c = 0u; c < d4; c++) { acc[c] += pj * vec4<f32>(v4[value_base / 4u + c]); }
+            } else {
+                for (var c = 0u; c < d4; c++) { acc[c] += pj * load4_v(value_base, c * 4u); }
+            }
         }
         m = m_new;
     }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use stipple::ops::group_norm;
+use stipple::ops::group_norm::{self, GroupNorm};
 use stipple::{DType, Tensor};
 
 fn check(
@@ -27,10 +27,16 @@ fn check(
     let beta = quantize(&rng.vec(c, 0.5), dtype);
     let gt = Tensor::from_f32(gpu, "norm.weight", &[c], dtype, &gamma).expect("gamma");
     let bt = Tensor::from_f32(gpu, "norm.bias", &[c], dtype, &beta).expect("beta");
-    let want = group_norm::reference(&x, b, hw, c, groups, 1e-5, &gamma, &beta, silu);
+    let want = group_norm::reference(&x, [b, hw, c], groups, 1e-5, &gamma, &beta, silu);
+    let norm = GroupNorm {
+        groups,
+        eps: 1e-5,
+        weight: gt,
+        bias: bt,
+    };
     let shape = [b, hw, 1, c];
     let got = run_graph(gpu, dtype, &[("x", &shape, &x)], |g, ids| {
-        group_norm::group_norm(g, "norm", ids[0], groups, 1e-5, &gt, &bt, silu)
+        group_norm::group_norm(g, "norm", ids[0], &norm, silu)
     });
     let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * max_abs(&want).max(1.0);
     assert_close(
@@ -78,7 +84,12 @@ fn group_norm_rejects_indivisible_channels() {
     let t = Tensor::from_f32(&gpu, "n.weight", &[10], DType::F32, &[1.0; 10]).expect("t");
     let mut g = stipple::Graph::new(DType::F32);
     let x = g.input("x", &[1, 4, 4, 10]).expect("input");
-    let err =
-        group_norm::group_norm(&mut g, "conv_norm_out", x, 32, 1e-5, &t, &t, false).unwrap_err();
+    let norm = GroupNorm {
+        groups: 32,
+        eps: 1e-5,
+        weight: t.clone(),
+        bias: t,
+    };
+    let err = group_norm::group_norm(&mut g, "conv_norm_out", x, &norm, false).unwrap_err();
     assert!(err.to_string().contains("conv_norm_out"), "{err}");
 }

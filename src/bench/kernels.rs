@@ -10,8 +10,9 @@ use crate::gpu::{DType, Gpu, Tensor};
 use crate::graph::{Graph, Plan, ValueId};
 use crate::ops::attention::{self, AttentionOptions};
 use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
+use crate::ops::group_norm::{self, GroupNorm};
 use crate::ops::matmul::{self, LinearOptions, LinearWeight};
-use crate::ops::{group_norm, probe};
+use crate::ops::probe;
 
 #[derive(Clone, Debug)]
 pub struct KernelBenchOptions {
@@ -26,7 +27,12 @@ pub struct KernelBenchOptions {
 
 impl Default for KernelBenchOptions {
     fn default() -> Self {
-        KernelBenchOptions { dtype: DType::F32, batch: 2, latent: 64, iters: 3 }
+        KernelBenchOptions {
+            dtype: DType::F32,
+            batch: 2,
+            latent: 64,
+            iters: 3,
+        }
     }
 }
 
@@ -63,7 +69,9 @@ pub struct KernelBenchReport {
 /// Median seconds of `iters` runs after one warm-up.
 fn time_plan(plan: &Plan, iters: usize) -> Result<f64> {
     plan.run_timed()?;
-    let mut times = (0..iters.max(1)).map(|_| plan.run_timed()).collect::<Result<Vec<f64>>>()?;
+    let mut times = (0..iters.max(1))
+        .map(|_| plan.run_timed())
+        .collect::<Result<Vec<f64>>>()?;
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
 }
@@ -90,7 +98,10 @@ fn bench_graph(
     build: impl FnOnce(&mut Graph, &[ValueId]) -> Result<ValueId>,
 ) -> Result<f64> {
     let mut g = Graph::new(dtype);
-    let ids = inputs.iter().map(|(n, s)| g.input(n, s)).collect::<Result<Vec<_>>>()?;
+    let ids = inputs
+        .iter()
+        .map(|(n, s)| g.input(n, s))
+        .collect::<Result<Vec<_>>>()?;
     let out = build(&mut g, &ids)?;
     g.output("out", out)?;
     let plan = Plan::new(gpu, g)?;
@@ -114,71 +125,155 @@ fn measure_peak(gpu: &Gpu, iters: usize) -> Result<Peak> {
         bytes = b;
         Ok(y)
     })?;
-    Ok(Peak { fma_gflops: fma, copy_gbps: bytes / secs / 1e9 })
+    Ok(Peak {
+        fma_gflops: fma,
+        copy_gbps: bytes / secs / 1e9,
+    })
 }
 
 /// Run every kernel case and the peak probes.
-pub fn run_kernel_bench(gpu: &Gpu, o: &KernelBenchOptions, mut progress: impl FnMut(&str)) -> Result<KernelBenchReport> {
+pub fn run_kernel_bench(
+    gpu: &Gpu,
+    o: &KernelBenchOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<KernelBenchReport> {
     let (dtype, b, s, iters) = (o.dtype, o.batch, o.latent, o.iters);
     progress("peak probes");
     let peak = measure_peak(gpu, iters)?;
     let mut kernels = Vec::new();
     let mut record = |kernel: &str, shape: String, secs: f64, work: f64, compute_bound: bool| {
         let (unit, rate, fraction) = if compute_bound {
-            ("GFLOP/s", work / secs / 1e9, work / secs / 1e9 / peak.fma_gflops)
+            (
+                "GFLOP/s",
+                work / secs / 1e9,
+                work / secs / 1e9 / peak.fma_gflops,
+            )
         } else {
-            ("GB/s", work / secs / 1e9, work / secs / 1e9 / peak.copy_gbps)
+            (
+                "GB/s",
+                work / secs / 1e9,
+                work / secs / 1e9 / peak.copy_gbps,
+            )
         };
-        kernels.push(KernelResult { kernel: kernel.into(), shape, median_ms: secs * 1e3, unit, rate, fraction_of_peak: fraction });
+        kernels.push(KernelResult {
+            kernel: kernel.into(),
+            shape,
+            median_ms: secs * 1e3,
+            unit,
+            rate,
+            fraction_of_peak: fraction,
+        });
     };
     let bytes_per = dtype.size() as f64;
 
     // Linear: attention projection at the first level, (B·HW, 320) → 320.
     progress("matmul");
     let (m, k, n) = (b * s * s, 320, 320);
-    let w = LinearWeight::upload(gpu, "bench.linear", &noise(n * k, 7, 0.05), Some(&noise(n, 8, 0.1)), n, k, dtype)?;
-    let secs = bench_graph(gpu, dtype, iters, &[("x", vec![m, k])], |g, ids| matmul::linear(g, "linear", ids[0], &w, LinearOptions::default()))?;
-    record("matmul (linear + bias)", format!("({m}, {k}) · ({k}, {n})"), secs, 2.0 * (m * n * k) as f64, true);
+    let w = LinearWeight::upload(
+        gpu,
+        "bench.linear",
+        &noise(n * k, 7, 0.05),
+        Some(&noise(n, 8, 0.1)),
+        n,
+        k,
+        dtype,
+    )?;
+    let secs = bench_graph(gpu, dtype, iters, &[("x", vec![m, k])], |g, ids| {
+        matmul::linear(g, "linear", ids[0], &w, LinearOptions::default())
+    })?;
+    record(
+        "matmul (linear + bias)",
+        format!("({m}, {k}) · ({k}, {n})"),
+        secs,
+        2.0 * (m * n * k) as f64,
+        true,
+    );
 
     // Conv 3×3 and 1×1 at the first level: 320 → 320 channels.
     for (ksize, pad) in [(3usize, 1usize), (1, 0)] {
         progress(&format!("conv2d {ksize}x{ksize}"));
         let c = 320;
-        let wt = Conv2dWeight::upload(gpu, "bench.conv", &noise(c * c * ksize * ksize, 9, 0.02), Some(&noise(c, 10, 0.1)), [c, c, ksize, ksize], dtype)?;
-        let opts = Conv2dOptions { stride: 1, padding: pad, residual: None };
-        let secs = bench_graph(gpu, dtype, iters, &[("x", vec![b, s, s, c])], |g, ids| conv2d::conv2d(g, "conv", ids[0], &wt, opts))?;
+        let wt = Conv2dWeight::upload(
+            gpu,
+            "bench.conv",
+            &noise(c * c * ksize * ksize, 9, 0.02),
+            Some(&noise(c, 10, 0.1)),
+            [c, c, ksize, ksize],
+            dtype,
+        )?;
+        let opts = Conv2dOptions {
+            stride: 1,
+            padding: pad,
+            residual: None,
+        };
+        let secs = bench_graph(gpu, dtype, iters, &[("x", vec![b, s, s, c])], |g, ids| {
+            conv2d::conv2d(g, "conv", ids[0], &wt, opts)
+        })?;
         let flops = 2.0 * (b * s * s * c * c * ksize * ksize) as f64;
-        record(&format!("conv2d {ksize}x{ksize}"), format!("({b}, {s}, {s}, {c}) → {c}"), secs, flops, true);
+        record(
+            &format!("conv2d {ksize}x{ksize}"),
+            format!("({b}, {s}, {s}, {c}) → {c}"),
+            secs,
+            flops,
+            true,
+        );
     }
 
     // Self-attention at the first level and cross-attention to 77 text tokens: 8 heads × 40.
     let (t, heads, d) = (s * s, 8, 40);
     for (label, tk) in [("attention self", t), ("attention cross", 77)] {
         progress(label);
-        let opts = AttentionOptions { heads, head_dim: d, scale: None, causal: false };
+        let opts = AttentionOptions {
+            heads,
+            head_dim: d,
+            scale: None,
+            causal: false,
+        };
         let inputs = [("q", vec![b, t, heads * d]), ("kv", vec![b, tk, heads * d])];
-        let secs = bench_graph(gpu, dtype, iters, &inputs, |g, ids| attention::attention(g, "attn", ids[0].into(), ids[1].into(), ids[1].into(), opts))?;
+        let secs = bench_graph(gpu, dtype, iters, &inputs, |g, ids| {
+            attention::attention(g, "attn", ids[0].into(), ids[1].into(), ids[1].into(), opts)
+        })?;
         let flops = 4.0 * (b * heads * t * tk * d) as f64;
-        record(label, format!("B{b} H{heads} D{d}: {t} queries × {tk} keys"), secs, flops, true);
+        record(
+            label,
+            format!("B{b} H{heads} D{d}: {t} queries × {tk} keys"),
+            secs,
+            flops,
+            true,
+        );
     }
 
     // Group norm + SiLU at the first level (memory-bound: two reads and one write).
     progress("group norm");
     let c = 320;
-    let gamma = Tensor::from_f32(gpu, "bench.gn.weight", &[c], dtype, &noise(c, 11, 1.0))?;
-    let beta = Tensor::from_f32(gpu, "bench.gn.bias", &[c], dtype, &noise(c, 12, 1.0))?;
+    let norm = GroupNorm {
+        groups: 32,
+        eps: 1e-5,
+        weight: Tensor::from_f32(gpu, "bench.gn.weight", &[c], dtype, &noise(c, 11, 1.0))?,
+        bias: Tensor::from_f32(gpu, "bench.gn.bias", &[c], dtype, &noise(c, 12, 1.0))?,
+    };
     let secs = bench_graph(gpu, dtype, iters, &[("x", vec![b, s * s, c])], |g, ids| {
-        group_norm::group_norm(g, "norm", ids[0], 32, 1e-5, &gamma, &beta, true)
+        group_norm::group_norm(g, "norm", ids[0], &norm, true)
     })?;
     let bytes = 3.0 * (b * s * s * c) as f64 * bytes_per;
-    record("group norm + SiLU", format!("({b}, {}, {c}), 32 groups", s * s), secs, bytes, false);
+    record(
+        "group norm + SiLU",
+        format!("({b}, {}, {c}), 32 groups", s * s),
+        secs,
+        bytes,
+        false,
+    );
 
     Ok(KernelBenchReport {
         adapter: gpu.info.name.clone(),
         backend: format!("{:?}", gpu.info.backend),
         device_type: format!("{:?}", gpu.info.device_type),
         dtype: dtype.name(),
-        timing: if gpu.supports_timestamps() { "timestamp queries" } else { "wall clock" },
+        timing: if gpu.supports_timestamps() {
+            "timestamp queries"
+        } else {
+            "wall clock"
+        },
         peak,
         kernels,
     })

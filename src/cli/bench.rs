@@ -31,7 +31,12 @@ pub fn run_kernels(options: &GpuOptions, args: &KernelBenchArgs) -> anyhow::Resu
     if args.batch == 0 || args.latent == 0 || args.iters == 0 {
         anyhow::bail!("--batch, --latent and --iters must be at least 1");
     }
-    let opts = KernelBenchOptions { dtype, batch: args.batch, latent: args.latent, iters: args.iters };
+    let opts = KernelBenchOptions {
+        dtype,
+        batch: args.batch,
+        latent: args.latent,
+        iters: args.iters,
+    };
     let report = run_kernel_bench(&gpu, &opts, |stage| {
         if !args.json {
             eprintln!("  running {stage} …");
@@ -41,14 +46,28 @@ pub fn run_kernels(options: &GpuOptions, args: &KernelBenchArgs) -> anyhow::Resu
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("adapter: {} ({}, {}); dtype {}; timing: {}", report.adapter, report.backend, report.device_type, report.dtype, report.timing);
-    println!("measured peak: FMA {:.1} GFLOP/s, copy {:.2} GB/s", report.peak.fma_gflops, report.peak.copy_gbps);
+    println!(
+        "adapter: {} ({}, {}); dtype {}; timing: {}",
+        report.adapter, report.backend, report.device_type, report.dtype, report.timing
+    );
+    println!(
+        "measured peak: FMA {:.1} GFLOP/s, copy {:.2} GB/s",
+        report.peak.fma_gflops, report.peak.copy_gbps
+    );
     println!();
-    println!("{:<24} {:<42} {:>10} {:>16} {:>8}", "kernel", "shape", "median ms", "rate", "of peak");
+    println!(
+        "{:<24} {:<42} {:>10} {:>16} {:>8}",
+        "kernel", "shape", "median ms", "rate", "of peak"
+    );
     for k in &report.kernels {
         println!(
             "{:<24} {:<42} {:>10.2} {:>8.2} {:<7} {:>7.1}%",
-            k.kernel, k.shape, k.median_ms, k.rate, k.unit, 100.0 * k.fraction_of_peak
+            k.kernel,
+            k.shape,
+            k.median_ms,
+            k.rate,
+            k.unit,
+            100.0 * k.fraction_of_peak
         );
     }
     Ok(())

@@ -60,7 +60,7 @@ pub fn run(options: &GpuOptions) -> anyhow::Result<()> {
     println!("Limits:");
     println!(
         "  max_storage_buffer_binding_size: {}",
-        mib(l.max_storage_buffer_binding_size as u64)
+        mib(l.max_storage_buffer_binding_size)
     );
     println!(
         "  max_buffer_size:                 {}",

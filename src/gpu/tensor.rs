@@ -179,7 +179,10 @@ impl Tensor {
 
 /// Error unless a buffer of `bytes` can be bound as one storage binding on this adapter.
 pub fn check_binding_size(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
-    let max = (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+    let max = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
     if bytes > max {
         return Err(Error::Limit {
             what: format!("tensor {what}"),

@@ -154,6 +154,9 @@ pub fn attention(
     };
     let part_ml = g.intermediate(&format!("{name}.partial_ml"), &ml_shape, DType::F32)?;
     let part_acc = g.intermediate(&format!("{name}.partial_acc"), &acc_shape, DType::F32)?;
+    let aligned = [d, ks[2], k.offset, vs[2], v.offset]
+        .iter()
+        .all(|n| n % 4 == 0);
     let buffers = vec![
         (1, q.value),
         (2, k.value),
@@ -161,10 +164,14 @@ pub fn attention(
         (4, y),
         (5, part_ml),
         (6, part_acc),
+        (7, k.value),
+        (8, v.value),
     ];
     let kernel = KernelKey::new("attention", "partial", g.dtype)
         .with("CAUSAL", causal as u32)
-        .with("FINAL", final_pass as u32);
+        .with("FINAL", final_pass as u32)
+        .with("D4", d.div_ceil(4) as u32)
+        .with("ALIGNED", aligned as u32);
     let workgroups = [
         u("query groups", tq.div_ceil(WG))?,
         p.heads,

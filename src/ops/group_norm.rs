@@ -25,18 +25,33 @@ struct Params {
     eps: f32,
 }
 
+/// A GroupNorm layer's parameters (diffusers `nn.GroupNorm(num_groups, C, eps)`).
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    pub groups: usize,
+    pub eps: f32,
+    /// γ (C).
+    pub weight: Tensor,
+    /// β (C).
+    pub bias: Tensor,
+}
+
 /// GroupNorm over x (B, H, W, C) or (B, T, C): `groups` groups of C / groups channels, then an
-/// optional SiLU. `gamma`, `beta`: (C).
+/// optional SiLU.
 pub fn group_norm(
     g: &mut Graph,
     name: &str,
     x: ValueId,
-    groups: usize,
-    eps: f32,
-    gamma: &Tensor,
-    beta: &Tensor,
+    norm: &GroupNorm,
     silu: bool,
 ) -> Result<ValueId> {
+    let GroupNorm {
+        groups,
+        eps,
+        weight: gamma,
+        bias: beta,
+    } = norm;
+    let (groups, eps) = (*groups, *eps);
     let shape = g.shape(x)?;
     if shape.len() < 2 {
         return Err(Error::shape(
@@ -118,9 +133,7 @@ pub fn group_norm(
 /// CPU reference over x (B, HW, C), two-pass statistics in f64.
 pub fn reference(
     x: &[f32],
-    b: usize,
-    hw: usize,
-    c: usize,
+    [b, hw, c]: [usize; 3],
     groups: usize,
     eps: f32,
     gamma: &[f32],
