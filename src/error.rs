@@ -68,6 +68,14 @@ pub enum Error {
     #[error("{}: {message}", file.display())]
     Config { file: PathBuf, message: String },
 
+    /// A weights file that is not valid safetensors (truncated, bad header, bad offsets…).
+    #[error("{}: {message}", file.display())]
+    Safetensors { file: PathBuf, message: String },
+
+    /// A tensor missing, of the wrong shape or dtype, or left unused by the model.
+    #[error("{}: tensor {tensor}: {message}", file.display())]
+    Weight { file: PathBuf, tensor: String, message: String },
+
     /// Tokenizer files missing or malformed.
     #[error("tokenizer {}: {message}", file.display())]
     Tokenizer { file: PathBuf, message: String },
