@@ -6,7 +6,7 @@
 //
 // One query row per invocation; the keys stream through in tiles of TILE_KEYS: scores s_j, tile
 // max m', rescale the running sum l and the accumulator by exp(m − m'), add Σ_j exp(s_j − m')·v_j.
-// The query and accumulator are D4 = ⌈D/4⌉ vec4s (zero-padded), D ≤ 160. f32 math throughout.
+// The query and accumulator are D4 = ⌈D/4⌉ vec4s (zero-padded), D ≤ 512. f32 math throughout.
 //
 // Split keys: lavapipe (Mesa llvmpipe) ends any invocation after 65535 loop iterations in total
 // (LP_MAX_TGSI_LOOP_ITERATIONS, shared by every loop of a shader), which 4096 keys at D = 40
@@ -21,11 +21,12 @@ override WG: u32 = 64;
 override CAUSAL: u32 = 0;
 override FINAL: u32 = 1;
 // ⌈D/4⌉ as a pipeline constant: constant loop bounds let drivers unroll the head loops and keep
-// the query and accumulator in registers.
+// the query and accumulator in registers. 0 = read it from the params (wide heads, where
+// unrolling 128 iterations made lavapipe's shader compile take tens of seconds).
 override D4: u32 = 10;
 override ALIGNED: u32 = 0;
 
-const MAX_D4: u32 = 40u;          // head dim ≤ 160
+const MAX_D4: u32 = 128u;         // head dim ≤ 512 (the SD VAE's single head)
 const TILE_KEYS: u32 = 32u;       // keys scored before one rescale of the accumulator
 const MASKED: f32 = -3.0e38;      // score of a masked key (finite: exp(m − m') stays defined)
 
@@ -92,7 +93,7 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let b = wid.z % p.batch;
     let split = wid.z / p.batch;
     if (i >= p.tq) { return; }
-    let d4 = D4;
+    let d4 = select((p.d + 3u) / 4u, D4, D4 != 0u);
 
     var qv: array<vec4<f32>, MAX_D4>;
     var acc: array<vec4<f32>, MAX_D4>;

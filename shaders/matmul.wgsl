@@ -2,7 +2,7 @@
 //   dst[m, n] = act( Σ_k src[m, k] · w[k, n] + bias[n] ) + residual[m, n]
 //   src (M, K) row-major (leading axes flattened into rows); w is the weight transposed and packed at load: (K, NP) as vec4,
 //   NP = N rounded up to 8 with zero columns (torch's Linear weight is (N, K)); dst (M, N).
-//   act (override ACT): 0 none, 1 SiLU, 2 GELU (erf).  Bias/residual are read when the params say
+//   act (override ACT): 0 none, 1 SiLU, 2 GELU (erf), 3 GELU (tanh), 4 quick-GELU x·σ(1.702x).  Bias/residual are read when the params say
 //   so; otherwise the op binds `src` in their place.
 //
 // Register blocking without workgroup memory (fastest on lavapipe, see KERNELS.md): each
@@ -45,6 +45,11 @@ fn activate(x: f32) -> f32 {
             let poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t;
             return 0.5 * x * (1.0 + sign(z) * (1.0 - poly * exp(-a * a)));
         }
+        case 3u: {
+            let inner = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);
+            return 0.5 * x * (1.0 + tanh(inner));
+        }
+        case 4u: { return x / (1.0 + exp(-1.702 * x)); }
         default: { return x; }
     }
 }

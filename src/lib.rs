@@ -23,6 +23,7 @@ pub mod graph;
 pub mod ops;
 pub mod schedulers;
 pub mod tokenizer;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use gpu::{DType, Gpu, GpuOptions, Tensor};

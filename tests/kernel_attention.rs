@@ -243,6 +243,21 @@ fn many_keys_split_across_invocations() {
     let Some(gpu) = gpu() else { return };
     assert!(attention::keys_per_split(160) < 1500 && attention::keys_per_split(40) < 4096);
     for dtype in dtypes(&gpu) {
+        // The SD VAE's mid-block attention: one head of 512.
+        check(
+            &gpu,
+            &Case {
+                batch: 1,
+                tq: 70,
+                tk: 300,
+                heads: 1,
+                d: 512,
+                causal: false,
+            },
+            dtype,
+            13,
+            None,
+        );
         check(
             &gpu,
             &Case {
@@ -354,12 +369,12 @@ fn attention_rejects_bad_shapes() {
     assert!(attention::attention(&mut g, "a", q.into(), k.into(), k.into(), opts).is_err());
     let big = AttentionOptions {
         heads: 1,
-        head_dim: 200,
+        head_dim: 600,
         scale: None,
         causal: false,
     };
-    let q2 = g.input("q2", &[1, 4, 200]).expect("q2");
+    let q2 = g.input("q2", &[1, 4, 600]).expect("q2");
     let err =
         attention::attention(&mut g, "attn2", q2.into(), q2.into(), q2.into(), big).unwrap_err();
-    assert!(err.to_string().contains("head_dim 200"), "{err}");
+    assert!(err.to_string().contains("head_dim 600"), "{err}");
 }

@@ -15,6 +15,7 @@ struct Case {
     k: usize,
     stride: usize,
     pad: usize,
+    extra: usize,
     bias: bool,
     residual: bool,
 }
@@ -27,12 +28,13 @@ fn check(gpu: &stipple::Gpu, case: &Case, dtype: DType, seed: u64) {
         k,
         stride,
         pad,
+        extra,
         bias,
         residual,
     } = *case;
     let [b, h, w, cin] = input;
-    let ho = (h + 2 * pad - k) / stride + 1;
-    let wo = (w + 2 * pad - k) / stride + 1;
+    let ho = (h + 2 * pad + extra - k) / stride + 1;
+    let wo = (w + 2 * pad + extra - k) / stride + 1;
     let x = quantize(&rng.vec(b * h * w * cin, 1.0), dtype);
     let wt = quantize(
         &rng.vec(cout * cin * k * k, 1.0 / ((cin * k * k) as f32).sqrt()),
@@ -56,7 +58,7 @@ fn check(gpu: &stipple::Gpu, case: &Case, dtype: DType, seed: u64) {
         bias.then_some(&bs[..]),
         [cout, cin, k, k],
         stride,
-        pad,
+        (pad, extra),
         residual.then_some(&r[..]),
     );
     let rs = [b, ho, wo, cout];
@@ -65,6 +67,7 @@ fn check(gpu: &stipple::Gpu, case: &Case, dtype: DType, seed: u64) {
         let opts = Conv2dOptions {
             stride,
             padding: pad,
+            extra_padding_end: extra,
             residual: residual.then_some(ids[1]),
         };
         conv2d::conv2d(g, "conv", ids[0], &weight, opts)
@@ -72,7 +75,7 @@ fn check(gpu: &stipple::Gpu, case: &Case, dtype: DType, seed: u64) {
     let scale = max_abs(&want).max(1.0);
     let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * scale;
     let label = format!(
-        "conv {input:?}→{cout} k{k} s{stride} p{pad} bias={bias} res={residual} {}",
+        "conv {input:?}→{cout} k{k} s{stride} p{pad}+{extra} bias={bias} res={residual} {}",
         dtype.name()
     );
     assert_close(&label, &got, &want, atol, 0.0);
@@ -82,12 +85,24 @@ fn check(gpu: &stipple::Gpu, case: &Case, dtype: DType, seed: u64) {
 fn conv2d_shapes() {
     let Some(gpu) = gpu() else { return };
     let cases = [
+        // VAE encoder Downsample2D: pad (0, 1, 0, 1), 3×3, stride 2.
+        Case {
+            input: [2, 8, 6, 5],
+            cout: 7,
+            k: 3,
+            stride: 2,
+            pad: 0,
+            extra: 1,
+            bias: true,
+            residual: false,
+        },
         Case {
             input: [1, 5, 7, 3],
             cout: 5,
             k: 3,
             stride: 1,
             pad: 1,
+            extra: 0,
             bias: true,
             residual: false,
         },
@@ -97,6 +112,7 @@ fn conv2d_shapes() {
             k: 3,
             stride: 2,
             pad: 1,
+            extra: 0,
             bias: true,
             residual: false,
         },
@@ -106,6 +122,7 @@ fn conv2d_shapes() {
             k: 1,
             stride: 1,
             pad: 0,
+            extra: 0,
             bias: false,
             residual: false,
         },
@@ -115,6 +132,7 @@ fn conv2d_shapes() {
             k: 3,
             stride: 1,
             pad: 1,
+            extra: 0,
             bias: true,
             residual: true,
         },
@@ -124,6 +142,7 @@ fn conv2d_shapes() {
             k: 1,
             stride: 1,
             pad: 0,
+            extra: 0,
             bias: true,
             residual: true,
         },
@@ -133,6 +152,7 @@ fn conv2d_shapes() {
             k: 3,
             stride: 1,
             pad: 1,
+            extra: 0,
             bias: true,
             residual: false,
         },
@@ -142,6 +162,7 @@ fn conv2d_shapes() {
             k: 3,
             stride: 2,
             pad: 1,
+            extra: 0,
             bias: true,
             residual: false,
         },
@@ -163,6 +184,7 @@ fn conv2d_sd_sized() {
         k: 3,
         stride: 1,
         pad: 1,
+        extra: 0,
         bias: true,
         residual: true,
     };

@@ -110,7 +110,7 @@ fn linear_small_and_odd_shapes() {
             k: 48,
             n: 130,
             bias: true,
-            act: Activation::Identity,
+            act: Activation::QuickGelu,
             residual: true,
         },
         Case {

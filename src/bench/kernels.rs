@@ -201,11 +201,7 @@ pub fn run_kernel_bench(
             [c, c, ksize, ksize],
             dtype,
         )?;
-        let opts = Conv2dOptions {
-            stride: 1,
-            padding: pad,
-            residual: None,
-        };
+        let opts = Conv2dOptions::padded(pad);
         let secs = bench_graph(gpu, dtype, iters, &[("x", vec![b, s, s, c])], |g, ids| {
             conv2d::conv2d(g, "conv", ids[0], &wt, opts)
         })?;

@@ -79,6 +79,9 @@ pub struct Graph {
     pub dtype: DType,
     pub(crate) values: Vec<Value>,
     pub(crate) dispatches: Vec<Dispatch>,
+    /// Output names and their values.
+    pub(crate) outputs: Vec<(String, ValueId)>,
+    probes: bool,
 }
 
 impl Graph {
@@ -87,6 +90,8 @@ impl Graph {
             dtype,
             values: Vec::new(),
             dispatches: Vec::new(),
+            outputs: Vec::new(),
+            probes: false,
         }
     }
 
@@ -134,21 +139,39 @@ impl Graph {
         )
     }
 
-    /// Mark `value` as an output readable after each run under `name`.
+    /// Mark `value` as an output readable after each run under `name` (a value may carry
+    /// several output names).
     pub fn output(&mut self, name: &str, value: ValueId) -> Result<()> {
-        if self.find(name, |v| v.is_output).is_some() {
+        if self.outputs.iter().any(|(n, _)| n == name) {
             return Err(Error::shape(name, "an output of this name already exists"));
         }
         let v = self.value_mut(value)?;
         if !matches!(v.kind, ValueKind::Intermediate) {
-            return Err(Error::shape(
-                name,
-                "only values computed by the graph can be outputs",
-            ));
+            return Err(Error::shape(name, "only values computed by the graph can be outputs"));
         }
         v.is_output = true;
-        v.name = name.to_string();
+        self.outputs.push((name.to_string(), value));
         Ok(())
+    }
+
+    /// Record `value` as output `probe.<name>` when the graph was made with probes (block
+    /// boundaries that tests compare against goldens); otherwise nothing.
+    pub fn probe(&mut self, name: &str, value: ValueId) -> Result<()> {
+        if self.probes {
+            self.output(&format!("probe.{name}"), value)?;
+        }
+        Ok(())
+    }
+
+    /// Make later [`Graph::probe`] calls record outputs.
+    pub fn with_probes(mut self) -> Self {
+        self.probes = true;
+        self
+    }
+
+    /// Names of the outputs, in the order they were marked.
+    pub fn output_names(&self) -> impl Iterator<Item = &str> {
+        self.outputs.iter().map(|(n, _)| n.as_str())
     }
 
     /// An intermediate value produced by a dispatch (used by op builders).

@@ -101,12 +101,13 @@ impl Plan {
                     inputs.insert(v.name.clone(), i);
                     Some(new_buffer(&v.name, v.bytes()))
                 }
-                ValueKind::Intermediate if v.is_output => {
-                    outputs.insert(v.name.clone(), i);
-                    Some(new_buffer(&v.name, v.bytes()))
-                }
+                ValueKind::Intermediate if v.is_output => Some(new_buffer(&v.name, v.bytes())),
                 ValueKind::Intermediate => assignment.slot_of[i].map(|s| slots[s].clone()),
             });
+        }
+
+        for (name, id) in &graph.outputs {
+            outputs.insert(name.clone(), id.0);
         }
 
         // All dispatch params in one uniform buffer, each at an aligned offset.

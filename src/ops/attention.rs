@@ -9,10 +9,13 @@ use crate::gpu::{DType, KernelKey};
 use crate::graph::{Dispatch, Graph, ValueId};
 
 const WG: usize = 64;
+/// Head dims up to this get their loops unrolled (a pipeline constant); wider ones loop.
+const UNROLLED_HEAD_DIM: usize = 160;
 /// Keys scored between two rescales of the accumulator (TILE_KEYS in the shader).
 const TILE_KEYS: usize = 32;
-/// The shader keeps a query and its accumulator in registers: head_dim ≤ 160.
-pub const MAX_HEAD_DIM: usize = 160;
+/// The shader keeps a query and its accumulator in registers: head_dim ≤ 512 (the SD VAE's
+/// mid-block attention has one head of 512).
+pub const MAX_HEAD_DIM: usize = 512;
 
 /// A (B, T, C) tensor whose heads start at column `offset` (e.g. a slice of a fused QKV output).
 #[derive(Clone, Copy, Debug)]
@@ -170,7 +173,7 @@ pub fn attention(
     let kernel = KernelKey::new("attention", "partial", g.dtype)
         .with("CAUSAL", causal as u32)
         .with("FINAL", final_pass as u32)
-        .with("D4", d.div_ceil(4) as u32)
+        .with("D4", if d <= UNROLLED_HEAD_DIM { d.div_ceil(4) as u32 } else { 0 })
         .with("ALIGNED", aligned as u32);
     let workgroups = [
         u("query groups", tq.div_ceil(WG))?,

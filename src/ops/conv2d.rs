@@ -83,7 +83,11 @@ impl Conv2dWeight {
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2dOptions {
     pub stride: usize,
+    /// Zero rows/columns on every side.
     pub padding: usize,
+    /// Further zero rows at the bottom and columns at the right: diffusers' `Downsample2D`
+    /// with `padding=0` (the VAE encoder) pads (0, 1, 0, 1) before a stride-2 convolution.
+    pub extra_padding_end: usize,
     pub residual: Option<ValueId>,
 }
 
@@ -92,8 +96,16 @@ impl Default for Conv2dOptions {
         Conv2dOptions {
             stride: 1,
             padding: 0,
+            extra_padding_end: 0,
             residual: None,
         }
+    }
+}
+
+impl Conv2dOptions {
+    /// Stride 1 with `padding` on every side (3×3 "same" convolutions use 1).
+    pub fn padded(padding: usize) -> Self {
+        Conv2dOptions { padding, ..Default::default() }
     }
 }
 
@@ -116,11 +128,9 @@ struct Params {
     has_residual: u32,
 }
 
-/// Output spatial size of a convolution.
-pub fn output_size(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
-    (size + 2 * padding)
-        .checked_sub(kernel)
-        .map(|s| s / stride + 1)
+/// Output spatial size of a convolution over `padded` values (input plus all padding).
+pub fn output_size(padded: usize, kernel: usize, stride: usize) -> Option<usize> {
+    padded.checked_sub(kernel).map(|s| s / stride + 1)
 }
 
 /// Convolution of x (B, H, W, CIN) → (B, HO, WO, COUT).
@@ -149,8 +159,8 @@ pub fn conv2d(
     }
     let [kh, kw] = w.kernel;
     let (Some(ho), Some(wo)) = (
-        output_size(h, kh, opts.stride, opts.padding),
-        output_size(wd, kw, opts.stride, opts.padding),
+        output_size(h + 2 * opts.padding + opts.extra_padding_end, kh, opts.stride),
+        output_size(wd + 2 * opts.padding + opts.extra_padding_end, kw, opts.stride),
     ) else {
         return Err(Error::shape(
             name,
@@ -223,11 +233,11 @@ pub fn reference(
     bias: Option<&[f32]>,
     [cout, _, kh, kw]: [usize; 4],
     stride: usize,
-    pad: usize,
+    (pad, extra_end): (usize, usize),
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
-    let ho = (h + 2 * pad - kh) / stride + 1;
-    let wo = (wd + 2 * pad - kw) / stride + 1;
+    let ho = (h + 2 * pad + extra_end - kh) / stride + 1;
+    let wo = (wd + 2 * pad + extra_end - kw) / stride + 1;
     let mut y = vec![0.0; b * ho * wo * cout];
     for n in 0..b {
         for oy in 0..ho {

@@ -125,18 +125,6 @@ pub fn linear(
             ),
         ));
     }
-    if !matches!(
-        opts.activation,
-        Activation::Identity | Activation::Silu | Activation::Gelu
-    ) {
-        return Err(Error::shape(
-            name,
-            format!(
-                "activation {:?} cannot be fused into linear",
-                opts.activation
-            ),
-        ));
-    }
     if k > LOOP_BUDGET {
         return Err(Error::shape(
             name,
