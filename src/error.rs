@@ -74,7 +74,11 @@ pub enum Error {
 
     /// A tensor missing, of the wrong shape or dtype, or left unused by the model.
     #[error("{}: tensor {tensor}: {message}", file.display())]
-    Weight { file: PathBuf, tensor: String, message: String },
+    Weight {
+        file: PathBuf,
+        tensor: String,
+        message: String,
+    },
 
     /// Tokenizer files missing or malformed.
     #[error("tokenizer {}: {message}", file.display())]

@@ -27,7 +27,8 @@ pub fn assign_buffers(graph: &Graph) -> BufferAssignment {
     let mut first = vec![usize::MAX; n];
     let mut last = vec![0usize; n];
     for (i, d) in graph.dispatches.iter().enumerate() {
-        for (_, b) in &d.buffers {
+        for &(_, b) in &d.buffers {
+            let b = graph.root(b);
             first[b.0] = first[b.0].min(i);
             last[b.0] = last[b.0].max(i);
         }

@@ -31,6 +31,8 @@ pub enum ValueKind {
     Constant(Tensor),
     /// Produced by a dispatch; lives in a pooled buffer while it is needed.
     Intermediate,
+    /// Another value's storage under a new shape (a free reshape); never itself an alias.
+    Alias(ValueId),
 }
 
 #[derive(Clone, Debug)]
@@ -147,7 +149,10 @@ impl Graph {
         }
         let v = self.value_mut(value)?;
         if !matches!(v.kind, ValueKind::Intermediate) {
-            return Err(Error::shape(name, "only values computed by the graph can be outputs"));
+            return Err(Error::shape(
+                name,
+                "only values computed by the graph can be outputs",
+            ));
         }
         v.is_output = true;
         self.outputs.push((name.to_string(), value));
@@ -178,6 +183,28 @@ impl Graph {
     pub fn intermediate(&mut self, name: &str, shape: &[usize], dtype: DType) -> Result<ValueId> {
         check_shape(name, shape)?;
         Ok(self.add_value(name, shape, dtype, ValueKind::Intermediate))
+    }
+
+    /// The same storage under another shape with as many elements (no copy, no dispatch).
+    pub fn reshape(&mut self, value: ValueId, shape: &[usize]) -> Result<ValueId> {
+        let v = self.value(value)?;
+        if numel(shape) != v.numel() {
+            return Err(Error::shape(
+                &v.name,
+                format!("cannot reshape {:?} to {shape:?}", v.shape),
+            ));
+        }
+        let (name, dtype) = (v.name.clone(), v.dtype);
+        let root = self.root(value);
+        Ok(self.add_value(&name, shape, dtype, ValueKind::Alias(root)))
+    }
+
+    /// The value that owns `value`'s storage (itself unless it is an alias).
+    pub fn root(&self, value: ValueId) -> ValueId {
+        match self.values.get(value.0).map(|v| &v.kind) {
+            Some(ValueKind::Alias(root)) => *root,
+            _ => value,
+        }
     }
 
     /// Append a dispatch (used by op builders, which check shapes first).

@@ -34,6 +34,7 @@ impl PlanMemory {
                 (ValueKind::Constant(t), _) => m.weights += t.bytes(),
                 (ValueKind::Input, _) | (ValueKind::Intermediate, true) => m.io += v.bytes(),
                 (ValueKind::Intermediate, false) => m.unshared += v.bytes(),
+                (ValueKind::Alias(_), _) => {}
             }
         }
         m
@@ -103,7 +104,13 @@ impl Plan {
                 }
                 ValueKind::Intermediate if v.is_output => Some(new_buffer(&v.name, v.bytes())),
                 ValueKind::Intermediate => assignment.slot_of[i].map(|s| slots[s].clone()),
+                ValueKind::Alias(_) => None,
             });
+        }
+        for (i, v) in graph.values.iter().enumerate() {
+            if let ValueKind::Alias(root) = v.kind {
+                storage[i] = storage[root.0].clone();
+            }
         }
 
         for (name, id) in &graph.outputs {

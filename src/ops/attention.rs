@@ -173,7 +173,14 @@ pub fn attention(
     let kernel = KernelKey::new("attention", "partial", g.dtype)
         .with("CAUSAL", causal as u32)
         .with("FINAL", final_pass as u32)
-        .with("D4", if d <= UNROLLED_HEAD_DIM { d.div_ceil(4) as u32 } else { 0 })
+        .with(
+            "D4",
+            if d <= UNROLLED_HEAD_DIM {
+                d.div_ceil(4) as u32
+            } else {
+                0
+            },
+        )
         .with("ALIGNED", aligned as u32);
     let workgroups = [
         u("query groups", tq.div_ceil(WG))?,

@@ -105,7 +105,10 @@ impl Default for Conv2dOptions {
 impl Conv2dOptions {
     /// Stride 1 with `padding` on every side (3×3 "same" convolutions use 1).
     pub fn padded(padding: usize) -> Self {
-        Conv2dOptions { padding, ..Default::default() }
+        Conv2dOptions {
+            padding,
+            ..Default::default()
+        }
     }
 }
 
@@ -159,8 +162,16 @@ pub fn conv2d(
     }
     let [kh, kw] = w.kernel;
     let (Some(ho), Some(wo)) = (
-        output_size(h + 2 * opts.padding + opts.extra_padding_end, kh, opts.stride),
-        output_size(wd + 2 * opts.padding + opts.extra_padding_end, kw, opts.stride),
+        output_size(
+            h + 2 * opts.padding + opts.extra_padding_end,
+            kh,
+            opts.stride,
+        ),
+        output_size(
+            wd + 2 * opts.padding + opts.extra_padding_end,
+            kw,
+            opts.stride,
+        ),
     ) else {
         return Err(Error::shape(
             name,
