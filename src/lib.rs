@@ -20,6 +20,7 @@ pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+pub mod models;
 pub mod ops;
 pub mod schedulers;
 pub mod tokenizer;

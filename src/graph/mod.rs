@@ -147,7 +147,8 @@ impl Graph {
         if self.outputs.iter().any(|(n, _)| n == name) {
             return Err(Error::shape(name, "an output of this name already exists"));
         }
-        let v = self.value_mut(value)?;
+        let root = self.root(value);
+        let v = self.value_mut(root)?;
         if !matches!(v.kind, ValueKind::Intermediate) {
             return Err(Error::shape(
                 name,

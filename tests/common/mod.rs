@@ -2,6 +2,8 @@
 //! max abs/rel error reports, and one-op graph runs.
 #![allow(dead_code)]
 
+pub mod golden;
+
 use stipple::{DType, Gpu, GpuOptions, Graph, Plan, ValueId};
 
 /// The adapter for GPU tests. Without one, tests skip locally but fail in CI (`CI=true`),

@@ -1,0 +1,240 @@
+//! `CLIPTextModel` (transformers `models/clip/modeling_clip.py`): the text encoder of SD1.x/SD2.x.
+//!
+//! The token-embedding gather runs on the CPU: the table (49408 × 768 f32 = 145 MiB for SD1.x)
+//! exceeds the 128 MiB storage-binding limit of many adapters, and gathering 77 rows costs
+//! nothing. The graph starts at `inputs_embeds` (B, T, D) and adds the position embeddings.
+
+use std::path::Path;
+
+use super::config::{read_config, ClipTextConfig};
+use super::layers::{self, LayerNorm};
+use super::Ctx;
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Tensor};
+use crate::graph::{Graph, ValueId};
+use crate::ops::attention::{self as attn_op, AttentionOptions, HeadsOf};
+use crate::ops::elementwise::{self, Activation};
+use crate::ops::matmul::{self, LinearOptions, LinearWeight};
+use crate::weights::{Weights, WeightsView};
+
+/// One pre-norm encoder layer: causal self-attention and an MLP, each with a residual.
+struct ClipEncoderLayer {
+    name: String,
+    heads: usize,
+    layer_norm1: LayerNorm,
+    qkv: LinearWeight,
+    out_proj: LinearWeight,
+    layer_norm2: LayerNorm,
+    fc1: LinearWeight,
+    fc2: LinearWeight,
+    activation: Activation,
+}
+
+impl ClipEncoderLayer {
+    fn load(ctx: Ctx, w: &WeightsView, c: &ClipTextConfig) -> Result<Self> {
+        let d = c.hidden_size;
+        let attn = w.pp("self_attn");
+        Ok(ClipEncoderLayer {
+            name: w.prefix().to_string(),
+            heads: c.num_attention_heads,
+            layer_norm1: LayerNorm::load(ctx, &w.pp("layer_norm1"), d, c.layer_norm_eps)?,
+            qkv: layers::fused_linear(ctx, &attn, &["q_proj", "k_proj", "v_proj"], d, d, true)?,
+            out_proj: layers::linear(ctx, &attn.pp("out_proj"), d, d, true)?,
+            layer_norm2: LayerNorm::load(ctx, &w.pp("layer_norm2"), d, c.layer_norm_eps)?,
+            fc1: layers::linear(ctx, &w.pp("mlp.fc1"), d, c.intermediate_size, true)?,
+            fc2: layers::linear(ctx, &w.pp("mlp.fc2"), c.intermediate_size, d, true)?,
+            activation: Activation::from_name(&c.hidden_act)?,
+        })
+    }
+
+    /// x (B, T, D) → (B, T, D).
+    fn forward(&self, g: &mut Graph, x: ValueId) -> Result<ValueId> {
+        let n = &self.name;
+        let d = g.shape(x)?[2];
+        let none = LinearOptions::default();
+        let h = self.layer_norm1.forward(g, x)?;
+        let qkv = matmul::linear(g, &format!("{n}.self_attn.qkv_proj"), h, &self.qkv, none)?; // (B, T, 3D)
+        let at = |offset| HeadsOf { value: qkv, offset };
+        let opts = AttentionOptions {
+            heads: self.heads,
+            head_dim: d / self.heads,
+            scale: None,
+            causal: true,
+        };
+        let a = attn_op::attention(g, &format!("{n}.self_attn"), at(0), at(d), at(2 * d), opts)?;
+        let residual = LinearOptions {
+            residual: Some(x),
+            ..none
+        };
+        let x = matmul::linear(
+            g,
+            &format!("{n}.self_attn.out_proj"),
+            a,
+            &self.out_proj,
+            residual,
+        )?;
+        let h = self.layer_norm2.forward(g, x)?;
+        let fused = LinearOptions {
+            activation: self.activation,
+            residual: None,
+        };
+        let h = matmul::linear(g, &format!("{n}.mlp.fc1"), h, &self.fc1, fused)?; // (B, T, I)
+        matmul::linear(
+            g,
+            &format!("{n}.mlp.fc2"),
+            h,
+            &self.fc2,
+            LinearOptions {
+                residual: Some(x),
+                ..none
+            },
+        )
+    }
+}
+
+/// Outputs of [`ClipTextModel::forward`].
+pub struct ClipTextOutput {
+    /// After the final layer norm (B, T, D).
+    pub last_hidden_state: ValueId,
+    /// The embeddings and each layer's output, before the final layer norm (transformers'
+    /// `hidden_states`; SD2-style "clip skip" uses `hidden_states[L − k]`).
+    pub hidden_states: Vec<ValueId>,
+}
+
+pub struct ClipTextModel {
+    pub config: ClipTextConfig,
+    /// (vocab, D) on the CPU.
+    token_embedding: Vec<f32>,
+    /// (max_positions, D).
+    position_embedding: Tensor,
+    layers: Vec<ClipEncoderLayer>,
+    final_layer_norm: LayerNorm,
+}
+
+impl ClipTextModel {
+    /// Load `dir/config.json` and the weights in `dir`; every tensor must be used.
+    pub fn from_dir(ctx: Ctx, dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config: ClipTextConfig = read_config(&config_path)?;
+        config.validate(&config_path)?;
+        let weights = Weights::open(dir)?;
+        let model = Self::load(ctx, &weights.root(), config)?;
+        weights.finish()?;
+        Ok(model)
+    }
+
+    /// Weights with or without the `text_model.` prefix (hub SD1.x files have it; transformers 5
+    /// writes without).
+    pub fn load(ctx: Ctx, root: &WeightsView, config: ClipTextConfig) -> Result<Self> {
+        let w = if root.contains("text_model.embeddings.token_embedding.weight") {
+            root.pp("text_model")
+        } else {
+            root.clone()
+        };
+        let d = config.hidden_size;
+        let emb = w.pp("embeddings");
+        emb.skip("position_ids"); // a buffer some checkpoints carry
+        let token_embedding = emb
+            .pp("token_embedding")
+            .get("weight", &[config.vocab_size, d])?;
+        let positions = emb
+            .pp("position_embedding")
+            .get("weight", &[config.max_position_embeddings, d])?;
+        let position_embedding = Tensor::from_f32(
+            ctx.gpu,
+            &emb.full_name("position_embedding.weight"),
+            &[config.max_position_embeddings, d],
+            ctx.dtype,
+            &positions,
+        )?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| ClipEncoderLayer::load(ctx, &w.pp("encoder.layers").pp(i), &config))
+            .collect::<Result<Vec<_>>>()?;
+        let final_layer_norm =
+            LayerNorm::load(ctx, &w.pp("final_layer_norm"), d, config.layer_norm_eps)?;
+        Ok(ClipTextModel {
+            token_embedding,
+            position_embedding,
+            layers,
+            final_layer_norm,
+            config,
+        })
+    }
+
+    /// Gather token embeddings on the CPU: ids (B·T) → (B·T·D).
+    pub fn embed_tokens(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let d = self.config.hidden_size;
+        let mut out = Vec::with_capacity(ids.len() * d);
+        for &id in ids {
+            let row = self
+                .token_embedding
+                .get(id as usize * d..(id as usize + 1) * d)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "token id",
+                        format!(
+                            "{id} is outside the vocabulary of {}",
+                            self.config.vocab_size
+                        ),
+                    )
+                })?;
+            out.extend_from_slice(row);
+        }
+        Ok(out)
+    }
+
+    /// inputs_embeds (B, T, D) → outputs; T ≤ max_position_embeddings.
+    pub fn forward(&self, g: &mut Graph, inputs_embeds: ValueId) -> Result<ClipTextOutput> {
+        let shape = g.shape(inputs_embeds)?;
+        let (t, d) = (shape[1], shape[2]);
+        if d != self.config.hidden_size {
+            return Err(Error::shape(
+                "text_model.embeddings",
+                format!("inputs {shape:?} are not {} wide", self.config.hidden_size),
+            ));
+        }
+        if t != self.config.max_position_embeddings {
+            return Err(Error::shape(
+                "text_model.embeddings",
+                format!(
+                    "sequence length {t} must be {} (prompts are padded)",
+                    self.config.max_position_embeddings
+                ),
+            ));
+        }
+        let positions = g.constant(&self.position_embedding); // (T, D), broadcast over the batch
+        let mut x = elementwise::add(g, "text_model.embeddings", inputs_embeds, positions)?; // (B, T, D)
+        let mut hidden_states = vec![x];
+        for layer in &self.layers {
+            x = layer.forward(g, x)?;
+            hidden_states.push(x);
+        }
+        let last_hidden_state = self.final_layer_norm.forward(g, x)?;
+        Ok(ClipTextOutput {
+            last_hidden_state,
+            hidden_states,
+        })
+    }
+
+    /// Graph with input `inputs_embeds` (B, T, D) and outputs `last_hidden_state` and, with
+    /// `all_hidden_states`, `hidden_states.{i}`.
+    pub fn graph(&self, dtype: DType, batch: usize, all_hidden_states: bool) -> Result<Graph> {
+        let mut g = Graph::new(dtype);
+        let x = g.input(
+            "inputs_embeds",
+            &[
+                batch,
+                self.config.max_position_embeddings,
+                self.config.hidden_size,
+            ],
+        )?;
+        let out = self.forward(&mut g, x)?;
+        g.output("last_hidden_state", out.last_hidden_state)?;
+        if all_hidden_states {
+            for (i, &h) in out.hidden_states.iter().enumerate() {
+                g.output(&format!("hidden_states.{i}"), h)?;
+            }
+        }
+        Ok(g)
+    }
+}

@@ -1,0 +1,390 @@
+//! Model configs read from each component's `config.json`, with diffusers' / transformers' field
+//! names and defaults. Unknown fields are ignored; fields stipple does not implement are rejected
+//! when set to anything but their default, naming the field and file.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Read and parse a config file.
+pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// A field given either once for every block or as a per-block list (diffusers accepts both).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PerBlock {
+    One(usize),
+    Each(Vec<usize>),
+}
+
+impl PerBlock {
+    pub fn get(&self, block: usize) -> Option<usize> {
+        match self {
+            PerBlock::One(v) => Some(*v),
+            PerBlock::Each(list) => list.get(block).copied(),
+        }
+    }
+}
+
+fn default_one() -> PerBlock {
+    PerBlock::One(1)
+}
+
+/// `UNet2DConditionModel` config (diffusers `unet/config.json`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct UNet2DConditionConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub mid_block_type: Option<String>,
+    /// Legacy diffusers naming: the number of heads when `num_attention_heads` is null.
+    pub attention_head_dim: PerBlock,
+    pub num_attention_heads: Option<PerBlock>,
+    pub cross_attention_dim: usize,
+    #[serde(default = "default_one")]
+    pub transformer_layers_per_block: PerBlock,
+    pub norm_num_groups: usize,
+    pub norm_eps: f32,
+    pub use_linear_projection: bool,
+    pub upcast_attention: bool,
+    pub only_cross_attention: bool,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f32,
+    pub downsample_padding: usize,
+    pub conv_in_kernel: usize,
+    pub conv_out_kernel: usize,
+    pub act_fn: String,
+    pub time_embedding_type: String,
+    pub class_embed_type: Option<String>,
+    pub addition_embed_type: Option<String>,
+    pub time_cond_proj_dim: Option<usize>,
+    pub resnet_time_scale_shift: String,
+    pub dual_cross_attention: bool,
+    pub sample_size: Option<usize>,
+}
+
+impl Default for UNet2DConditionConfig {
+    fn default() -> Self {
+        UNet2DConditionConfig {
+            in_channels: 4,
+            out_channels: 4,
+            block_out_channels: vec![320, 640, 1280, 1280],
+            layers_per_block: 2,
+            down_block_types: [
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
+            up_block_types: [
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
+            mid_block_type: Some("UNetMidBlock2DCrossAttn".into()),
+            attention_head_dim: PerBlock::One(8),
+            num_attention_heads: None,
+            cross_attention_dim: 1280,
+            transformer_layers_per_block: PerBlock::One(1),
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            use_linear_projection: false,
+            upcast_attention: false,
+            only_cross_attention: false,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            downsample_padding: 1,
+            conv_in_kernel: 3,
+            conv_out_kernel: 3,
+            act_fn: "silu".into(),
+            time_embedding_type: "positional".into(),
+            class_embed_type: None,
+            addition_embed_type: None,
+            time_cond_proj_dim: None,
+            resnet_time_scale_shift: "default".into(),
+            dual_cross_attention: false,
+            sample_size: None,
+        }
+    }
+}
+
+impl UNet2DConditionConfig {
+    /// Heads of the transformers in block `i` (down order), diffusers' legacy rule included.
+    pub fn heads(&self, block: usize) -> Option<usize> {
+        self.num_attention_heads
+            .as_ref()
+            .unwrap_or(&self.attention_head_dim)
+            .get(block)
+    }
+
+    /// Reject configs that need features stipple does not implement (naming the field).
+    pub fn validate(&self, file: &Path) -> Result<()> {
+        let bad = |message: String| {
+            Err(Error::Config {
+                file: file.to_path_buf(),
+                message,
+            })
+        };
+        let n = self.block_out_channels.len();
+        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return bad(format!(
+                "block_out_channels ({n}), down_block_types ({}) and up_block_types ({}) must have the same non-zero length",
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            ));
+        }
+        for (field, value, default) in [
+            ("act_fn", self.act_fn.as_str(), "silu"),
+            (
+                "time_embedding_type",
+                self.time_embedding_type.as_str(),
+                "positional",
+            ),
+            (
+                "resnet_time_scale_shift",
+                self.resnet_time_scale_shift.as_str(),
+                "default",
+            ),
+        ] {
+            if value != default {
+                return bad(format!(
+                    "{field} = {value:?} is not supported (only {default:?})"
+                ));
+            }
+        }
+        for (field, set) in [
+            ("class_embed_type", self.class_embed_type.is_some()),
+            ("addition_embed_type", self.addition_embed_type.is_some()),
+            ("time_cond_proj_dim", self.time_cond_proj_dim.is_some()),
+            ("only_cross_attention", self.only_cross_attention),
+            ("dual_cross_attention", self.dual_cross_attention),
+        ] {
+            if set {
+                return bad(format!("{field} is set; stipple does not implement it yet"));
+            }
+        }
+        if let Some(t) = self
+            .mid_block_type
+            .as_deref()
+            .filter(|t| *t != "UNetMidBlock2DCrossAttn")
+        {
+            return bad(format!("mid_block_type {t:?} is not supported"));
+        }
+        for (i, c) in self.block_out_channels.iter().enumerate() {
+            if self.norm_num_groups == 0 || c % self.norm_num_groups != 0 {
+                return bad(format!(
+                    "block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {}",
+                    self.norm_num_groups
+                ));
+            }
+            match self.heads(i) {
+                Some(h) if h > 0 && c % h == 0 => {}
+                h => {
+                    return bad(format!(
+                        "block {i}: {c} channels do not split into {h:?} attention heads"
+                    ))
+                }
+            }
+            if self.transformer_layers_per_block.get(i).is_none() {
+                return bad(format!(
+                    "transformer_layers_per_block has no entry for block {i}"
+                ));
+            }
+        }
+        for (i, t) in self.down_block_types.iter().enumerate() {
+            if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
+                return bad(format!("down_block_types[{i}] = {t:?} is not supported"));
+            }
+        }
+        for (i, t) in self.up_block_types.iter().enumerate() {
+            if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
+                return bad(format!("up_block_types[{i}] = {t:?} is not supported"));
+            }
+        }
+        if self.conv_in_kernel % 2 == 0 || self.conv_out_kernel % 2 == 0 {
+            return bad("conv_in_kernel and conv_out_kernel must be odd".into());
+        }
+        Ok(())
+    }
+}
+
+/// `AutoencoderKL` config (diffusers `vae/config.json`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct AutoencoderKLConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub latent_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub norm_num_groups: usize,
+    pub act_fn: String,
+    pub scaling_factor: f32,
+    pub shift_factor: Option<f32>,
+    pub use_quant_conv: bool,
+    pub use_post_quant_conv: bool,
+    pub mid_block_add_attention: bool,
+    pub sample_size: Option<usize>,
+}
+
+impl Default for AutoencoderKLConfig {
+    fn default() -> Self {
+        AutoencoderKLConfig {
+            in_channels: 3,
+            out_channels: 3,
+            latent_channels: 4,
+            block_out_channels: vec![64],
+            layers_per_block: 1,
+            down_block_types: vec!["DownEncoderBlock2D".into()],
+            up_block_types: vec!["UpDecoderBlock2D".into()],
+            norm_num_groups: 32,
+            act_fn: "silu".into(),
+            scaling_factor: 0.18215,
+            shift_factor: None,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+            mid_block_add_attention: true,
+            sample_size: None,
+        }
+    }
+}
+
+impl AutoencoderKLConfig {
+    /// Pixels per latent along each axis: 2^(levels − 1).
+    pub fn downscale_factor(&self) -> usize {
+        1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
+    pub fn validate(&self, file: &Path) -> Result<()> {
+        let bad = |message: String| {
+            Err(Error::Config {
+                file: file.to_path_buf(),
+                message,
+            })
+        };
+        let n = self.block_out_channels.len();
+        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return bad("block_out_channels, down_block_types and up_block_types must have the same non-zero length".into());
+        }
+        if self.act_fn != "silu" {
+            return bad(format!(
+                "act_fn = {:?} is not supported (only \"silu\")",
+                self.act_fn
+            ));
+        }
+        if let Some((i, t)) = self
+            .down_block_types
+            .iter()
+            .enumerate()
+            .find(|(_, t)| *t != "DownEncoderBlock2D")
+        {
+            return bad(format!("down_block_types[{i}] = {t:?} is not supported"));
+        }
+        if let Some((i, t)) = self
+            .up_block_types
+            .iter()
+            .enumerate()
+            .find(|(_, t)| *t != "UpDecoderBlock2D")
+        {
+            return bad(format!("up_block_types[{i}] = {t:?} is not supported"));
+        }
+        if let Some((i, c)) = self
+            .block_out_channels
+            .iter()
+            .enumerate()
+            .find(|(_, c)| self.norm_num_groups == 0 || *c % self.norm_num_groups != 0)
+        {
+            return bad(format!(
+                "block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {}",
+                self.norm_num_groups
+            ));
+        }
+        if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
+            return bad(format!(
+                "scaling_factor = {} must be positive",
+                self.scaling_factor
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `CLIPTextModel` config (transformers `text_encoder/config.json`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct ClipTextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub hidden_act: String,
+    pub layer_norm_eps: f32,
+}
+
+impl Default for ClipTextConfig {
+    fn default() -> Self {
+        // transformers' CLIPTextConfig defaults.
+        ClipTextConfig {
+            vocab_size: 49408,
+            hidden_size: 512,
+            intermediate_size: 2048,
+            num_hidden_layers: 12,
+            num_attention_heads: 8,
+            max_position_embeddings: 77,
+            hidden_act: "quick_gelu".into(),
+            layer_norm_eps: 1e-5,
+        }
+    }
+}
+
+impl ClipTextConfig {
+    pub fn validate(&self, file: &Path) -> Result<()> {
+        let bad = |message: String| {
+            Err(Error::Config {
+                file: file.to_path_buf(),
+                message,
+            })
+        };
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return bad(format!(
+                "hidden_size = {} does not split into num_attention_heads = {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.vocab_size == 0 || self.max_position_embeddings == 0 || self.num_hidden_layers == 0
+        {
+            return bad(
+                "vocab_size, max_position_embeddings and num_hidden_layers must be positive".into(),
+            );
+        }
+        crate::ops::elementwise::Activation::from_name(&self.hidden_act).map_err(|_| {
+            Error::Config {
+                file: file.to_path_buf(),
+                message: format!("hidden_act = {:?} is not supported", self.hidden_act),
+            }
+        })?;
+        Ok(())
+    }
+}

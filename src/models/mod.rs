@@ -1,0 +1,30 @@
+//! The networks of the Stable Diffusion family as graph builders, one file per diffusers module
+//! with diffusers' type, field and weight names (candle's `stable_diffusion/` is the model for
+//! this layout). Each module is loaded once from a [`WeightsView`](crate::weights::WeightsView)
+//! (weights repacked for the kernels and uploaded in the compute dtype) and adds its nodes to a
+//! [`Graph`](crate::graph::Graph) with `forward`. Node names are the weight prefixes, so GPU
+//! captures and errors read like the checkpoint.
+//!
+//! Activations are NHWC: (B, H, W, C), flattened for free to the transformers' (B, H·W, C).
+
+pub mod attention;
+pub mod autoencoder_kl;
+pub mod clip;
+pub mod config;
+pub mod embeddings;
+pub mod layers;
+pub mod resnet;
+pub mod transformer_2d;
+pub mod unet_2d_blocks;
+pub mod unet_2d_condition;
+pub mod vae;
+
+use crate::gpu::{DType, Gpu};
+
+/// Where and how weights are uploaded.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub gpu: &'a Gpu,
+    /// Storage dtype of weights and activations.
+    pub dtype: DType,
+}
