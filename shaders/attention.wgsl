@@ -14,6 +14,7 @@
 //   partial:  FINAL = 1 (one split) writes dst directly; otherwise writes (m, l) to part_ml and
 //             the unnormalised accumulator to part_acc;
 //   combine:  dst = Σ_s e^(m_s − M)·acc_s / Σ_s e^(m_s − M)·l_s,  M = max_s m_s.
+// The queries go in chunks of q_rows (one partial/combine pair each) so the partials stay small.
 
 alias T = f32;
 
@@ -43,6 +44,8 @@ struct Params {
     batch: u32,
     splits: u32,
     split_keys: u32,
+    q_row0: u32,   // first query of this dispatch (queries are chunked to bound the partials)
+    q_rows: u32,   // queries in this dispatch
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -88,11 +91,12 @@ fn load4_v(base: u32, d: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG)
 fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = wid.x * WG + lid;
+    let i_local = wid.x * WG + lid;
+    let i = p.q_row0 + i_local;
     let h = wid.y;
     let b = wid.z % p.batch;
     let split = wid.z / p.batch;
-    if (i >= p.tq) { return; }
+    if (i_local >= p.q_rows || i >= p.tq) { return; }
     let d4 = select((p.d + 3u) / 4u, D4, D4 != 0u);
 
     var qv: array<vec4<f32>, MAX_D4>;
@@ -142,7 +146,7 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         m = m_new;
     }
 
-    let row = (b * p.tq + i) * p.heads + h;   // (b, i, h)
+    let row = (b * p.q_rows + i_local) * p.heads + h;   // (b, i_local, h)
     if (FINAL == 1u) {
         let inv = 1.0 / l;
         let o_base = (b * p.tq + i) * p.o_stride + h * p.d;
@@ -155,7 +159,7 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             if (d + 3u < p.d) { dst[o_base + d + 3u] = T(r.w); }
         }
     } else {
-        let slot = split * p.batch * p.tq * p.heads + row;
+        let slot = split * p.batch * p.q_rows * p.heads + row;
         part_ml[slot] = vec2<f32>(m, l);
         let a_base = slot * p.d;
         for (var c = 0u; c < d4; c++) {
@@ -172,8 +176,8 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 @compute @workgroup_size(WG)
 fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.y * nwg.x + wid.x) * WG + lid;   // (b, i, h, d)
-    let rows = p.batch * p.tq * p.heads;
+    let e = (wid.y * nwg.x + wid.x) * WG + lid;   // (b, i_local, h, d)
+    let rows = p.batch * p.q_rows * p.heads;
     if (e >= rows * p.d) { return; }
     let row = e / p.d;
     let d = e % p.d;
@@ -188,6 +192,8 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         den += w * ml.y;
     }
     let h = row % p.heads;
-    let bi = row / p.heads;   // b · Tq + i
-    dst[bi * p.o_stride + h * p.d + d] = T(num / den);
+    let bi = row / p.heads;   // b · q_rows + i_local
+    let b = bi / p.q_rows;
+    let i = p.q_row0 + bi % p.q_rows;
+    dst[(b * p.tq + i) * p.o_stride + h * p.d + d] = T(num / den);
 }

@@ -36,6 +36,8 @@ enum Command {
 enum BenchCommand {
     /// Kernels at Stable Diffusion 1.5 shapes, against the adapter's measured peak.
     Kernels(cli::bench::KernelBenchArgs),
+    /// GPU memory of the Stable Diffusion 1.5 plans (placeholder weights; nothing runs).
+    Memory(cli::bench::MemoryBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +51,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench {
             what: BenchCommand::Kernels(args),
         } => cli::bench::run_kernels(&options, &args),
+        Command::Bench {
+            what: BenchCommand::Memory(args),
+        } => cli::bench::run_memory(&options, &args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -290,6 +290,66 @@ fn many_keys_split_across_invocations() {
 }
 
 #[test]
+fn query_chunks_bound_the_partials() {
+    // 300 queries × 600 keys × D 160 needs 1 split per ~700 keys... force splits and chunks with
+    // a tiny partial limit: queries go in chunks of 64 with one partial/combine pair each.
+    let Some(gpu) = gpu() else { return };
+    let (tq, tk, h, d) = (300, 1600, 2, 160);
+    let mut rng = Rng::new(21);
+    let q = rng.vec(tq * h * d, 1.5);
+    let k = rng.vec(tk * h * d, 1.5);
+    let v = rng.vec(tk * h * d, 1.0);
+    let (qs, ks) = ([1, tq, h * d], [1, tk, h * d]);
+    let inputs: Vec<(&str, &[usize], &[f32])> =
+        vec![("q", &qs, &q), ("k", &ks, &k), ("v", &ks, &v)];
+    let opts = AttentionOptions {
+        heads: h,
+        head_dim: d,
+        scale: None,
+        causal: false,
+    };
+    let mut dispatches = 0;
+    let got = run_graph(&gpu, DType::F32, &inputs, |g, ids| {
+        let y = attention::attention_with_partial_limit(
+            g,
+            "attn",
+            ids[0].into(),
+            ids[1].into(),
+            ids[2].into(),
+            opts,
+            64 * 1024,
+        )?;
+        dispatches = g.dispatches().len();
+        Ok(y)
+    });
+    assert!(
+        dispatches >= 8,
+        "expected several query chunks, got {dispatches} dispatches"
+    );
+    let rows: Vec<(usize, usize)> = (0..tq)
+        .step_by(7)
+        .map(|i| (0, i))
+        .chain([(0, tq - 1)])
+        .collect();
+    let want = attention::reference_rows(
+        &q,
+        &k,
+        &v,
+        [tq, tk],
+        h,
+        d,
+        1.0 / (d as f32).sqrt(),
+        false,
+        &rows,
+    );
+    let got_rows: Vec<f32> = rows
+        .iter()
+        .flat_map(|&(_, i)| got[i * h * d..][..h * d].to_vec())
+        .collect();
+    assert_close("chunked attention", &got_rows, &want, 1e-4, 0.0);
+}
+
+#[test]
 fn fused_qkv_offsets() {
     // q, k, v as column slices of one (B, T, 3·H·D) tensor, as a fused projection writes them.
     let Some(gpu) = gpu() else { return };

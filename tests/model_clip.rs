@@ -14,7 +14,7 @@ use stipple::{DType, Plan};
 fn check(model: &str, dtype: DType) {
     let Some(gpu) = gpu() else { return };
     let dir = fixture(model);
-    let clip = ClipTextModel::from_dir(Ctx { gpu: &gpu, dtype }, &dir.join("text_encoder"))
+    let clip = ClipTextModel::from_dir(Ctx::new(&gpu, dtype), &dir.join("text_encoder"))
         .expect("load text encoder");
     let golden = Golden::open(dir.join("golden_text_encoder.safetensors"));
     let (shape, ids) = golden.i64("input_ids");
@@ -59,10 +59,7 @@ fn tiny_sd2_text_encoder() {
 #[test]
 fn token_ids_outside_the_vocabulary_are_errors() {
     let Some(gpu) = gpu() else { return };
-    let ctx = Ctx {
-        gpu: &gpu,
-        dtype: DType::F32,
-    };
+    let ctx = Ctx::new(&gpu, DType::F32);
     let clip =
         ClipTextModel::from_dir(ctx, &fixture("tiny-sd1").join("text_encoder")).expect("load");
     let err = clip.embed_tokens(&[1, 2, 49407]).unwrap_err().to_string();

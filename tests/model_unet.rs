@@ -14,7 +14,7 @@ use stipple::{DType, Plan};
 fn check(model: &str, dtype: DType) {
     let Some(gpu) = gpu() else { return };
     let dir = fixture(model);
-    let unet = UNet2DConditionModel::from_dir(Ctx { gpu: &gpu, dtype }, &dir.join("unet"))
+    let unet = UNet2DConditionModel::from_dir(Ctx::new(&gpu, dtype), &dir.join("unet"))
         .expect("load unet");
     let golden = Golden::open(dir.join("golden_unet.safetensors"));
     let (shape, sample) = golden.nhwc("sample");

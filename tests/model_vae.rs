@@ -21,8 +21,7 @@ fn golden_pairs(g: &Graph, golden: &Golden, prefix: &str) -> Vec<(String, String
 fn check(model: &str, dtype: DType) {
     let Some(gpu) = gpu() else { return };
     let dir = fixture(model);
-    let vae =
-        AutoencoderKL::from_dir(Ctx { gpu: &gpu, dtype }, &dir.join("vae")).expect("load vae");
+    let vae = AutoencoderKL::from_dir(Ctx::new(&gpu, dtype), &dir.join("vae")).expect("load vae");
     let golden = Golden::open(dir.join("golden_vae.safetensors"));
     let tol = if dtype == DType::F32 { 1e-4 } else { 1e-2 };
 

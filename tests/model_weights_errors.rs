@@ -52,13 +52,7 @@ fn load_error(dir: &Path) -> String {
     let Some(gpu) = gpu() else {
         return String::from("skipped");
     };
-    match UNet2DConditionModel::from_dir(
-        Ctx {
-            gpu: &gpu,
-            dtype: DType::F32,
-        },
-        dir,
-    ) {
+    match UNet2DConditionModel::from_dir(Ctx::new(&gpu, DType::F32), dir) {
         Ok(_) => panic!("loading {} should fail", dir.display()),
         Err(e) => e.to_string(),
     }

@@ -2,5 +2,6 @@
 //! the adapter's own peak (an FMA-throughput and a copy-bandwidth probe run in the same process).
 
 pub mod kernels;
+pub mod memory;
 
 pub use kernels::{run_kernel_bench, KernelBenchOptions, KernelBenchReport, KernelResult, Peak};

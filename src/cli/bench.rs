@@ -72,3 +72,62 @@ pub fn run_kernels(options: &GpuOptions, args: &KernelBenchArgs) -> anyhow::Resu
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct MemoryBenchArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Image width in pixels (multiple of 64).
+    #[arg(short = 'W', long, default_value_t = 512)]
+    pub width: usize,
+    /// Image height in pixels (multiple of 64).
+    #[arg(short = 'H', long, default_value_t = 512)]
+    pub height: usize,
+}
+
+pub fn run_memory(options: &GpuOptions, args: &MemoryBenchArgs) -> anyhow::Result<()> {
+    if args.width == 0 || args.height == 0 || args.width % 64 != 0 || args.height % 64 != 0 {
+        anyhow::bail!("--width and --height must be positive multiples of 64 (SD1.5: 8× VAE, 3 UNet downsamplings)");
+    }
+    let gpu = Gpu::new(options)?;
+    let rows = stipple::bench::memory::plan_sd15_memory(&gpu, args.height, args.width)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!(
+        "Stable Diffusion 1.5 plans (placeholder weights, nothing run); adapter {}",
+        gpu.info.name
+    );
+    println!(
+        "{:<40} {:>5} {:>10} {:>11} {:>14} {:>9}  largest tensor (limit {:.0} MiB)",
+        "model",
+        "dtype",
+        "weights",
+        "act. peak",
+        "without reuse",
+        "dispatches",
+        mib(rows[0].binding_limit_bytes)
+    );
+    for r in &rows {
+        let over = if r.largest_tensor_bytes > r.binding_limit_bytes {
+            "  OVER THE LIMIT"
+        } else {
+            ""
+        };
+        println!(
+            "{:<40} {:>5} {:>6.0} MiB {:>7.0} MiB {:>10.0} MiB {:>9}  {} {:.0} MiB{over}",
+            r.model,
+            r.dtype,
+            mib(r.weights_bytes),
+            mib(r.activation_peak_bytes),
+            mib(r.without_reuse_bytes),
+            r.dispatches,
+            r.largest_tensor,
+            mib(r.largest_tensor_bytes)
+        );
+    }
+    Ok(())
+}

@@ -90,6 +90,9 @@ pub struct Tensor {
     pub shape: Vec<usize>,
     pub dtype: DType,
     pub label: String,
+    /// A shape without data (a 4-byte buffer): graphs holding placeholders can be planned
+    /// ([`crate::Graph::memory`]) but not run.
+    pub placeholder: bool,
 }
 
 /// Usage of every tensor buffer: bound as storage, uploaded to, read back from.
@@ -102,8 +105,26 @@ impl Tensor {
         numel(&self.shape)
     }
 
+    /// Bytes of the tensor's data (what a real buffer of it takes, also for placeholders).
     pub fn bytes(&self) -> u64 {
-        self.buffer.size()
+        self.dtype.buffer_bytes(self.numel())
+    }
+
+    /// A tensor with a shape but no data, for planning memory without weights.
+    pub fn placeholder(gpu: &Gpu, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: 4,
+            usage: TENSOR_USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor {
+            buffer: Arc::new(buffer),
+            shape: shape.to_vec(),
+            dtype,
+            label: label.to_string(),
+            placeholder: true,
+        })
     }
 
     /// Upload f32 host data, stored as `dtype`.
@@ -134,6 +155,7 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype,
             label: label.to_string(),
+            placeholder: false,
         })
     }
 
@@ -154,6 +176,7 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype,
             label: label.to_string(),
+            placeholder: false,
         })
     }
 

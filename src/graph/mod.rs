@@ -256,6 +256,14 @@ impl Graph {
             .map(ValueId)
     }
 
+    /// The largest single value (what one storage binding must hold): (name, bytes).
+    pub fn largest_value(&self) -> Option<(&str, u64)> {
+        self.values
+            .iter()
+            .map(|v| (v.name.as_str(), v.bytes()))
+            .max_by_key(|&(_, b)| b)
+    }
+
     /// Liveness-based buffer assignment of the intermediates, without a GPU: the memory a plan
     /// of this graph would use.
     pub fn memory(&self) -> PlanMemory {

@@ -74,6 +74,16 @@ impl Plan {
     }
 
     fn build(gpu: &Gpu, graph: Graph) -> Result<Plan> {
+        if let Some(v) = graph
+            .values
+            .iter()
+            .find(|v| matches!(&v.kind, ValueKind::Constant(t) if t.placeholder))
+        {
+            return Err(Error::invalid(
+                "graph",
+                format!("{} is a placeholder weight: this graph can be planned (Graph::memory) but not run", v.name),
+            ));
+        }
         for v in &graph.values {
             check_binding_size(gpu, &v.name, v.bytes())?;
         }
@@ -235,6 +245,7 @@ impl Plan {
             shape: v.shape.clone(),
             dtype: v.dtype,
             label: v.name.clone(),
+            placeholder: false,
         })
     }
 

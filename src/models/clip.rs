@@ -134,18 +134,16 @@ impl ClipTextModel {
         let d = config.hidden_size;
         let emb = w.pp("embeddings");
         emb.skip("position_ids"); // a buffer some checkpoints carry
-        let token_embedding = emb
-            .pp("token_embedding")
-            .get("weight", &[config.vocab_size, d])?;
-        let positions = emb
-            .pp("position_embedding")
-            .get("weight", &[config.max_position_embeddings, d])?;
-        let position_embedding = Tensor::from_f32(
-            ctx.gpu,
-            &emb.full_name("position_embedding.weight"),
+        let token_embedding = if ctx.placeholders {
+            Vec::new()
+        } else {
+            emb.pp("token_embedding")
+                .get("weight", &[config.vocab_size, d])?
+        };
+        let position_embedding = ctx.tensor(
+            &emb.pp("position_embedding"),
+            "weight",
             &[config.max_position_embeddings, d],
-            ctx.dtype,
-            &positions,
         )?;
         let layers = (0..config.num_hidden_layers)
             .map(|i| ClipEncoderLayer::load(ctx, &w.pp("encoder.layers").pp(i), &config))

@@ -127,6 +127,15 @@ impl Default for UNet2DConditionConfig {
 }
 
 impl UNet2DConditionConfig {
+    /// Stable Diffusion 1.x's UNet (diffusers' defaults with cross_attention_dim 768).
+    pub fn stable_diffusion_v1() -> Self {
+        UNet2DConditionConfig {
+            cross_attention_dim: 768,
+            sample_size: Some(64),
+            ..Default::default()
+        }
+    }
+
     /// Heads of the transformers in block `i` (down order), diffusers' legacy rule included.
     pub fn heads(&self, block: usize) -> Option<usize> {
         self.num_attention_heads
@@ -270,6 +279,19 @@ impl Default for AutoencoderKLConfig {
 }
 
 impl AutoencoderKLConfig {
+    /// The VAE of Stable Diffusion 1.x/2.x (for checkpoints without a config, and planning).
+    pub fn stable_diffusion() -> Self {
+        let n = 4;
+        AutoencoderKLConfig {
+            block_out_channels: vec![128, 256, 512, 512],
+            layers_per_block: 2,
+            down_block_types: vec!["DownEncoderBlock2D".into(); n],
+            up_block_types: vec!["UpDecoderBlock2D".into(); n],
+            sample_size: Some(512),
+            ..Default::default()
+        }
+    }
+
     /// Pixels per latent along each axis: 2^(levels − 1).
     pub fn downscale_factor(&self) -> usize {
         1 << self.block_out_channels.len().saturating_sub(1)
@@ -360,6 +382,17 @@ impl Default for ClipTextConfig {
 }
 
 impl ClipTextConfig {
+    /// OpenAI CLIP ViT-L/14's text encoder, used by Stable Diffusion 1.x.
+    pub fn clip_vit_large_patch14() -> Self {
+        ClipTextConfig {
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            ..Default::default()
+        }
+    }
+
     pub fn validate(&self, file: &Path) -> Result<()> {
         let bad = |message: String| {
             Err(Error::Config {

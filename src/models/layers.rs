@@ -9,6 +9,7 @@ use crate::ops::conv2d::Conv2dWeight;
 use crate::ops::group_norm::GroupNorm;
 use crate::ops::layer_norm;
 use crate::ops::matmul::LinearWeight;
+use crate::ops::pad8;
 use crate::weights::WeightsView;
 
 /// `nn.Linear(in_features, out_features, bias)` at `w` (`weight` (out, in), `bias` (out)).
@@ -19,6 +20,9 @@ pub fn linear(
     out_features: usize,
     bias: bool,
 ) -> Result<LinearWeight> {
+    if ctx.placeholders {
+        return placeholder_linear(ctx, w.prefix(), in_features, out_features, bias);
+    }
     let weight = w.get("weight", &[out_features, in_features])?;
     let b = if bias {
         Some(w.get("bias", &[out_features])?)
@@ -36,16 +40,43 @@ pub fn linear(
     )
 }
 
-/// A 1×1 convolution or a Linear (Transformer2DModel's proj_in/proj_out are either): on NHWC
-/// activations both are the same matrix product.
+fn placeholder_linear(
+    ctx: Ctx,
+    name: &str,
+    in_features: usize,
+    out_features: usize,
+    bias: bool,
+) -> Result<LinearWeight> {
+    let weight = Tensor::placeholder(
+        ctx.gpu,
+        &format!("{name}.weight"),
+        &[in_features, pad8(out_features)],
+        ctx.dtype,
+    )?;
+    let bias = bias
+        .then(|| Tensor::placeholder(ctx.gpu, &format!("{name}.bias"), &[out_features], ctx.dtype))
+        .transpose()?;
+    Ok(LinearWeight {
+        weight,
+        bias,
+        in_features,
+        out_features,
+    })
+}
+
+/// A 1×1 convolution (`conv1x1`) or a Linear (Transformer2DModel's proj_in/proj_out are one or
+/// the other by `use_linear_projection`): on NHWC activations both are the same matrix product.
 pub fn linear_or_conv1x1(
     ctx: Ctx,
     w: &WeightsView,
     in_features: usize,
     out_features: usize,
+    conv1x1: bool,
 ) -> Result<LinearWeight> {
-    let shape = w.shape("weight")?;
-    let weight = if shape.len() == 4 {
+    if ctx.placeholders {
+        return placeholder_linear(ctx, w.prefix(), in_features, out_features, true);
+    }
+    let weight = if conv1x1 {
         w.get("weight", &[out_features, in_features, 1, 1])?
     } else {
         w.get("weight", &[out_features, in_features])?
@@ -72,8 +103,13 @@ pub fn fused_linear(
     out_features: usize,
     bias: bool,
 ) -> Result<LinearWeight> {
-    let mut weight = Vec::with_capacity(parts.len() * out_features * in_features);
-    let mut biases = Vec::with_capacity(parts.len() * out_features);
+    let name = format!("{}.{}", w.prefix(), parts.join("+"));
+    let total = parts.len() * out_features;
+    if ctx.placeholders {
+        return placeholder_linear(ctx, &name, in_features, total, bias);
+    }
+    let mut weight = Vec::with_capacity(total * in_features);
+    let mut biases = Vec::with_capacity(total);
     for part in parts {
         let p = w.pp(part);
         weight.extend(p.get("weight", &[out_features, in_features])?);
@@ -81,17 +117,8 @@ pub fn fused_linear(
             biases.extend(p.get("bias", &[out_features])?);
         }
     }
-    let name = format!("{}.{}", w.prefix(), parts.join("+"));
     let b = bias.then_some(&biases[..]);
-    LinearWeight::upload(
-        ctx.gpu,
-        &name,
-        &weight,
-        b,
-        parts.len() * out_features,
-        in_features,
-        ctx.dtype,
-    )
+    LinearWeight::upload(ctx.gpu, &name, &weight, b, total, in_features, ctx.dtype)
 }
 
 /// `nn.Conv2d(cin, cout, kernel)` with bias.
@@ -102,6 +129,26 @@ pub fn conv2d(
     cout: usize,
     kernel: usize,
 ) -> Result<Conv2dWeight> {
+    if ctx.placeholders {
+        let name = w.prefix();
+        return Ok(Conv2dWeight {
+            weight: Tensor::placeholder(
+                ctx.gpu,
+                &format!("{name}.weight"),
+                &[kernel * kernel * cin, pad8(cout)],
+                ctx.dtype,
+            )?,
+            bias: Some(Tensor::placeholder(
+                ctx.gpu,
+                &format!("{name}.bias"),
+                &[cout],
+                ctx.dtype,
+            )?),
+            in_channels: cin,
+            out_channels: cout,
+            kernel: [kernel, kernel],
+        });
+    }
     let weight = w.get("weight", &[cout, cin, kernel, kernel])?;
     let bias = w.get("bias", &[cout])?;
     Conv2dWeight::upload(
@@ -115,17 +162,9 @@ pub fn conv2d(
 }
 
 fn affine(ctx: Ctx, w: &WeightsView, channels: usize) -> Result<(Tensor, Tensor)> {
-    let gamma = w.get("weight", &[channels])?;
-    let beta = w.get("bias", &[channels])?;
     Ok((
-        Tensor::from_f32(
-            ctx.gpu,
-            &w.full_name("weight"),
-            &[channels],
-            ctx.dtype,
-            &gamma,
-        )?,
-        Tensor::from_f32(ctx.gpu, &w.full_name("bias"), &[channels], ctx.dtype, &beta)?,
+        ctx.tensor(w, "weight", &[channels])?,
+        ctx.tensor(w, "bias", &[channels])?,
     ))
 }
 

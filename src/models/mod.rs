@@ -19,7 +19,9 @@ pub mod unet_2d_blocks;
 pub mod unet_2d_condition;
 pub mod vae;
 
-use crate::gpu::{DType, Gpu};
+use crate::error::Result;
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::weights::WeightsView;
 
 /// Where and how weights are uploaded.
 #[derive(Clone, Copy)]
@@ -27,4 +29,36 @@ pub struct Ctx<'a> {
     pub gpu: &'a Gpu,
     /// Storage dtype of weights and activations.
     pub dtype: DType,
+    /// Build with placeholder weights (shapes only, nothing read): for planning memory of
+    /// models whose weights are not at hand. Such graphs cannot run.
+    pub placeholders: bool,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(gpu: &'a Gpu, dtype: DType) -> Self {
+        Ctx {
+            gpu,
+            dtype,
+            placeholders: false,
+        }
+    }
+
+    /// Shapes only (see [`Ctx::placeholders`]).
+    pub fn placeholders(gpu: &'a Gpu, dtype: DType) -> Self {
+        Ctx {
+            gpu,
+            dtype,
+            placeholders: true,
+        }
+    }
+
+    /// Weights of `shape` read from `w.name`, or a placeholder; uploaded as `label`.
+    pub fn tensor(&self, w: &WeightsView, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let label = w.full_name(name);
+        if self.placeholders {
+            return Tensor::placeholder(self.gpu, &label, shape, self.dtype);
+        }
+        let data = w.get(name, shape)?;
+        Tensor::from_f32(self.gpu, &label, shape, self.dtype, &data)
+    }
 }

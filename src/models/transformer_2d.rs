@@ -26,6 +26,7 @@ pub struct Transformer2DConfig {
     pub num_layers: usize,
     pub cross_attention_dim: usize,
     pub norm_num_groups: usize,
+    pub use_linear_projection: bool,
 }
 
 impl Transformer2DModel {
@@ -48,9 +49,21 @@ impl Transformer2DModel {
             name: w.prefix().to_string(),
             norm: layers::group_norm(ctx, &w.pp("norm"), c.norm_num_groups, c.in_channels, 1e-6)?,
             // use_linear_projection only changes the weight's shape: both are a matrix product on NHWC.
-            proj_in: layers::linear_or_conv1x1(ctx, &w.pp("proj_in"), c.in_channels, inner)?,
+            proj_in: layers::linear_or_conv1x1(
+                ctx,
+                &w.pp("proj_in"),
+                c.in_channels,
+                inner,
+                !c.use_linear_projection,
+            )?,
             transformer_blocks,
-            proj_out: layers::linear_or_conv1x1(ctx, &w.pp("proj_out"), inner, c.in_channels)?,
+            proj_out: layers::linear_or_conv1x1(
+                ctx,
+                &w.pp("proj_out"),
+                inner,
+                c.in_channels,
+                !c.use_linear_projection,
+            )?,
         })
     }
 

@@ -22,6 +22,8 @@ pub struct BlockConfig {
     pub eps: f32,
     /// Some for cross-attention blocks: (heads, transformer layers, cross_attention_dim).
     pub cross_attention: Option<(usize, usize, usize)>,
+    /// Transformer proj_in/proj_out are Linears (SD2) rather than 1×1 convolutions (SD1).
+    pub use_linear_projection: bool,
 }
 
 fn transformer(
@@ -40,6 +42,7 @@ fn transformer(
         num_layers: layers,
         cross_attention_dim,
         norm_num_groups: c.groups,
+        use_linear_projection: c.use_linear_projection,
     };
     Transformer2DModel::load(ctx, w, config).map(Some)
 }

@@ -58,6 +58,7 @@ impl UNet2DConditionModel {
                 groups: c.norm_num_groups,
                 eps: c.norm_eps,
                 cross_attention: cross.then_some((heads, layers, c.cross_attention_dim)),
+                use_linear_projection: c.use_linear_projection,
             })
         };
 

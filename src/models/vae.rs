@@ -19,6 +19,7 @@ fn block_config(c: &AutoencoderKLConfig, num_layers: usize) -> BlockConfig {
         groups: c.norm_num_groups,
         eps: EPS,
         cross_attention: None,
+        use_linear_projection: false,
     }
 }
 

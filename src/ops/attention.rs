@@ -9,6 +9,8 @@ use crate::gpu::{DType, KernelKey};
 use crate::graph::{Dispatch, Graph, ValueId};
 
 const WG: usize = 64;
+/// Most bytes of f32 partial results one dispatch may hold (queries are chunked to fit).
+const PARTIAL_BYTES: usize = 32 << 20;
 /// Head dims up to this get their loops unrolled (a pipeline constant); wider ones loop.
 const UNROLLED_HEAD_DIM: usize = 160;
 /// Keys scored between two rescales of the accumulator (TILE_KEYS in the shader).
@@ -58,6 +60,8 @@ struct Params {
     batch: u32,
     splits: u32,
     split_keys: u32,
+    q_row0: u32,
+    q_rows: u32,
 }
 
 /// Keys one invocation may process within [`LOOP_BUDGET`] loop iterations: per key the shader
@@ -78,6 +82,21 @@ pub fn attention(
     k: HeadsOf,
     v: HeadsOf,
     opts: AttentionOptions,
+) -> Result<ValueId> {
+    attention_with_partial_limit(g, name, q, k, v, opts, PARTIAL_BYTES)
+}
+
+/// [`attention`] with a chosen bound on the partial results per dispatch (tests use a small one
+/// to exercise query chunking at small sizes).
+#[doc(hidden)]
+pub fn attention_with_partial_limit(
+    g: &mut Graph,
+    name: &str,
+    q: HeadsOf,
+    k: HeadsOf,
+    v: HeadsOf,
+    opts: AttentionOptions,
+    partial_bytes: usize,
 ) -> Result<ValueId> {
     let AttentionOptions {
         heads,
@@ -123,6 +142,8 @@ pub fn attention(
         batch: 0,
         splits: 0,
         split_keys: 0,
+        q_row0: 0,
+        q_rows: 0,
         tq: u("queries", tq)?,
         tk: u("keys", tk)?,
         heads: u("heads", heads)?,
@@ -149,64 +170,86 @@ pub fn attention(
         ..p
     };
     let final_pass = splits == 1;
+    // Queries per dispatch: bound the f32 partials to PARTIAL_BYTES (the SD VAE's single 512-wide
+    // head over 4096 tokens would otherwise need 150 MiB of partials).
+    let per_query = (splits * b * heads * (d + 2) * 4).max(1);
+    let q_chunk = if final_pass {
+        tq
+    } else {
+        (partial_bytes / per_query).clamp(WG, tq.max(WG)).min(tq)
+    };
     // Partials in f32; a 1-element placeholder when a single split writes the output directly.
     let (ml_shape, acc_shape) = if final_pass {
         (vec![1, 2], vec![1])
     } else {
-        (vec![splits, b, tq, heads, 2], vec![splits, b, tq, heads, d])
+        (
+            vec![splits, b, q_chunk, heads, 2],
+            vec![splits, b, q_chunk, heads, d],
+        )
     };
     let part_ml = g.intermediate(&format!("{name}.partial_ml"), &ml_shape, DType::F32)?;
     let part_acc = g.intermediate(&format!("{name}.partial_acc"), &acc_shape, DType::F32)?;
     let aligned = [d, ks[2], k.offset, vs[2], v.offset]
         .iter()
         .all(|n| n % 4 == 0);
-    let buffers = vec![
-        (1, q.value),
-        (2, k.value),
-        (3, v.value),
-        (4, y),
-        (5, part_ml),
-        (6, part_acc),
-        (7, k.value),
-        (8, v.value),
-    ];
+    let unrolled_d4 = if d <= UNROLLED_HEAD_DIM {
+        d.div_ceil(4) as u32
+    } else {
+        0
+    };
     let kernel = KernelKey::new("attention", "partial", g.dtype)
         .with("CAUSAL", causal as u32)
         .with("FINAL", final_pass as u32)
-        .with(
-            "D4",
-            if d <= UNROLLED_HEAD_DIM {
-                d.div_ceil(4) as u32
-            } else {
-                0
-            },
-        )
+        .with("D4", unrolled_d4)
         .with("ALIGNED", aligned as u32);
-    let workgroups = [
-        u("query groups", tq.div_ceil(WG))?,
-        p.heads,
-        u("batch × splits", b * splits)?,
-    ];
-    let label = if final_pass {
-        name.to_string()
-    } else {
-        format!("{name}.partial")
-    };
-    g.dispatch(Dispatch {
-        label,
-        kernel,
-        params: params(&p),
-        buffers,
-        workgroups,
-    })?;
-    if !final_pass {
+    for q_row0 in (0..tq).step_by(q_chunk) {
+        let q_rows = q_chunk.min(tq - q_row0);
+        let p = Params {
+            q_row0: u("first query", q_row0)?,
+            q_rows: u("queries", q_rows)?,
+            ..p
+        };
+        let suffix = if q_chunk == tq {
+            String::new()
+        } else {
+            format!("[{q_row0}..{}]", q_row0 + q_rows)
+        };
+        let buffers = vec![
+            (1, q.value),
+            (2, k.value),
+            (3, v.value),
+            (4, y),
+            (5, part_ml),
+            (6, part_acc),
+            (7, k.value),
+            (8, v.value),
+        ];
+        let workgroups = [
+            u("query groups", q_rows.div_ceil(WG))?,
+            p.heads,
+            u("batch × splits", b * splits)?,
+        ];
+        let label = if final_pass {
+            format!("{name}{suffix}")
+        } else {
+            format!("{name}.partial{suffix}")
+        };
         g.dispatch(Dispatch {
-            label: format!("{name}.combine"),
-            kernel: KernelKey::new("attention", "combine", g.dtype).with("FINAL", 0),
+            label,
+            kernel: kernel.clone(),
             params: params(&p),
-            buffers: vec![(4, y), (5, part_ml), (6, part_acc)],
-            workgroups: grid_1d(name, (b * tq * width).div_ceil(WG))?,
+            buffers,
+            workgroups,
         })?;
+        if !final_pass {
+            g.dispatch(Dispatch {
+                label: format!("{name}.combine{suffix}"),
+                kernel: KernelKey::new("attention", "combine", g.dtype).with("FINAL", 0),
+                params: params(&p),
+                buffers: vec![(4, y), (5, part_ml), (6, part_acc)],
+                workgroups: grid_1d(name, (b * q_rows * width).div_ceil(WG))?,
+            })?;
+        }
     }
     Ok(y)
 }

@@ -67,6 +67,6 @@ pub(crate) fn to_u32(label: &str, what: &str, n: usize) -> Result<u32> {
 }
 
 /// Round `n` up to a multiple of 8: packed weights have NP columns.
-pub(crate) fn pad8(n: usize) -> usize {
+pub fn pad8(n: usize) -> usize {
     n.div_ceil(8) * 8
 }

@@ -108,6 +108,16 @@ impl Weights {
 
     /// The file opened: the `.safetensors` file or the `.safetensors.index.json` (for a
     /// directory, the file chosen inside it).
+    /// A source with no tensors, for building graphs with placeholder weights (memory planning):
+    /// views of it only name things.
+    pub fn empty(label: impl Into<PathBuf>) -> Weights {
+        Weights {
+            path: label.into(),
+            files: Vec::new(),
+            tensors: BTreeMap::new(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -1,0 +1,735 @@
+#!/usr/bin/env python3
+"""Train stipple's default model: a small Stable Diffusion (CLIPTextModel + UNet2DConditionModel +
+AutoencoderKL, diffusers layout) on Noto emoji + procedural shapes, on a CPU.
+
+Versions (pinned; the venv of tools/golden): Python 3.11, torch==2.15.0 (CPU is enough),
+diffusers==0.42.1, transformers==5.24.0, safetensors==0.8.0, numpy==2.4.6, pillow==13.0.0.
+
+  PY=/work/pyenv/bin/python; T=tools/train_default/train.py; C=/work/data-cache
+  $PY tools/train_default/prepare_data.py --cache $C     # data -> $C/dataset/
+  nice -n 19 $PY $T vae        --cache $C                 # -> $C/runs/vae/   (+ latents.pt)
+  nice -n 19 $PY $T unet       --cache $C                 # -> $C/runs/unet/  (text encoder + UNet)
+  nice -n 19 $PY $T classifier --cache $C                 # -> $C/runs/classifier/
+  $PY $T export --cache $C --name NAME                    # -> weights/NAME/ (fp16, diffusers)
+  $PY $T prompts --cache $C                               # -> $C/eval_prompts.json (96 prompts)
+  $PY $T sample --model weights/NAME --out DIR            # diffusers reference images (optional)
+  $PY $T eval --cache $C --images DIR                     # adherence of DIR/0000.png.. + chance
+
+Resume: every training stage saves CACHE/runs/STAGE/ckpt.pt (atomically) every --save-every
+steps and when it gets SIGINT/SIGTERM (finishing the current step first), and starts from it
+unless --no-resume. Batches are drawn from a generator seeded by (seed, step), so a resumed run
+draws the same batches as an uninterrupted one. --steps is the total: rerunning with a larger
+--steps continues training. Threads: torch.set_num_threads(--threads, default 2).
+
+Model (see README.md for sizes): 64x64 RGB images; VAE with downscale 4 (16x16x4 latents);
+UNet (64, 128, 128) with cross-attention at 8x8 and 4x4 and in the mid block; CLIP text encoder
+4 layers x 128 wide with the full 49408-token vocabulary of weights/clip_tokenizer/.
+Diffusion: DDPM, 1000 steps, SD's scaled_linear betas (0.00085..0.012), epsilon prediction,
+min-SNR(5) loss weighting, caption dropout 10% (empty prompt) for classifier-free guidance,
+EMA weights exported. Default sampler: DPMSolverMultistepScheduler (DPM++ 2M), 20 steps.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKENIZER_DIR = ROOT / "weights" / "clip_tokenizer"
+TOKENIZER_FILES = ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "LICENSE"]
+HERE = Path(__file__).resolve().parent
+
+VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
+    down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+    block_out_channels=[32, 64, 64], layers_per_block=1, norm_num_groups=32, act_fn="silu",
+)
+UNET_CONFIG = dict(
+    sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=[64, 128, 128],
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    cross_attention_dim=128, attention_head_dim=4,  # diffusers' legacy name: 4 heads (head dim 32)
+    norm_num_groups=32, use_linear_projection=False,
+)
+TEXT_CONFIG = dict(
+    vocab_size=49408, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+    num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=128,
+    bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+)
+SCHED = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+             prediction_type="epsilon", steps_offset=1, clip_sample=False, set_alpha_to_one=False)
+SAMPLER_STEPS = 20
+GUIDANCE = 5.0
+
+
+# ----------------------------------------------------------------------------------------------
+# common
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+class Stop:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current step and exits."""
+
+    def __init__(self):
+        self.flag = False
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, self._set)
+
+    def _set(self, signum, frame):
+        if self.flag:  # second signal: give up at once
+            sys.exit(130)
+        log(f"signal {signum}: saving a checkpoint after this step")
+        self.flag = True
+
+
+def save_atomic(obj, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_ckpt(path: Path, resume: bool):
+    if resume and path.exists():
+        return torch.load(path, map_location="cpu", weights_only=False)
+    return None
+
+
+class Data:
+    """images.npy + meta.json from prepare_data.py; emoji indices first, then shapes."""
+
+    def __init__(self, cache: Path, subset: int = 0):
+        d = cache / "dataset"
+        self.meta = json.loads((d / "meta.json").read_text())
+        self.images = torch.from_numpy(np.load(d / "images.npy"))  # (N, 64, 64, 3) uint8
+        self.items = self.meta["items"]
+        ne = self.meta["n_emoji"]
+        self.emoji = torch.arange(ne)
+        self.shapes = torch.arange(ne, len(self.items))
+        if subset:
+            self.emoji, self.shapes = self.emoji[:subset], self.shapes[:subset]
+
+    def sample(self, g: torch.Generator, n: int, emoji_frac: float):
+        ne = int((torch.rand(n, generator=g) < emoji_frac).sum())
+        ie = self.emoji[torch.randint(len(self.emoji), (ne,), generator=g)]
+        is_ = self.shapes[torch.randint(len(self.shapes), (n - ne,), generator=g)]
+        return torch.cat([ie, is_])
+
+    def pixels(self, idx):  # -> (B, 3, 64, 64) float in [-1, 1]
+        return self.images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def step_gen(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def lr_at(step, base, warmup, total):
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))  # cosine to 10%
+
+
+def set_lr(opt, lr):
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# VAE
+
+
+def make_vae():
+    from diffusers import AutoencoderKL
+    return AutoencoderKL(**VAE_CONFIG)
+
+
+def grad_l1(a, b):
+    """L1 between image gradients (keeps edges sharp without a perceptual network)."""
+    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]
+    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]
+    return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+
+
+def cmd_vae(args):
+    data = Data(args.cache, args.subset)
+    run = args.cache / "runs" / ("vae" + args.tag)
+    torch.manual_seed(args.seed)
+    vae = make_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    ck = load_ckpt(run / "ckpt.pt", args.resume)
+    step = 0
+    if ck:
+        vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]
+        log(f"resumed {run / 'ckpt.pt'} at step {step}")
+    log(f"VAE {n_params(vae) / 1e6:.2f} M params; {len(data.emoji)} emoji + {len(data.shapes)} shapes")
+    stop = Stop()
+    save = lambda: save_atomic({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                                "config": VAE_CONFIG, "args": vars(args)}, run / "ckpt.pt")
+    vae.train()
+    t0, hist = time.time(), []
+    while step < args.steps and not stop.flag:
+        g = step_gen(args.seed, step)
+        x = data.pixels(data.sample(g, args.batch, args.emoji_frac))
+        set_lr(opt, lr_at(step, args.lr, 200, args.steps))
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+        y = vae.decode(z).sample
+        rec = (y - x).abs().mean() + (y - x).pow(2).mean()
+        sharp = grad_l1(y, x)
+        kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
+        loss = rec + args.sharp * sharp + args.kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        hist.append([rec.item(), sharp.item(), kl.item()])
+        if step % args.log_every == 0 or step == args.steps:
+            h = np.mean(hist, 0); hist = []
+            dt = time.time() - t0
+            log(f"vae step {step}/{args.steps} rec {h[0]:.4f} grad {h[1]:.4f} kl {h[2]:.3f} "
+                f"{args.log_every / dt:.3f} it/s")
+            t0 = time.time()
+        if step % args.save_every == 0:
+            save()
+    save()
+    if step < args.steps:
+        log(f"stopped at step {step}; rerun the same command to resume")
+        return
+    # final: latents of the whole dataset + scaling factor (1 / std of sampled latents, like SD)
+    vae.eval()
+    n = len(data.items)
+    means, logvars = [], []
+    with torch.no_grad():
+        for i in range(0, n, 256):
+            post = vae.encode(data.pixels(torch.arange(i, min(n, i + 256)))).latent_dist
+            means.append(post.mean); logvars.append(post.logvar)
+        mean, logvar = torch.cat(means), torch.cat(logvars)
+        g = torch.Generator().manual_seed(args.seed)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+        sf = float(1.0 / z.std())
+        sel = torch.cat([data.emoji[:64], data.shapes[:64]])
+        x = data.pixels(sel)
+        y = vae.decode(mean[sel]).sample.clamp(-1, 1)
+        psnr = (10 * torch.log10(4.0 / (y - x).pow(2).mean((1, 2, 3)))).mean().item()
+    cfg = dict(VAE_CONFIG, scaling_factor=sf)
+    save_atomic({"model": vae.state_dict(), "config": cfg, "step": step,
+                 "latent_mean": mean.half(), "latent_logvar": logvar.half()}, run / "final.pt")
+    save_grid(torch.cat([x[:16], y[:16], x[-16:], y[-16:]]), run / "recon.png", 16)
+    log(f"wrote {run / 'final.pt'}: latents {tuple(mean.shape)}, scaling_factor {sf:.4f}, "
+        f"recon PSNR {psnr:.2f} dB (decoded means; grid in {run / 'recon.png'})")
+
+
+def save_grid(x, path: Path, ncol: int):
+    from PIL import Image
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    n, h, w, c = x.shape
+    nrow = (n + ncol - 1) // ncol
+    grid = np.full((nrow * h, ncol * w, 3), 255, np.uint8)
+    for i in range(n):
+        grid[(i // ncol) * h:(i // ncol + 1) * h, (i % ncol) * w:(i % ncol + 1) * w] = x[i]
+    Image.fromarray(grid).save(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# text encoder + UNet
+
+
+def make_text_encoder():
+    from transformers import CLIPTextConfig, CLIPTextModel
+    return CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
+
+
+def make_unet():
+    from diffusers import UNet2DConditionModel
+    return UNet2DConditionModel(**UNET_CONFIG)
+
+
+def tokenize_all(data: Data):
+    """All distinct captions -> (U, 77) ids; per item, the indices of its captions. Index 0 = ''."""
+    from transformers import CLIPTokenizer
+    tok = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR))
+    caps, where, item_caps = [""], {"": 0}, []
+    for it in data.items:
+        ix = []
+        for c in it["captions"]:
+            if c not in where:
+                where[c] = len(caps); caps.append(c)
+            ix.append(where[c])
+        item_caps.append(ix)
+    ids = tok(caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    return ids, item_caps, caps
+
+
+class EMA:
+    def __init__(self, models, decay):
+        self.decay = decay
+        self.shadow = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
+
+    @torch.no_grad()
+    def update(self, models, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for sh, m in zip(self.shadow, models):
+            for k, v in m.state_dict().items():
+                if v.dtype.is_floating_point:
+                    sh[k].mul_(d).add_(v.detach(), alpha=1 - d)
+                else:
+                    sh[k].copy_(v)
+
+
+def cmd_unet(args):
+    from diffusers import DDPMScheduler
+    data = Data(args.cache, args.subset)
+    vae_final = args.cache / "runs" / ("vae" + args.tag) / "final.pt"
+    if not vae_final.exists():
+        sys.exit(f"{vae_final} missing: run the vae stage to the end first")
+    vf = torch.load(vae_final, map_location="cpu", weights_only=False)
+    lat_mean, lat_std = vf["latent_mean"].float(), torch.exp(0.5 * vf["latent_logvar"].float())
+    sf = vf["config"]["scaling_factor"]
+    ids, item_caps, caps = tokenize_all(data)
+    run = args.cache / "runs" / ("unet" + args.tag)
+    torch.manual_seed(args.seed)
+    te, unet = make_text_encoder(), make_unet()
+    sched = DDPMScheduler(**{k: v for k, v in SCHED.items() if k not in ("steps_offset", "set_alpha_to_one")})
+    ac = sched.alphas_cumprod
+    snr = ac / (1 - ac)
+    params = list(te.parameters()) + list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.999))
+    ema = EMA([te, unet], args.ema)
+    step = 0
+    ck = load_ckpt(run / "ckpt.pt", args.resume)
+    if ck:
+        te.load_state_dict(ck["te"]); unet.load_state_dict(ck["unet"]); opt.load_state_dict(ck["opt"])
+        ema.shadow = ck["ema"]; step = ck["step"]
+        log(f"resumed {run / 'ckpt.pt'} at step {step}")
+    log(f"text encoder {n_params(te) / 1e6:.2f} M, UNet {n_params(unet) / 1e6:.2f} M params; "
+        f"{len(caps)} distinct captions; scaling_factor {sf:.4f}")
+    stop = Stop()
+    save = lambda: save_atomic({"te": te.state_dict(), "unet": unet.state_dict(), "opt": opt.state_dict(),
+                                "ema": ema.shadow, "step": step, "text_config": TEXT_CONFIG,
+                                "unet_config": UNET_CONFIG, "scaling_factor": sf, "args": vars(args)},
+                               run / "ckpt.pt")
+    te.train(); unet.train()
+    t0, hist = time.time(), []
+    while step < args.steps and not stop.flag:
+        g = step_gen(args.seed, step)
+        idx = data.sample(g, args.batch, args.emoji_frac)
+        b = len(idx)
+        cap = torch.tensor([item_caps[i][int(torch.randint(len(item_caps[i]), (1,), generator=g))]
+                            for i in idx.tolist()])
+        cap[torch.rand(b, generator=g) < args.cfg_drop] = 0  # '' -> unconditional
+        z = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=g)) * sf
+        t = torch.randint(0, 1000, (b,), generator=g)
+        noise = torch.randn(z.shape, generator=g)
+        zt = sched.add_noise(z, noise, t)
+        set_lr(opt, lr_at(step, args.lr, 500, args.steps))
+        ctx = te(ids[cap]).last_hidden_state
+        pred = unet(zt, t, ctx).sample
+        w = torch.clamp(snr[t], max=args.min_snr) / snr[t]  # min-SNR weighting for epsilon
+        loss = (w * (pred - noise).pow(2).mean((1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update([te, unet], step)
+        step += 1
+        hist.append(loss.item())
+        if step % args.log_every == 0 or step == args.steps:
+            dt = time.time() - t0
+            log(f"unet step {step}/{args.steps} loss {np.mean(hist):.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"{args.log_every / dt:.3f} it/s")
+            hist, t0 = [], time.time()
+        if step % args.save_every == 0:
+            save()
+    save()
+    if step < args.steps:
+        log(f"stopped at step {step}; rerun the same command to resume")
+    else:
+        log(f"done: {run / 'ckpt.pt'} (step {step}); next: export")
+
+
+# ----------------------------------------------------------------------------------------------
+# classifier (real images only) for the prompt-adherence metric
+
+
+class Classifier(nn.Module):
+    """Small CNN with one head per label: emoji class, and layout/colour/shape of the shapes set."""
+
+    def __init__(self, n_emoji, n_col, n_shape):
+        super().__init__()
+        def blk(i, o):
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.SiLU(),
+                                 nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.SiLU())
+        self.body = nn.Sequential(blk(3, 32), nn.MaxPool2d(2), blk(32, 64), nn.MaxPool2d(2),
+                                  blk(64, 128), nn.MaxPool2d(2), blk(128, 256), nn.MaxPool2d(2))  # 4x4
+        self.pool_feat = nn.Sequential(nn.Flatten(), nn.Linear(256 * 16, 512), nn.SiLU(), nn.Dropout(0.2))
+        self.emoji = nn.Linear(512, n_emoji)
+        self.layout = nn.Linear(512, 3)
+        self.col_a, self.col_b = nn.Linear(512, n_col), nn.Linear(512, n_col)
+        self.shape_a, self.shape_b = nn.Linear(512, n_shape), nn.Linear(512, n_shape)
+
+    def forward(self, x):
+        h = self.pool_feat(self.body(x))
+        return {k: getattr(self, k)(h) for k in ("emoji", "layout", "col_a", "col_b", "shape_a", "shape_b")}
+
+
+def labels_of(data: Data, idx):
+    L = {k: [] for k in ("emoji", "layout", "col_a", "col_b", "shape_a", "shape_b")}
+    lay = data.meta["layouts"]
+    for i in idx.tolist():
+        it = data.items[i]
+        if it["kind"] == "emoji":
+            vals = dict(emoji=it["label"], layout=-100, col_a=-100, col_b=-100, shape_a=-100, shape_b=-100)
+        else:
+            nb = lambda v: v if v >= 0 else -100
+            vals = dict(emoji=-100, layout=lay.index(it["layout"]), col_a=it["colour_a"], shape_a=it["shape_a"],
+                        col_b=nb(it["colour_b"]), shape_b=nb(it["shape_b"]))
+        for k in L:
+            L[k].append(vals[k])
+    return {k: torch.tensor(v) for k, v in L.items()}
+
+
+def augment(x, g):
+    """Random scale/translate (white fill), contrast/brightness, blur, noise: robustness to the
+    small geometric and texture differences of generated images. No flips (left/right matter)."""
+    b = x.shape[0]
+    s = 1.0 / (0.85 + 0.3 * torch.rand(b, generator=g))
+    tx, ty = (torch.rand(2, b, generator=g) - 0.5) * 0.2
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = s; theta[:, 1, 1] = s; theta[:, 0, 2] = tx; theta[:, 1, 2] = ty
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    x = 1.0 - F.grid_sample(1.0 - x, grid, padding_mode="zeros", align_corners=False)  # pad white
+    c = 1 + (torch.rand(b, 1, 1, 1, generator=g) - 0.5) * 0.3
+    x = (x - x.mean((1, 2, 3), keepdim=True)) * c + x.mean((1, 2, 3), keepdim=True)
+    x = x + (torch.rand(b, 1, 1, 1, generator=g) - 0.5) * 0.2
+    blur = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    k = (torch.rand(b, 1, 1, 1, generator=g) < 0.3).float()
+    x = k * blur + (1 - k) * x
+    x = x + torch.randn(x.shape, generator=g) * 0.04 * torch.rand(b, 1, 1, 1, generator=g)
+    return x.clamp(-1, 1)
+
+
+def make_classifier(meta):
+    return Classifier(meta["n_emoji"], len(meta["colours"]), len(meta["shapes"]))
+
+
+def cmd_classifier(args):
+    data = Data(args.cache, args.subset)
+    run = args.cache / "runs" / ("classifier" + args.tag)
+    torch.manual_seed(args.seed)
+    net = make_classifier(data.meta)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.05)
+    step = 0
+    ck = load_ckpt(run / "ckpt.pt", args.resume)
+    if ck:
+        net.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]
+        log(f"resumed {run / 'ckpt.pt'} at step {step}")
+    log(f"classifier {n_params(net) / 1e6:.2f} M params")
+    stop = Stop()
+    save = lambda: save_atomic({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
+                                "args": vars(args)}, run / "ckpt.pt")
+    net.train()
+    t0, hist = time.time(), []
+    while step < args.steps and not stop.flag:
+        g = step_gen(args.seed, step)
+        idx = data.sample(g, args.batch, args.emoji_frac)
+        x, lab = augment(data.pixels(idx), g), labels_of(data, idx)
+        set_lr(opt, lr_at(step, args.lr, 100, args.steps))
+        out = net(x)
+        loss = sum(F.cross_entropy(out[k], lab[k], ignore_index=-100)
+                   for k in out if (lab[k] != -100).any())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        hist.append(loss.item())
+        if step % args.log_every == 0 or step == args.steps:
+            dt = time.time() - t0
+            log(f"classifier step {step}/{args.steps} loss {np.mean(hist):.4f} {args.log_every / dt:.3f} it/s")
+            hist, t0 = [], time.time()
+        if step % args.save_every == 0:
+            save()
+    save()
+    if step < args.steps:
+        log(f"stopped at step {step}; rerun the same command to resume")
+        return
+    # accuracy on freshly augmented real images (seed not used in training)
+    net.eval()
+    g = torch.Generator().manual_seed(10_000_019)
+    with torch.no_grad():
+        for name, pool in (("emoji", data.emoji), ("shapes", data.shapes[:2000])):
+            correct = tot = 0
+            for i in range(0, len(pool), 256):
+                idx = pool[i:i + 256]
+                out, lab = net(augment(data.pixels(idx), g)), labels_of(data, idx)
+                ok = torch.ones(len(idx), dtype=torch.bool)
+                for k in out:
+                    m = lab[k] != -100
+                    ok &= ~m | (out[k].argmax(1) == lab[k])
+                correct += int(ok.sum()); tot += len(idx)
+            log(f"classifier accuracy on augmented real {name}: {correct / tot:.3f} ({tot} images)")
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+
+
+def cmd_export(args):
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from transformers import CLIPTokenizer
+    out = args.out or ROOT / "weights" / args.name
+    vf = torch.load(args.cache / "runs" / ("vae" + args.tag) / "final.pt", map_location="cpu", weights_only=False)
+    uk = torch.load(args.cache / "runs" / ("unet" + args.tag) / "ckpt.pt", map_location="cpu", weights_only=False)
+    vae = AutoencoderKL(**vf["config"]); vae.load_state_dict(vf["model"])
+    te, unet = make_text_encoder(), make_unet()
+    te_sd, unet_sd = (uk["ema"] if not args.no_ema else [uk["te"], uk["unet"]])
+    te.load_state_dict(te_sd); unet.load_state_dict(unet_sd)
+    sched = DPMSolverMultistepScheduler(**{k: v for k, v in SCHED.items() if k not in ("clip_sample", "set_alpha_to_one")},
+                                        timestep_spacing="leading", algorithm_type="dpmsolver++", solver_order=2)
+    tok = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR))
+    if out.exists():
+        shutil.rmtree(out)
+    pipe = StableDiffusionPipeline(vae=vae.half(), text_encoder=te.half(), tokenizer=tok, unet=unet.half(),
+                                   scheduler=sched, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(str(out), safe_serialization=True)
+    # tokenizer/: the files of weights/clip_tokenizer, unchanged
+    shutil.rmtree(out / "tokenizer")
+    (out / "tokenizer").mkdir()
+    for f in TOKENIZER_FILES:
+        shutil.copyfile(TOKENIZER_DIR / f, out / "tokenizer" / f)
+    # text encoder keys as the SD checkpoints on the Hub have them (text_model. prefix)
+    p = out / "text_encoder" / "model.safetensors"
+    with safe_open(str(p), "pt") as f:
+        meta = f.metadata()
+        tensors = {(k if k.startswith("text_model.") else "text_model." + k): f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(p), metadata=meta)
+    shutil.copyfile(HERE / "APACHE-2.0.txt", out / "LICENSE")
+    data_meta = json.loads((args.cache / "dataset" / "meta.json").read_text())["source"]
+    (out / "README.md").write_text(MODEL_README.format(
+        name=out.name, npm=data_meta["npm"], sha=data_meta["tgz_sha256"], unet_step=uk["step"],
+        vae_step=vf["step"], sf=vf["config"]["scaling_factor"], steps=SAMPLER_STEPS, guidance=GUIDANCE))
+    total = 0
+    for f in sorted(out.rglob("*")):
+        if f.is_file():
+            total += f.stat().st_size
+            print(f"  {f.stat().st_size / 1e6:8.3f} MB  {f.relative_to(out)}")
+    print(f"wrote {out}: {total / 1e6:.2f} MB in all ({total / 2**20:.2f} MiB)")
+
+
+MODEL_README = """# {name}
+
+stipple's default text-to-image model: a small Stable Diffusion (CLIPTextModel 4x128 with CLIP's
+49408-token vocabulary, UNet2DConditionModel (64, 128, 128), AutoencoderKL with downscale 4),
+diffusers layout, float16 safetensors. It makes 64x64 pictures (16x16x4 latents) of Noto emoji
+subjects ("an emoji of a red apple", "a smiling face with sunglasses") and of coloured shapes
+placed by words ("a red circle above a blue square").
+
+Trained from scratch by tools/train_default/ (UNet + text encoder {unet_step} steps, EMA; VAE
+{vae_step} steps; VAE scaling_factor {sf:.4f}). Default sampler: DPMSolverMultistepScheduler,
+{steps} steps, guidance scale about {guidance}.
+
+## Licence
+
+The weights are a work derived from the Noto Emoji images, which are licensed under the Apache
+License 2.0 (https://github.com/googlefonts/noto-emoji), obtained from the npm package
+{npm} (sha256 of the .tgz {sha}; its metadata, emoji.json, is MIT, Copyright (c) 2013 Cal
+Henderson). The weights are distributed under the Apache License 2.0: see LICENSE.
+tokenizer/ is OpenAI CLIP's vocabulary, MIT licence, see tokenizer/LICENSE.
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation: prompts, diffusers reference sampling, adherence score
+
+
+def cmd_prompts(args):
+    meta = json.loads((args.cache / "dataset" / "meta.json").read_text())
+    rng = np.random.default_rng(args.seed)
+    emoji = [it for it in meta["items"] if it["kind"] == "emoji"]
+    pick = rng.choice(len(emoji), size=args.n_emoji, replace=False)
+    rows = []
+    for i in sorted(pick.tolist()):
+        it = emoji[i]
+        rows.append({"prompt": it["captions"][2], "kind": "emoji", "emoji": it["label"],
+                     "subject": it["subject"], "subcategory": it["subcategory"]})
+    cols, shs = meta["colours"], meta["shapes"]
+    for _ in range(args.n_shapes):
+        layout = ["vertical", "horizontal"][int(rng.integers(2))]
+        ca, cb = rng.choice(len(cols), 2, replace=False).tolist()
+        sa, sb = rng.choice(len(shs), 2, replace=True).tolist()
+        rel = "above" if layout == "vertical" else "to the left of"
+        a_ = lambda c, s: ("an " if cols[c][0] in "aeiou" else "a ") + f"{cols[c]} {shs[s]}"
+        rows.append({"prompt": f"{a_(ca, sa)} {rel} {a_(cb, sb)}", "kind": "shapes", "layout": layout,
+                     "colour_a": ca, "shape_a": sa, "colour_b": cb, "shape_b": sb})
+    p = args.cache / "eval_prompts.json"
+    p.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {p}: {len(rows)} prompts ({args.n_emoji} emoji, {args.n_shapes} shapes); "
+          f"image i of a run must be named {{i:04d}}.png")
+
+
+def cmd_sample(args):
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(str(args.model), torch_dtype=torch.float32,
+                                                   safety_checker=None, feature_extractor=None,
+                                                   requires_safety_checker=False)
+    rows = json.loads((args.cache / "eval_prompts.json").read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(rows[: args.limit or None]):
+        g = torch.Generator().manual_seed(args.seed + i)
+        im = pipe(r["prompt"], height=64, width=64, num_inference_steps=args.infer_steps,
+                  guidance_scale=args.guidance, generator=g).images[0]
+        im.save(args.out / f"{i:04d}.png")
+    print(f"wrote {min(len(rows), args.limit or len(rows))} images to {args.out}")
+
+
+def score(net, meta, rows, images):
+    """Per row: 1 if the image is classified as the row's subject (emoji: top-1 class; shapes:
+    layout, both colours and both shapes), plus emoji top-5 and subcategory hits."""
+    lay = meta["layouts"]
+    subcat = torch.tensor([meta["subcategories"].index(it["subcategory"])
+                           for it in meta["items"] if it["kind"] == "emoji"])
+    with torch.no_grad():
+        out = net(images)
+    res = []
+    for i, r in enumerate(rows):
+        if r["kind"] == "emoji":
+            top5 = out["emoji"][i].topk(5).indices
+            res.append(dict(kind="emoji", top1=int(top5[0] == r["emoji"]), top5=int(r["emoji"] in top5.tolist()),
+                            subcat=int(subcat[top5[0]] == subcat[r["emoji"]])))
+        else:
+            ok = (out["layout"][i].argmax() == lay.index(r["layout"]) and out["col_a"][i].argmax() == r["colour_a"]
+                  and out["col_b"][i].argmax() == r["colour_b"] and out["shape_a"][i].argmax() == r["shape_a"]
+                  and out["shape_b"][i].argmax() == r["shape_b"])
+            cols = int(out["col_a"][i].argmax() == r["colour_a"]) + int(out["col_b"][i].argmax() == r["colour_b"])
+            res.append(dict(kind="shapes", top1=int(ok), colours=cols / 2))
+    return res
+
+
+def summarise(res):
+    e = [r for r in res if r["kind"] == "emoji"]
+    s = [r for r in res if r["kind"] == "shapes"]
+    m = lambda rs, k: float(np.mean([r[k] for r in rs])) if rs else float("nan")
+    return dict(emoji_n=len(e), emoji_top1=m(e, "top1"), emoji_top5=m(e, "top5"), emoji_subcategory=m(e, "subcat"),
+                shapes_n=len(s), shapes_all_correct=m(s, "top1"), shapes_colours=m(s, "colours"),
+                overall=m(res, "top1"))
+
+
+def cmd_eval(args):
+    from PIL import Image
+    meta = json.loads((args.cache / "dataset" / "meta.json").read_text())
+    rows = json.loads((args.cache / "eval_prompts.json").read_text())
+    net = make_classifier(meta)
+    net.load_state_dict(torch.load(args.cache / "runs" / ("classifier" + args.tag) / "ckpt.pt",
+                                   map_location="cpu", weights_only=False)["model"])
+    net.eval()
+    keep, ims = [], []
+    for i, r in enumerate(rows):
+        p = args.images / f"{i:04d}.png"
+        if p.exists():
+            im = Image.open(p).convert("RGB")
+            if im.size != (64, 64):
+                im = im.resize((64, 64), Image.BOX)
+            ims.append(np.asarray(im)); keep.append(r)
+    if not ims:
+        sys.exit(f"no images {args.images}/0000.png ...")
+    x = torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    real = summarise(score(net, meta, keep, x))
+    # chance baseline: each image scored against another prompt of the same kind (a derangement),
+    # i.e. images generated for a random caption instead of the one asked for
+    rng = np.random.default_rng(args.seed)
+    base = []
+    for rep in range(args.baseline_reps):
+        perm = np.arange(len(keep))
+        for kind in ("emoji", "shapes"):
+            ix = np.array([i for i, r in enumerate(keep) if r["kind"] == kind])
+            if len(ix) > 1:
+                order = rng.permutation(ix)  # cyclic shift of a random order: no fixed point
+                perm[order] = np.roll(order, 1)
+        base.append(summarise(score(net, meta, [keep[j] for j in perm], x)))
+    baseline = {k: float(np.mean([b[k] for b in base])) for k in base[0]}
+    report = {"images": str(args.images), "n": len(keep), "adherence": real, "random_caption_baseline": baseline}
+    print(json.dumps(report, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p, steps, batch, lr, save_every=200):
+        p.add_argument("--cache", type=Path, default=Path("/work/data-cache"))
+        p.add_argument("--tag", default="", help="suffix of the run folder (e.g. -smoke)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=2)
+        if steps:
+            p.add_argument("--steps", type=int, default=steps, help="total optimizer steps")
+            p.add_argument("--batch", type=int, default=batch)
+            p.add_argument("--lr", type=float, default=lr)
+            p.add_argument("--save-every", type=int, default=save_every)
+            p.add_argument("--log-every", type=int, default=20)
+            p.add_argument("--subset", type=int, default=0, help="use only the first N emoji and N shapes")
+            p.add_argument("--emoji-frac", type=float, default=0.6, help="fraction of each batch from emoji")
+            p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
+        return p
+
+    p = common(sub.add_parser("vae", help="train the AutoencoderKL, then encode the dataset"), 3000, 16, 4e-4)
+    p.add_argument("--kl", type=float, default=1e-4)
+    p.add_argument("--sharp", type=float, default=0.5)
+    p = common(sub.add_parser("unet", help="train text encoder + UNet (DDPM, epsilon)"), 12000, 32, 3e-4)
+    p.add_argument("--cfg-drop", type=float, default=0.1)
+    p.add_argument("--min-snr", type=float, default=5.0)
+    p.add_argument("--ema", type=float, default=0.999)
+    common(sub.add_parser("classifier", help="CNN on real images only (adherence metric)"), 3000, 64, 1e-3)
+    p = common(sub.add_parser("export", help="write weights/NAME in diffusers layout, fp16"), 0, 0, 0)
+    p.add_argument("--name", default="stipple-emoji-64")
+    p.add_argument("--out", type=Path, default=None, help="default: weights/NAME in the repository")
+    p.add_argument("--no-ema", action="store_true")
+    p = common(sub.add_parser("prompts", help="write the evaluation prompts"), 0, 0, 0)
+    p.add_argument("--n-emoji", type=int, default=64)
+    p.add_argument("--n-shapes", type=int, default=32)
+    p = common(sub.add_parser("sample", help="reference images with diffusers for the eval prompts"), 0, 0, 0)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--infer-steps", type=int, default=SAMPLER_STEPS)
+    p.add_argument("--guidance", type=float, default=GUIDANCE)
+    p = common(sub.add_parser("eval", help="prompt adherence of generated images + chance baseline"), 0, 0, 0)
+    p.add_argument("--images", type=Path, required=True, help="folder with 0000.png ... for eval_prompts.json")
+    p.add_argument("--baseline-reps", type=int, default=20)
+    p.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    {"vae": cmd_vae, "unet": cmd_unet, "classifier": cmd_classifier, "export": cmd_export,
+     "prompts": cmd_prompts, "sample": cmd_sample, "eval": cmd_eval}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
