@@ -16,12 +16,16 @@
 //! with liveness-based buffer reuse, one encoder per run), [`ops`] (one builder per kernel family
 //! with a CPU reference beside it).
 
+pub mod atomic_file;
 pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+pub mod image_io;
 pub mod models;
 pub mod ops;
+pub mod pipeline;
+pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
 pub mod weights;

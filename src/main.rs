@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// List adapters; show the chosen one's features and limits.
     Info,
+    /// Generate images from a prompt.
+    Generate(Box<cli::generate::GenerateArgs>),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Info => cli::info::run(&options),
+        Command::Generate(args) => cli::generate::run(&options, &args),
         Command::Bench {
             what: BenchCommand::Kernels(args),
         } => cli::bench::run_kernels(&options, &args),

@@ -1,4 +1,5 @@
 //! Subcommands of the `stipple` binary.
 
 pub mod bench;
+pub mod generate;
 pub mod info;

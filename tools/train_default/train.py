@@ -189,6 +189,9 @@ def cmd_vae(args):
     while step < args.steps and not stop.flag:
         g = step_gen(args.seed, step)
         x = data.pixels(data.sample(g, args.batch, args.emoji_frac))
+        if args.crop and args.crop < x.shape[-1]:  # fully convolutional: random crops cost less
+            o = torch.randint(0, x.shape[-1] - args.crop + 1, (2,), generator=g).tolist()
+            x = x[..., o[0]:o[0] + args.crop, o[1]:o[1] + args.crop]
         set_lr(opt, lr_at(step, args.lr, 200, args.steps))
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
@@ -701,6 +704,7 @@ def main():
     p = common(sub.add_parser("vae", help="train the AutoencoderKL, then encode the dataset"), 3000, 16, 4e-4)
     p.add_argument("--kl", type=float, default=1e-4)
     p.add_argument("--sharp", type=float, default=0.5)
+    p.add_argument("--crop", type=int, default=32, help="train on random CROPxCROP crops (0: whole 64x64)")
     p = common(sub.add_parser("unet", help="train text encoder + UNet (DDPM, epsilon)"), 12000, 32, 3e-4)
     p.add_argument("--cfg-drop", type=float, default=0.1)
     p.add_argument("--min-snr", type=float, default=5.0)

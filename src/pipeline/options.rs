@@ -1,0 +1,125 @@
+//! What a generation is asked to do ([`GenerateOptions`]), its checks, and what it returns.
+
+use crate::error::{Error, Result};
+
+/// Image-to-image input: the start image and how much of it to re-noise.
+#[derive(Clone, Debug)]
+pub struct InitImage {
+    pub width: usize,
+    pub height: usize,
+    /// (H, W, 3) in [-1, 1].
+    pub pixels: Vec<f32>,
+    /// 0 keeps the image, 1 ignores it (diffusers' `strength`).
+    pub strength: f32,
+}
+
+/// One `generate` call. `Default` gives diffusers' StableDiffusionPipeline defaults except the
+/// size, which defaults to the model's own (`sample_size` × VAE factor) when 0.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    /// Classifier-free guidance scale; ≤ 1 turns guidance off (one UNet batch instead of two).
+    pub guidance_scale: f32,
+    pub seed: u64,
+    /// Pixels; 0 = the model's native size.
+    pub width: usize,
+    pub height: usize,
+    /// Images per prompt.
+    pub batch: usize,
+    /// A scheduler short name (`ddim`, `pndm`, `euler`, `euler-a`, `dpmpp-2m`,
+    /// `dpmpp-2m-karras`, `lcm`); None = the model's `scheduler_config.json`.
+    pub scheduler: Option<String>,
+    /// Initial latents NCHW (batch, channels, h, w) as diffusers takes them (before
+    /// `init_noise_sigma`), instead of drawing them from the seed.
+    pub latents: Option<Vec<f32>>,
+    pub init_image: Option<InitImage>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            steps: 50,
+            guidance_scale: 7.5,
+            seed: 0,
+            width: 0,
+            height: 0,
+            batch: 1,
+            scheduler: None,
+            latents: None,
+            init_image: None,
+        }
+    }
+}
+
+/// Most denoising steps accepted (diffusers' schedules have 1000 training steps).
+pub const MAX_STEPS: usize = 1000;
+
+impl GenerateOptions {
+    /// Checks that need no model: counts, finite numbers, ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return Err(Error::invalid(
+                "steps",
+                format!("{} is outside 1..={MAX_STEPS}", self.steps),
+            ));
+        }
+        if !self.guidance_scale.is_finite() || self.guidance_scale < 0.0 {
+            return Err(Error::invalid(
+                "guidance scale",
+                format!("{} must be a finite number ≥ 0", self.guidance_scale),
+            ));
+        }
+        if self.batch == 0 {
+            return Err(Error::invalid("batch", "must be at least 1"));
+        }
+        if let Some(init) = &self.init_image {
+            if !(0.0..=1.0).contains(&init.strength) {
+                return Err(Error::invalid(
+                    "strength",
+                    format!("{} is outside [0, 1]", init.strength),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether classifier-free guidance runs (diffusers: `guidance_scale > 1`).
+    pub fn do_cfg(&self) -> bool {
+        self.guidance_scale > 1.0
+    }
+}
+
+/// Seconds spent in each phase of a generation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    pub text_encode: f64,
+    pub denoise: f64,
+    pub decode: f64,
+}
+
+/// The generated images and what produced them.
+#[derive(Clone, Debug)]
+pub struct GenerateOutput {
+    pub width: usize,
+    pub height: usize,
+    /// (batch, H, W, 3) in [0, 1] (diffusers' `output_type="np"`).
+    pub images: Vec<f32>,
+    pub seed: u64,
+    /// The scheduler's short name or class.
+    pub scheduler: String,
+    pub steps: usize,
+    /// Prompt tokens dropped because the prompt exceeded the tokenizer's 75-token window.
+    pub truncated_tokens: usize,
+    pub timings: Timings,
+}
+
+/// Progress reported after each denoising step; return [`Progress::Cancel`] to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Continue,
+    Cancel,
+}
