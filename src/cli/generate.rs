@@ -25,7 +25,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     /// Guidance scale; ≤ 1 turns classifier-free guidance off.
-    #[arg(long, default_value_t = 7.5)]
+    #[arg(long, default_value_t = 7.5, allow_negative_numbers = true)]
     pub cfg: f32,
     /// Seed (random when absent; printed either way).
     #[arg(long)]
@@ -52,7 +52,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub init_image: Option<PathBuf>,
     /// img2img: how much of the init image to re-noise, in [0, 1].
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
     pub strength: f32,
     /// Initial latents: safetensors with tensor `latents`, f32 NCHW (batch, channels, h, w).
     #[arg(long)]

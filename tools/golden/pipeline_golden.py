@@ -152,7 +152,7 @@ def write_folder():
 
 def load_pipe():
     pipe = StableDiffusionPipeline.from_pretrained(str(DIR), safety_checker=None, feature_extractor=None,
-                                                   requires_safety_checker=False, torch_dtype=torch.float32)
+                                                   requires_safety_checker=False, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     for m in (pipe.text_encoder, pipe.unet, pipe.vae):
         m.eval()
@@ -240,8 +240,8 @@ def stats(img):
 
 
 def cfg_dict(cfg):
-    """Scheduler config as JSON; `_use_default_values` is a set (unordered): written sorted."""
-    return {k: (sorted(v) if isinstance(v, (set, frozenset)) else list(v) if isinstance(v, tuple) else v)
+    """Scheduler config as JSON; `_use_default_values` (made from a set: unordered) written sorted."""
+    return {k: (sorted(v) if k == "_use_default_values" else list(v) if isinstance(v, tuple) else v)
             for k, v in dict(cfg).items()}
 
 
@@ -280,10 +280,21 @@ def compute(pipe):
     lat = torch.randn(LATENT_SHAPE, generator=torch.Generator("cpu").manual_seed(LATENT_SEED))
     t["latents"] = lat
 
+    # init_noise_sigma as prepare_latents reads it: AFTER set_timesteps (Euler's depends on the schedule)
+    seen = {}
+    orig_prepare_t2i = pipe.prepare_latents
+
+    def prepare_t2i(*a, **k):
+        seen["sigma"] = pipe.scheduler.init_noise_sigma
+        seen["out"] = orig_prepare_t2i(*a, **k).detach().clone()
+        return seen["out"]
+
+    pipe.prepare_latents = prepare_t2i
+
     runs = {}
     for name, (cls, over, steps, guidance) in SCHEDULERS.items():
         pipe.scheduler = cls.from_config(base_cfg, **over)
-        init_sigma = pipe.scheduler.init_noise_sigma
+        sigma_before = pipe.scheduler.init_noise_sigma
         cb = LastLatents()
         DRAWS.clear()
         img = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=guidance,
@@ -295,6 +306,8 @@ def compute(pipe):
         t[f"image.{name}"] = img
         t[f"final_latents.{name}"] = cb.latents
         decode_check(pipe, cb.latents, img)
+        init_sigma = seen["sigma"]
+        assert torch.equal(seen["out"], lat * init_sigma), name
         s = pipe.scheduler
         runs[name] = dict(
             scheduler=sched_info(s), overrides=over, num_inference_steps=steps, guidance_scale=guidance,
@@ -303,6 +316,7 @@ def compute(pipe):
             sigmas=[float(x) for x in s.sigmas] if hasattr(s, "sigmas") else None,
             init_noise_sigma=f32(init_sigma),
             init_noise_sigma_type=type(init_sigma).__name__ + (f"[{init_sigma.dtype}]" if torch.is_tensor(init_sigma) else ""),
+            init_noise_sigma_before_set_timesteps=f32(sigma_before),
             generator_draws=take_draws(name, t),
             image_stats=stats(img), final_latents_std=float(cb.latents.std()),
         )
@@ -322,7 +336,7 @@ def compute(pipe):
     decode_check(pipe, cb.latents, img)
     runs["ddim_batch2"] = dict(scheduler=sched_info(pipe.scheduler), num_inference_steps=6, guidance_scale=7.5,
                                num_images_per_prompt=2, latents="latents_batch2 (randn seed 43)",
-                               unet_timesteps=cb.timesteps, init_noise_sigma=f32(pipe.scheduler.init_noise_sigma),
+                               unet_timesteps=cb.timesteps, init_noise_sigma=f32(seen["sigma"]),
                                generator_draws=take_draws("ddim_batch2", t),
                                image_stats=[stats(img[0]), stats(img[1])], final_latents_std=float(cb.latents.std()))
     assert not torch.equal(img[0], img[1])
@@ -395,7 +409,10 @@ def compute(pipe):
         pipeline_generator=f"torch.Generator('cpu').manual_seed({PIPE_SEED}), fresh for every run",
         latents=f"torch.randn((1,4,8,12), generator=torch.Generator('cpu').manual_seed({LATENT_SEED}))",
         latents_note="pipeline.prepare_latents: latents = latents * scheduler.init_noise_sigma (also for given latents; "
-                     "diffusers 0.42.1 pipeline_stable_diffusion.py prepare_latents). No generator draw for given latents.",
+                     "diffusers 0.42.1 pipeline_stable_diffusion.py prepare_latents), read AFTER set_timesteps: for "
+                     "Euler/Euler-a (timestep_spacing leading) it is sqrt(max(sigmas)^2 + 1) over the N-step schedule "
+                     "(f32 tensor math), not over the 1000 training sigmas (runs.*.init_noise_sigma_before_set_timesteps). "
+                     "No generator draw for given latents.",
         cfg_note="noise = uncond + g * (text - uncond); UNet batch [neg, pos] (batch 2: [neg, neg, pos, pos]); "
                  "CFG off when guidance_scale <= 1 (then only the positive prompt is encoded)",
         prompt_embeds_note="tokenizer(padding='max_length', max_length=77, truncation=True); text_encoder(ids) "
