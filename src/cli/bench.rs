@@ -87,7 +87,11 @@ pub struct MemoryBenchArgs {
 }
 
 pub fn run_memory(options: &GpuOptions, args: &MemoryBenchArgs) -> anyhow::Result<()> {
-    if args.width == 0 || args.height == 0 || args.width % 64 != 0 || args.height % 64 != 0 {
+    if args.width == 0
+        || args.height == 0
+        || !args.width.is_multiple_of(64)
+        || !args.height.is_multiple_of(64)
+    {
         anyhow::bail!("--width and --height must be positive multiples of 64 (SD1.5: 8× VAE, 3 UNet downsamplings)");
     }
     let gpu = Gpu::new(options)?;

@@ -106,7 +106,7 @@ impl AutoencoderKL {
         probes: bool,
     ) -> Result<Graph> {
         let f = self.config.downscale_factor();
-        if size[0] % f != 0 || size[1] % f != 0 {
+        if !size[0].is_multiple_of(f) || !size[1].is_multiple_of(f) {
             return Err(Error::shape(
                 "vae.encoder",
                 format!("image size {size:?} must be a multiple of {f}"),

@@ -228,7 +228,7 @@ impl UNet2DConditionConfig {
                 return bad(format!("up_block_types[{i}] = {t:?} is not supported"));
             }
         }
-        if self.conv_in_kernel % 2 == 0 || self.conv_out_kernel % 2 == 0 {
+        if self.conv_in_kernel.is_multiple_of(2) || self.conv_out_kernel.is_multiple_of(2) {
             return bad("conv_in_kernel and conv_out_kernel must be odd".into());
         }
         Ok(())
@@ -400,7 +400,9 @@ impl ClipTextConfig {
                 message,
             })
         };
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return bad(format!(
                 "hidden_size = {} does not split into num_attention_heads = {}",
                 self.hidden_size, self.num_attention_heads

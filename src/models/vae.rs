@@ -39,9 +39,9 @@ impl Encoder {
         let n = ch.len();
         let mut down_blocks = Vec::with_capacity(n);
         let mut output_channel = ch[0];
-        for i in 0..n {
+        for (i, &channels) in ch.iter().enumerate() {
             let input_channel = output_channel;
-            output_channel = ch[i];
+            output_channel = channels;
             let pad = (i + 1 < n).then_some(0);
             let bc = block_config(c, c.layers_per_block);
             down_blocks.push(DownBlock2D::load(
@@ -128,9 +128,9 @@ impl Decoder {
         let reversed: Vec<usize> = ch.iter().rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(n);
         let mut output_channel = reversed[0];
-        for i in 0..n {
+        for (i, &channels) in reversed.iter().enumerate() {
             let prev_output_channel = output_channel;
-            output_channel = reversed[i];
+            output_channel = channels;
             let channels = UpChannels {
                 in_channels: 0,
                 out_channels: output_channel,
