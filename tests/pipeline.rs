@@ -255,3 +255,40 @@ fn f16_storage_stays_close() {
     eprintln!("ddim f16: max abs error {err:.2e}");
     assert!(err <= 3e-2, "{err}");
 }
+
+#[test]
+fn decode_falls_back_to_tiles_over_the_binding_limit() {
+    // Lower the pipeline's binding limit so the 8×12 latent no longer decodes in one piece but an
+    // 8×8 tile does: the image must still come out whole, finite and close to the untiled one
+    // (GroupNorm sees each tile separately, so not identical; diffusers' tiled decode is the same).
+    let Some(gpu) = gpu() else { return };
+    let (mut pipe, golden) = load(&gpu);
+    let largest = |pipe: &Pipeline, th, tw| {
+        let g = pipe
+            .vae
+            .decode_graph(DType::F32, 1, [th, tw], false)
+            .expect("graph");
+        g.largest_value().expect("values").1
+    };
+    let (full, tile) = (largest(&pipe, 8, 12), largest(&pipe, 8, 8));
+    assert!(tile < full, "tile {tile} vs full {full}");
+    let (_, latents) = golden.f32("final_latents.ddim");
+    let latents = stipple::pipeline::layout::nchw_to_nhwc(&latents, [1, 4, 8, 12]);
+    let scaled: Vec<f32> = latents.iter().map(|v| v * 0.18215).collect(); // decode divides by it
+    let whole = pipe.decode(&scaled, [1, 8, 12]).expect("decode");
+    pipe.binding_limit = tile;
+    let tiled = pipe.decode(&scaled, [1, 8, 12]).expect("tiled decode");
+    assert_eq!(tiled.len(), whole.len());
+    assert!(tiled.iter().all(|v| v.is_finite()));
+    let mean_err = tiled
+        .iter()
+        .zip(&whole)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / whole.len() as f32;
+    eprintln!("tiled vs whole decode: mean abs difference {mean_err:.3e}");
+    assert!(mean_err < 0.5, "{mean_err}");
+    pipe.binding_limit = 16;
+    let err = pipe.decode(&scaled, [1, 8, 12]).unwrap_err().to_string();
+    assert!(err.contains("max_storage_buffer_binding_size"), "{err}");
+}

@@ -13,6 +13,7 @@ use crate::models::clip::ClipTextModel;
 use crate::models::config::{AutoencoderKLConfig, ClipTextConfig, UNet2DConditionConfig};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::Ctx;
+use crate::pipeline::tiled_decode::shrink_tile;
 use crate::weights::Weights;
 
 #[derive(Clone, Debug, Serialize)]
@@ -80,12 +81,29 @@ pub fn plan_sd15_memory(gpu: &Gpu, height: usize, width: usize) -> Result<Vec<Pl
         ));
         let vae = AutoencoderKL::load(ctx, &w, AutoencoderKLConfig::stable_diffusion())?;
         let g = vae.decode_graph(dtype, 1, latent, false)?;
+        let over = g.largest_value().is_some_and(|(_, b)| b > limit);
         rows.push(row(
             &format!("VAE decoder, batch 1, {height}×{width}"),
             dtype,
             &g,
             limit,
         ));
+        if over {
+            // What the pipeline does then: decode in overlapping tiles (pipeline::tiled_decode).
+            let tile = shrink_tile(latent[0], latent[1], |th, tw| {
+                let g = vae.decode_graph(dtype, 1, [th, tw], false)?;
+                Ok(g.largest_value().is_none_or(|(_, b)| b <= limit))
+            })?;
+            if let Some(t) = tile {
+                let g = vae.decode_graph(dtype, 1, [t.min(latent[0]), t.min(latent[1])], false)?;
+                rows.push(row(
+                    &format!("  -> tiled: {t}x{t} latent tiles"),
+                    dtype,
+                    &g,
+                    limit,
+                ));
+            }
+        }
     }
     Ok(rows)
 }

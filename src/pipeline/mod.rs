@@ -8,6 +8,7 @@
 
 pub mod layout;
 pub mod options;
+pub mod tiled_decode;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,9 @@ pub struct Pipeline {
     pub unet: UNet2DConditionModel,
     pub vae: AutoencoderKL,
     pub scheduler_config: SchedulerConfig,
+    /// Largest tensor one storage binding may hold: the adapter's limit; lower it to decode in
+    /// tiles sooner (tests, or to bound memory).
+    pub binding_limit: u64,
     plans: PlanCache,
 }
 
@@ -88,6 +92,10 @@ impl Pipeline {
             scheduler_config: SchedulerConfig::from_file(
                 path.join("scheduler").join("scheduler_config.json"),
             )?,
+            binding_limit: gpu
+                .limits
+                .max_storage_buffer_binding_size
+                .min(gpu.limits.max_buffer_size),
             plans: PlanCache::default(),
         })
     }
@@ -314,7 +322,8 @@ impl Pipeline {
         })
     }
 
-    /// latents (B, h, w, C) → image (B, H, W, 3) in about [-1, 1].
+    /// latents (B, h, w, C) → image (B, H, W, 3) in about [-1, 1]. When the whole decode would
+    /// need a tensor over the adapter's binding limit, decodes each image in overlapping tiles.
     pub fn decode(&mut self, latents: &[f32], [b, lh, lw]: [usize; 3]) -> Result<Vec<f32>> {
         let scaling = self.vae.config.scaling_factor as f64;
         let shift = self.vae.config.shift_factor.unwrap_or(0.0) as f64;
@@ -322,13 +331,55 @@ impl Pipeline {
             .iter()
             .map(|&x| (x as f64 / scaling + shift) as f32)
             .collect();
+        let tile = self.decode_tile_size(b, lh, lw)?;
+        if tile >= lh.max(lw) {
+            return self.decode_plan(&z, [b, lh, lw]);
+        }
+        let c = self.vae.config.latent_channels;
+        let f = self.vae_scale_factor();
+        let mut images = Vec::with_capacity(b * lh * f * lw * f * 3);
+        for image in z.chunks(lh * lw * c) {
+            let decoded = tiled_decode::decode_tiled(
+                image,
+                [lh, lw, c],
+                tile,
+                tile / 4,
+                f,
+                |t, [th, tw]| self.decode_plan(t, [1, th, tw]),
+            )?;
+            images.extend(decoded);
+        }
+        Ok(images)
+    }
+
+    /// Latent tile side for decoding: the whole latent when its decode fits the adapter's
+    /// binding limit (batch `b`), else the largest shrink that fits one image.
+    fn decode_tile_size(&self, b: usize, lh: usize, lw: usize) -> Result<usize> {
+        let limit = self.binding_limit;
+        let fits = |batch: usize, th: usize, tw: usize| -> Result<bool> {
+            let g = self.vae.decode_graph(self.dtype, batch, [th, tw], false)?;
+            Ok(g.largest_value().is_none_or(|(_, bytes)| bytes <= limit))
+        };
+        if fits(b, lh, lw)? {
+            return Ok(lh.max(lw));
+        }
+        tiled_decode::shrink_tile(lh, lw, |th, tw| fits(1, th, tw))?.ok_or_else(|| Error::Limit {
+            what: format!("VAE decode of a {lh}×{lw} latent"),
+            needed: 0,
+            limit: "max_storage_buffer_binding_size",
+            max: limit,
+            hint: " even in 8×8 tiles".into(),
+        })
+    }
+
+    fn decode_plan(&mut self, z: &[f32], [b, lh, lw]: [usize; 3]) -> Result<Vec<f32>> {
         let key = (b, lh, lw);
         if !self.plans.decode.contains_key(&key) {
             let g = self.vae.decode_graph(self.dtype, b, [lh, lw], false)?;
             self.plans.decode.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.decode[&key];
-        plan.write_input("z", &z)?;
+        plan.write_input("z", z)?;
         plan.run()?;
         plan.read_output("image")
     }

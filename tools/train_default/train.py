@@ -509,7 +509,7 @@ def cmd_export(args):
     te_sd, unet_sd = (uk["ema"] if not args.no_ema else [uk["te"], uk["unet"]])
     te.load_state_dict(te_sd); unet.load_state_dict(unet_sd)
     sched = DPMSolverMultistepScheduler(**{k: v for k, v in SCHED.items() if k not in ("clip_sample", "set_alpha_to_one")},
-                                        timestep_spacing="leading", algorithm_type="dpmsolver++", solver_order=2)
+                                        timestep_spacing="trailing", algorithm_type="dpmsolver++", solver_order=2)
     tok = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR))
     if out.exists():
         shutil.rmtree(out)
@@ -528,6 +528,11 @@ def cmd_export(args):
         meta = f.metadata()
         tensors = {(k if k.startswith("text_model.") else "text_model." + k): f.get_tensor(k) for k in f.keys()}
     save_file(tensors, str(p), metadata=meta)
+    # strict JSON: drop non-finite values (lambda_min_clipped = -inf is the default anyway)
+    sc = out / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(sc.read_text())
+    cfg = {k: v for k, v in cfg.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    sc.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     shutil.copyfile(HERE / "APACHE-2.0.txt", out / "LICENSE")
     data_meta = json.loads((args.cache / "dataset" / "meta.json").read_text())["source"]
     (out / "README.md").write_text(MODEL_README.format(
@@ -597,6 +602,7 @@ def cmd_sample(args):
     pipe = StableDiffusionPipeline.from_pretrained(str(args.model), torch_dtype=torch.float32,
                                                    safety_checker=None, feature_extractor=None,
                                                    requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
     rows = json.loads((args.cache / "eval_prompts.json").read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     for i, r in enumerate(rows[: args.limit or None]):
@@ -633,7 +639,7 @@ def score(net, meta, rows, images):
 def summarise(res):
     e = [r for r in res if r["kind"] == "emoji"]
     s = [r for r in res if r["kind"] == "shapes"]
-    m = lambda rs, k: float(np.mean([r[k] for r in rs])) if rs else float("nan")
+    m = lambda rs, k: float(np.mean([r[k] for r in rs])) if rs else None
     return dict(emoji_n=len(e), emoji_top1=m(e, "top1"), emoji_top5=m(e, "top5"), emoji_subcategory=m(e, "subcat"),
                 shapes_n=len(s), shapes_all_correct=m(s, "top1"), shapes_colours=m(s, "colours"),
                 overall=m(res, "top1"))
@@ -648,7 +654,23 @@ def cmd_eval(args):
                                    map_location="cpu", weights_only=False)["model"])
     net.eval()
     keep, ims = [], []
-    for i, r in enumerate(rows):
+    if args.images == Path("real"):  # upper bound: the real images of the prompts' subjects
+        sys.path.insert(0, str(HERE))
+        from prepare_data import draw_shape, SIZE
+        from PIL import ImageDraw
+        emoji_imgs = np.load(args.cache / "dataset" / "images.npy", mmap_mode="r")
+        for r in rows:
+            if r["kind"] == "emoji":
+                ims.append(np.asarray(emoji_imgs[r["emoji"]]))
+            else:
+                im = Image.new("RGB", (SIZE * 4, SIZE * 4), (255, 255, 255))
+                d = ImageDraw.Draw(im)
+                (xa, ya), (xb, yb) = ((32, 17), (32, 47)) if r["layout"] == "vertical" else ((17, 32), (47, 32))
+                draw_shape(d, meta["shapes"][r["shape_a"]], meta["colours"][r["colour_a"]], xa, ya, 12, 4)
+                draw_shape(d, meta["shapes"][r["shape_b"]], meta["colours"][r["colour_b"]], xb, yb, 12, 4)
+                ims.append(np.asarray(im.resize((SIZE, SIZE), Image.BOX)))
+            keep.append(r)
+    for i, r in enumerate(rows if not keep else []):
         p = args.images / f"{i:04d}.png"
         if p.exists():
             im = Image.open(p).convert("RGB")
@@ -671,7 +693,7 @@ def cmd_eval(args):
                 order = rng.permutation(ix)  # cyclic shift of a random order: no fixed point
                 perm[order] = np.roll(order, 1)
         base.append(summarise(score(net, meta, [keep[j] for j in perm], x)))
-    baseline = {k: float(np.mean([b[k] for b in base])) for k in base[0]}
+    baseline = {k: (float(np.mean([b[k] for b in base])) if base[0][k] is not None else None) for k in base[0]}
     report = {"images": str(args.images), "n": len(keep), "adherence": real, "random_caption_baseline": baseline}
     print(json.dumps(report, indent=1))
     if args.json:
@@ -701,15 +723,15 @@ def main():
             p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
         return p
 
-    p = common(sub.add_parser("vae", help="train the AutoencoderKL, then encode the dataset"), 3000, 16, 4e-4)
+    p = common(sub.add_parser("vae", help="train the AutoencoderKL, then encode the dataset"), 4000, 16, 4e-4)
     p.add_argument("--kl", type=float, default=1e-4)
     p.add_argument("--sharp", type=float, default=0.5)
     p.add_argument("--crop", type=int, default=32, help="train on random CROPxCROP crops (0: whole 64x64)")
-    p = common(sub.add_parser("unet", help="train text encoder + UNet (DDPM, epsilon)"), 12000, 32, 3e-4)
+    p = common(sub.add_parser("unet", help="train text encoder + UNet (DDPM, epsilon)"), 10000, 32, 3e-4)
     p.add_argument("--cfg-drop", type=float, default=0.1)
     p.add_argument("--min-snr", type=float, default=5.0)
     p.add_argument("--ema", type=float, default=0.999)
-    common(sub.add_parser("classifier", help="CNN on real images only (adherence metric)"), 3000, 64, 1e-3)
+    common(sub.add_parser("classifier", help="CNN on real images only (adherence metric)"), 2000, 64, 1e-3)
     p = common(sub.add_parser("export", help="write weights/NAME in diffusers layout, fp16"), 0, 0, 0)
     p.add_argument("--name", default="stipple-emoji-64")
     p.add_argument("--out", type=Path, default=None, help="default: weights/NAME in the repository")
@@ -724,7 +746,7 @@ def main():
     p.add_argument("--infer-steps", type=int, default=SAMPLER_STEPS)
     p.add_argument("--guidance", type=float, default=GUIDANCE)
     p = common(sub.add_parser("eval", help="prompt adherence of generated images + chance baseline"), 0, 0, 0)
-    p.add_argument("--images", type=Path, required=True, help="folder with 0000.png ... for eval_prompts.json")
+    p.add_argument("--images", type=Path, required=True, help="folder with 0000.png ... for eval_prompts.json; 'real': the real images (upper bound)")
     p.add_argument("--baseline-reps", type=int, default=20)
     p.add_argument("--json", default=None)
     args = ap.parse_args()
