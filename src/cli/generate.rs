@@ -9,7 +9,7 @@ use stipple::pipeline::{GenerateOptions, InitImage, Pipeline, Progress};
 use stipple::{DType, Gpu, GpuOptions};
 
 /// The model shipped in weights/ (used when --model is absent).
-pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/stipple-emoji");
+pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/stipple-emoji-64");
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
@@ -198,13 +198,26 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // Ctrl-C cancels between steps; nothing is written then.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
     let out = pipeline.generate(&options, |step, total| {
         bar.set_length(total as u64);
         bar.set_position(step as u64);
-        Progress::Continue
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            Progress::Cancel
+        } else {
+            Progress::Continue
+        }
     });
     bar.finish_and_clear();
-    let out = out?;
+    let out = match out {
+        Err(stipple::Error::Cancelled) => {
+            anyhow::bail!("interrupted (Ctrl-C): cancelled between steps, nothing written")
+        }
+        other => other?,
+    };
     if out.truncated_tokens > 0 {
         eprintln!(
             "warning: the prompt was truncated: {} tokens past the 75-token window were dropped",
