@@ -69,8 +69,13 @@ fn check_writable(path: &Path) -> anyhow::Result<()> {
         _ => PathBuf::from("."),
     };
     anyhow::ensure!(
-        dir.is_dir(),
+        dir.exists(),
         "output directory {} does not exist",
+        dir.display()
+    );
+    anyhow::ensure!(
+        dir.is_dir(),
+        "output directory {} is not a directory",
         dir.display()
     );
     let probe = dir.join(format!(".stipple-write-test-{}", std::process::id()));
@@ -98,8 +103,13 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
     anyhow::ensure!(
-        model.is_dir(),
+        model.exists(),
         "model folder {} not found (pass --model PATH)",
+        model.display()
+    );
+    anyhow::ensure!(
+        model.is_dir(),
+        "model {} is not a folder (pass a diffusers model folder: model_index.json, unet/, vae/, …)",
         model.display()
     );
     let dtype = match args.dtype.as_str() {

@@ -9,12 +9,31 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-/// Read and parse a config file.
+/// Read and parse a config file. A value of the wrong type or range is reported with its field
+/// name (serde_json alone gives only the line and column).
 pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Config {
         file: path.to_path_buf(),
-        message: e.to_string(),
+        message: match offending_field::<T>(&text, &e) {
+            Some(field) => format!("field {field}: {e}"),
+            None => e.to_string(),
+        },
+    })
+}
+
+/// The top-level field whose value fails to deserialise on its own. Config structs take
+/// defaults for absent fields, so a one-field object isolates the culprit.
+fn offending_field<T: DeserializeOwned>(text: &str, e: &serde_json::Error) -> Option<String> {
+    if e.classify() != serde_json::error::Category::Data {
+        return None;
+    }
+    let serde_json::Value::Object(map) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
+    map.into_iter().find_map(|(k, v)| {
+        let one = serde_json::Value::Object([(k.clone(), v)].into_iter().collect());
+        serde_json::from_value::<T>(one).is_err().then_some(k)
     })
 }
 

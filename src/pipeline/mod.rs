@@ -52,6 +52,17 @@ pub struct Pipeline {
     plans: PlanCache,
 }
 
+/// Read the scheduler config and build it once, so a bad value is reported at load time with
+/// the file's name rather than at the first generation.
+fn load_scheduler_config(path: &Path) -> Result<SchedulerConfig> {
+    let config = SchedulerConfig::from_file(path)?;
+    config.build(10).map_err(|e| Error::Config {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(config)
+}
+
 /// The component folders a StableDiffusionPipeline needs.
 const COMPONENTS: [&str; 5] = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"];
 
@@ -81,16 +92,29 @@ impl Pipeline {
         }
         let dtype = dtype.unwrap_or_else(|| auto_dtype(gpu));
         let ctx = Ctx::new(gpu, dtype);
+        let tokenizer = ClipTokenizer::from_dir(path.join("tokenizer"))?;
+        let text_encoder = ClipTextModel::from_dir(ctx, &path.join("text_encoder"))?;
+        let positions = text_encoder.config.max_position_embeddings;
+        if tokenizer.max_length() != positions {
+            return Err(Error::Tokenizer {
+                file: path.join("tokenizer"),
+                message: format!(
+                    "model_max_length {} does not match the text encoder's \
+                     max_position_embeddings {positions} (text_encoder/config.json)",
+                    tokenizer.max_length()
+                ),
+            });
+        }
         Ok(Pipeline {
             gpu: gpu.clone(),
             dtype,
             path: path.to_path_buf(),
-            tokenizer: ClipTokenizer::from_dir(path.join("tokenizer"))?,
-            text_encoder: ClipTextModel::from_dir(ctx, &path.join("text_encoder"))?,
+            tokenizer,
+            text_encoder,
             unet: UNet2DConditionModel::from_dir(ctx, &path.join("unet"))?,
             vae: AutoencoderKL::from_dir(ctx, &path.join("vae"))?,
-            scheduler_config: SchedulerConfig::from_file(
-                path.join("scheduler").join("scheduler_config.json"),
+            scheduler_config: load_scheduler_config(
+                &path.join("scheduler").join("scheduler_config.json"),
             )?,
             binding_limit: gpu
                 .limits

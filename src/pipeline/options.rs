@@ -77,6 +77,18 @@ impl GenerateOptions {
             return Err(Error::invalid("batch", "must be at least 1"));
         }
         if let Some(init) = &self.init_image {
+            if init.pixels.len() != init.width * init.height * 3 {
+                return Err(Error::invalid(
+                    "init image",
+                    format!(
+                        "{} values for {}×{} RGB (expected {})",
+                        init.pixels.len(),
+                        init.width,
+                        init.height,
+                        init.width * init.height * 3
+                    ),
+                ));
+            }
             if !(0.0..=1.0).contains(&init.strength) {
                 return Err(Error::invalid(
                     "strength",

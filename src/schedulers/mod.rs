@@ -357,12 +357,7 @@ pub const SCHEDULER_NAMES: [&str; 7] = [
 impl SchedulerConfig {
     /// Reads a diffusers `scheduler_config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::Config {
-            file: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        crate::models::config::read_config(path.as_ref())
     }
 
     /// The training schedule shared by SD1.x and SD2.x checkpoints (their

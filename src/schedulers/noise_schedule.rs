@@ -10,6 +10,10 @@
 use super::{unsupported, BetaSchedule, SchedulerConfig, TimestepSpacing};
 use crate::error::Result;
 
+/// Largest `num_train_timesteps` accepted (diffusers' models use 1000): the schedule holds a
+/// few `f64`s per training step, so an absurd value must be an error, not an allocation abort.
+pub(crate) const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// A diffusers class's own defaults for the config fields whose default differs by class.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClassDefaults {
@@ -63,11 +67,11 @@ impl NoiseSchedule {
             ));
         }
         let n = config.num_train_timesteps;
-        if n < 2 {
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&n) {
             return Err(unsupported(
                 class,
                 "num_train_timesteps",
-                format!("{n} is too small"),
+                format!("{n} is outside 2..={MAX_TRAIN_TIMESTEPS}"),
             ));
         }
         let mut betas = match &config.trained_betas {
@@ -82,6 +86,15 @@ impl NoiseSchedule {
             None => {
                 let start = config.beta_start.unwrap_or(defaults.beta_start);
                 let end = config.beta_end.unwrap_or(defaults.beta_end);
+                for (field, beta) in [("beta_start", start), ("beta_end", end)] {
+                    if !(0.0..1.0).contains(&beta) {
+                        return Err(unsupported(
+                            class,
+                            field,
+                            format!("{beta} is outside [0, 1)"),
+                        ));
+                    }
+                }
                 match config.beta_schedule.unwrap_or(defaults.beta_schedule) {
                     BetaSchedule::Linear => linspace(start, end, n),
                     BetaSchedule::ScaledLinear => linspace(start.sqrt(), end.sqrt(), n)

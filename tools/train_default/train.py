@@ -20,6 +20,9 @@ steps and when it gets SIGINT/SIGTERM (finishing the current step first), and st
 unless --no-resume. Batches are drawn from a generator seeded by (seed, step), so a resumed run
 draws the same batches as an uninterrupted one. --steps is the total: rerunning with a larger
 --steps continues training. Threads: torch.set_num_threads(--threads, default 2).
+Across sessions (only git survives): `export` (safe while `unet` runs) writes training_state.json
+into the model folder; `unet --init-from weights/NAME` continues from it on a fresh machine
+(fp16 EMA weights -> fp32, step counter, LR schedule, batch order; AdamW state lost: --rewarm).
 
 Model (see README.md for sizes): 64x64 RGB images; VAE with downscale 4 (16x16x4 latents);
 UNet (64, 128, 128) with cross-attention at 8x8 and 4x4 and in the mid block; CLIP text encoder
@@ -30,6 +33,7 @@ EMA weights exported. Default sampler: DPMSolverMultistepScheduler (DPM++ 2M), 2
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -97,10 +101,77 @@ class Stop:
 
 
 def save_atomic(obj, path: Path):
+    """Write to a temporary file in the same folder, fsync, then rename over PATH: a reader
+    (export while training runs) sees either the old or the new checkpoint, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def now_utc():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def data_version(cache: Path):
+    """Where the data came from + sha256 of the built dataset (meta.json, then images.npy)."""
+    d = cache / "dataset"
+    src = json.loads((d / "meta.json").read_text())["source"]
+    h = hashlib.sha256()
+    for name in ("meta.json", "images.npy"):
+        with open(d / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
+    return {"npm": src["npm"], "tgz_sha256": src["tgz_sha256"], "dataset_sha256": h.hexdigest()}
+
+
+# --init-from DIR: an exported diffusers folder (fp16) + its training_state.json
+
+TE_FILE, UNET_FILE, VAE_FILE = ("text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors",
+                                "vae/diffusion_pytorch_model.safetensors")
+
+
+def read_init(d: Path):
+    if not (d / "model_index.json").exists():
+        sys.exit(f"--init-from {d}: not a diffusers folder (no model_index.json)")
+    p = d / "training_state.json"
+    if p.exists():
+        return json.loads(p.read_text())
+    log(f"--init-from {d}: no training_state.json; step counters start at 0 (VAE taken as complete)")
+    return {}
+
+
+def load_weights(model, path: Path):
+    """fp16 safetensors -> fp32 parameters of MODEL (strict; tolerates a text_model. prefix)."""
+    from safetensors.torch import load_file
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    own = set(model.state_dict())
+    if set(sd) != own:
+        for fix in (lambda k: k[len("text_model."):] if k.startswith("text_model.") else k,
+                    lambda k: k if k.startswith("text_model.") else "text_model." + k):
+            alt = {fix(k): v for k, v in sd.items()}
+            if set(alt) == own:
+                sd = alt
+                break
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def warn_mismatch(what, state: dict, args, keys):
+    for k in keys:
+        if k in state and getattr(args, k) != state[k]:
+            log(f"WARNING: --{k.replace('_', '-')} {getattr(args, k)} differs from {what}'s {state[k]} "
+                f"(the continued run is not the same as an uninterrupted one)")
+
+
+def rewarm(step, rewarm_from, rewarm_steps):
+    """LR factor after --init-from: the AdamW moments are not exported, so ramp up again."""
+    if rewarm_from is None or rewarm_steps <= 0:
+        return 1.0
+    return min(1.0, (step - rewarm_from + 1) / rewarm_steps)
 
 
 def load_ckpt(path: Path, resume: bool):
@@ -176,14 +247,29 @@ def cmd_vae(args):
     vae = make_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     ck = load_ckpt(run / "ckpt.pt", args.resume)
-    step = 0
+    step, step0, rewarm_from, init_sf, complete_at = 0, 0, None, None, None
     if ck:
-        vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]
+        vae.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = step0 = ck["step"]
+        rewarm_from, init_sf, complete_at = ck.get("rewarm_from"), ck.get("init_sf"), ck.get("complete_at")
+        if complete_at is not None:
+            args.steps = complete_at
         log(f"resumed {run / 'ckpt.pt'} at step {step}")
+    elif args.init_from:
+        vs = read_init(args.init_from).get("vae", {})
+        load_weights(vae, args.init_from / VAE_FILE)
+        init_sf = json.loads((args.init_from / "vae" / "config.json").read_text())["scaling_factor"]
+        step = step0 = vs.get("steps_done", args.steps)
+        rewarm_from = step
+        if vs.get("complete", True):  # an exported VAE is a finished one: its UNet knows its latents
+            if step != args.steps:
+                log(f"the exported VAE finished at {step} steps: not training it further (--steps ignored)")
+            args.steps = complete_at = step
+        log(f"VAE weights from {args.init_from} (fp16 -> fp32), {step}/{args.steps} steps done")
     log(f"VAE {n_params(vae) / 1e6:.2f} M params; {len(data.emoji)} emoji + {len(data.shapes)} shapes")
     stop = Stop()
     save = lambda: save_atomic({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
-                                "config": VAE_CONFIG, "args": vars(args)}, run / "ckpt.pt")
+                                "config": VAE_CONFIG, "args": vars(args), "rewarm_from": rewarm_from,
+                                "init_sf": init_sf, "complete_at": complete_at}, run / "ckpt.pt")
     vae.train()
     t0, hist = time.time(), []
     while step < args.steps and not stop.flag:
@@ -192,7 +278,7 @@ def cmd_vae(args):
         if args.crop and args.crop < x.shape[-1]:  # fully convolutional: random crops cost less
             o = torch.randint(0, x.shape[-1] - args.crop + 1, (2,), generator=g).tolist()
             x = x[..., o[0]:o[0] + args.crop, o[1]:o[1] + args.crop]
-        set_lr(opt, lr_at(step, args.lr, 200, args.steps))
+        set_lr(opt, lr_at(step, args.lr, 200, args.steps) * rewarm(step, rewarm_from, args.rewarm))
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
         y = vae.decode(z).sample
@@ -214,10 +300,19 @@ def cmd_vae(args):
             t0 = time.time()
         if step % args.save_every == 0:
             save()
-    save()
+    if step > step0 or not (run / "ckpt.pt").exists():
+        save()
     if step < args.steps:
         log(f"stopped at step {step}; rerun the same command to resume")
         return
+    if rewarm_from is not None and step > rewarm_from:
+        init_sf = None  # trained on after --init-from: measure the scaling factor again
+    finish_vae(vae, data, args.seed, run, step, init_sf)
+
+
+def finish_vae(vae, data, seed, run: Path, step: int, sf=None):
+    """Latents of the whole dataset -> run/final.pt (+ recon.png). SF None: measure it (SD's
+    1/std of sampled latents); given (weights from --init-from): keep the one the UNet knows."""
     # final: latents of the whole dataset + scaling factor (1 / std of sampled latents, like SD)
     vae.eval()
     n = len(data.items)
@@ -227,9 +322,13 @@ def cmd_vae(args):
             post = vae.encode(data.pixels(torch.arange(i, min(n, i + 256)))).latent_dist
             means.append(post.mean); logvars.append(post.logvar)
         mean, logvar = torch.cat(means), torch.cat(logvars)
-        g = torch.Generator().manual_seed(args.seed)
+        g = torch.Generator().manual_seed(seed)
         z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
-        sf = float(1.0 / z.std())
+        measured = float(1.0 / z.std())
+        if sf is None:
+            sf = measured
+        else:
+            log(f"scaling_factor {sf:.4f} kept from the exported VAE (measured on these latents: {measured:.4f})")
         sel = torch.cat([data.emoji[:64], data.shapes[:64]])
         x = data.pixels(sel)
         y = vae.decode(mean[sel]).sample.clamp(-1, 1)
@@ -302,9 +401,16 @@ class EMA:
 def cmd_unet(args):
     from diffusers import DDPMScheduler
     data = Data(args.cache, args.subset)
+    init = read_init(args.init_from) if args.init_from else None
     vae_final = args.cache / "runs" / ("vae" + args.tag) / "final.pt"
     if not vae_final.exists():
-        sys.exit(f"{vae_final} missing: run the vae stage to the end first")
+        if not init:
+            sys.exit(f"{vae_final} missing: run the vae stage to the end first (or give --init-from)")
+        log(f"{vae_final} missing: encoding the dataset with the VAE of {args.init_from}")
+        vae = load_weights(make_vae(), args.init_from / VAE_FILE)
+        sf0 = json.loads((args.init_from / "vae" / "config.json").read_text())["scaling_factor"]
+        finish_vae(vae, data, args.seed, vae_final.parent, init.get("vae", {}).get("steps_done", 0), sf0)
+        del vae
     vf = torch.load(vae_final, map_location="cpu", weights_only=False)
     lat_mean, lat_std = vf["latent_mean"].float(), torch.exp(0.5 * vf["latent_logvar"].float())
     sf = vf["config"]["scaling_factor"]
@@ -318,18 +424,48 @@ def cmd_unet(args):
     params = list(te.parameters()) + list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.999))
     ema = EMA([te, unet], args.ema)
-    step = 0
+    step, rewarm_from, history = 0, None, []
     ck = load_ckpt(run / "ckpt.pt", args.resume)
+    ist = (init or {}).get("unet", {})
+    if ck and init and ist.get("steps_done", 0) > ck["step"]:
+        log(f"{run / 'ckpt.pt'} (step {ck['step']}) is behind {args.init_from} (step {ist['steps_done']}): "
+            f"using --init-from")
+        ck = None
+    data_v = data_version(args.cache)
     if ck:
         te.load_state_dict(ck["te"]); unet.load_state_dict(ck["unet"]); opt.load_state_dict(ck["opt"])
         ema.shadow = ck["ema"]; step = ck["step"]
+        rewarm_from, history = ck.get("rewarm_from"), ck.get("history", [])
         log(f"resumed {run / 'ckpt.pt'} at step {step}")
+        history.append({"event": "resume", "step": step, "steps_planned": args.steps, "date": now_utc()})
+    elif init:
+        ivs = json.loads((args.init_from / "vae" / "config.json").read_text())["scaling_factor"]
+        if abs(ivs - sf) > 1e-4 * abs(ivs):
+            sys.exit(f"{vae_final} has scaling_factor {sf:.6f} but the VAE of {args.init_from} has {ivs:.6f}: "
+                     f"the UNet was trained on other latents. Move {vae_final.parent} away (or run "
+                     f"`vae --init-from {args.init_from}` in a fresh --tag) and rerun.")
+        load_weights(te, args.init_from / TE_FILE); load_weights(unet, args.init_from / UNET_FILE)
+        ema = EMA([te, unet], args.ema)  # the exported (EMA) weights start both copies
+        step = rewarm_from = ist.get("steps_done", 0)
+        history = ist.get("history", [])
+        warn_mismatch(f"{args.init_from}", ist, args, ("seed", "batch", "lr", "emoji_frac", "cfg_drop", "min_snr",
+                                                        "subset", "ema"))
+        if ist.get("data", {}).get("dataset_sha256") not in (None, data_v["dataset_sha256"]):
+            log("WARNING: the dataset differs from the one this model was trained on (sha256 of the dataset)")
+        log(f"initialised text encoder + UNet from {args.init_from} ({ist.get('weights', 'ema')} weights, fp16 -> "
+            f"fp32) at step {step}/{args.steps}; AdamW state is new: LR re-warm-up over {args.rewarm} steps")
+        history.append({"event": "init-from", "from": str(args.init_from), "step": step,
+                        "weights": ist.get("weights", "ema"), "steps_planned": args.steps, "date": now_utc()})
+    else:
+        history.append({"event": "start", "step": 0, "steps_planned": args.steps, "date": now_utc()})
     log(f"text encoder {n_params(te) / 1e6:.2f} M, UNet {n_params(unet) / 1e6:.2f} M params; "
         f"{len(caps)} distinct captions; scaling_factor {sf:.4f}")
     stop = Stop()
     save = lambda: save_atomic({"te": te.state_dict(), "unet": unet.state_dict(), "opt": opt.state_dict(),
                                 "ema": ema.shadow, "step": step, "text_config": TEXT_CONFIG,
-                                "unet_config": UNET_CONFIG, "scaling_factor": sf, "args": vars(args)},
+                                "unet_config": UNET_CONFIG, "scaling_factor": sf, "args": vars(args),
+                                "vae_step": vf["step"], "data": data_v, "rewarm_from": rewarm_from,
+                                "rewarm_steps": args.rewarm, "history": history, "saved_at": now_utc()},
                                run / "ckpt.pt")
     te.train(); unet.train()
     t0, hist = time.time(), []
@@ -344,7 +480,7 @@ def cmd_unet(args):
         t = torch.randint(0, 1000, (b,), generator=g)
         noise = torch.randn(z.shape, generator=g)
         zt = sched.add_noise(z, noise, t)
-        set_lr(opt, lr_at(step, args.lr, 500, args.steps))
+        set_lr(opt, lr_at(step, args.lr, 500, args.steps) * rewarm(step, rewarm_from, args.rewarm))
         ctx = te(ids[cap]).last_hidden_state
         pred = unet(zt, t, ctx).sample
         w = torch.clamp(snr[t], max=args.min_snr) / snr[t]  # min-SNR weighting for epsilon
@@ -441,22 +577,31 @@ def cmd_classifier(args):
     torch.manual_seed(args.seed)
     net = make_classifier(data.meta)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.05)
-    step = 0
+    step, rewarm_from = 0, None
     ck = load_ckpt(run / "ckpt.pt", args.resume)
     if ck:
         net.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); step = ck["step"]
+        rewarm_from = ck.get("rewarm_from")
         log(f"resumed {run / 'ckpt.pt'} at step {step}")
+    elif args.init_from:  # classifier.safetensors written by a finished classifier run
+        from safetensors import safe_open
+        with safe_open(str(args.init_from), "pt") as f:
+            st = json.loads(f.metadata()["training_state"])
+            net.load_state_dict({k: (f.get_tensor(k).float() if f.get_tensor(k).is_floating_point()
+                                     else f.get_tensor(k)) for k in f.keys()})
+        step = rewarm_from = st["steps_done"]
+        log(f"classifier weights from {args.init_from} (fp16 -> fp32), {step}/{args.steps} steps done")
     log(f"classifier {n_params(net) / 1e6:.2f} M params")
     stop = Stop()
     save = lambda: save_atomic({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
-                                "args": vars(args)}, run / "ckpt.pt")
+                                "args": vars(args), "rewarm_from": rewarm_from}, run / "ckpt.pt")
     net.train()
     t0, hist = time.time(), []
     while step < args.steps and not stop.flag:
         g = step_gen(args.seed, step)
         idx = data.sample(g, args.batch, args.emoji_frac)
         x, lab = augment(data.pixels(idx), g), labels_of(data, idx)
-        set_lr(opt, lr_at(step, args.lr, 100, args.steps))
+        set_lr(opt, lr_at(step, args.lr, 100, args.steps) * rewarm(step, rewarm_from, args.rewarm))
         out = net(x)
         loss = sum(F.cross_entropy(out[k], lab[k], ignore_index=-100)
                    for k in out if (lab[k] != -100).any())
@@ -475,6 +620,13 @@ def cmd_classifier(args):
     if step < args.steps:
         log(f"stopped at step {step}; rerun the same command to resume")
         return
+    # fp16 copy (8 MB) to keep across sessions: `classifier --init-from` / `eval --classifier`
+    from safetensors.torch import save_file
+    st = {"steps_done": step, "steps_planned": args.steps, "seed": args.seed, "batch": args.batch,
+          "data": data_version(args.cache), "date": now_utc()}
+    save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()},
+              str(run / "classifier.safetensors"), metadata={"training_state": json.dumps(st)})
+    log(f"wrote {run / 'classifier.safetensors'}")
     # accuracy on freshly augmented real images (seed not used in training)
     net.eval()
     g = torch.Generator().manual_seed(10_000_019)
@@ -501,9 +653,15 @@ def cmd_export(args):
     from safetensors import safe_open
     from safetensors.torch import save_file
     from transformers import CLIPTokenizer
-    out = args.out or ROOT / "weights" / args.name
-    vf = torch.load(args.cache / "runs" / ("vae" + args.tag) / "final.pt", map_location="cpu", weights_only=False)
-    uk = torch.load(args.cache / "runs" / ("unet" + args.tag) / "ckpt.pt", map_location="cpu", weights_only=False)
+    out = (args.out or ROOT / "weights" / args.name).resolve()
+    vae_p = args.cache / "runs" / ("vae" + args.tag) / "final.pt"
+    unet_p = args.cache / "runs" / ("unet" + args.tag) / "ckpt.pt"
+    vf = torch.load(vae_p, map_location="cpu", weights_only=False)
+    # one open + read of the file: the training process replaces ckpt.pt by rename, never in place,
+    # so this is the complete latest checkpoint even while `unet` is running
+    with open(unet_p, "rb") as f:
+        unet_mtime = os.fstat(f.fileno()).st_mtime
+        uk = torch.load(f, map_location="cpu", weights_only=False)
     vae = AutoencoderKL(**vf["config"]); vae.load_state_dict(vf["model"])
     te, unet = make_text_encoder(), make_unet()
     te_sd, unet_sd = (uk["ema"] if not args.no_ema else [uk["te"], uk["unet"]])
@@ -511,6 +669,7 @@ def cmd_export(args):
     sched = DPMSolverMultistepScheduler(**{k: v for k, v in SCHED.items() if k not in ("clip_sample", "set_alpha_to_one")},
                                         timestep_spacing="trailing", algorithm_type="dpmsolver++", solver_order=2)
     tok = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR))
+    final, out = out, out.with_name(out.name + ".partial")  # build beside it, swap in at the end
     if out.exists():
         shutil.rmtree(out)
     pipe = StableDiffusionPipeline(vae=vae.half(), text_encoder=te.half(), tokenizer=tok, unet=unet.half(),
@@ -535,15 +694,75 @@ def cmd_export(args):
     sc.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     shutil.copyfile(HERE / "APACHE-2.0.txt", out / "LICENSE")
     data_meta = json.loads((args.cache / "dataset" / "meta.json").read_text())["source"]
+    st = training_state(args, uk, vf, unet_p, unet_mtime)
+    (out / "training_state.json").write_text(json.dumps(st, indent=1) + "\n")
+    u = st["unet"]
+    if u["complete"]:
+        status = f"complete: {u['steps_done']} of {u['steps_planned']} planned steps"
+    else:
+        status = (f"INCOMPLETE: {u['steps_done']} of {u['steps_planned']} planned steps "
+                  f"({100 * u['steps_done'] / u['steps_planned']:.1f}%); a snapshot of a run still in progress")
+    hist = [h for h in u["history"] if h.get("event") == "init-from"]
+    resumed = (f" Continued {len(hist)} time(s) from exported fp16 weights without optimizer state "
+               f"(at step {', '.join(str(h['step']) for h in hist)}; LR re-warm-up each time)." if hist else "")
     (out / "README.md").write_text(MODEL_README.format(
-        name=out.name, npm=data_meta["npm"], sha=data_meta["tgz_sha256"], unet_step=uk["step"],
-        vae_step=vf["step"], sf=vf["config"]["scaling_factor"], steps=SAMPLER_STEPS, guidance=GUIDANCE))
+        name=final.name, npm=data_meta["npm"], sha=data_meta["tgz_sha256"], status=status, resumed=resumed,
+        unet_step=u["steps_done"], samples=u["samples_seen"], ema=u["ema_decay"], wts=st["weights"],
+        vae_step=vf["step"], sf=vf["config"]["scaling_factor"], steps=SAMPLER_STEPS, guidance=GUIDANCE,
+        seed=st["seed"], dsha=st["data"]["dataset_sha256"][:16], date=st["exported_at"]))
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(out, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(out, final)
+    out = final
     total = 0
     for f in sorted(out.rglob("*")):
         if f.is_file():
             total += f.stat().st_size
             print(f"  {f.stat().st_size / 1e6:8.3f} MB  {f.relative_to(out)}")
     print(f"wrote {out}: {total / 1e6:.2f} MB in all ({total / 2**20:.2f} MiB)")
+
+
+def training_state(args, uk, vf, unet_p: Path, unet_mtime: float):
+    """What training_state.json records: how far each stage got, and what `--init-from` needs
+    to continue (step counters, LR schedule, seed, data)."""
+    a = uk.get("args", {})
+    step, planned = uk["step"], a.get("steps", uk["step"])
+    hist = uk.get("history") or [{"event": "start", "step": 0, "steps_planned": planned, "note": "not recorded"}]
+    rw_from = uk.get("rewarm_from")
+    lr = a.get("lr", 3e-4)
+    return {
+        "format": "stipple-training-state/1",
+        "exported_at": now_utc(),
+        "source_checkpoint": {"path": str(unet_p), "saved_at": uk.get("saved_at") or
+                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unet_mtime))},
+        "weights": "raw" if args.no_ema else "ema",
+        "seed": a.get("seed", 0),
+        "data": uk.get("data") or data_version(args.cache),
+        "vae": {"steps_done": vf["step"], "steps_planned": vf["step"], "complete": True,
+                "scaling_factor": vf["config"]["scaling_factor"]},
+        "unet": {
+            "steps_done": step, "steps_planned": planned, "complete": step >= planned,
+            "samples_seen": step * a.get("batch", 32), "weights": "raw" if args.no_ema else "ema",
+            "ema_decay": a.get("ema", 0.999), "batch": a.get("batch", 32), "lr": lr,
+            "lr_schedule": f"linear warm-up 500 steps, cosine to 10% at steps_planned; "
+                           f"after --init-from x min(1, (step - init step + 1) / rewarm_steps)",
+            "lr_at_steps_done": lr_at(step, lr, 500, planned) * rewarm(step, rw_from, uk.get("rewarm_steps", 0)),
+            "rewarm_from": rw_from, "rewarm_steps": uk.get("rewarm_steps"),
+            "seed": a.get("seed", 0), "subset": a.get("subset", 0), "emoji_frac": a.get("emoji_frac", 0.6),
+            "cfg_drop": a.get("cfg_drop", 0.1), "min_snr": a.get("min_snr", 5.0),
+            "optimizer_state": "not exported (AdamW moments start at zero after --init-from)",
+            "data_order": "batch of step s drawn from torch.Generator seeded seed * 1000003 + s",
+            "history": hist,
+        },
+        "continue_with": f"train.py unet --init-from <this folder> --steps {planned}"
+                         + (f" --seed {a['seed']}" if a.get("seed") else ""),
+    }
 
 
 MODEL_README = """# {name}
@@ -554,9 +773,12 @@ diffusers layout, float16 safetensors. It makes 64x64 pictures (16x16x4 latents)
 subjects ("an emoji of a red apple", "a smiling face with sunglasses") and of coloured shapes
 placed by words ("a red circle above a blue square").
 
-Trained from scratch by tools/train_default/ (UNet + text encoder {unet_step} steps, EMA; VAE
-{vae_step} steps; VAE scaling_factor {sf:.4f}). Default sampler: DPMSolverMultistepScheduler,
-{steps} steps, guidance scale about {guidance}.
+Trained from scratch by tools/train_default/. Training state ({date}):
+UNet + text encoder {status} ({unet_step} steps x batch = {samples} samples; {wts} weights, EMA decay {ema}).{resumed}
+VAE {vae_step} steps (complete), scaling_factor {sf:.4f}. Seed {seed}; dataset sha256 {dsha}...
+Details in training_state.json; `tools/train_default/train.py unet --init-from <this folder>`
+continues the training. Default sampler: DPMSolverMultistepScheduler, {steps} steps, guidance
+scale about {guidance}.
 
 ## Licence
 
@@ -650,8 +872,13 @@ def cmd_eval(args):
     meta = json.loads((args.cache / "dataset" / "meta.json").read_text())
     rows = json.loads((args.cache / "eval_prompts.json").read_text())
     net = make_classifier(meta)
-    net.load_state_dict(torch.load(args.cache / "runs" / ("classifier" + args.tag) / "ckpt.pt",
-                                   map_location="cpu", weights_only=False)["model"])
+    if args.classifier:
+        from safetensors.torch import load_file
+        net.load_state_dict({k: (v.float() if v.is_floating_point() else v)
+                             for k, v in load_file(str(args.classifier)).items()})
+    else:
+        net.load_state_dict(torch.load(args.cache / "runs" / ("classifier" + args.tag) / "ckpt.pt",
+                                       map_location="cpu", weights_only=False)["model"])
     net.eval()
     keep, ims = [], []
     if args.images == Path("real"):  # upper bound: the real images of the prompts' subjects
@@ -721,17 +948,24 @@ def main():
             p.add_argument("--subset", type=int, default=0, help="use only the first N emoji and N shapes")
             p.add_argument("--emoji-frac", type=float, default=0.6, help="fraction of each batch from emoji")
             p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
+            p.add_argument("--rewarm", type=int, default=200,
+                           help="after --init-from (no optimizer state): LR ramp-up steps")
         return p
 
     p = common(sub.add_parser("vae", help="train the AutoencoderKL, then encode the dataset"), 4000, 16, 4e-4)
     p.add_argument("--kl", type=float, default=1e-4)
     p.add_argument("--sharp", type=float, default=0.5)
     p.add_argument("--crop", type=int, default=32, help="train on random CROPxCROP crops (0: whole 64x64)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="exported diffusers folder: its VAE when there is no local checkpoint (then encode)")
     p = common(sub.add_parser("unet", help="train text encoder + UNet (DDPM, epsilon)"), 10000, 32, 3e-4)
     p.add_argument("--cfg-drop", type=float, default=0.1)
     p.add_argument("--min-snr", type=float, default=5.0)
     p.add_argument("--ema", type=float, default=0.999)
-    common(sub.add_parser("classifier", help="CNN on real images only (adherence metric)"), 2000, 64, 1e-3)
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="exported diffusers folder to continue from when there is no (newer) local checkpoint")
+    p = common(sub.add_parser("classifier", help="CNN on real images only (adherence metric)"), 2000, 64, 1e-3)
+    p.add_argument("--init-from", type=Path, default=None, help="a classifier.safetensors of a finished run")
     p = common(sub.add_parser("export", help="write weights/NAME in diffusers layout, fp16"), 0, 0, 0)
     p.add_argument("--name", default="stipple-emoji-64")
     p.add_argument("--out", type=Path, default=None, help="default: weights/NAME in the repository")
@@ -748,6 +982,7 @@ def main():
     p = common(sub.add_parser("eval", help="prompt adherence of generated images + chance baseline"), 0, 0, 0)
     p.add_argument("--images", type=Path, required=True, help="folder with 0000.png ... for eval_prompts.json; 'real': the real images (upper bound)")
     p.add_argument("--baseline-reps", type=int, default=20)
+    p.add_argument("--classifier", type=Path, default=None, help="classifier.safetensors instead of the run's ckpt")
     p.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
