@@ -40,6 +40,8 @@ enum BenchCommand {
     Kernels(cli::bench::KernelBenchArgs),
     /// GPU memory of the Stable Diffusion 1.5 plans (placeholder weights; nothing runs).
     Memory(cli::bench::MemoryBenchArgs),
+    /// Many generations in one process: memory stays flat, equal seeds give equal images.
+    Soak(cli::bench::SoakArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +59,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench {
             what: BenchCommand::Memory(args),
         } => cli::bench::run_memory(&options, &args),
+        Command::Bench {
+            what: BenchCommand::Soak(args),
+        } => cli::bench::run_soak(&options, &args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -168,6 +168,10 @@ fn cli_fails(case: &Case, label: &str, extra: &[&str], words: &[&str]) {
     let message = error_lines(&stderr);
     eprintln!("[{label}] {message}");
     assert!(!ok, "{label}: should fail; stderr: {stderr}");
+    assert!(
+        !message.contains("cannot be used multiple times"),
+        "{label}: a flag was given twice: {message}"
+    );
     for w in words {
         assert!(
             message.contains(w),

@@ -143,6 +143,7 @@ fn bad_arguments_fail_cleanly() {
     let model = model();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["-W", "22", "-H", "16"], "width"),
+        (vec!["-W", "0"], "width"),
         (vec!["--steps", "0"], "steps"),
         (vec!["--cfg", "-1"], "guidance"),
         (vec!["--cfg", "NaN"], "guidance"),
@@ -165,15 +166,25 @@ fn bad_arguments_fail_cleanly() {
         (vec!["--adapter", "99"], "99"),
     ];
     for (extra, word) in cases {
-        let mut args = vec![
-            "generate", "an apple", "--steps", "2", "-W", "24", "-H", "16", "-o", &out_s,
-        ];
-        if extra[0] != "-m" {
-            args.extend(["-m", model.as_str()]);
+        // Defaults for what the case does not set (clap rejects a flag given twice).
+        let mut args = vec!["generate", "an apple", "-o", &out_s];
+        for (flag, value) in [
+            ("-m", model.as_str()),
+            ("-W", "24"),
+            ("-H", "16"),
+            ("--steps", "2"),
+        ] {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
         }
         args.extend(extra.iter());
         let (ok, stderr) = stipple(&args);
         assert!(!ok, "{extra:?} should fail");
+        assert!(
+            !stderr.contains("cannot be used multiple times"),
+            "{extra:?}: {stderr}"
+        );
         assert!(
             stderr.contains(word),
             "{extra:?}: message should name {word:?}: {stderr}"

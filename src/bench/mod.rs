@@ -3,5 +3,6 @@
 
 pub mod kernels;
 pub mod memory;
+pub mod soak;
 
 pub use kernels::{run_kernel_bench, KernelBenchOptions, KernelBenchReport, KernelResult, Peak};

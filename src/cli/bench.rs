@@ -135,3 +135,70 @@ pub fn run_memory(options: &GpuOptions, args: &MemoryBenchArgs) -> anyhow::Resul
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct SoakArgs {
+    /// A diffusers model folder (the tiny test model keeps a soak short).
+    #[arg(short, long, default_value = "tests/fixtures/models/tiny-pipe")]
+    pub model: std::path::PathBuf,
+    /// Generations to run.
+    #[arg(long, default_value_t = 200)]
+    pub runs: usize,
+    /// Denoising steps per generation.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Sizes to cycle through, as WxH (multiples of the model's size multiple).
+    #[arg(long, value_delimiter = ',', default_value = "24x16,16x16,32x24")]
+    pub sizes: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_soak(options: &GpuOptions, args: &SoakArgs) -> anyhow::Result<()> {
+    let sizes = args
+        .sizes
+        .iter()
+        .map(|s| {
+            let (w, h) = s
+                .split_once('x')
+                .ok_or_else(|| anyhow::anyhow!("size {s:?} is not WxH"))?;
+            Ok((w.parse::<usize>()?, h.parse::<usize>()?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let gpu = Gpu::new(options)?;
+    let mut pipe = stipple::pipeline::Pipeline::load(&gpu, &args.model, None)?;
+    let report = stipple::bench::soak::soak(&mut pipe, args.runs, args.steps, &sizes, |run| {
+        if !args.json && run % 25 == 0 {
+            eprintln!("  {run}/{} runs", args.runs);
+        }
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!(
+        "{} runs in {:.1}s ({:.2} runs/s) on {}",
+        report.runs,
+        report.seconds,
+        report.runs as f64 / report.seconds,
+        gpu.info.name
+    );
+    println!(
+        "process RSS after the first round {:.1} MiB, at the end {:.1} MiB; plan memory {:.2} → {:.2} MiB",
+        mib(report.rss_after_first_round_bytes),
+        mib(report.rss_end_bytes),
+        mib(report.plan_bytes_after_first_round),
+        mib(report.plan_bytes_end)
+    );
+    println!(
+        "repeated settings: {} runs, {} with identical images",
+        report.repeated_runs, report.identical_repeats
+    );
+    anyhow::ensure!(
+        report.identical_repeats == report.repeated_runs,
+        "equal settings gave different images"
+    );
+    Ok(())
+}

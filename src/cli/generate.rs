@@ -31,11 +31,11 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Width in pixels (default: the model's native size).
-    #[arg(short = 'W', long, default_value_t = 0)]
-    pub width: usize,
+    #[arg(short = 'W', long)]
+    pub width: Option<usize>,
     /// Height in pixels (default: the model's native size).
-    #[arg(short = 'H', long, default_value_t = 0)]
-    pub height: usize,
+    #[arg(short = 'H', long)]
+    pub height: Option<usize>,
     /// ddim, pndm, euler, euler-a, dpmpp-2m, dpmpp-2m-karras or lcm (default: the model's).
     #[arg(long)]
     pub scheduler: Option<String>,
@@ -116,6 +116,12 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         "auto" => None,
         other => Some(other.parse::<DType>()?),
     };
+    for (name, value) in [("width", args.width), ("height", args.height)] {
+        anyhow::ensure!(
+            value != Some(0),
+            "invalid {name}: 0 (leave it out for the model's native size)"
+        );
+    }
     let steps = args
         .steps
         .unwrap_or(if args.scheduler.as_deref() == Some("lcm") {
@@ -160,8 +166,8 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         steps,
         guidance_scale: args.cfg,
         seed,
-        width: args.width,
-        height: args.height,
+        width: args.width.unwrap_or(0),
+        height: args.height.unwrap_or(0),
         batch: args.batch,
         scheduler: args.scheduler.clone(),
         latents: None,
@@ -174,7 +180,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
             shape[0],
             args.batch
         );
-        if args.width == 0 && args.height == 0 {
+        if args.width.is_none() && args.height.is_none() {
             // Take the size from the latents (the VAE factor is checked once the model is loaded).
             options.height = shape[2];
             options.width = shape[3];
@@ -187,7 +193,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
     let gpu = Gpu::new(gpu_options)?;
     let mut pipeline = Pipeline::load(&gpu, &model, dtype)
         .with_context(|| format!("loading {}", model.display()))?;
-    if options.latents.is_some() && args.width == 0 && args.height == 0 {
+    if options.latents.is_some() && args.width.is_none() && args.height.is_none() {
         let f = pipeline.vae_scale_factor();
         options.height *= f;
         options.width *= f;
