@@ -87,12 +87,9 @@ pub fn soak(
         };
         let out = pipe.generate(&options, |_, _| Progress::Continue)?;
         let hash = image_hash(&out.images);
-        match seen.insert((width, height, scheduler, seed), hash) {
-            Some(previous) => {
-                repeated += 1;
-                identical += usize::from(previous == hash);
-            }
-            None => {}
+        if let Some(previous) = seen.insert((width, height, scheduler, seed), hash) {
+            repeated += 1;
+            identical += usize::from(previous == hash);
         }
         if run + 1 == round.min(runs) {
             rss_first = rss_bytes();
