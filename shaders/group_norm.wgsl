@@ -7,13 +7,17 @@
 //   partial_stats: workgroup (chunk, g, b) reduces `chunk_pixels` pixels of one group to
 //                  (count, mean, M2) with per-invocation Welford and Chan's pairwise merge;
 //   finalize:      workgroup (g, b) merges the chunks into (mean, 1/√(var + eps));
-//   apply:         one invocation per element.
+//   apply:         one invocation per element (reading the partials directly when a group is
+//                  a single chunk, and finalize is skipped).
 // Statistics are f32 whatever T is.
 
 alias T = f32;
 
 override WG: u32 = 256;
 override SILU: u32 = 0;
+// 1 when each group is one chunk: apply reads its statistics straight from the partials and
+// the finalize dispatch is skipped (per-dispatch cost dominates small tensors on lavapipe).
+override FROM_PARTIALS: u32 = 0;
 
 struct Params {
     n: u32,            // B · HW · C
@@ -106,7 +110,14 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (i >= p.n) { return; }
     let ch = i % p.c;
     let b = i / (p.hw * p.c);
-    let s = stats[b * p.groups + ch / (p.c / p.groups)];
+    let bg = b * p.groups + ch / (p.c / p.groups);
+    var s: vec2<f32>;
+    if (FROM_PARTIALS == 1u) {
+        let part = partials[bg];   // one chunk per group: (count, mean, M2)
+        s = vec2<f32>(part.y, inverseSqrt(max(part.z / part.x, 0.0) + p.eps));
+    } else {
+        s = stats[bg];
+    }
     var y = (f32(src[i]) - s.x) * s.y * f32(gamma[ch]) + f32(beta[ch]);
     if (SILU == 1u) { y = y / (1.0 + exp(-y)); }
     dst[i] = T(y);

@@ -42,6 +42,8 @@ enum BenchCommand {
     Memory(cli::bench::MemoryBenchArgs),
     /// Many generations in one process: memory stays flat, equal seeds give equal images.
     Soak(cli::bench::SoakArgs),
+    /// One UNet step of a model, profiled dispatch by dispatch and grouped by kernel.
+    Unet(cli::bench::UnetArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +64,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench {
             what: BenchCommand::Soak(args),
         } => cli::bench::run_soak(&options, &args),
+        Command::Bench {
+            what: BenchCommand::Unet(args),
+        } => cli::bench::run_unet(&options, &args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub mod kernels;
 pub mod memory;
+pub mod profile;
 pub mod soak;
 
 pub use kernels::{run_kernel_bench, KernelBenchOptions, KernelBenchReport, KernelResult, Peak};

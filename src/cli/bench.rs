@@ -202,3 +202,69 @@ pub fn run_soak(options: &GpuOptions, args: &SoakArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct UnetArgs {
+    /// A diffusers model folder (its unet/ is profiled).
+    #[arg(short, long)]
+    pub model: std::path::PathBuf,
+    /// auto, f32 or f16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Batch (2 = classifier-free guidance).
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_unet(options: &GpuOptions, args: &UnetArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    let dtype = match args.dtype.as_str() {
+        "auto" => None,
+        other => Some(other.parse::<DType>()?),
+    };
+    let gpu = Gpu::new(options)?;
+    let p = stipple::bench::profile::profile_unet(
+        &gpu,
+        &args.model.join("unet"),
+        dtype,
+        args.batch,
+        None,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(());
+    }
+    let total: f64 = p.by_kernel.iter().map(|k| k.seconds).sum();
+    println!(
+        "UNet of {} on {}: batch {}, latent {}×{}, {}: one step {:.1} ms (sum of dispatches {:.1} ms)",
+        args.model.display(),
+        gpu.info.name,
+        p.batch,
+        p.latent[0],
+        p.latent[1],
+        p.dtype,
+        p.step_seconds * 1e3,
+        total * 1e3
+    );
+    println!(
+        "{:<36} {:>10} {:>10} {:>7}",
+        "kernel", "dispatches", "ms", "share"
+    );
+    for k in &p.by_kernel {
+        println!(
+            "{:<36} {:>10} {:>10.2} {:>6.1}%",
+            k.kernel,
+            k.dispatches,
+            k.seconds * 1e3,
+            100.0 * k.seconds / total.max(1e-12)
+        );
+    }
+    println!("\nslowest dispatches:");
+    for (label, kernel, s) in &p.slowest {
+        println!("  {:>8.2} ms  {label} ({kernel})", s * 1e3);
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod exec;
 mod liveness;
 mod plan;
 
+pub use exec::DispatchTime;
 pub use liveness::{assign_buffers, BufferAssignment};
 pub use plan::{Plan, PlanMemory};
 

@@ -49,6 +49,8 @@ impl PlanMemory {
 /// One recorded dispatch of a plan.
 pub(crate) struct Step {
     pub label: String,
+    /// `shader::entry`, for grouping profiles by kernel.
+    pub kernel: String,
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
@@ -197,6 +199,7 @@ impl Plan {
             });
             steps.push(Step {
                 label: d.label.clone(),
+                kernel: format!("{}::{}", d.kernel.shader, d.kernel.entry),
                 pipeline,
                 bind_group,
                 workgroups: d.workgroups,

@@ -10,6 +10,9 @@ use crate::gpu::{DType, KernelKey, Tensor};
 use crate::graph::{Dispatch, Graph, ValueId};
 
 const WG: usize = 256;
+/// Reduction workgroups: small, since every workgroup barrier costs a coroutine switch per
+/// invocation on lavapipe.
+const REDUCE_WG: usize = 64;
 /// Elements one partial-statistics workgroup reduces (about).
 const CHUNK_ELEMENTS: usize = 8192;
 
@@ -99,26 +102,32 @@ pub fn group_norm(
     let y = g.intermediate(name, &shape, g.dtype)?;
     let pb = params(&p);
     let dtype = g.dtype;
-    let key = |entry| KernelKey::new("group_norm", entry, dtype).with("SILU", silu as u32);
-    let stage = [
-        (
-            "partial_stats",
-            vec![(1, x), (2, partials)],
-            [u("chunks", chunks)?, p.groups, u("batch", b)?],
-        ),
-        (
-            "finalize",
+    let single_chunk = chunks == 1;
+    let key = |entry, wg: usize| {
+        KernelKey::new("group_norm", entry, dtype)
+            .with("SILU", silu as u32)
+            .with("FROM_PARTIALS", single_chunk as u32)
+            .with("WG", wg as u32)
+    };
+    let mut stages = vec![(
+        key("partial_stats", REDUCE_WG),
+        vec![(1, x), (2, partials)],
+        [u("chunks", chunks)?, p.groups, u("batch", b)?],
+    )];
+    if !single_chunk {
+        stages.push((
+            key("finalize", REDUCE_WG),
             vec![(2, partials), (3, stats)],
             [p.groups, u("batch", b)?, 1],
-        ),
-        (
-            "apply",
-            vec![(1, x), (3, stats), (4, gv), (5, bv), (6, y)],
-            grid_1d(name, numel(&shape).div_ceil(WG))?,
-        ),
-    ];
-    for (entry, buffers, workgroups) in stage {
-        let kernel = key(entry);
+        ));
+    }
+    stages.push((
+        key("apply", WG),
+        vec![(1, x), (2, partials), (3, stats), (4, gv), (5, bv), (6, y)],
+        grid_1d(name, numel(&shape).div_ceil(WG))?,
+    ));
+    for (kernel, buffers, workgroups) in stages {
+        let entry = kernel.entry;
         g.dispatch(Dispatch {
             label: format!("{name}.{entry}"),
             kernel,

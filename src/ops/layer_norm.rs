@@ -45,7 +45,8 @@ pub fn layer_norm(
     let y = g.intermediate(name, &shape, g.dtype)?;
     g.dispatch(Dispatch {
         label: name.to_string(),
-        kernel: KernelKey::new("layer_norm", "layer_norm", g.dtype),
+        // Small workgroups: each barrier costs a coroutine switch per invocation on lavapipe.
+        kernel: KernelKey::new("layer_norm", "layer_norm", g.dtype).with("WG", 64),
         params: params(&p),
         buffers: vec![(1, x), (2, gv), (3, bv), (4, y)],
         workgroups: grid_1d(name, rows)?,

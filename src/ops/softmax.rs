@@ -28,7 +28,8 @@ pub fn softmax(g: &mut Graph, name: &str, x: ValueId, scale: f32) -> Result<Valu
     let y = g.intermediate(name, &shape, g.dtype)?;
     g.dispatch(Dispatch {
         label: name.to_string(),
-        kernel: KernelKey::new("softmax", "softmax", g.dtype),
+        // Small workgroups: each barrier costs a coroutine switch per invocation on lavapipe.
+        kernel: KernelKey::new("softmax", "softmax", g.dtype).with("WG", 64),
         params: params(&p),
         buffers: vec![(1, x), (2, y)],
         workgroups: grid_1d(name, rows)?,
