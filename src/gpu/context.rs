@@ -204,7 +204,7 @@ impl Gpu {
 
         let limits = device.limits();
         Ok(Gpu {
-            kernels: Arc::new(Kernels::new(&device, features)),
+            kernels: Arc::new(Kernels::new(features)),
             device,
             queue,
             info,

@@ -94,7 +94,7 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    pub fn new(_device: &wgpu::Device, features: wgpu::Features) -> Self {
+    pub fn new(features: wgpu::Features) -> Self {
         Kernels {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),

@@ -34,6 +34,9 @@ struct PlanCache {
     unet: HashMap<(usize, usize, usize), Plan>,
     decode: HashMap<(usize, usize, usize), Plan>,
     encode: HashMap<(usize, usize, usize), Plan>,
+    /// Decode tile side chosen per (batch, h, w) and binding limit (building the graphs that
+    /// decide it is not repeated on every call).
+    decode_tile: HashMap<(usize, usize, usize, u64), usize>,
 }
 
 /// A loaded Stable Diffusion model folder (diffusers layout).
@@ -355,7 +358,15 @@ impl Pipeline {
             .iter()
             .map(|&x| (x as f64 / scaling + shift) as f32)
             .collect();
-        let tile = self.decode_tile_size(b, lh, lw)?;
+        let key = (b, lh, lw, self.binding_limit);
+        let tile = match self.plans.decode_tile.get(&key) {
+            Some(&tile) => tile,
+            None => {
+                let tile = self.decode_tile_size(b, lh, lw)?;
+                self.plans.decode_tile.insert(key, tile);
+                tile
+            }
+        };
         if tile >= lh.max(lw) {
             return self.decode_plan(&z, [b, lh, lw]);
         }
