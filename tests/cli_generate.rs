@@ -208,3 +208,130 @@ fn bad_arguments_fail_cleanly() {
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// RGB bytes of a PNG.
+fn png_pixels(path: &Path) -> Vec<u8> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(path).expect("png"),
+    ));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("png size")];
+    let info = reader.next_frame(&mut buf).expect("png frame");
+    buf.truncate(info.buffer_size());
+    buf
+}
+
+#[test]
+fn prompts_file_writes_one_numbered_image_per_prompt_with_seed_plus_index() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = scratch("prompts");
+    let prompts = dir.join("prompts.txt");
+    std::fs::write(
+        &prompts,
+        "# evaluation prompts\na red apple\n\n  a blue square  \na smiling face\n",
+    )
+    .expect("write prompts");
+    let out_dir = dir.join("images");
+    let model = model();
+    let common = ["-m", &model, "-W", "24", "-H", "16", "--steps", "3"];
+    let mut args = vec![
+        "generate",
+        "--prompts-file",
+        prompts.to_str().expect("path"),
+    ];
+    args.extend(["--out-dir", out_dir.to_str().expect("path"), "--seed", "40"]);
+    args.extend(common);
+    let (ok, stderr) = stipple(&args);
+    assert!(ok, "{stderr}");
+    let mut names = files_in(&out_dir);
+    names.sort();
+    assert_eq!(names, ["0000.png", "0001.png", "0002.png"]);
+    // Prompt 1 ("a blue square", trimmed) with seed 41 alone gives the same pixels.
+    let single = dir.join("single.png");
+    let mut args = vec![
+        "generate",
+        "a blue square",
+        "-o",
+        single.to_str().expect("path"),
+    ];
+    args.extend(["--seed", "41"]);
+    args.extend(common);
+    let (ok, stderr) = stipple(&args);
+    assert!(ok, "{stderr}");
+    assert_eq!(png_pixels(&single), png_pixels(&out_dir.join("0001.png")));
+    assert_ne!(
+        png_pixels(&out_dir.join("0000.png")),
+        png_pixels(&out_dir.join("0001.png"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_prompts_files_fail_cleanly() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = scratch("bad-prompts");
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "# only a comment\n\n").expect("write");
+    let binary = dir.join("binary.txt");
+    std::fs::write(&binary, b"an apple\n\xff\xfe\n").expect("write");
+    let out_dir = dir.join("out");
+    let out_s = out_dir.to_str().expect("path").to_string();
+    let model = model();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "--prompts-file",
+                empty.to_str().expect("path"),
+                "--out-dir",
+                &out_s,
+            ],
+            "no prompts",
+        ),
+        (
+            vec![
+                "--prompts-file",
+                binary.to_str().expect("path"),
+                "--out-dir",
+                &out_s,
+            ],
+            "not UTF-8",
+        ),
+        (
+            vec!["--prompts-file", "/nonexistent/p.txt", "--out-dir", &out_s],
+            "/nonexistent/p.txt",
+        ),
+        (
+            vec!["--prompts-file", empty.to_str().expect("path")],
+            "--out-dir",
+        ),
+        (
+            vec![
+                "an apple",
+                "--prompts-file",
+                empty.to_str().expect("path"),
+                "--out-dir",
+                &out_s,
+            ],
+            "cannot be used with",
+        ),
+    ];
+    for (extra, word) in cases {
+        let mut args = vec!["generate", "-m", &model, "--steps", "2"];
+        args.extend(extra.iter());
+        let (ok, stderr) = stipple(&args);
+        assert!(!ok, "{extra:?} should fail");
+        assert!(
+            stderr.contains(word),
+            "{extra:?}: message should name {word:?}: {stderr}"
+        );
+        assert!(
+            !out_dir.exists() || files_in(&out_dir).is_empty(),
+            "{extra:?} wrote images"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

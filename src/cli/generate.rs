@@ -5,16 +5,26 @@ use std::time::Instant;
 
 use anyhow::Context;
 use stipple::image_io::{self, A1111Parameters};
-use stipple::pipeline::{GenerateOptions, InitImage, Pipeline, Progress};
+use stipple::pipeline::{GenerateOptions, GenerateOutput, InitImage, Pipeline, Progress, Timings};
 use stipple::{DType, Gpu, GpuOptions};
+
+use super::prompts_file;
 
 /// The model shipped in weights/ (used when --model is absent).
 pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/stipple-emoji-64");
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// What to draw.
-    pub prompt: String,
+    /// What to draw (or use --prompts-file).
+    #[arg(required_unless_present = "prompts_file")]
+    pub prompt: Option<String>,
+    /// Many prompts, one per line (blank lines and # comments skipped), in one process: prompt k
+    /// is written to OUT_DIR/kkkk.png with seed SEED + k.
+    #[arg(long, conflicts_with_all = ["prompt", "output", "latents", "save_tensor"], requires = "out_dir")]
+    pub prompts_file: Option<PathBuf>,
+    /// Folder for --prompts-file's images (created if missing).
+    #[arg(long, requires = "prompts_file")]
+    pub out_dir: Option<PathBuf>,
     /// A diffusers model folder (model_index.json, unet/, vae/, …). Default: the model in weights/.
     #[arg(short, long, env = "STIPPLE_MODEL")]
     pub model: Option<PathBuf>,
@@ -96,6 +106,41 @@ fn numbered(path: &Path, index: usize, batch: usize) -> PathBuf {
     path.with_file_name(format!("{stem}-{}.{ext}", index + 1))
 }
 
+/// One prompt's images: what to draw, its seed and where its PNGs go.
+struct Job {
+    prompt: String,
+    seed: u64,
+    outputs: Vec<PathBuf>,
+}
+
+/// The jobs of this invocation: one prompt, or every line of --prompts-file.
+fn jobs(args: &GenerateArgs, seed: u64) -> anyhow::Result<Vec<Job>> {
+    let batch = args.batch.max(1);
+    if let (Some(file), Some(dir)) = (&args.prompts_file, &args.out_dir) {
+        let prompts = prompts_file::read_prompts(file)?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+        return Ok(prompts
+            .into_iter()
+            .enumerate()
+            .map(|(k, prompt)| Job {
+                prompt,
+                seed: seed.wrapping_add(k as u64),
+                outputs: (0..batch)
+                    .map(|i| prompts_file::image_path(dir, k, i, batch))
+                    .collect(),
+            })
+            .collect());
+    }
+    Ok(vec![Job {
+        prompt: args.prompt.clone().unwrap_or_default(),
+        seed,
+        outputs: (0..batch)
+            .map(|i| numbered(&args.output, i, batch))
+            .collect(),
+    }])
+}
+
 pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> {
     // Everything that can be checked without the GPU, first.
     let model = args
@@ -130,12 +175,6 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
             20
         });
     let seed = args.seed.unwrap_or_else(stipple::rng::random_seed);
-    for i in 0..args.batch.max(1) {
-        check_writable(&numbered(&args.output, i, args.batch))?;
-    }
-    if let Some(t) = &args.save_tensor {
-        check_writable(t)?;
-    }
     let latents = match &args.latents {
         Some(path) => {
             let (shape, data) = image_io::read_tensor_safetensors(path, "latents")?;
@@ -161,7 +200,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         None => None,
     };
     let mut options = GenerateOptions {
-        prompt: args.prompt.clone(),
+        prompt: String::new(),
         negative_prompt: args.negative.clone(),
         steps,
         guidance_scale: args.cfg,
@@ -188,6 +227,13 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         options.latents = Some(data);
     }
     options.validate()?;
+    let jobs = jobs(args, seed)?;
+    for path in jobs.iter().flat_map(|job| &job.outputs) {
+        check_writable(path)?;
+    }
+    if let Some(t) = &args.save_tensor {
+        check_writable(t)?;
+    }
 
     let t0 = Instant::now();
     let gpu = Gpu::new(gpu_options)?;
@@ -207,48 +253,99 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         pipeline.dtype.name()
     );
 
-    let bar = indicatif::ProgressBar::new(steps as u64);
+    let bar = indicatif::ProgressBar::new((steps * jobs.len()) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} denoising {bar:30} {pos}/{len} steps, {per_sec} [{elapsed_precise}]",
+            "{spinner} denoising {bar:30} {pos}/{len} steps, {per_sec} [{elapsed_precise}] {msg}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    // Ctrl-C cancels between steps; nothing is written then.
+    // Ctrl-C cancels between steps; the prompt being drawn is not written, finished ones stay.
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = interrupted.clone();
     let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
-    let out = pipeline.generate(&options, |step, total| {
-        bar.set_length(total as u64);
-        bar.set_position(step as u64);
-        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-            Progress::Cancel
-        } else {
-            Progress::Continue
-        }
-    });
-    bar.finish_and_clear();
-    let out = match out {
-        Err(stipple::Error::Cancelled) => {
-            anyhow::bail!("interrupted (Ctrl-C): cancelled between steps, nothing written")
-        }
-        other => other?,
-    };
-    if out.truncated_tokens > 0 {
-        eprintln!(
-            "warning: the prompt was truncated: {} tokens past the 75-token window were dropped",
-            out.truncated_tokens
-        );
-    }
-
-    let (w, h) = (out.width, out.height);
-    let per_image = w * h * 3;
     let model_name = model
         .file_name()
         .and_then(|s| s.to_str())
         .unwrap_or("model")
         .to_string();
-    for i in 0..options.batch {
+    let mut total = Timings::default();
+    for (k, job) in jobs.iter().enumerate() {
+        options.prompt = job.prompt.clone();
+        options.seed = job.seed;
+        if jobs.len() > 1 {
+            bar.set_message(format!("prompt {}/{}", k + 1, jobs.len()));
+        }
+        let out = pipeline.generate(&options, |step, len| {
+            bar.set_length((len * jobs.len()) as u64);
+            bar.set_position((k * len + step) as u64);
+            if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                Progress::Cancel
+            } else {
+                Progress::Continue
+            }
+        });
+        let out = match out {
+            Err(stipple::Error::Cancelled) => {
+                bar.finish_and_clear();
+                if jobs.len() > 1 {
+                    anyhow::bail!(
+                        "interrupted (Ctrl-C) during prompt {} of {}: the {k} finished prompts' \
+                         images are written, prompt {} and later are not",
+                        k + 1,
+                        jobs.len(),
+                        k + 1
+                    );
+                }
+                anyhow::bail!("interrupted (Ctrl-C): cancelled between steps, nothing written")
+            }
+            other => other.with_context(|| format!("prompt {:?}", job.prompt))?,
+        };
+        if out.truncated_tokens > 0 {
+            bar.suspend(|| {
+                eprintln!(
+                    "warning: prompt {:?} was truncated: {} tokens past the 75-token window were dropped",
+                    job.prompt, out.truncated_tokens
+                )
+            });
+        }
+        write_images(&options, &out, job, steps, &model_name)?;
+        if let Some(path) = &args.save_tensor {
+            let (w, h) = (out.width, out.height);
+            image_io::write_tensor_safetensors(
+                path,
+                "image",
+                &[options.batch, h, w, 3],
+                &out.images,
+            )?;
+        }
+        total.text_encode += out.timings.text_encode;
+        total.denoise += out.timings.denoise;
+        total.decode += out.timings.decode;
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "load {load:.2}s, text encode {:.2}s, denoise {:.2}s ({:.2} it/s), decode {:.2}s; plan memory {:.1} MiB",
+        total.text_encode,
+        total.denoise,
+        (steps * jobs.len()) as f64 / total.denoise.max(1e-9),
+        total.decode,
+        pipeline.plan_bytes() as f64 / (1u64 << 20) as f64
+    );
+    Ok(())
+}
+
+/// PNGs of one prompt's images, each with its A1111 `parameters` chunk; prints each path.
+fn write_images(
+    options: &GenerateOptions,
+    out: &GenerateOutput,
+    job: &Job,
+    steps: usize,
+    model_name: &str,
+) -> anyhow::Result<()> {
+    let (w, h) = (out.width, out.height);
+    let per_image = w * h * 3;
+    for (i, path) in job.outputs.iter().enumerate() {
         let image = &out.images[i * per_image..(i + 1) * per_image];
         // As diffusers' numpy_to_pil: round half to even.
         let rgb: Vec<u8> = image
@@ -256,33 +353,20 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
             .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
             .collect();
         let params = image_io::a1111_parameters(&A1111Parameters {
-            prompt: options.prompt.clone(),
+            prompt: job.prompt.clone(),
             negative_prompt: options.negative_prompt.clone(),
             steps: steps as u32,
             sampler: out.scheduler.clone(),
             cfg_scale: options.guidance_scale,
-            seed,
+            seed: job.seed,
             width: w as u32,
             height: h as u32,
-            model: model_name.clone(),
+            model: model_name.to_string(),
             denoising_strength: options.init_image.as_ref().map(|i| i.strength),
             extra: Vec::new(),
         });
-        let path = numbered(&args.output, i, options.batch);
-        image_io::write_png(&path, w as u32, h as u32, &rgb, Some(&params))?;
+        image_io::write_png(path, w as u32, h as u32, &rgb, Some(&params))?;
         println!("{}", path.display());
     }
-    if let Some(path) = &args.save_tensor {
-        image_io::write_tensor_safetensors(path, "image", &[options.batch, h, w, 3], &out.images)?;
-    }
-    let t = out.timings;
-    eprintln!(
-        "load {load:.2}s, text encode {:.2}s, denoise {:.2}s ({:.2} it/s), decode {:.2}s; plan memory {:.1} MiB",
-        t.text_encode,
-        t.denoise,
-        steps as f64 / t.denoise.max(1e-9),
-        t.decode,
-        pipeline.plan_bytes() as f64 / (1u64 << 20) as f64
-    );
     Ok(())
 }

@@ -11,7 +11,7 @@ diffusers==0.42.1, transformers==5.24.0, safetensors==0.8.0, numpy==2.4.6, pillo
   nice -n 19 $PY $T unet       --cache $C                 # -> $C/runs/unet/  (text encoder + UNet)
   nice -n 19 $PY $T classifier --cache $C                 # -> $C/runs/classifier/
   $PY $T export --cache $C --name NAME                    # -> weights/NAME/ (fp16, diffusers)
-  $PY $T prompts --cache $C                               # -> $C/eval_prompts.json (96 prompts)
+  $PY $T prompts --cache $C                               # -> tools/train_default/eval/prompts.json, .txt (96)
   $PY $T sample --model weights/NAME --out DIR            # diffusers reference images (optional)
   $PY $T eval --cache $C --images DIR                     # adherence of DIR/0000.png.. + chance
 
@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER_DIR = ROOT / "weights" / "clip_tokenizer"
 TOKENIZER_FILES = ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "LICENSE"]
 HERE = Path(__file__).resolve().parent
+EVAL_PROMPTS = HERE / "eval" / "prompts.json"  # committed: `prompts` rewrites it identically
 
 VAE_CONFIG = dict(
     in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
@@ -813,10 +814,42 @@ def cmd_prompts(args):
         a_ = lambda c, s: ("an " if cols[c][0] in "aeiou" else "a ") + f"{cols[c]} {shs[s]}"
         rows.append({"prompt": f"{a_(ca, sa)} {rel} {a_(cb, sb)}", "kind": "shapes", "layout": layout,
                      "colour_a": ca, "shape_a": sa, "colour_b": cb, "shape_b": sb})
-    p = args.cache / "eval_prompts.json"
-    p.write_text(json.dumps(rows, indent=1))
-    print(f"wrote {p}: {len(rows)} prompts ({args.n_emoji} emoji, {args.n_shapes} shapes); "
-          f"image i of a run must be named {{i:04d}}.png")
+    p = args.prompts
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(rows, indent=1) + "\n")
+    # the same prompts, one per line, for `stipple generate --prompts-file` (writes DIR/0000.png ...)
+    p.with_suffix(".txt").write_text("".join(r["prompt"] + "\n" for r in rows))
+    print(f"wrote {p} and {p.with_suffix('.txt')}: {len(rows)} prompts ({args.n_emoji} emoji, "
+          f"{args.n_shapes} shapes); image i of a run must be named {{i:04d}}.png")
+
+
+def cmd_grid(args):
+    """A captioned contact sheet of DIR/0000.png ... (prompt i under image i), for README."""
+    from PIL import Image, ImageDraw, ImageFont
+    import textwrap
+    prompts = [l.strip() for l in args.prompts.read_text().splitlines()
+               if l.strip() and not l.strip().startswith("#")]
+    if args.limit:
+        prompts = prompts[: args.limit]
+    cols = min(args.cols, len(prompts))
+    rows = (len(prompts) + cols - 1) // cols
+    side, text_h, pad = 64 * args.scale, 34, 6
+    font = ImageFont.load_default(size=11)
+    sheet = Image.new("RGB", (cols * (side + pad) + pad, rows * (side + text_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, prompt in enumerate(prompts):
+        path = args.images / f"{i:04d}.png"
+        if not path.exists():
+            sys.exit(f"missing {path}: generate it with stipple generate --prompts-file {args.prompts}")
+        im = Image.open(path).convert("RGB").resize((side, side), Image.NEAREST)
+        x, y = pad + (i % cols) * (side + pad), pad + (i // cols) * (side + text_h + pad)
+        sheet.paste(im, (x, y))
+        chars = max(8, int(side / 5.6))
+        lines = textwrap.wrap(prompt, chars)[:3]
+        draw.multiline_text((x, y + side + 1), "\n".join(lines), fill="black", font=font, spacing=0)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(args.out, optimize=True)
+    print(f"wrote {args.out}: {len(prompts)} images, {args.out.stat().st_size / 1024:.0f} KB")
 
 
 def cmd_sample(args):
@@ -825,7 +858,7 @@ def cmd_sample(args):
                                                    safety_checker=None, feature_extractor=None,
                                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    rows = json.loads((args.cache / "eval_prompts.json").read_text())
+    rows = json.loads(args.prompts.read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     for i, r in enumerate(rows[: args.limit or None]):
         g = torch.Generator().manual_seed(args.seed + i)
@@ -870,7 +903,7 @@ def summarise(res):
 def cmd_eval(args):
     from PIL import Image
     meta = json.loads((args.cache / "dataset" / "meta.json").read_text())
-    rows = json.loads((args.cache / "eval_prompts.json").read_text())
+    rows = json.loads(args.prompts.read_text())
     net = make_classifier(meta)
     if args.classifier:
         from safetensors.torch import load_file
@@ -958,28 +991,38 @@ def main():
     p.add_argument("--crop", type=int, default=32, help="train on random CROPxCROP crops (0: whole 64x64)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="exported diffusers folder: its VAE when there is no local checkpoint (then encode)")
-    p = common(sub.add_parser("unet", help="train text encoder + UNet (DDPM, epsilon)"), 10000, 32, 3e-4)
+    p = common(sub.add_parser("unet", help="train text encoder + UNet (DDPM, epsilon)"), 6400, 32, 3e-4)
     p.add_argument("--cfg-drop", type=float, default=0.1)
     p.add_argument("--min-snr", type=float, default=5.0)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--init-from", type=Path, default=None,
                    help="exported diffusers folder to continue from when there is no (newer) local checkpoint")
-    p = common(sub.add_parser("classifier", help="CNN on real images only (adherence metric)"), 2000, 64, 1e-3)
+    p = common(sub.add_parser("classifier", help="CNN on real images only (adherence metric)"), 1500, 64, 1e-3)
     p.add_argument("--init-from", type=Path, default=None, help="a classifier.safetensors of a finished run")
     p = common(sub.add_parser("export", help="write weights/NAME in diffusers layout, fp16"), 0, 0, 0)
     p.add_argument("--name", default="stipple-emoji-64")
     p.add_argument("--out", type=Path, default=None, help="default: weights/NAME in the repository")
     p.add_argument("--no-ema", action="store_true")
     p = common(sub.add_parser("prompts", help="write the evaluation prompts"), 0, 0, 0)
+    p.add_argument("--prompts", type=Path, default=EVAL_PROMPTS, help="evaluation prompts (.json; .txt beside it)")
     p.add_argument("--n-emoji", type=int, default=64)
     p.add_argument("--n-shapes", type=int, default=32)
     p = common(sub.add_parser("sample", help="reference images with diffusers for the eval prompts"), 0, 0, 0)
+    p.add_argument("--prompts", type=Path, default=EVAL_PROMPTS, help="evaluation prompts (.json; .txt beside it)")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--infer-steps", type=int, default=SAMPLER_STEPS)
     p.add_argument("--guidance", type=float, default=GUIDANCE)
+    p = common(sub.add_parser("grid", help="captioned grid of DIR/0000.png ... (README)"), 0, 0, 0)
+    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--prompts", type=Path, required=True, help="the prompts file the images were made from")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--cols", type=int, default=8)
+    p.add_argument("--scale", type=int, default=2, help="pixel repeat of the 64x64 images")
+    p.add_argument("--limit", type=int, default=0)
     p = common(sub.add_parser("eval", help="prompt adherence of generated images + chance baseline"), 0, 0, 0)
+    p.add_argument("--prompts", type=Path, default=EVAL_PROMPTS, help="evaluation prompts (.json; .txt beside it)")
     p.add_argument("--images", type=Path, required=True, help="folder with 0000.png ... for eval_prompts.json; 'real': the real images (upper bound)")
     p.add_argument("--baseline-reps", type=int, default=20)
     p.add_argument("--classifier", type=Path, default=None, help="classifier.safetensors instead of the run's ckpt")
@@ -989,7 +1032,7 @@ def main():
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     {"vae": cmd_vae, "unet": cmd_unet, "classifier": cmd_classifier, "export": cmd_export,
-     "prompts": cmd_prompts, "sample": cmd_sample, "eval": cmd_eval}[args.cmd](args)
+     "prompts": cmd_prompts, "sample": cmd_sample, "eval": cmd_eval, "grid": cmd_grid}[args.cmd](args)
 
 
 if __name__ == "__main__":
