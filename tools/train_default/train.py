@@ -53,6 +53,7 @@ TOKENIZER_DIR = ROOT / "weights" / "clip_tokenizer"
 TOKENIZER_FILES = ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "LICENSE"]
 HERE = Path(__file__).resolve().parent
 EVAL_PROMPTS = HERE / "eval" / "prompts.json"  # committed: `prompts` rewrites it identically
+EVAL_CLASSIFIER = HERE / "eval" / "classifier.safetensors"  # committed copy of runs/classifier/'s
 
 VAE_CONFIG = dict(
     in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
@@ -75,7 +76,7 @@ TEXT_CONFIG = dict(
 SCHED = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
              prediction_type="epsilon", steps_offset=1, clip_sample=False, set_alpha_to_one=False)
 SAMPLER_STEPS = 20
-GUIDANCE = 5.0
+GUIDANCE = 7.5  # the CLI default; best of 3, 5, 7.5, 10 in the eval sweep (README)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -933,7 +934,14 @@ def cmd_eval(args):
     for i, r in enumerate(rows if not keep else []):
         p = args.images / f"{i:04d}.png"
         if p.exists():
-            im = Image.open(p).convert("RGB")
+            im = Image.open(p)
+            # stipple's PNGs carry A1111 `parameters` (prompt on the first line): catch a folder
+            # made from another prompt list or order
+            made_for = im.info.get("parameters", "").split("\n")[0]
+            if made_for and made_for != r["prompt"]:
+                sys.exit(f"{p} was generated for {made_for!r}, but prompt {i} of {args.prompts} is "
+                         f"{r['prompt']!r}: generate with --prompts-file {args.prompts.with_suffix('.txt')}")
+            im = im.convert("RGB")
             if im.size != (64, 64):
                 im = im.resize((64, 64), Image.BOX)
             ims.append(np.asarray(im)); keep.append(r)
@@ -1023,9 +1031,11 @@ def main():
     p.add_argument("--limit", type=int, default=0)
     p = common(sub.add_parser("eval", help="prompt adherence of generated images + chance baseline"), 0, 0, 0)
     p.add_argument("--prompts", type=Path, default=EVAL_PROMPTS, help="evaluation prompts (.json; .txt beside it)")
-    p.add_argument("--images", type=Path, required=True, help="folder with 0000.png ... for eval_prompts.json; 'real': the real images (upper bound)")
+    p.add_argument("--images", type=Path, required=True, help="folder with 0000.png ... for --prompts; 'real': the real images (upper bound)")
     p.add_argument("--baseline-reps", type=int, default=20)
-    p.add_argument("--classifier", type=Path, default=None, help="classifier.safetensors instead of the run's ckpt")
+    p.add_argument("--classifier", type=Path, default=EVAL_CLASSIFIER if EVAL_CLASSIFIER.exists() else None,
+                   help="classifier.safetensors (default: the committed eval/classifier.safetensors, else the "
+                        "classifier run's ckpt.pt)")
     p.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
