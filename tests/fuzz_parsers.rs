@@ -179,21 +179,24 @@ fn field_value() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// `object` with each `(key, value, remove)` applied: the key removed, or set to the value.
+fn apply_edits(mut object: Value, edits: Vec<(String, Value, bool)>) -> Value {
+    let fields = object.as_object_mut().expect("a JSON object fixture");
+    for (key, value, remove) in edits {
+        if remove {
+            fields.remove(&key);
+        } else {
+            fields.insert(key, value);
+        }
+    }
+    object
+}
+
 /// `base` with up to five fields (of `fields`, or new ones) set to other values or removed.
 fn edited_object(base: Value, fields: Vec<String>) -> impl Strategy<Value = Value> {
     let key = prop_oneof![4 => select(fields), 1 => "[a-z_]{1,8}"];
-    prop::collection::vec((key, field_value(), any::<bool>()), 0..5).prop_map(move |edits| {
-        let mut v = base.clone();
-        let object = v.as_object_mut().expect("object");
-        for (key, value, remove) in edits {
-            if remove {
-                object.remove(&key);
-            } else {
-                object.insert(key, value);
-            }
-        }
-        v
-    })
+    prop::collection::vec((key, field_value(), any::<bool>()), 0..5)
+        .prop_map(move |edits| apply_edits(base.clone(), edits))
 }
 
 /// Text for a config file: an edited real config (mostly), arbitrary JSON, or arbitrary text.
@@ -618,18 +621,7 @@ fn scheduler_text() -> impl Strategy<Value = String> {
     let base = fixture_json("tiny-pipe/scheduler/scheduler_config.json");
     let key = prop_oneof![6 => select(SCHEDULER_FIELDS.to_vec()).prop_map(String::from), 1 => "[a-z_]{1,8}"];
     let edited = prop::collection::vec((key, scheduler_value(), prop::bool::weighted(0.15)), 0..7)
-        .prop_map(move |edits| {
-            let mut v = base.clone();
-            let object = v.as_object_mut().expect("object");
-            for (key, value, remove) in edits {
-                if remove {
-                    object.remove(&key);
-                } else {
-                    object.insert(key, value);
-                }
-            }
-            v
-        });
+        .prop_map(move |edits| apply_edits(base.clone(), edits));
     prop_oneof![8 => jsonish(edited), 1 => jsonish(json_value()), 1 => any::<String>()]
 }
 

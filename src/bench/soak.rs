@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::pipeline::{GenerateOptions, Pipeline, Progress};
+use crate::schedulers::SCHEDULER_NAMES;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SoakReport {
@@ -51,29 +52,20 @@ pub fn soak(
     sizes: &[(usize, usize)],
     mut progress: impl FnMut(usize),
 ) -> Result<SoakReport> {
-    const SCHEDULERS: [&str; 7] = [
-        "ddim",
-        "pndm",
-        "euler",
-        "euler-a",
-        "dpmpp-2m",
-        "dpmpp-2m-karras",
-        "lcm",
-    ];
     if sizes.is_empty() || runs == 0 {
         return Err(Error::invalid(
             "soak",
             "needs at least one size and one run",
         ));
     }
-    let round = sizes.len() * SCHEDULERS.len();
+    let round = sizes.len() * SCHEDULER_NAMES.len();
     let start = std::time::Instant::now();
     let mut seen: HashMap<(usize, usize, &str, u64), u64> = HashMap::new();
     let (mut repeated, mut identical) = (0, 0);
     let (mut rss_first, mut plans_first) = (0, 0);
     for run in 0..runs {
         let (width, height) = sizes[run % sizes.len()];
-        let scheduler = SCHEDULERS[(run / sizes.len()) % SCHEDULERS.len()];
+        let scheduler = SCHEDULER_NAMES[(run / sizes.len()) % SCHEDULER_NAMES.len()];
         let seed = (run / round % 2) as u64; // rounds 3, 4, … repeat rounds 1, 2
         let options = GenerateOptions {
             prompt: format!("a soak test with seed {seed}"),

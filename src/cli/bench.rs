@@ -100,7 +100,6 @@ pub fn run_memory(options: &GpuOptions, args: &MemoryBenchArgs) -> anyhow::Resul
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     println!(
         "Stable Diffusion 1.5 plans (placeholder weights, nothing run); adapter {}",
         gpu.info.name
@@ -177,7 +176,6 @@ pub fn run_soak(options: &GpuOptions, args: &SoakArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     println!(
         "{} runs in {:.1}s ({:.2} runs/s) on {}",
         report.runs,
@@ -267,4 +265,9 @@ pub fn run_unet(options: &GpuOptions, args: &UnetArgs) -> anyhow::Result<()> {
         println!("  {:>8.2} ms  {label} ({kernel})", s * 1e3);
     }
     Ok(())
+}
+
+/// Bytes as MiB.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }
