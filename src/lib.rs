@@ -2,7 +2,7 @@
 //! Vulkan, Metal, DX12, and Mesa's lavapipe — with every tensor op a hand-written WGSL compute
 //! shader dispatched by a graph executor.
 //!
-//! Data flow (see `../shared/DESIGN.md`):
+//! Data flow (see `docs/architecture.md`):
 //!
 //! ```text
 //! prompt ─tokenizer (CLIP BPE, 77 ids)─▶ text encoder plan ─▶ context (B, 77, D)
