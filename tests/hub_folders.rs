@@ -79,8 +79,12 @@ fn variant_only_components_load_with_a_note() {
             "{note}"
         );
     }
-    // Asked for explicitly: no note.
-    assert_eq!(load(&gpu, &dir, Some("fp16")).expect("load"), Vec::<String>::new());
+    // Asked for explicitly: a note only for the component without it (vae).
+    let notes = load(&gpu, &dir, Some("fp16")).expect("load");
+    assert!(
+        notes.len() == 1 && notes[0].contains("vae has no fp16 variant"),
+        "{notes:?}"
+    );
 }
 
 #[test]
@@ -92,7 +96,8 @@ fn variant_flag_chooses_between_standard_and_variant_files() {
     // The real weights under the variant name, a broken standard file beside them.
     rename(&unet, UNET_FILE, "diffusion_pytorch_model.fp16.safetensors");
     std::fs::write(unet.join(UNET_FILE), b"not safetensors").unwrap();
-    assert!(load(&gpu, &dir, Some("fp16")).expect("fp16 chosen").is_empty());
+    let notes = load(&gpu, &dir, Some("fp16")).expect("fp16 chosen");
+    assert!(!notes.iter().any(|n| n.contains("unet")), "{notes:?}");
     let msg = load(&gpu, &dir, None).unwrap_err().to_string();
     assert!(msg.contains(UNET_FILE), "standard file chosen without --variant: {msg}");
 
