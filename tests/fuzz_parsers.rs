@@ -8,6 +8,7 @@
 //! | safetensors: sharded index      | `Weights::open` on `*.safetensors.index.json`            | 256   |
 //! | model configs (UNet, VAE, CLIP) | `read_config` + `validate` on JSON-ish text              | 512   |
 //! | scheduler config                | `SchedulerConfig::from_file`, `with_name`, `build(steps)`, three steps | 512 |
+//! | Python json `NaN`/`Infinity`    | the two rows above on configs holding those literals     | 256   |
 //! | tokenizer prompts               | shipped `ClipTokenizer`: `encode`, `encode_chunks`, `decode` | 512 |
 //! | tokenizer files                 | `ClipTokenizer::from_dir` on small arbitrary vocab/merges/config | 256 |
 //!
@@ -666,24 +667,102 @@ proptest! {
         steps in prop_oneof![4 => 0usize..60, 1 => 0usize..1200, 1 => Just(usize::MAX)],
         name in prop::option::of(prop_oneof![4 => select(SCHEDULER_NAMES.to_vec()), 1 => Just("plms")]),
     ) {
-        let dir = Scratch::new("sched");
-        let path = dir.write("scheduler_config.json", &text);
-        let config = match SchedulerConfig::from_file(&path) {
-            Ok(c) => c,
-            Err(e) => return check_error(&e, &path),
-        };
-        let config = match name.map(|n| config.with_name(n)).transpose() {
-            Ok(c) => c.unwrap_or(config),
-            Err(e) => {
-                prop_assert!(e.to_string().contains("plms"), "{e}");
-                return Ok(());
-            }
-        };
-        match config.build(steps) {
-            Ok(mut s) => exercise(s.as_mut())?,
-            Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
-        }
+        check_scheduler_text(&text, steps, name)?;
     }
+}
+
+/// `SchedulerConfig::from_file` on `text`, the scheduler `name` (if any), `build(steps)`, and
+/// `exercise`: errors only, naming the file where one is read.
+fn check_scheduler_text(
+    text: &str,
+    steps: usize,
+    name: Option<&str>,
+) -> Result<(), TestCaseError> {
+    let dir = Scratch::new("sched");
+    let path = dir.write("scheduler_config.json", text);
+    let config = match SchedulerConfig::from_file(&path) {
+        Ok(c) => c,
+        Err(e) => return check_error(&e, &path),
+    };
+    let config = match name.map(|n| config.with_name(n)).transpose() {
+        Ok(c) => c.unwrap_or(config),
+        Err(e) => {
+            prop_assert!(e.to_string().contains("plms"), "{e}");
+            return Ok(());
+        }
+    };
+    match config.build(steps) {
+        Ok(mut s) => exercise(s.as_mut())?,
+        Err(e) => prop_assert!(!e.to_string().trim().is_empty()),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python json's float literals
+
+const PY_LITERALS: [&str; 3] = ["NaN", "Infinity", "-Infinity"];
+
+/// `base` as Python's json writes it, with one to three fields (of `fields`, or new ones) set to
+/// `NaN`, `Infinity` or `-Infinity`, as diffusers' configs can hold them.
+fn with_python_literals(base: Value, fields: Vec<String>) -> impl Strategy<Value = String> {
+    let key = prop_oneof![4 => select(fields), 1 => "[a-z_]{1,8}"];
+    prop::collection::vec((key, select(PY_LITERALS.to_vec())), 1..4).prop_map(move |edits| {
+        let mut object = base.clone();
+        let map = object.as_object_mut().expect("a JSON object fixture");
+        for (i, (key, _)) in edits.iter().enumerate() {
+            map.insert(key.clone(), Value::from(format!("__py_literal_{i}__")));
+        }
+        let mut text = serde_json::to_string_pretty(&object).expect("serialise");
+        for (i, (_, literal)) in edits.iter().enumerate() {
+            text = text.replace(&format!("\"__py_literal_{i}__\""), literal);
+        }
+        text
+    })
+}
+
+fn keys(base: &Value) -> Vec<String> {
+    base.as_object().expect("object").keys().cloned().collect()
+}
+
+fn python_config_text(path: &str) -> impl Strategy<Value = String> {
+    let base = fixture_json(path);
+    let fields = keys(&base);
+    with_python_literals(base, fields)
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn python_literals_in_scheduler_config_never_panic(
+        text in with_python_literals(
+            fixture_json("tiny-pipe/scheduler/scheduler_config.json"),
+            SCHEDULER_FIELDS.iter().map(|f| f.to_string()).collect(),
+        ),
+        steps in 1usize..30,
+        name in prop::option::of(select(SCHEDULER_NAMES.to_vec())),
+    ) {
+        check_scheduler_text(&text, steps, name)?;
+    }
+
+    #[test]
+    fn python_literals_in_model_configs_never_panic(
+        unet in python_config_text("tiny-pipe/unet/config.json"),
+        vae in python_config_text("tiny-pipe/vae/config.json"),
+        clip in python_config_text("tiny-pipe/text_encoder/config.json"),
+    ) {
+        check_model_config::<UNet2DConditionConfig>(&unet, |c, p| c.validate(p), |_| {})?;
+        check_model_config::<AutoencoderKLConfig>(&vae, |c, p| c.validate(p), |c| {
+            assert_usable_scaling(c.scaling_factor);
+        })?;
+        check_model_config::<ClipTextConfig>(&clip, |c, p| c.validate(p), |_| {})?;
+    }
+}
+
+/// A validated VAE config has a usable scaling factor.
+fn assert_usable_scaling(x: f32) {
+    assert!(x.is_finite() && x > 0.0, "validated scaling_factor {x}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ fn options(scheduler: &str, latents: Vec<f32>) -> GenerateOptions {
         height: 16,
         batch: 1,
         scheduler: Some(scheduler.into()),
+        scheduler_overrides: Default::default(),
         latents: Some(latents),
         init_image: None,
     }

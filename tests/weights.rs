@@ -247,13 +247,15 @@ fn directory_prefers_single_file_over_index() {
 #[test]
 fn directory_without_or_with_ambiguous_weights() {
     let dir = TempDir::new("emptydir");
-    small_model(&dir.path("diffusion_pytorch_model.fp16.safetensors"));
+    small_model(&dir.path("unet.safetensors"));
     let msg = Weights::open(&dir.0).unwrap_err().to_string();
     assert!(msg.contains("diffusion_pytorch_model.safetensors"), "{msg}");
-    assert!(
-        msg.contains("diffusion_pytorch_model.fp16.safetensors"),
-        "lists what it found: {msg}"
-    );
+    assert!(msg.contains("unet.safetensors"), "lists what it found: {msg}");
+
+    // The only variant present is opened (tests/hub_folders.rs covers the choices).
+    let variant = dir.path("diffusion_pytorch_model.fp16.safetensors");
+    small_model(&variant);
+    assert_eq!(Weights::open(&dir.0).unwrap().path(), variant);
 
     small_model(&dir.path("model.safetensors"));
     small_model(&dir.path("diffusion_pytorch_model.safetensors"));

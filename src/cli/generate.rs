@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use stipple::image_io::{self, A1111Parameters};
-use stipple::pipeline::{GenerateOptions, GenerateOutput, InitImage, Pipeline, Progress, Timings};
+use stipple::pipeline::{
+    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Pipeline, Progress, Timings,
+};
+use stipple::schedulers::{PredictionType, SchedulerOverrides, TimestepSpacing};
 use stipple::{DType, Gpu, GpuOptions};
 
 use super::prompts_file;
@@ -49,6 +52,20 @@ pub struct GenerateArgs {
     /// ddim, pndm, euler, euler-a, dpmpp-2m, dpmpp-2m-karras or lcm (default: the model's).
     #[arg(long)]
     pub scheduler: Option<String>,
+    /// What the model predicts, over its scheduler config's: epsilon or v_prediction.
+    #[arg(long, value_parser = parse_prediction_type)]
+    pub prediction_type: Option<PredictionType>,
+    /// How the steps are spread over the 1000 training timesteps: leading, linspace or trailing
+    /// (SD-Turbo: trailing). Default: the model's scheduler config (or the scheduler's own).
+    #[arg(long, value_parser = parse_timestep_spacing)]
+    pub timestep_spacing: Option<TimestepSpacing>,
+    /// Karras sigmas (euler, dpmpp-2m).
+    #[arg(long)]
+    pub karras: bool,
+    /// Weights variant in each component folder, e.g. fp16 for *.fp16.safetensors (a folder
+    /// holding only one variant uses it without this flag).
+    #[arg(long)]
+    pub variant: Option<String>,
     /// Images to generate.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -209,6 +226,11 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         height: args.height.unwrap_or(0),
         batch: args.batch,
         scheduler: args.scheduler.clone(),
+        scheduler_overrides: SchedulerOverrides {
+            prediction_type: args.prediction_type,
+            timestep_spacing: args.timestep_spacing,
+            karras: args.karras,
+        },
         latents: None,
         init_image,
     };
@@ -237,8 +259,18 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
 
     let t0 = Instant::now();
     let gpu = Gpu::new(gpu_options)?;
-    let mut pipeline = Pipeline::load(&gpu, &model, dtype)
+    let load_options = LoadOptions {
+        dtype,
+        variant: args.variant.clone(),
+    };
+    let (mut pipeline, notes) = Pipeline::load_with(&gpu, &model, &load_options)
         .with_context(|| format!("loading {}", model.display()))?;
+    for note in notes {
+        eprintln!("info: {note}");
+    }
+    let prediction_type = pipeline
+        .scheduler_config_for(&options)?
+        .prediction_type;
     if options.latents.is_some() && args.width.is_none() && args.height.is_none() {
         let f = pipeline.vae_scale_factor();
         options.height *= f;
@@ -246,7 +278,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
     }
     let load = t0.elapsed().as_secs_f64();
     eprintln!(
-        "seed {seed}; {} on {} ({:?}), {}",
+        "seed {seed}; {} on {} ({:?}), {}, prediction type {prediction_type}",
         model.display(),
         gpu.info.name,
         gpu.info.backend,
@@ -363,10 +395,35 @@ fn write_images(
             height: h as u32,
             model: model_name.to_string(),
             denoising_strength: options.init_image.as_ref().map(|i| i.strength),
-            extra: Vec::new(),
+            extra: scheduler_parameters(options, out),
         });
         image_io::write_png(path, w as u32, h as u32, &rgb, Some(&params))?;
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// PNG parameters for the scheduler choices beyond the sampler's name.
+fn scheduler_parameters(options: &GenerateOptions, out: &GenerateOutput) -> Vec<(String, String)> {
+    let o = &options.scheduler_overrides;
+    let mut extra = vec![("Prediction type".into(), out.prediction_type.to_string())];
+    if let Some(spacing) = o.timestep_spacing {
+        extra.push(("Timestep spacing".into(), spacing.to_string()));
+    }
+    if o.karras {
+        // A1111's key for the sigma schedule.
+        extra.push(("Schedule type".into(), "Karras".into()));
+    }
+    extra
+}
+
+fn parse_prediction_type(s: &str) -> Result<PredictionType, String> {
+    match s.parse() {
+        Ok(PredictionType::Sample) => Err("only epsilon or v_prediction".into()),
+        other => other.map_err(|e: stipple::Error| e.to_string()),
+    }
+}
+
+fn parse_timestep_spacing(s: &str) -> Result<TimestepSpacing, String> {
+    s.parse().map_err(|e: stipple::Error| e.to_string())
 }

@@ -7,33 +7,53 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::python_json;
 use crate::error::{Error, Result};
 
 /// Read and parse a config file. A value of the wrong type or range is reported with its field
 /// name (serde_json alone gives only the line and column).
 pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Config {
-        file: path.to_path_buf(),
-        message: match offending_field::<T>(&text, &e) {
+    parse_config(&text, path)
+}
+
+/// Parse config text read from `file` (named in errors). Python json's `NaN`, `Infinity` and
+/// `-Infinity` are accepted wherever a value stands (see [`super::python_json`]): numeric
+/// fields get that float, other fields a type error naming the field.
+pub fn parse_config<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T> {
+    let error = |e: serde_json::Error, value: Option<serde_json::Value>| Error::Config {
+        file: file.to_path_buf(),
+        message: match value.and_then(|v| offending_field::<T>(v, &e)) {
             Some(field) => format!("field {field}: {e}"),
             None => e.to_string(),
         },
-    })
+    };
+    match python_json::mark_literals(text) {
+        None => serde_json::from_str(text)
+            .map_err(|e| error(e, serde_json::from_str(text).ok())),
+        Some(marked) => {
+            let value: serde_json::Value =
+                serde_json::from_str(&marked).map_err(|e| error(e, None))?;
+            python_json::from_value(value.clone()).map_err(|e| error(e, Some(value)))
+        }
+    }
 }
 
 /// The top-level field whose value fails to deserialise on its own. Config structs take
 /// defaults for absent fields, so a one-field object isolates the culprit.
-fn offending_field<T: DeserializeOwned>(text: &str, e: &serde_json::Error) -> Option<String> {
+fn offending_field<T: DeserializeOwned>(
+    value: serde_json::Value,
+    e: &serde_json::Error,
+) -> Option<String> {
     if e.classify() != serde_json::error::Category::Data {
         return None;
     }
-    let serde_json::Value::Object(map) = serde_json::from_str(text).ok()? else {
+    let serde_json::Value::Object(map) = value else {
         return None;
     };
     map.into_iter().find_map(|(k, v)| {
         let one = serde_json::Value::Object([(k.clone(), v)].into_iter().collect());
-        serde_json::from_value::<T>(one).is_err().then_some(k)
+        python_json::from_value::<T>(one).is_err().then_some(k)
     })
 }
 

@@ -13,6 +13,7 @@ pub mod clip;
 pub mod config;
 pub mod embeddings;
 pub mod layers;
+mod python_json;
 pub mod resnet;
 pub mod transformer_2d;
 pub mod unet_2d_blocks;

@@ -6,6 +6,7 @@
 //! step runs on the CPU in f64; noise comes from a torch-compatible generator, so a seed gives
 //! the same latents and ancestral noise as diffusers on CPU.
 
+mod folder;
 pub mod layout;
 pub mod options;
 pub mod tiled_decode;
@@ -14,17 +15,18 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use options::{GenerateOptions, GenerateOutput, InitImage, Progress, Timings};
+pub use options::{
+    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings,
+};
 
 use crate::error::{Error, Result};
-use crate::gpu::{auto_dtype, DType, Gpu};
+use crate::gpu::{DType, Gpu};
 use crate::graph::Plan;
 use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::clip::ClipTextModel;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
-use crate::models::Ctx;
 use crate::rng::TorchRng;
-use crate::schedulers::{Scheduler, SchedulerConfig};
+use crate::schedulers::{PredictionType, Scheduler, SchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
 
 /// Plans built so far, by batch and latent size.
@@ -55,76 +57,25 @@ pub struct Pipeline {
     plans: PlanCache,
 }
 
-/// Read the scheduler config and build it once, so a bad value is reported at load time with
-/// the file's name rather than at the first generation.
-fn load_scheduler_config(path: &Path) -> Result<SchedulerConfig> {
-    let config = SchedulerConfig::from_file(path)?;
-    config.build(10).map_err(|e| Error::Config {
-        file: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    Ok(config)
-}
-
-/// The component folders a StableDiffusionPipeline needs.
-const COMPONENTS: [&str; 5] = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"];
-
 impl Pipeline {
     /// Load a diffusers pipeline folder (`model_index.json`, tokenizer/, text_encoder/, unet/,
     /// vae/, scheduler/). `dtype` None = f16 on GPUs with SHADER_F16, f32 on CPU adapters.
     pub fn load(gpu: &Gpu, path: &Path, dtype: Option<DType>) -> Result<Pipeline> {
-        let index = path.join("model_index.json");
-        if !path.is_dir() {
-            return Err(Error::Config {
-                file: path.to_path_buf(),
-                message: "no such model folder".into(),
-            });
-        }
-        let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
-            file: index.clone(),
-            message: e.to_string(),
-        })?;
-        for c in COMPONENTS {
-            if json.get(c).is_none() || !path.join(c).is_dir() {
-                return Err(Error::Config {
-                    file: index.clone(),
-                    message: format!("component {c:?} is missing (model_index.json entry and {c}/ folder needed)"),
-                });
-            }
-        }
-        let dtype = dtype.unwrap_or_else(|| auto_dtype(gpu));
-        let ctx = Ctx::new(gpu, dtype);
-        let tokenizer = ClipTokenizer::from_dir(path.join("tokenizer"))?;
-        let text_encoder = ClipTextModel::from_dir(ctx, &path.join("text_encoder"))?;
-        let positions = text_encoder.config.max_position_embeddings;
-        if tokenizer.max_length() != positions {
-            return Err(Error::Tokenizer {
-                file: path.join("tokenizer"),
-                message: format!(
-                    "model_max_length {} does not match the text encoder's \
-                     max_position_embeddings {positions} (text_encoder/config.json)",
-                    tokenizer.max_length()
-                ),
-            });
-        }
-        Ok(Pipeline {
-            gpu: gpu.clone(),
+        let options = LoadOptions {
             dtype,
-            path: path.to_path_buf(),
-            tokenizer,
-            text_encoder,
-            unet: UNet2DConditionModel::from_dir(ctx, &path.join("unet"))?,
-            vae: AutoencoderKL::from_dir(ctx, &path.join("vae"))?,
-            scheduler_config: load_scheduler_config(
-                &path.join("scheduler").join("scheduler_config.json"),
-            )?,
-            binding_limit: gpu
-                .limits
-                .max_storage_buffer_binding_size
-                .min(gpu.limits.max_buffer_size),
-            plans: PlanCache::default(),
-        })
+            ..LoadOptions::default()
+        };
+        Ok(Self::load_with(gpu, path, &options)?.0)
+    }
+
+    /// [`Pipeline::load`] with every option; also returns info lines worth showing the user
+    /// (a weights variant chosen automatically, components of the folder left unused).
+    pub fn load_with(
+        gpu: &Gpu,
+        path: &Path,
+        options: &LoadOptions,
+    ) -> Result<(Pipeline, Vec<String>)> {
+        folder::load(gpu, path, options)
     }
 
     /// Pixels per latent (the VAE's downscale factor).
@@ -176,17 +127,27 @@ impl Pipeline {
         Ok((w, h))
     }
 
-    fn scheduler(&self, options: &GenerateOptions) -> Result<(Box<dyn Scheduler>, String)> {
+    /// The scheduler config a generation runs with: the model's, switched to the named
+    /// scheduler as diffusers' `from_config` does, with the options' overrides.
+    pub fn scheduler_config_for(&self, options: &GenerateOptions) -> Result<SchedulerConfig> {
         let config = match &options.scheduler {
             Some(name) => self.scheduler_config.with_name(name)?,
             None => self.scheduler_config.clone(),
         };
+        config.with_overrides(&options.scheduler_overrides)
+    }
+
+    fn scheduler(
+        &self,
+        options: &GenerateOptions,
+    ) -> Result<(Box<dyn Scheduler>, String, PredictionType)> {
+        let config = self.scheduler_config_for(options)?;
         let scheduler = config.build(options.steps)?;
         let name = options
             .scheduler
             .clone()
             .unwrap_or_else(|| scheduler.class_name().to_string());
-        Ok((scheduler, name))
+        Ok((scheduler, name, config.prediction_type))
     }
 
     /// Text embeddings (rows, 77, D): [negative × batch, prompt × batch] with CFG, else prompt.
@@ -228,7 +189,7 @@ impl Pipeline {
         let b = options.batch;
         let nchw = [b, c, lh, lw];
         let numel = b * c * lh * lw;
-        let (mut scheduler, scheduler_name) = self.scheduler(options)?;
+        let (mut scheduler, scheduler_name, prediction_type) = self.scheduler(options)?;
         let mut rng = TorchRng::new(options.seed);
 
         // 1. text
@@ -339,6 +300,7 @@ impl Pipeline {
                 .collect(),
             seed: options.seed,
             scheduler: scheduler_name,
+            prediction_type,
             steps: options.steps,
             truncated_tokens,
             timings: Timings {

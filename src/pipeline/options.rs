@@ -1,6 +1,19 @@
 //! What a generation is asked to do ([`GenerateOptions`]), its checks, and what it returns.
 
 use crate::error::{Error, Result};
+use crate::gpu::DType;
+use crate::schedulers::{PredictionType, SchedulerOverrides};
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// None = f16 on GPUs with SHADER_F16, f32 on CPU adapters.
+    pub dtype: Option<DType>,
+    /// Weights variant to prefer in each component folder (`fp16` reads
+    /// `*.fp16.safetensors`); components without it use their standard files. None = the
+    /// standard files, or the only variant a folder holds.
+    pub variant: Option<String>,
+}
 
 /// Image-to-image input: the start image and how much of it to re-noise.
 #[derive(Clone, Debug)]
@@ -31,6 +44,8 @@ pub struct GenerateOptions {
     /// A scheduler short name (`ddim`, `pndm`, `euler`, `euler-a`, `dpmpp-2m`,
     /// `dpmpp-2m-karras`, `lcm`); None = the model's `scheduler_config.json`.
     pub scheduler: Option<String>,
+    /// Prediction type, timestep spacing and Karras sigmas over the scheduler config's.
+    pub scheduler_overrides: SchedulerOverrides,
     /// Initial latents NCHW (batch, channels, h, w) as diffusers takes them (before
     /// `init_noise_sigma`), instead of drawing them from the seed.
     pub latents: Option<Vec<f32>>,
@@ -49,6 +64,7 @@ impl Default for GenerateOptions {
             height: 0,
             batch: 1,
             scheduler: None,
+            scheduler_overrides: SchedulerOverrides::default(),
             latents: None,
             init_image: None,
         }
@@ -123,6 +139,8 @@ pub struct GenerateOutput {
     pub seed: u64,
     /// The scheduler's short name or class.
     pub scheduler: String,
+    /// What the UNet was taken to predict (the scheduler config's, or the override).
+    pub prediction_type: PredictionType,
     pub steps: usize,
     /// Prompt tokens dropped because the prompt exceeded the tokenizer's 75-token window.
     pub truncated_tokens: usize,

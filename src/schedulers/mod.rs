@@ -17,6 +17,7 @@ mod euler;
 mod euler_ancestral;
 mod lcm;
 mod noise_schedule;
+mod overrides;
 mod pndm;
 
 use std::path::Path;
@@ -30,6 +31,7 @@ pub use dpm_solver_multistep::DPMSolverMultistepScheduler;
 pub use euler::EulerDiscreteScheduler;
 pub use euler_ancestral::EulerAncestralDiscreteScheduler;
 pub use lcm::LCMScheduler;
+pub use overrides::SchedulerOverrides;
 pub use pndm::PNDMScheduler;
 
 /// `prev_sample = sample·x + model_output·m + noise·n`, elementwise.
@@ -410,6 +412,30 @@ impl SchedulerConfig {
         Ok(config)
     }
 
+    /// Rejects NaN and infinities where a float field needs a number (a config written by
+    /// Python's json may hold `NaN`/`Infinity`); `lambda_min_clipped` may be −∞ (its default).
+    fn check_floats(&self, class: &str) -> Result<()> {
+        let fields = [
+            ("clip_sample_range", Some(self.clip_sample_range)),
+            ("sigma_min", self.sigma_min),
+            ("sigma_max", self.sigma_max),
+            ("timestep_scaling", Some(self.timestep_scaling)),
+        ];
+        for (field, value) in fields {
+            if let Some(v) = value.filter(|v| !v.is_finite()) {
+                return Err(unsupported(class, field, format!("{v} is not a finite number")));
+            }
+        }
+        if self.lambda_min_clipped.is_nan() || self.lambda_min_clipped == f64::INFINITY {
+            return Err(unsupported(
+                class,
+                "lambda_min_clipped",
+                format!("{} must be a number or -Infinity", self.lambda_min_clipped),
+            ));
+        }
+        Ok(())
+    }
+
     /// The scheduler named by `_class_name`, for `num_inference_steps` steps.
     pub fn build(&self, num_inference_steps: usize) -> Result<Box<dyn Scheduler>> {
         let name = self.class_name.as_deref().ok_or_else(|| {
@@ -436,6 +462,7 @@ impl SchedulerConfig {
         kind: SchedulerKind,
         num_inference_steps: usize,
     ) -> Result<Box<dyn Scheduler>> {
+        self.check_floats(kind.class_name())?;
         Ok(match kind {
             SchedulerKind::Ddim => Box::new(DDIMScheduler::new(self, num_inference_steps)?),
             SchedulerKind::Pndm => Box::new(PNDMScheduler::new(self, num_inference_steps)?),

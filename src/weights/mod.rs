@@ -17,9 +17,11 @@
 //! with `SIGBUS` on the next read.
 
 mod dtype;
+mod resolve;
 mod safetensors_file;
 
 pub use dtype::{to_f32, FileDtype};
+pub use resolve::{resolve_dir, ResolvedWeights};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,9 +34,6 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use safetensors_file::SafetensorsFile;
 
-/// File names looked for in a directory, in this order (diffusers writes the second).
-const SINGLE_FILE_NAMES: [&str; 2] = ["model.safetensors", "diffusion_pytorch_model.safetensors"];
-const INDEX_SUFFIX: &str = ".safetensors.index.json";
 /// How many unused tensor names [`Weights::finish`] lists.
 const UNUSED_LISTED: usize = 10;
 
@@ -73,10 +72,12 @@ impl Weights {
     /// - a sharded `*.safetensors.index.json` (any `*.json`): its `weight_map` maps tensor
     ///   names to shard files, relative to the index's directory; every shard named is opened;
     /// - a directory holding `model.safetensors`, `diffusion_pytorch_model.safetensors` or one
-    ///   `*.safetensors.index.json`. **When a directory holds both a single file and an index,
-    ///   the single (non-sharded) file is used.** Two single files, or several indexes and no
-    ///   single file, are an error (ambiguous), as is a directory with none of these (the
-    ///   message lists the `.safetensors` files it does hold, e.g. a `.fp16` variant).
+    ///   `*.safetensors.index.json`, chosen by [`resolve_dir`] with no variant asked. **When a
+    ///   directory holds both a single file and an index, the single (non-sharded) file is
+    ///   used.** Two single files, or several indexes and no single file, are an error
+    ///   (ambiguous); a directory holding only one variant (`*.fp16.safetensors`) opens it; one
+    ///   with none of these is an error listing the `.safetensors` files it does hold (pickles
+    ///   are refused with the reason and a conversion command).
     ///
     /// Every header is validated here ([`Error::Safetensors`] naming the file); a tensor
     /// present in two shards is an error naming both files.
@@ -84,7 +85,7 @@ impl Weights {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         let resolved = if meta.is_dir() {
-            resolve_dir(path)?
+            resolve_dir(path, None)?.path
         } else {
             path.to_path_buf()
         };
@@ -404,67 +405,6 @@ fn bad(path: &Path, message: impl Into<String>) -> Error {
     Error::Safetensors {
         file: path.to_path_buf(),
         message: message.into(),
-    }
-}
-
-/// Picks the weights file inside a directory (see [`Weights::open`]).
-fn resolve_dir(dir: &Path) -> Result<PathBuf> {
-    let mut names: Vec<String> = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let is_file = entry
-            .file_type()
-            .map(|t| t.is_file() || t.is_symlink())
-            .unwrap_or(false);
-        if let (true, Some(name)) = (is_file, entry.file_name().to_str()) {
-            names.push(name.to_string());
-        }
-    }
-    names.sort();
-    let singles: Vec<&str> = SINGLE_FILE_NAMES
-        .into_iter()
-        .filter(|s| names.iter().any(|n| n == s))
-        .collect();
-    let indexes: Vec<&String> = names.iter().filter(|n| n.ends_with(INDEX_SUFFIX)).collect();
-    match (singles.as_slice(), indexes.as_slice()) {
-        ([single], _) => Ok(dir.join(single)),
-        ([_, _], _) => Err(bad(
-            dir,
-            format!(
-                "directory holds both {} and {}: ambiguous, open one of the files directly",
-                SINGLE_FILE_NAMES[0], SINGLE_FILE_NAMES[1]
-            ),
-        )),
-        (_, [index]) => Ok(dir.join(index)),
-        (_, []) => {
-            let others: Vec<&str> = names
-                .iter()
-                .filter(|n| n.contains(".safetensors"))
-                .map(String::as_str)
-                .collect();
-            let found = if others.is_empty() {
-                "it holds no .safetensors file".to_string()
-            } else {
-                format!("it holds {}", others.join(", "))
-            };
-            Err(bad(
-                dir,
-                format!(
-                    "no {}, {} or *{INDEX_SUFFIX} in this directory; {found}",
-                    SINGLE_FILE_NAMES[0], SINGLE_FILE_NAMES[1]
-                ),
-            ))
-        }
-        (_, many) => Err(bad(
-            dir,
-            format!(
-                "directory holds several indexes ({}): ambiguous, open one directly",
-                many.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
     }
 }
 

@@ -14,8 +14,10 @@ Noise the schedulers would draw (Euler ancestral, LCM, DDIM with eta > 0) is dra
 and passed in, so the Rust side needs no torch RNG. Tensors are (2, 4, 3, 3) float32, stored
 flattened in NCHW order (the schedulers are elementwise, so layout does not matter).
 
+DERIVED cases start from a hub scheduler_config.json text instead (see above DERIVED).
+
 Stored per case: timesteps, sigmas (where the scheduler has them), alphas_cumprod at each
-timestep (DDPM-family), init_noise_sigma, add_noise at step 1, and per step: the scaled model
+timestep (DDPM-family), init_noise_sigma, add_noise at step 1 (0 for one-step runs), and per step: the scaled model
 input, model output, noise (if any) and prev_sample.
 """
 
@@ -82,6 +84,57 @@ CASES = [
 ]
 
 
+# Hub scheduler files and the schedulers derived from them the way a diffusers user switches
+# schedulers on a loaded pipeline: `Target.from_config(pipe.scheduler.config, **overrides)`,
+# where `pipe.scheduler` was loaded from the file (`Source.from_config(json.loads(text))`).
+# The file text is stored verbatim (`source_text`); stipple reads it with
+# `SchedulerConfig::from_file`, then `with_name(name)` and `with_overrides(...)`.
+
+# stabilityai/sd-turbo scheduler/scheduler_config.json (as published).
+SD_TURBO = {
+    "_class_name": "EulerDiscreteScheduler", "_diffusers_version": "0.24.0.dev0", "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
+    "interpolation_type": "linear", "num_train_timesteps": 1000, "prediction_type": "epsilon",
+    "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+    "timestep_spacing": "trailing", "timestep_type": "discrete", "trained_betas": None,
+    "use_karras_sigmas": False,
+}
+
+
+def hub_text(cls, config):
+    """A scheduler_config.json as a hub folder holds it: SD1.5's file as published (PNDM), or what
+    `save_config` writes for a class (every field, Python json's -Infinity included)."""
+    if cls is None:
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
+    return cls.from_config(config).to_json_string()
+
+
+SD15_FILE = hub_text(None, {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", **SD15})
+DPM_KARRAS_FILE = hub_text(DPMSolverMultistepScheduler, {**SD15, "use_karras_sigmas": True})
+DDIM_VPRED_FILE = hub_text(DDIMScheduler, {**SD15, "prediction_type": "v_prediction", "timestep_spacing": "leading"})
+TURBO_FILE = hub_text(None, SD_TURBO)
+DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+
+# (file stem, source text, target class, diffusers overrides, steps,
+#  stipple: (scheduler name, {prediction_type, timestep_spacing, karras}))
+DERIVED = [
+    ("derive_euler_a_trailing_from_pndm_1", SD15_FILE, EulerAncestralDiscreteScheduler,
+     {"timestep_spacing": "trailing"}, 1, ("euler-a", {"timestep_spacing": "trailing"})),
+    ("derive_euler_a_trailing_from_pndm_4", SD15_FILE, EulerAncestralDiscreteScheduler,
+     {"timestep_spacing": "trailing"}, 4, ("euler-a", {"timestep_spacing": "trailing"})),
+    ("derive_euler_a_from_turbo_4", TURBO_FILE, EulerAncestralDiscreteScheduler, {}, 4, ("euler-a", {})),
+    ("derive_ddim_from_turbo_2", TURBO_FILE, DDIMScheduler, {}, 2, ("ddim", {})),
+    ("derive_euler_from_dpm_karras_file", DPM_KARRAS_FILE, EulerDiscreteScheduler, {}, 5, ("euler", {})),
+    ("derive_dpmpp_karras_from_ddim_vpred", DDIM_VPRED_FILE, DPMSolverMultistepScheduler,
+     {**DPMPP_2M, "use_karras_sigmas": True}, 6, ("dpmpp-2m", {"karras": True})),
+    ("derive_euler_vpred_linspace_from_pndm", SD15_FILE, EulerDiscreteScheduler,
+     {"prediction_type": "v_prediction", "timestep_spacing": "linspace"}, 5,
+     ("euler", {"prediction_type": "v_prediction", "timestep_spacing": "linspace"})),
+    ("derive_pndm_trailing_from_dpm_karras_file", DPM_KARRAS_FILE, PNDMScheduler,
+     {"timestep_spacing": "trailing"}, 5, ("pndm", {"timestep_spacing": "trailing"})),
+]
+
+
 def f32_list(t):
     """float32 values as the shortest decimals that round-trip through f32."""
     return [float(str(v)) for v in np.asarray(t, dtype=np.float32).reshape(-1)]
@@ -100,8 +153,10 @@ class NoiseFeed:
         return noise.to(dtype or torch.float32)
 
 
-def run_case(stem, cls, config, steps, step_kwargs):
-    scheduler = cls.from_config(config)
+def run_case(stem, cls, config, steps, step_kwargs, make=None):
+    """`make()` builds the scheduler (default: `cls.from_config(config)`)."""
+    make = make or (lambda: cls.from_config(config))
+    scheduler = make()
     scheduler.set_timesteps(steps)
     gen = torch.Generator().manual_seed(sum(map(ord, stem)))
     feed = NoiseFeed(gen)
@@ -132,11 +187,12 @@ def run_case(stem, cls, config, steps, step_kwargs):
     # img2img: noise the initial latents to the second timestep. Euler-style schedulers look
     # the timestep up in their schedule; give them a fresh copy so the run below starts clean.
     noise = torch.randn(SHAPE, generator=gen, dtype=torch.float32)
-    fresh = cls.from_config(config)
+    fresh = make()
     fresh.set_timesteps(steps)
-    t1 = fresh.timesteps[1:2]
+    k = min(1, steps - 1)
+    t1 = fresh.timesteps[k:k + 1]
     doc["add_noise"] = {
-        "step_index": 1,
+        "step_index": k,
         "original": f32_list(latents),
         "noise": f32_list(noise),
         "result": f32_list(fresh.add_noise(latents, noise, t1)),
@@ -170,10 +226,29 @@ def run_case(stem, cls, config, steps, step_kwargs):
     return doc
 
 
+def derived_case(stem, source_text, cls, overrides, steps, stipple):
+    source = json.loads(source_text)  # Python json reads -Infinity as float("-inf")
+    source_cls = getattr(diffusers, source["_class_name"])
+    loaded = source_cls.from_config(source)  # what from_pretrained gives
+    make = lambda: cls.from_config(loaded.config, **overrides)  # noqa: E731
+    doc = run_case(stem, cls, {}, steps, {}, make=make)
+    name, stipple_overrides = stipple
+    doc["config"] = {}
+    doc["derive"] = {
+        "source_text": source_text,
+        "diffusers": f"{cls.__name__}.from_config({source_cls.__name__}.from_config(source).config, **{overrides})",
+        "name": name,
+        **stipple_overrides,
+    }
+    return doc
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    for stem, cls, config, steps, step_kwargs in CASES:
-        doc = run_case(stem, cls, config, steps, step_kwargs)
+    docs = [(stem, cls, run_case(stem, cls, config, steps, step_kwargs))
+            for stem, cls, config, steps, step_kwargs in CASES]
+    docs += [(case[0], case[2], derived_case(*case)) for case in DERIVED]
+    for stem, cls, doc in docs:
         path = OUT / f"{stem}.json"
         path.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
         print(f"{path.name}: {cls.__name__}, {len(doc['steps'])} steps, timesteps {doc['timesteps']}")

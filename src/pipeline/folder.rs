@@ -1,0 +1,161 @@
+//! Loading a diffusers pipeline folder as the Hub serves it: `model_index.json` naming the
+//! components, one folder each (tokenizer/, text_encoder/, unet/, vae/, scheduler/).
+//!
+//! What real folders hold and how it is handled:
+//! - components stipple does not use (`safety_checker`, `feature_extractor`, `image_encoder`,
+//!   …) listed in `model_index.json`: skipped, named in one info line;
+//! - weights as `*.fp16.safetensors` variants and/or sharded `*.safetensors.index.json`: chosen
+//!   per component by [`resolve_dir`] (`LoadOptions::variant`, or the only variant present);
+//! - PyTorch pickles only: refused with the reason and a conversion command;
+//! - configs written by Python's json with `NaN`/`Infinity` literals: read by `read_config`.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use super::{LoadOptions, PlanCache, Pipeline};
+use crate::error::{Error, Result};
+use crate::gpu::{auto_dtype, Gpu};
+use crate::models::autoencoder_kl::AutoencoderKL;
+use crate::models::clip::ClipTextModel;
+use crate::models::config::read_config;
+use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::models::Ctx;
+use crate::schedulers::SchedulerConfig;
+use crate::tokenizer::ClipTokenizer;
+use crate::weights::{resolve_dir, Weights, WeightsView};
+
+/// The component folders a StableDiffusionPipeline needs.
+pub(crate) const COMPONENTS: [&str; 5] = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"];
+
+/// Loads the folder at `path`; returns the pipeline and info lines for the user.
+pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pipeline, Vec<String>)> {
+    let index = path.join("model_index.json");
+    if !path.is_dir() {
+        return Err(Error::Config {
+            file: path.to_path_buf(),
+            message: "no such model folder".into(),
+        });
+    }
+    let json: serde_json::Value = read_config(&index)?;
+    let mut notes = Vec::new();
+    for c in COMPONENTS {
+        if json.get(c).is_none() || !path.join(c).is_dir() {
+            return Err(Error::Config {
+                file: index.clone(),
+                message: format!(
+                    "component {c:?} is missing (model_index.json entry and {c}/ folder needed)"
+                ),
+            });
+        }
+    }
+    notes.extend(unused_components(&json));
+    let dtype = options.dtype.unwrap_or_else(|| auto_dtype(gpu));
+    let ctx = Ctx::new(gpu, dtype);
+    let variant = options.variant.as_deref();
+    let tokenizer = ClipTokenizer::from_dir(path.join("tokenizer"))?;
+    let text_encoder = component(
+        &path.join("text_encoder"),
+        variant,
+        &mut notes,
+        |c: &crate::models::config::ClipTextConfig, p| c.validate(p),
+        |w, c| ClipTextModel::load(ctx, w, c),
+    )?;
+    let positions = text_encoder.config.max_position_embeddings;
+    if tokenizer.max_length() != positions {
+        return Err(Error::Tokenizer {
+            file: path.join("tokenizer"),
+            message: format!(
+                "model_max_length {} does not match the text encoder's \
+                 max_position_embeddings {positions} (text_encoder/config.json)",
+                tokenizer.max_length()
+            ),
+        });
+    }
+    let unet = component(
+        &path.join("unet"),
+        variant,
+        &mut notes,
+        |c: &crate::models::config::UNet2DConditionConfig, p| c.validate(p),
+        |w, c| UNet2DConditionModel::load(ctx, w, c),
+    )?;
+    let vae = component(
+        &path.join("vae"),
+        variant,
+        &mut notes,
+        |c: &crate::models::config::AutoencoderKLConfig, p| c.validate(p),
+        |w, c| AutoencoderKL::load(ctx, w, c),
+    )?;
+    let scheduler_config =
+        load_scheduler_config(&path.join("scheduler").join("scheduler_config.json"))?;
+    let pipeline = Pipeline {
+        gpu: gpu.clone(),
+        dtype,
+        path: path.to_path_buf(),
+        tokenizer,
+        text_encoder,
+        unet,
+        vae,
+        scheduler_config,
+        binding_limit: gpu
+            .limits
+            .max_storage_buffer_binding_size
+            .min(gpu.limits.max_buffer_size),
+        plans: PlanCache::default(),
+    };
+    Ok((pipeline, notes))
+}
+
+/// Read the scheduler config and build it once, so a bad value is reported at load time with
+/// the file's name rather than at the first generation.
+fn load_scheduler_config(path: &Path) -> Result<SchedulerConfig> {
+    let config = SchedulerConfig::from_file(path)?;
+    config.build(10).map_err(|e| Error::Config {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(config)
+}
+
+/// One model component: `dir/config.json`, validated, and the weights file chosen for
+/// `variant`; every tensor must be used.
+fn component<C: DeserializeOwned, M>(
+    dir: &Path,
+    variant: Option<&str>,
+    notes: &mut Vec<String>,
+    validate: impl FnOnce(&C, &Path) -> Result<()>,
+    load: impl FnOnce(&WeightsView, C) -> Result<M>,
+) -> Result<M> {
+    let config_path = dir.join("config.json");
+    let config: C = read_config(&config_path)?;
+    validate(&config, &config_path)?;
+    let resolved = resolve_dir(dir, variant)?;
+    notes.extend(resolved.note);
+    let weights = Weights::open(&resolved.path)?;
+    let model = load(&weights.root(), config)?;
+    weights.finish()?;
+    Ok(model)
+}
+
+/// One line naming the components of `model_index.json` that a text-to-image pipeline does not
+/// use (entries such as `"safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]`;
+/// `[null, null]` entries are absent components and not mentioned).
+fn unused_components(index: &serde_json::Value) -> Option<String> {
+    let map = index.as_object()?;
+    let unused: Vec<&str> = map
+        .iter()
+        .filter(|(k, v)| {
+            !k.starts_with('_')
+                && !COMPONENTS.contains(&k.as_str())
+                && v.as_array()
+                    .is_some_and(|a| a.iter().any(|x| !x.is_null()))
+        })
+        .map(|(k, _)| k.as_str())
+        .collect();
+    (!unused.is_empty()).then(|| {
+        format!(
+            "model_index.json lists components stipple does not use ({}): ignored",
+            unused.join(", ")
+        )
+    })
+}
