@@ -14,7 +14,8 @@ directory, then loads the file with `StableDiffusionPipeline.from_single_file(fi
 config=folder)` (diffusers' own LDM converter: `convert_ldm_unet_checkpoint`,
 `convert_ldm_vae_checkpoint`, `convert_open_clip_checkpoint`, …) and the folder with
 `from_pretrained(folder)`, and compares the UNet, VAE and text encoder state dicts exactly
-(same names, shapes, dtypes and bits; `position_ids` buffers excepted). Writes nothing under
+(same names, shapes and bits, both loaded as float32, which f16 converts to exactly;
+`position_ids` buffers excepted). Writes nothing under
 the repository; exits non-zero on any difference.
 """
 
@@ -60,10 +61,10 @@ def main():
             file = pathlib.Path(tmp) / f"{fixture}.safetensors"
             subprocess.run([args.stipple, "convert", str(folder), str(file)], check=True)
             print(f"{fixture}: {file.stat().st_size} bytes")
-            ref = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
-            dtype = ref.unet.dtype
+            # Both in float32: f16 → f32 is exact, so equality stays bit-for-bit.
+            ref = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, torch_dtype=torch.float32)
             single = StableDiffusionPipeline.from_single_file(
-                str(file), config=str(folder), local_files_only=True, torch_dtype=dtype
+                str(file), config=str(folder), local_files_only=True, torch_dtype=torch.float32
             )
             for part in ["unet", "vae", "text_encoder"]:
                 total += compare(part, getattr(ref, part).state_dict(), getattr(single, part).state_dict())
