@@ -27,6 +27,8 @@ enum Command {
     Info,
     /// Generate images from a prompt.
     Generate(Box<cli::generate::GenerateArgs>),
+    /// Convert a diffusers folder to an LDM single file (A1111 layout), or back.
+    Convert(cli::convert::ConvertArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Info => cli::info::run(&options),
         Command::Generate(args) => cli::generate::run(&options, &args),
+        Command::Convert(args) => cli::convert::run(&args),
         Command::Bench {
             what: BenchCommand::Kernels(args),
         } => cli::bench::run_kernels(&options, &args),

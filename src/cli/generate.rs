@@ -28,9 +28,14 @@ pub struct GenerateArgs {
     /// Folder for --prompts-file's images (created if missing).
     #[arg(long, requires = "prompts_file")]
     pub out_dir: Option<PathBuf>,
-    /// A diffusers model folder (model_index.json, unet/, vae/, …). Default: the model in weights/.
+    /// A diffusers model folder (model_index.json, unet/, vae/, …) or a single-file LDM
+    /// .safetensors checkpoint (SD1.x/SD2.x). Default: the model in weights/.
     #[arg(short, long, env = "STIPPLE_MODEL")]
     pub model: Option<PathBuf>,
+    /// For a single-file --model: take the component configs (and tokenizer) from this
+    /// diffusers folder instead of the detected family's built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
     /// What to avoid (classifier-free guidance's unconditional prompt).
     #[arg(short, long, default_value = "")]
     pub negative: String,
@@ -164,14 +169,15 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         .model
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    stipple::weights::single_file::refuse_pickle(&model)?;
     anyhow::ensure!(
         model.exists(),
-        "model folder {} not found (pass --model PATH)",
+        "model {} not found (pass --model PATH)",
         model.display()
     );
     anyhow::ensure!(
-        model.is_dir(),
-        "model {} is not a folder (pass a diffusers model folder: model_index.json, unet/, vae/, …)",
+        args.config.is_none() || model.is_file(),
+        "--config is for a single-file --model; {} is a folder",
         model.display()
     );
     let dtype = match args.dtype.as_str() {
@@ -262,6 +268,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
     let load_options = LoadOptions {
         dtype,
         variant: args.variant.clone(),
+        config: args.config.clone(),
     };
     let (mut pipeline, notes) = Pipeline::load_with(&gpu, &model, &load_options)
         .with_context(|| format!("loading {}", model.display()))?;

@@ -9,6 +9,7 @@
 mod folder;
 pub mod layout;
 pub mod options;
+pub mod single_file;
 pub mod tiled_decode;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use std::time::Instant;
 pub use options::{
     GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings,
 };
+pub use single_file::{SingleFileInfo, SingleFileOptions};
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu};
@@ -59,7 +61,9 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Load a diffusers pipeline folder (`model_index.json`, tokenizer/, text_encoder/, unet/,
-    /// vae/, scheduler/). `dtype` None = f16 on GPUs with SHADER_F16, f32 on CPU adapters.
+    /// vae/, scheduler/), or a single-file LDM `.safetensors` checkpoint with its family's
+    /// built-in configs ([`Pipeline::load_single_file`]). `dtype` None = f16 on GPUs with
+    /// SHADER_F16, f32 on CPU adapters.
     pub fn load(gpu: &Gpu, path: &Path, dtype: Option<DType>) -> Result<Pipeline> {
         let options = LoadOptions {
             dtype,
@@ -75,7 +79,41 @@ impl Pipeline {
         path: &Path,
         options: &LoadOptions,
     ) -> Result<(Pipeline, Vec<String>)> {
+        crate::weights::single_file::refuse_pickle(path)?;
+        if path.is_file() {
+            let single = SingleFileOptions {
+                config: options.config.clone(),
+            };
+            let (pipeline, info) = single_file::load(gpu, path, options.dtype, &single)?;
+            let note = format!(
+                "single file: {} ({}), prediction type {}",
+                info.family.name(),
+                info.configs,
+                pipeline.scheduler_config.prediction_type
+            );
+            return Ok((pipeline, vec![note]));
+        }
+        if options.config.is_some() {
+            return Err(Error::invalid(
+                "config",
+                format!(
+                    "is for single-file checkpoints; {} is a folder with its own configs",
+                    path.display()
+                ),
+            ));
+        }
         folder::load(gpu, path, options)
+    }
+
+    /// Load a single-file LDM `.safetensors` checkpoint (SD1.x / SD2.x); also says which family
+    /// was detected and where the configs came from.
+    pub fn load_single_file(
+        gpu: &Gpu,
+        path: &Path,
+        dtype: Option<DType>,
+        options: &SingleFileOptions,
+    ) -> Result<(Pipeline, SingleFileInfo)> {
+        single_file::load(gpu, path, dtype, options)
     }
 
     /// Pixels per latent (the VAE's downscale factor).

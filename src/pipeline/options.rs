@@ -13,6 +13,9 @@ pub struct LoadOptions {
     /// `*.fp16.safetensors`); components without it use their standard files. None = the
     /// standard files, or the only variant a folder holds.
     pub variant: Option<String>,
+    /// For a single-file checkpoint: a diffusers folder whose component configs (and tokenizer)
+    /// replace the family's built-in ones (diffusers' `from_single_file(config=…)`).
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Image-to-image input: the start image and how much of it to re-noise.
