@@ -43,6 +43,7 @@ fn options(scheduler: &str, latents: Vec<f32>) -> GenerateOptions {
         scheduler: Some(scheduler.into()),
         latents: Some(latents),
         init_image: None,
+        ..Default::default()
     }
 }
 

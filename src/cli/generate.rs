@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use stipple::image_io::{self, A1111Parameters};
-use stipple::pipeline::{GenerateOptions, GenerateOutput, InitImage, Pipeline, Progress, Timings};
+use stipple::pipeline::{
+    GenerateOptions, GenerateOutput, InitImage, Pipeline, Progress, SizeConditioning, Timings,
+};
 use stipple::{DType, Gpu, GpuOptions};
 
 use super::prompts_file;
@@ -70,6 +72,29 @@ pub struct GenerateArgs {
     /// Also save the image tensor `image`, f32 (batch, H, W, 3) in [0, 1], to this safetensors file.
     #[arg(long)]
     pub save_tensor: Option<PathBuf>,
+    /// SDXL micro-conditioning: the size the model is told the source image had, HEIGHT,WIDTH
+    /// (default: the output size).
+    #[arg(long, value_parser = parse_pair, value_name = "HEIGHT,WIDTH")]
+    pub original_size: Option<[usize; 2]>,
+    /// SDXL micro-conditioning: crop offset TOP,LEFT (default 0,0).
+    #[arg(long, value_parser = parse_pair, value_name = "TOP,LEFT")]
+    pub crops_coords_top_left: Option<[usize; 2]>,
+    /// SDXL micro-conditioning: the target size HEIGHT,WIDTH (default: the output size).
+    #[arg(long, value_parser = parse_pair, value_name = "HEIGHT,WIDTH")]
+    pub target_size: Option<[usize; 2]>,
+}
+
+/// "A,B" → [A, B] (SDXL's (height, width) / (top, left) pairs, in diffusers' order).
+fn parse_pair(s: &str) -> Result<[usize; 2], String> {
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|e| format!("{v:?} in {s:?}: {e}"))
+    };
+    match s.split_once(',') {
+        Some((a, b)) => Ok([parse(a)?, parse(b)?]),
+        None => Err(format!("{s:?} is not two numbers A,B")),
+    }
 }
 
 /// Error unless a file can be created in `path`'s directory (checked before any GPU work).
@@ -211,6 +236,11 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         scheduler: args.scheduler.clone(),
         latents: None,
         init_image,
+        size_conditioning: SizeConditioning {
+            original_size: args.original_size,
+            crops_coords_top_left: args.crops_coords_top_left.unwrap_or_default(),
+            target_size: args.target_size,
+        },
     };
     if let Some((shape, data)) = latents {
         anyhow::ensure!(

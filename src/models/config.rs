@@ -58,6 +58,21 @@ fn default_one() -> PerBlock {
     PerBlock::One(1)
 }
 
+/// Micro-conditioning time ids of SDXL's `text_time` embedding: original size (h, w), crop top
+/// left (top, left), target size (h, w) — `StableDiffusionXLPipeline._get_add_time_ids`.
+pub const NUM_TIME_IDS: usize = 6;
+
+/// Shapes of the `text_time` additional embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextTime {
+    /// Sinusoidal channels per time id (`add_time_proj`).
+    pub addition_time_embed_dim: usize,
+    /// Width of `text_embeds` (the pooled, projected output of the last text encoder).
+    pub text_embeds_dim: usize,
+    /// text_embeds_dim + NUM_TIME_IDS × addition_time_embed_dim (`add_embedding`'s input).
+    pub input_dim: usize,
+}
+
 /// `UNet2DConditionModel` config (diffusers `unet/config.json`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -88,7 +103,15 @@ pub struct UNet2DConditionConfig {
     pub act_fn: String,
     pub time_embedding_type: String,
     pub class_embed_type: Option<String>,
+    /// `"text_time"` (SDXL): pooled text embeddings and micro-conditioning time ids are added to
+    /// the time embedding (see [`UNet2DConditionConfig::text_time`]).
     pub addition_embed_type: Option<String>,
+    /// Sinusoidal channels per time id for `text_time` (SDXL: 256).
+    pub addition_time_embed_dim: Option<usize>,
+    /// Width of `add_embedding`'s input: text_embeds ++ every time id's embedding (SDXL: 2816).
+    pub projection_class_embeddings_input_dim: Option<usize>,
+    /// Per up block transformer depths (asymmetric UNets); not supported.
+    pub reverse_transformer_layers_per_block: Option<serde_json::Value>,
     pub time_cond_proj_dim: Option<usize>,
     pub resnet_time_scale_shift: String,
     pub dual_cross_attention: bool,
@@ -137,6 +160,9 @@ impl Default for UNet2DConditionConfig {
             time_embedding_type: "positional".into(),
             class_embed_type: None,
             addition_embed_type: None,
+            addition_time_embed_dim: None,
+            projection_class_embeddings_input_dim: None,
+            reverse_transformer_layers_per_block: None,
             time_cond_proj_dim: None,
             resnet_time_scale_shift: "default".into(),
             dual_cross_attention: false,
@@ -161,6 +187,22 @@ impl UNet2DConditionConfig {
             .as_ref()
             .unwrap_or(&self.attention_head_dim)
             .get(block)
+    }
+
+    /// The `text_time` additional embedding (SDXL), when configured: (sinusoidal channels per
+    /// time id, width of the pooled text embedding that precedes the time ids).
+    pub fn text_time(&self) -> Option<TextTime> {
+        if self.addition_embed_type.as_deref() != Some("text_time") {
+            return None;
+        }
+        let per_id = self.addition_time_embed_dim?;
+        let input = self.projection_class_embeddings_input_dim?;
+        let text_embeds_dim = input.checked_sub(NUM_TIME_IDS * per_id)?;
+        Some(TextTime {
+            addition_time_embed_dim: per_id,
+            text_embeds_dim,
+            input_dim: input,
+        })
     }
 
     /// Reject configs that need features stipple does not implement (naming the field).
@@ -198,9 +240,32 @@ impl UNet2DConditionConfig {
                 ));
             }
         }
+        match self.addition_embed_type.as_deref() {
+            None => {}
+            Some("text_time") => {
+                if self.text_time().is_none_or(|t| t.text_embeds_dim == 0) {
+                    return bad(format!(
+                        "addition_embed_type \"text_time\" needs addition_time_embed_dim and \
+                         projection_class_embeddings_input_dim > {NUM_TIME_IDS} × addition_time_embed_dim \
+                         (got {:?} and {:?})",
+                        self.addition_time_embed_dim, self.projection_class_embeddings_input_dim
+                    ));
+                }
+            }
+            Some(t) => {
+                return bad(format!(
+                    "addition_embed_type = {t:?} is not supported (only \"text_time\")"
+                ))
+            }
+        }
         for (field, set) in [
             ("class_embed_type", self.class_embed_type.is_some()),
-            ("addition_embed_type", self.addition_embed_type.is_some()),
+            (
+                "reverse_transformer_layers_per_block",
+                self.reverse_transformer_layers_per_block
+                    .as_ref()
+                    .is_some_and(|v| !v.is_null()),
+            ),
             ("time_cond_proj_dim", self.time_cond_proj_dim.is_some()),
             ("only_cross_attention", self.only_cross_attention),
             ("dual_cross_attention", self.dual_cross_attention),
@@ -273,6 +338,9 @@ pub struct AutoencoderKLConfig {
     pub use_post_quant_conv: bool,
     pub mid_block_add_attention: bool,
     pub sample_size: Option<usize>,
+    /// Decode in f32 when the model runs in f16 (SDXL pipelines honour it; diffusers' default
+    /// true). An "fp16-fix" VAE sets it false.
+    pub force_upcast: bool,
 }
 
 impl Default for AutoencoderKLConfig {
@@ -293,6 +361,7 @@ impl Default for AutoencoderKLConfig {
             use_post_quant_conv: true,
             mid_block_add_attention: true,
             sample_size: None,
+            force_upcast: true,
         }
     }
 }
@@ -382,6 +451,11 @@ pub struct ClipTextConfig {
     pub max_position_embeddings: usize,
     pub hidden_act: String,
     pub layer_norm_eps: f32,
+    /// Width of `text_projection` (`CLIPTextModelWithProjection`, SDXL's text_encoder_2).
+    pub projection_dim: usize,
+    /// Where the pooled output is read: the first `eos_token_id`, or the largest id when this
+    /// is the legacy 2 (transformers' `CLIPTextTransformer.forward`).
+    pub eos_token_id: u32,
 }
 
 impl Default for ClipTextConfig {
@@ -396,6 +470,8 @@ impl Default for ClipTextConfig {
             max_position_embeddings: 77,
             hidden_act: "quick_gelu".into(),
             layer_norm_eps: 1e-5,
+            projection_dim: 512,
+            eos_token_id: 49407,
         }
     }
 }

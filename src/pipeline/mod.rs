@@ -1,11 +1,16 @@
-//! The text-to-image pipeline (diffusers `StableDiffusionPipeline` and its img2img variant):
-//! tokenizer → text encoder → UNet under a scheduler with classifier-free guidance → VAE decoder.
+//! The text-to-image pipeline (diffusers `StableDiffusionPipeline` and its img2img variant, and
+//! `StableDiffusionXLPipeline`): tokenizer(s) → text encoder(s) → UNet under a scheduler with
+//! classifier-free guidance → VAE decoder. What differs between families (encoders, the UNet's
+//! conditioning, VAE dtype) is described in [`family`] and built in `conditioning.rs`; the
+//! denoising loop below is shared.
 //!
 //! Plans are built once per (batch, size) and replayed for every step and every later call with
 //! the same shapes. Per step the UNet output (a few hundred KB) is read back and the scheduler
 //! step runs on the CPU in f64; noise comes from a torch-compatible generator, so a seed gives
 //! the same latents and ancestral noise as diffusers on CPU.
 
+mod conditioning;
+pub mod family;
 pub mod layout;
 pub mod options;
 pub mod tiled_decode;
@@ -14,6 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use family::{Family, SizeConditioning};
 pub use options::{GenerateOptions, GenerateOutput, InitImage, Progress, Timings};
 
 use crate::error::{Error, Result};
@@ -21,6 +27,7 @@ use crate::gpu::{auto_dtype, DType, Gpu};
 use crate::graph::Plan;
 use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::clip::ClipTextModel;
+use crate::models::config::{read_config, AutoencoderKLConfig};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::Ctx;
 use crate::rng::TorchRng;
@@ -30,7 +37,8 @@ use crate::tokenizer::ClipTokenizer;
 /// Plans built so far, by batch and latent size.
 #[derive(Default)]
 struct PlanCache {
-    text: HashMap<usize, Plan>,
+    /// By (text encoder: 0 or 1 for text_encoder_2, rows).
+    text: HashMap<(usize, usize), Plan>,
     unet: HashMap<(usize, usize, usize), Plan>,
     decode: HashMap<(usize, usize, usize), Plan>,
     encode: HashMap<(usize, usize, usize), Plan>,
@@ -43,9 +51,19 @@ struct PlanCache {
 pub struct Pipeline {
     pub gpu: Gpu,
     pub dtype: DType,
+    /// The VAE's storage dtype: `dtype`, or f32 when the family honours the VAE's
+    /// `force_upcast` and `dtype` is f16 (the SDXL VAE overflows in f16).
+    pub vae_dtype: DType,
+    pub family: Family,
     pub path: PathBuf,
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextModel,
+    /// SDXL: the second tokenizer (pads with "!") and `CLIPTextModelWithProjection`.
+    pub tokenizer_2: Option<ClipTokenizer>,
+    pub text_encoder_2: Option<ClipTextModel>,
+    /// model_index.json's `force_zeros_for_empty_prompt` (SDXL; diffusers' default true): an
+    /// empty negative prompt gives zero negative embeddings.
+    pub force_zeros_for_empty_prompt: bool,
     pub unet: UNet2DConditionModel,
     pub vae: AutoencoderKL,
     pub scheduler_config: SchedulerConfig,
@@ -53,6 +71,28 @@ pub struct Pipeline {
     /// tiles sooner (tests, or to bound memory).
     pub binding_limit: u64,
     plans: PlanCache,
+}
+
+/// `tokenizer{suffix}/` and `text_encoder{suffix}/`, checked against each other.
+fn load_text_encoder(
+    ctx: Ctx,
+    path: &Path,
+    suffix: &str,
+) -> Result<(ClipTokenizer, ClipTextModel)> {
+    let tokenizer = ClipTokenizer::from_dir(path.join(format!("tokenizer{suffix}")))?;
+    let text_encoder = ClipTextModel::from_dir(ctx, &path.join(format!("text_encoder{suffix}")))?;
+    let positions = text_encoder.config.max_position_embeddings;
+    if tokenizer.max_length() != positions {
+        return Err(Error::Tokenizer {
+            file: path.join(format!("tokenizer{suffix}")),
+            message: format!(
+                "model_max_length {} does not match the text encoder's \
+                 max_position_embeddings {positions} (text_encoder{suffix}/config.json)",
+                tokenizer.max_length()
+            ),
+        });
+    }
+    Ok((tokenizer, text_encoder))
 }
 
 /// Read the scheduler config and build it once, so a bad value is reported at load time with
@@ -65,9 +105,6 @@ fn load_scheduler_config(path: &Path) -> Result<SchedulerConfig> {
     })?;
     Ok(config)
 }
-
-/// The component folders a StableDiffusionPipeline needs.
-const COMPONENTS: [&str; 5] = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"];
 
 impl Pipeline {
     /// Load a diffusers pipeline folder (`model_index.json`, tokenizer/, text_encoder/, unet/,
@@ -85,7 +122,8 @@ impl Pipeline {
             file: index.clone(),
             message: e.to_string(),
         })?;
-        for c in COMPONENTS {
+        let family = Family::from_model_index(&json);
+        for &c in family.components() {
             if json.get(c).is_none() || !path.join(c).is_dir() {
                 return Err(Error::Config {
                     file: index.clone(),
@@ -95,27 +133,46 @@ impl Pipeline {
         }
         let dtype = dtype.unwrap_or_else(|| auto_dtype(gpu));
         let ctx = Ctx::new(gpu, dtype);
-        let tokenizer = ClipTokenizer::from_dir(path.join("tokenizer"))?;
-        let text_encoder = ClipTextModel::from_dir(ctx, &path.join("text_encoder"))?;
-        let positions = text_encoder.config.max_position_embeddings;
-        if tokenizer.max_length() != positions {
-            return Err(Error::Tokenizer {
-                file: path.join("tokenizer"),
-                message: format!(
-                    "model_max_length {} does not match the text encoder's \
-                     max_position_embeddings {positions} (text_encoder/config.json)",
-                    tokenizer.max_length()
-                ),
-            });
-        }
+        let (tokenizer, text_encoder) = load_text_encoder(ctx, path, "")?;
+        let (tokenizer_2, text_encoder_2) = match family {
+            Family::StableDiffusionXL => {
+                let (t, e) = load_text_encoder(ctx, path, "_2")?;
+                (Some(t), Some(e))
+            }
+            Family::StableDiffusion => (None, None),
+        };
+        let unet = UNet2DConditionModel::from_dir(ctx, &path.join("unet"))?;
+        family::check_unet(
+            family,
+            &path.join("unet").join("config.json"),
+            &unet,
+            &text_encoder,
+            text_encoder_2.as_ref(),
+        )?;
+        let vae_config = path.join("vae").join("config.json");
+        let force_upcast = read_config::<AutoencoderKLConfig>(&vae_config)?.force_upcast;
+        let vae_dtype = if family.honours_force_upcast() && force_upcast {
+            DType::F32
+        } else {
+            dtype
+        };
+        let force_zeros_for_empty_prompt = json
+            .get("force_zeros_for_empty_prompt")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(family == Family::StableDiffusionXL);
         Ok(Pipeline {
             gpu: gpu.clone(),
             dtype,
+            vae_dtype,
+            family,
             path: path.to_path_buf(),
             tokenizer,
             text_encoder,
-            unet: UNet2DConditionModel::from_dir(ctx, &path.join("unet"))?,
-            vae: AutoencoderKL::from_dir(ctx, &path.join("vae"))?,
+            tokenizer_2,
+            text_encoder_2,
+            force_zeros_for_empty_prompt,
+            unet,
+            vae: AutoencoderKL::from_dir(Ctx::new(gpu, vae_dtype), &path.join("vae"))?,
             scheduler_config: load_scheduler_config(
                 &path.join("scheduler").join("scheduler_config.json"),
             )?,
@@ -189,31 +246,6 @@ impl Pipeline {
         Ok((scheduler, name))
     }
 
-    /// Text embeddings (rows, 77, D): [negative × batch, prompt × batch] with CFG, else prompt.
-    fn encode_text(&mut self, options: &GenerateOptions) -> Result<(Vec<f32>, usize)> {
-        let positive = self.tokenizer.encode(&options.prompt)?;
-        let mut ids = Vec::new();
-        if options.do_cfg() {
-            let negative = self.tokenizer.encode(&options.negative_prompt)?;
-            for _ in 0..options.batch {
-                ids.extend_from_slice(&negative.ids);
-            }
-        }
-        for _ in 0..options.batch {
-            ids.extend_from_slice(&positive.ids);
-        }
-        let rows = ids.len() / self.tokenizer.max_length();
-        let embeds = self.text_encoder.embed_tokens(&ids)?;
-        if !self.plans.text.contains_key(&rows) {
-            let g = self.text_encoder.graph(self.dtype, rows, false)?;
-            self.plans.text.insert(rows, Plan::new(&self.gpu, g)?);
-        }
-        let plan = &self.plans.text[&rows];
-        plan.write_input("inputs_embeds", &embeds)?;
-        plan.run()?;
-        Ok((plan.read_output("last_hidden_state")?, positive.truncated))
-    }
-
     /// Run the pipeline. `progress(step, total)` is called after each denoising step.
     pub fn generate(
         &mut self,
@@ -233,11 +265,18 @@ impl Pipeline {
 
         // 1. text
         let t0 = Instant::now();
-        let (context, truncated_tokens) = self.encode_text(options)?;
+        let cond = self.encode_prompt(options, height, width)?;
+        let truncated_tokens = cond.truncated_tokens;
         let text_encode = t0.elapsed().as_secs_f64();
 
         // 2. initial latents (NHWC), and the steps to run
         let timesteps: Vec<f64> = scheduler.timesteps().to_vec();
+        if options.init_image.is_some() && self.family == Family::StableDiffusionXL {
+            return Err(Error::invalid(
+                "init image",
+                "img2img is not supported for SDXL models yet",
+            ));
+        }
         let (mut latents, first_step) = match &options.init_image {
             None => {
                 let noise = match &options.latents {
@@ -284,7 +323,11 @@ impl Pipeline {
             self.plans.unet.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.unet[&key];
-        plan.write_input("encoder_hidden_states", &context)?;
+        plan.write_input("encoder_hidden_states", &cond.context)?;
+        if let (Some(text_embeds), Some(time_ids)) = (&cond.text_embeds, &cond.time_ids) {
+            plan.write_input("text_embeds", text_embeds)?;
+            plan.write_input("time_ids", time_ids)?;
+        }
         let total = timesteps.len() - first_step;
         for (done, i) in (first_step..timesteps.len()).enumerate() {
             let input = scheduler.scale_model_input(&latents, i)?;
@@ -392,7 +435,9 @@ impl Pipeline {
     fn decode_tile_size(&self, b: usize, lh: usize, lw: usize) -> Result<usize> {
         let limit = self.binding_limit;
         let fits = |batch: usize, th: usize, tw: usize| -> Result<bool> {
-            let g = self.vae.decode_graph(self.dtype, batch, [th, tw], false)?;
+            let g = self
+                .vae
+                .decode_graph(self.vae_dtype, batch, [th, tw], false)?;
             Ok(g.largest_value().is_none_or(|(_, bytes)| bytes <= limit))
         };
         if fits(b, lh, lw)? {
@@ -410,7 +455,7 @@ impl Pipeline {
     fn decode_plan(&mut self, z: &[f32], [b, lh, lw]: [usize; 3]) -> Result<Vec<f32>> {
         let key = (b, lh, lw);
         if !self.plans.decode.contains_key(&key) {
-            let g = self.vae.decode_graph(self.dtype, b, [lh, lw], false)?;
+            let g = self.vae.decode_graph(self.vae_dtype, b, [lh, lw], false)?;
             self.plans.decode.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.decode[&key];
@@ -456,7 +501,7 @@ impl Pipeline {
         if !self.plans.encode.contains_key(&key) {
             let g = self
                 .vae
-                .encode_graph(self.dtype, b, [height, width], false)?;
+                .encode_graph(self.vae_dtype, b, [height, width], false)?;
             self.plans.encode.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.encode[&key];

@@ -1,0 +1,147 @@
+//! The SDXL pipeline vs diffusers' StableDiffusionXLPipeline on tiny-sdxl (two text encoders with
+//! the full CLIP vocabulary, text_time UNet, f16 weights; tools/golden/sdxl_golden.py), from the
+//! same latents and seed: Euler with a negative prompt, with an empty negative prompt
+//! (force_zeros_for_empty_prompt: zero negative embeddings), with explicit time ids, and an
+//! SDXL-Turbo-style run (Euler a, trailing timesteps, 2 steps, guidance 0: batch-1 UNet).
+//! Tolerance on the [0, 1] image: f32 max abs error 1e-4; f16 storage 3e-2 (the VAE decodes in
+//! f32 there: force_upcast).
+
+mod common;
+
+use common::golden::{fixture, Golden};
+use common::*;
+use stipple::pipeline::{Family, GenerateOptions, Pipeline, Progress, SizeConditioning};
+use stipple::schedulers::TimestepSpacing;
+use stipple::DType;
+
+const PROMPT: &str = "a red apple on a wooden table";
+
+fn max_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The options of golden run `name` (see sdxl_golden.py's RUNS).
+fn options(name: &str, latents: Vec<f32>) -> GenerateOptions {
+    let mut o = GenerateOptions {
+        prompt: PROMPT.into(),
+        negative_prompt: "blurry".into(),
+        steps: 5,
+        guidance_scale: 5.0,
+        seed: 1234,
+        width: 24,
+        height: 16,
+        scheduler: Some("euler".into()),
+        latents: Some(latents),
+        ..Default::default()
+    };
+    match name {
+        "euler" => {}
+        "euler_empty_negative" => o.negative_prompt.clear(),
+        "euler_time_ids" => {
+            o.size_conditioning = SizeConditioning {
+                original_size: Some([32, 40]),
+                crops_coords_top_left: [4, 2],
+                target_size: Some([24, 16]),
+            }
+        }
+        "turbo" => {
+            o.negative_prompt.clear();
+            o.steps = 2;
+            o.guidance_scale = 0.0;
+            o.scheduler = Some("euler-a".into());
+        }
+        _ => unreachable!("{name}"),
+    }
+    o
+}
+
+fn run(pipe: &mut Pipeline, name: &str, latents: &[f32]) -> Vec<f32> {
+    // SDXL-Turbo's scheduler config has trailing timesteps; tiny-sdxl's is SDXL base's (leading).
+    pipe.scheduler_config.timestep_spacing = Some(if name == "turbo" {
+        TimestepSpacing::Trailing
+    } else {
+        TimestepSpacing::Leading
+    });
+    pipe.generate(&options(name, latents.to_vec()), |_, _| Progress::Continue)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .images
+}
+
+const RUNS: [&str; 4] = ["euler", "euler_empty_negative", "euler_time_ids", "turbo"];
+
+#[test]
+fn sdxl_runs_match_diffusers_f32() {
+    let Some(gpu) = gpu() else { return };
+    let dir = fixture("tiny-sdxl");
+    let mut pipe = Pipeline::load(&gpu, &dir, Some(DType::F32)).expect("load");
+    assert_eq!(pipe.family, Family::StableDiffusionXL);
+    assert!(pipe.force_zeros_for_empty_prompt);
+    assert_eq!(pipe.vae.config.scaling_factor, 0.13025);
+    let golden = Golden::open(dir.join("golden_pipeline.safetensors"));
+    let (_, latents) = golden.f32("latents");
+    let mut failures = Vec::new();
+    for name in RUNS {
+        let got = run(&mut pipe, name, &latents);
+        let (_, want) = golden.f32(&format!("{name}.image"));
+        let err = max_err(&got, &want);
+        eprintln!("tiny-sdxl {name} f32: image max abs error {err:.3e}");
+        if !(err <= 1e-4) {
+            failures.push(format!("{name}: {err:.3e}"));
+        }
+    }
+    assert!(failures.is_empty(), "mismatches: {failures:?}");
+}
+
+#[test]
+fn sdxl_f16_decodes_in_f32_and_stays_finite() {
+    let Some(gpu) = gpu() else { return };
+    if !gpu.supports_f16() {
+        return;
+    }
+    let dir = fixture("tiny-sdxl");
+    let mut pipe = Pipeline::load(&gpu, &dir, Some(DType::F16)).expect("load");
+    assert_eq!(pipe.dtype, DType::F16);
+    assert_eq!(pipe.vae_dtype, DType::F32, "force_upcast");
+    let golden = Golden::open(dir.join("golden_pipeline.safetensors"));
+    let (_, latents) = golden.f32("latents");
+    for name in ["euler", "turbo"] {
+        let got = run(&mut pipe, name, &latents);
+        assert!(got.iter().all(|v| v.is_finite()), "{name}: non-finite");
+        let (lo, hi) = got
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        assert!(hi - lo > 0.1, "{name}: constant image [{lo}, {hi}]");
+        let (_, want) = golden.f32(&format!("{name}.image"));
+        let err = max_err(&got, &want);
+        eprintln!("tiny-sdxl {name} f16: image max abs error {err:.3e}");
+        assert!(err <= 3e-2, "{name} f16: {err:.3e}");
+    }
+}
+
+#[test]
+fn sdxl_img2img_is_a_clear_error() {
+    let Some(gpu) = gpu() else { return };
+    let mut pipe = Pipeline::load(&gpu, &fixture("tiny-sdxl"), Some(DType::F32)).expect("load");
+    let options = GenerateOptions {
+        prompt: PROMPT.into(),
+        steps: 1,
+        width: 24,
+        height: 16,
+        init_image: Some(stipple::pipeline::InitImage {
+            width: 24,
+            height: 16,
+            pixels: vec![0.0; 24 * 16 * 3],
+            strength: 0.5,
+        }),
+        ..Default::default()
+    };
+    let err = pipe
+        .generate(&options, |_, _| Progress::Continue)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SDXL"), "{err}");
+}
