@@ -242,15 +242,14 @@ impl UNet2DConditionConfig {
         }
         match self.addition_embed_type.as_deref() {
             None => {}
+            Some("text_time") if self.text_time().is_some_and(|t| t.text_embeds_dim > 0) => {}
             Some("text_time") => {
-                if self.text_time().is_none_or(|t| t.text_embeds_dim == 0) {
-                    return bad(format!(
-                        "addition_embed_type \"text_time\" needs addition_time_embed_dim and \
-                         projection_class_embeddings_input_dim > {NUM_TIME_IDS} × addition_time_embed_dim \
-                         (got {:?} and {:?})",
-                        self.addition_time_embed_dim, self.projection_class_embeddings_input_dim
-                    ));
-                }
+                return bad(format!(
+                    "addition_embed_type \"text_time\" needs addition_time_embed_dim and \
+                     projection_class_embeddings_input_dim > {NUM_TIME_IDS} × addition_time_embed_dim \
+                     (got {:?} and {:?})",
+                    self.addition_time_embed_dim, self.projection_class_embeddings_input_dim
+                ))
             }
             Some(t) => {
                 return bad(format!(

@@ -138,9 +138,6 @@ def write_folder():
     pipe.save_pretrained(str(DIR), safe_serialization=True)
     write_tokenizer(DIR / "tokenizer", None)
     write_tokenizer(DIR / "tokenizer_2", "!")
-    for f in ("LICENSE",):
-        for t in ("tokenizer", "tokenizer_2"):
-            (DIR / t / f).unlink(missing_ok=True)
 
 
 def load_pipe():
