@@ -145,3 +145,51 @@ fn sdxl_img2img_is_a_clear_error() {
         .to_string();
     assert!(err.contains("SDXL"), "{err}");
 }
+
+/// A copy of tiny-sdxl's VAE folder with `edit` applied to its config.
+fn vae_copy(name: &str, edit: impl Fn(&mut serde_json::Value)) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stipple-sdxl-vae-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let src = fixture("tiny-sdxl").join("vae");
+    std::fs::copy(
+        src.join("diffusion_pytorch_model.safetensors"),
+        dir.join("diffusion_pytorch_model.safetensors"),
+    )
+    .expect("copy weights");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).expect("read"))
+            .expect("json");
+    edit(&mut config);
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("write config");
+    dir
+}
+
+#[test]
+fn set_vae_swaps_in_an_fp16_fix_vae() {
+    let Some(gpu) = gpu() else { return };
+    if !gpu.supports_f16() {
+        return;
+    }
+    let mut pipe = Pipeline::load(&gpu, &fixture("tiny-sdxl"), Some(DType::F16)).expect("load");
+    assert_eq!(pipe.vae_dtype, DType::F32);
+    let fixed = vae_copy("fix", |c| c["force_upcast"] = false.into());
+    pipe.set_vae(&fixed).expect("set_vae");
+    assert_eq!(pipe.vae_dtype, DType::F16, "fp16-fix VAE decodes in f16");
+    let golden = Golden::open(fixture("tiny-sdxl").join("golden_pipeline.safetensors"));
+    let (_, latents) = golden.f32("latents");
+    let got = run(&mut pipe, "euler", &latents);
+    let (_, want) = golden.f32("euler.image");
+    let err = max_err(&got, &want);
+    eprintln!("tiny-sdxl euler f16, f16 VAE: image max abs error {err:.3e}");
+    assert!(err <= 3e-2, "{err:.3e}");
+
+    let bad = vae_copy("bad", |c| c["latent_channels"] = 8.into());
+    let err = pipe.set_vae(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("latent_channels") && err.contains("config.json"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(fixed);
+    let _ = std::fs::remove_dir_all(bad);
+}

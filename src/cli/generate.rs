@@ -72,6 +72,10 @@ pub struct GenerateArgs {
     /// Also save the image tensor `image`, f32 (batch, H, W, 3) in [0, 1], to this safetensors file.
     #[arg(long)]
     pub save_tensor: Option<PathBuf>,
+    /// A VAE folder (config.json + weights) to decode with instead of the model's, e.g. an
+    /// fp16-fix SDXL VAE (force_upcast false: decodes in f16 too).
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
     /// SDXL micro-conditioning: the size the model is told the source image had, HEIGHT,WIDTH
     /// (default: the output size).
     #[arg(long, value_parser = parse_pair, value_name = "HEIGHT,WIDTH")]
@@ -269,6 +273,11 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
     let gpu = Gpu::new(gpu_options)?;
     let mut pipeline = Pipeline::load(&gpu, &model, dtype)
         .with_context(|| format!("loading {}", model.display()))?;
+    if let Some(vae) = &args.vae {
+        pipeline
+            .set_vae(vae)
+            .with_context(|| format!("loading the VAE {}", vae.display()))?;
+    }
     if options.latents.is_some() && args.width.is_none() && args.height.is_none() {
         let f = pipeline.vae_scale_factor();
         options.height *= f;

@@ -184,6 +184,35 @@ impl Pipeline {
         })
     }
 
+    /// Swap in the VAE of folder `dir` (`config.json` + weights), e.g. an fp16-fix SDXL VAE
+    /// (`force_upcast: false`: it then decodes in the model's dtype). Its latent channels must
+    /// be the UNet's.
+    pub fn set_vae(&mut self, dir: &Path) -> Result<()> {
+        let config_path = dir.join("config.json");
+        let config: AutoencoderKLConfig = read_config(&config_path)?;
+        if config.latent_channels != self.unet.config.out_channels {
+            return Err(Error::Config {
+                file: config_path,
+                message: format!(
+                    "latent_channels = {} but the UNet denoises {} channels",
+                    config.latent_channels, self.unet.config.out_channels
+                ),
+            });
+        }
+        let vae_dtype = if self.family.honours_force_upcast() && config.force_upcast {
+            DType::F32
+        } else {
+            self.dtype
+        };
+        self.vae = AutoencoderKL::from_dir(Ctx::new(&self.gpu, vae_dtype), dir)?;
+        self.vae_dtype = vae_dtype;
+        let p = &mut self.plans;
+        p.decode.clear();
+        p.encode.clear();
+        p.decode_tile.clear();
+        Ok(())
+    }
+
     /// Pixels per latent (the VAE's downscale factor).
     pub fn vae_scale_factor(&self) -> usize {
         self.vae.config.downscale_factor()
