@@ -193,3 +193,86 @@ fn set_vae_swaps_in_an_fp16_fix_vae() {
     let _ = std::fs::remove_dir_all(fixed);
     let _ = std::fs::remove_dir_all(bad);
 }
+
+/// `stipple generate` on tiny-sdxl with the micro-conditioning flags and the default (empty)
+/// negative prompt reproduces diffusers' runs through the CLI.
+#[test]
+fn cli_time_id_flags_and_empty_negative_match_diffusers() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("stipple-sdxl-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let model = fixture("tiny-sdxl");
+    let golden = Golden::open(model.join("golden_pipeline.safetensors"));
+    let (shape, latents) = golden.f32("latents");
+    let latents_file = dir.join("latents.safetensors");
+    stipple::image_io::write_tensor_safetensors(&latents_file, "latents", &shape, &latents)
+        .expect("write latents");
+    let runs: [(&str, &[&str]); 2] = [
+        (
+            "euler_time_ids",
+            &[
+                "-n",
+                "blurry",
+                "--original-size",
+                "32,40",
+                "--crops-coords-top-left",
+                "4,2",
+                "--target-size",
+                "24,16",
+            ],
+        ),
+        ("euler_empty_negative", &[]),
+    ];
+    for (name, extra) in runs {
+        let tensor = dir.join(format!("{name}.safetensors"));
+        let png = dir.join(format!("{name}.png"));
+        let mut args = vec![
+            "generate",
+            PROMPT,
+            "-m",
+            model.to_str().expect("path"),
+            "--steps",
+            "5",
+            "--cfg",
+            "5",
+            "--seed",
+            "1234",
+            "--scheduler",
+            "euler",
+            "--dtype",
+            "f32",
+            "--latents",
+            latents_file.to_str().expect("path"),
+            "--save-tensor",
+            tensor.to_str().expect("path"),
+            "-o",
+            png.to_str().expect("path"),
+        ];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stipple"))
+            .args(&args)
+            .output()
+            .expect("run stipple");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        let (_, got) =
+            stipple::image_io::read_tensor_safetensors(&tensor, "image").expect("read tensor");
+        let (_, want) = golden.f32(&format!("{name}.image"));
+        let err = max_err(&got, &want);
+        eprintln!("tiny-sdxl {name} CLI: image max abs error {err:.3e}");
+        assert!(err <= 1e-4, "{name}: {err:.3e}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stipple"))
+        .args(["generate", "x", "--original-size", "32x40"])
+        .output()
+        .expect("run stipple");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("original-size"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
