@@ -161,3 +161,43 @@ fn a_text_time_unet_without_its_inputs_is_an_error() {
     let err = unet.forward(&mut g, sample, t, c).unwrap_err().to_string();
     assert!(err.contains("text_time"), "{err}");
 }
+
+/// Full-size SDXL base (diffusers config, placeholder weights: shapes only) builds its UNet and
+/// text encoder graphs at 1024×1024, batch 2 (CFG): the per-block heads, transformer depths
+/// (1, 2, 10), 2048-wide context and 2816-wide add_embedding all fit together. Prints the planned
+/// activation peaks.
+#[test]
+fn full_size_sdxl_graphs_build() {
+    use stipple::models::config::{ClipTextConfig, UNet2DConditionConfig};
+    use stipple::weights::Weights;
+    let Some(gpu) = gpu() else { return };
+    let empty = Weights::empty("(placeholder weights)");
+    let w = empty.root();
+    let ctx = Ctx::placeholders(&gpu, DType::F16);
+    let unet = UNet2DConditionModel::load(ctx, &w, UNet2DConditionConfig::stable_diffusion_xl())
+        .expect("unet");
+    let g = unet
+        .graph(DType::F16, 2, [128, 128], 77, false)
+        .expect("graph");
+    let out = g.output_names().collect::<Vec<_>>();
+    assert_eq!(out, ["out"]);
+    let peak = g.memory().activation_peak();
+    eprintln!(
+        "SDXL UNet f16 1024x1024 batch 2: planned activation peak {} MiB",
+        peak >> 20
+    );
+    let te2 = ClipTextModel::load_with_projection(ctx, &w, ClipTextConfig::clip_vit_bigg14(), true)
+        .expect("text_encoder_2");
+    let g = te2
+        .prompt_graph(
+            DType::F16,
+            2,
+            stipple::models::clip::PromptEmbeds::HiddenState(31),
+        )
+        .expect("graph");
+    assert!(g.output_names().any(|n| n == "projected"));
+    eprintln!(
+        "SDXL text_encoder_2 f16 batch 2: planned activation peak {} MiB",
+        g.memory().activation_peak() >> 20
+    );
+}

@@ -146,6 +146,18 @@ impl ClipTextModel {
     /// Weights with or without the `text_model.` prefix (hub SD1.x files have it; transformers 5
     /// writes without).
     pub fn load(ctx: Ctx, root: &WeightsView, config: ClipTextConfig) -> Result<Self> {
+        let with_projection = root.contains("text_projection.weight");
+        Self::load_with_projection(ctx, root, config, with_projection)
+    }
+
+    /// [`Self::load`], saying whether `text_projection` is there (`CLIPTextModelWithProjection`):
+    /// for placeholder weights, where nothing can be detected.
+    pub fn load_with_projection(
+        ctx: Ctx,
+        root: &WeightsView,
+        config: ClipTextConfig,
+        with_projection: bool,
+    ) -> Result<Self> {
         let w = if root.contains("text_model.embeddings.token_embedding.weight") {
             root.pp("text_model")
         } else {
@@ -170,8 +182,7 @@ impl ClipTextModel {
             .collect::<Result<Vec<_>>>()?;
         let final_layer_norm =
             LayerNorm::load(ctx, &w.pp("final_layer_norm"), d, config.layer_norm_eps)?;
-        let text_projection = root
-            .contains("text_projection.weight")
+        let text_projection = with_projection
             .then(|| {
                 layers::linear(
                     ctx,

@@ -37,6 +37,12 @@ fn offending_field<T: DeserializeOwned>(text: &str, e: &serde_json::Error) -> Op
     })
 }
 
+/// A boolean that configs may write as `null` (SDXL's `upcast_attention: null`): diffusers
+/// passes None on, which acts as false.
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Option::<bool>::deserialize(d).map(Option::unwrap_or_default)
+}
+
 /// A field given either once for every block or as a per-block list (diffusers accepts both).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(untagged)]
@@ -74,7 +80,7 @@ pub struct TextTime {
 }
 
 /// `UNet2DConditionModel` config (diffusers `unet/config.json`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct UNet2DConditionConfig {
     pub in_channels: usize,
@@ -92,9 +98,13 @@ pub struct UNet2DConditionConfig {
     pub transformer_layers_per_block: PerBlock,
     pub norm_num_groups: usize,
     pub norm_eps: f32,
+    #[serde(deserialize_with = "null_is_false")]
     pub use_linear_projection: bool,
+    #[serde(deserialize_with = "null_is_false")]
     pub upcast_attention: bool,
+    #[serde(deserialize_with = "null_is_false")]
     pub only_cross_attention: bool,
+    #[serde(deserialize_with = "null_is_false")]
     pub flip_sin_to_cos: bool,
     pub freq_shift: f32,
     pub downsample_padding: usize,
@@ -114,6 +124,7 @@ pub struct UNet2DConditionConfig {
     pub reverse_transformer_layers_per_block: Option<serde_json::Value>,
     pub time_cond_proj_dim: Option<usize>,
     pub resnet_time_scale_shift: String,
+    #[serde(deserialize_with = "null_is_false")]
     pub dual_cross_attention: bool,
     pub sample_size: Option<usize>,
 }
@@ -177,6 +188,33 @@ impl UNet2DConditionConfig {
         UNet2DConditionConfig {
             cross_attention_dim: 768,
             sample_size: Some(64),
+            ..Default::default()
+        }
+    }
+
+    /// SDXL base's UNet (stabilityai/stable-diffusion-xl-base-1.0 `unet/config.json`; SDXL-Turbo's
+    /// differs only in `sample_size` 64): for checkpoints without a config, and planning.
+    pub fn stable_diffusion_xl() -> Self {
+        UNet2DConditionConfig {
+            block_out_channels: vec![320, 640, 1280],
+            down_block_types: [
+                "DownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
+            up_block_types: ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+                .map(String::from)
+                .to_vec(),
+            attention_head_dim: PerBlock::Each(vec![5, 10, 20]),
+            transformer_layers_per_block: PerBlock::Each(vec![1, 2, 10]),
+            cross_attention_dim: 2048,
+            use_linear_projection: true,
+            addition_embed_type: Some("text_time".into()),
+            addition_time_embed_dim: Some(256),
+            projection_class_embeddings_input_dim: Some(2816),
+            sample_size: Some(128),
             ..Default::default()
         }
     }
@@ -333,12 +371,16 @@ pub struct AutoencoderKLConfig {
     pub act_fn: String,
     pub scaling_factor: f32,
     pub shift_factor: Option<f32>,
+    #[serde(deserialize_with = "null_is_false")]
     pub use_quant_conv: bool,
+    #[serde(deserialize_with = "null_is_false")]
     pub use_post_quant_conv: bool,
+    #[serde(deserialize_with = "null_is_false")]
     pub mid_block_add_attention: bool,
     pub sample_size: Option<usize>,
     /// Decode in f32 when the model runs in f16 (SDXL pipelines honour it; diffusers' default
     /// true). An "fp16-fix" VAE sets it false.
+    #[serde(deserialize_with = "null_is_false")]
     pub force_upcast: bool,
 }
 
@@ -487,6 +529,20 @@ impl ClipTextConfig {
         }
     }
 
+    /// OpenCLIP ViT-bigG/14's text encoder with its projection: SDXL's `text_encoder_2`.
+    pub fn clip_vit_bigg14() -> Self {
+        ClipTextConfig {
+            hidden_size: 1280,
+            intermediate_size: 5120,
+            num_hidden_layers: 32,
+            num_attention_heads: 20,
+            hidden_act: "gelu".into(),
+            projection_dim: 1280,
+            eos_token_id: 2,
+            ..Default::default()
+        }
+    }
+
     pub fn validate(&self, file: &Path) -> Result<()> {
         let bad = |message: String| {
             Err(Error::Config {
@@ -515,5 +571,74 @@ impl ClipTextConfig {
             }
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (the fields that matter).
+    const SDXL_UNET: &str = r#"{
+        "_class_name": "UNet2DConditionModel", "act_fn": "silu",
+        "addition_embed_type": "text_time", "addition_embed_type_num_heads": 64,
+        "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+        "block_out_channels": [320, 640, 1280], "class_embed_type": null,
+        "cross_attention_dim": 2048,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "dual_cross_attention": false, "flip_sin_to_cos": true, "freq_shift": 0,
+        "in_channels": 4, "layers_per_block": 2, "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "norm_eps": 1e-05, "norm_num_groups": 32, "num_attention_heads": null,
+        "only_cross_attention": false, "out_channels": 4,
+        "projection_class_embeddings_input_dim": 2816, "resnet_time_scale_shift": "default",
+        "sample_size": 128, "time_cond_proj_dim": null, "time_embedding_type": "positional",
+        "transformer_layers_per_block": [1, 2, 10],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "upcast_attention": null, "use_linear_projection": true
+    }"#;
+
+    #[test]
+    fn sdxl_unet_config_reads_as_diffusers_does() {
+        let c: UNet2DConditionConfig = serde_json::from_str(SDXL_UNET).expect("parse");
+        c.validate(Path::new("config.json")).expect("valid");
+        assert!(!c.upcast_attention);
+        assert_eq!(
+            c.text_time(),
+            Some(TextTime {
+                addition_time_embed_dim: 256,
+                text_embeds_dim: 1280,
+                input_dim: 2816
+            })
+        );
+        // attention_head_dim is the number of heads (num_attention_heads is null): head dim 64.
+        assert_eq!(
+            (0..3).map(|i| c.heads(i)).collect::<Vec<_>>(),
+            [Some(5), Some(10), Some(20)]
+        );
+        assert_eq!(c.transformer_layers_per_block.get(2), Some(10));
+        assert_eq!(c, UNet2DConditionConfig::stable_diffusion_xl());
+    }
+
+    #[test]
+    fn text_time_without_its_dims_is_rejected() {
+        let c: UNet2DConditionConfig = serde_json::from_str(
+            r#"{"addition_embed_type": "text_time", "cross_attention_dim": 2048}"#,
+        )
+        .expect("parse");
+        let err = c
+            .validate(Path::new("unet/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("projection_class_embeddings_input_dim"),
+            "{err}"
+        );
+        let c: UNet2DConditionConfig =
+            serde_json::from_str(r#"{"addition_embed_type": "text"}"#).expect("parse");
+        let err = c
+            .validate(Path::new("unet/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("addition_embed_type"), "{err}");
     }
 }
