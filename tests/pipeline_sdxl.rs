@@ -276,3 +276,32 @@ fn cli_time_id_flags_and_empty_negative_match_diffusers() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// With at most one plan per kind, alternating sizes evicts and rebuilds plans (bounded count)
+/// and the results stay diffusers' numbers.
+#[test]
+fn plan_cache_is_bounded_and_rebuilds_evicted_plans() {
+    let Some(gpu) = gpu() else { return };
+    let dir = fixture("tiny-sdxl");
+    let mut pipe = Pipeline::load(&gpu, &dir, Some(DType::F32)).expect("load");
+    pipe.set_max_plans(1);
+    let golden = Golden::open(dir.join("golden_pipeline.safetensors"));
+    let (_, latents) = golden.f32("latents");
+    let (_, want) = golden.f32("euler.image");
+    for round in 0..2 {
+        let got = run(&mut pipe, "euler", &latents);
+        assert!(max_err(&got, &want) <= 1e-4, "round {round}");
+        let other = GenerateOptions {
+            prompt: PROMPT.into(),
+            steps: 1,
+            width: 16,
+            height: 16,
+            batch: 2,
+            ..Default::default()
+        };
+        pipe.generate(&other, |_, _| Progress::Continue)
+            .expect("other size");
+        // text encoder 2 (last used), UNet, decode: one each
+        assert!(pipe.plan_count() <= 3, "{} plans", pipe.plan_count());
+    }
+}

@@ -13,6 +13,7 @@ mod conditioning;
 pub mod family;
 pub mod layout;
 pub mod options;
+pub mod plan_cache;
 pub mod tiled_decode;
 
 use std::collections::HashMap;
@@ -33,15 +34,17 @@ use crate::models::Ctx;
 use crate::rng::TorchRng;
 use crate::schedulers::{Scheduler, SchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
+use plan_cache::Lru;
 
-/// Plans built so far, by batch and latent size.
+/// Plans built so far, by batch and latent size; the least recently used are dropped beyond
+/// [`plan_cache::DEFAULT_CAPACITY`] per kind (see [`Pipeline::set_max_plans`]).
 #[derive(Default)]
 struct PlanCache {
     /// By (text encoder: 0 or 1 for text_encoder_2, rows).
-    text: HashMap<(usize, usize), Plan>,
-    unet: HashMap<(usize, usize, usize), Plan>,
-    decode: HashMap<(usize, usize, usize), Plan>,
-    encode: HashMap<(usize, usize, usize), Plan>,
+    text: Lru<(usize, usize), Plan>,
+    unet: Lru<(usize, usize, usize), Plan>,
+    decode: Lru<(usize, usize, usize), Plan>,
+    encode: Lru<(usize, usize, usize), Plan>,
     /// Decode tile side chosen per (batch, h, w) and binding limit (building the graphs that
     /// decide it is not repeated on every call).
     decode_tile: HashMap<(usize, usize, usize, u64), usize>,
@@ -211,6 +214,26 @@ impl Pipeline {
         p.encode.clear();
         p.decode_tile.clear();
         Ok(())
+    }
+
+    /// Keep at most `n` (≥ 1) built plans of each kind (text encoder, UNet, VAE decode, VAE
+    /// encode), dropping the least recently used now and later.
+    pub fn set_max_plans(&mut self, n: usize) {
+        let p = &mut self.plans;
+        p.text.capacity = n;
+        p.unet.capacity = n;
+        p.decode.capacity = n;
+        p.encode.capacity = n;
+        p.text.trim();
+        p.unet.trim();
+        p.decode.trim();
+        p.encode.trim();
+    }
+
+    /// Number of plans built and kept (all kinds).
+    pub fn plan_count(&self) -> usize {
+        let p = &self.plans;
+        p.text.len() + p.unet.len() + p.decode.len() + p.encode.len()
     }
 
     /// Pixels per latent (the VAE's downscale factor).
