@@ -44,6 +44,7 @@ fn options(scheduler: &str, latents: Vec<f32>) -> GenerateOptions {
         scheduler_overrides: Default::default(),
         latents: Some(latents),
         init_image: None,
+        ..Default::default()
     }
 }
 

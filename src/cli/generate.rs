@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::Context;
 use stipple::image_io::{self, A1111Parameters};
 use stipple::pipeline::{
-    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Pipeline, Progress, Timings,
+    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Pipeline, Progress, SizeConditioning,
+    Timings,
 };
 use stipple::schedulers::{PredictionType, SchedulerOverrides, TimestepSpacing};
 use stipple::{DType, Gpu, GpuOptions};
@@ -92,6 +93,33 @@ pub struct GenerateArgs {
     /// Also save the image tensor `image`, f32 (batch, H, W, 3) in [0, 1], to this safetensors file.
     #[arg(long)]
     pub save_tensor: Option<PathBuf>,
+    /// A VAE folder (config.json + weights) to decode with instead of the model's, e.g. an
+    /// fp16-fix SDXL VAE (force_upcast false: decodes in f16 too).
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
+    /// SDXL micro-conditioning: the size the model is told the source image had, HEIGHT,WIDTH
+    /// (default: the output size).
+    #[arg(long, value_parser = parse_pair, value_name = "HEIGHT,WIDTH")]
+    pub original_size: Option<[usize; 2]>,
+    /// SDXL micro-conditioning: crop offset TOP,LEFT (default 0,0).
+    #[arg(long, value_parser = parse_pair, value_name = "TOP,LEFT")]
+    pub crops_coords_top_left: Option<[usize; 2]>,
+    /// SDXL micro-conditioning: the target size HEIGHT,WIDTH (default: the output size).
+    #[arg(long, value_parser = parse_pair, value_name = "HEIGHT,WIDTH")]
+    pub target_size: Option<[usize; 2]>,
+}
+
+/// "A,B" → [A, B] (SDXL's (height, width) / (top, left) pairs, in diffusers' order).
+fn parse_pair(s: &str) -> Result<[usize; 2], String> {
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|e| format!("{v:?} in {s:?}: {e}"))
+    };
+    match s.split_once(',') {
+        Some((a, b)) => Ok([parse(a)?, parse(b)?]),
+        None => Err(format!("{s:?} is not two numbers A,B")),
+    }
 }
 
 /// Error unless a file can be created in `path`'s directory (checked before any GPU work).
@@ -239,6 +267,11 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         },
         latents: None,
         init_image,
+        size_conditioning: SizeConditioning {
+            original_size: args.original_size,
+            crops_coords_top_left: args.crops_coords_top_left.unwrap_or_default(),
+            target_size: args.target_size,
+        },
     };
     if let Some((shape, data)) = latents {
         anyhow::ensure!(
@@ -278,6 +311,11 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
     let prediction_type = pipeline
         .scheduler_config_for(&options)?
         .prediction_type;
+    if let Some(vae) = &args.vae {
+        pipeline
+            .set_vae(vae)
+            .with_context(|| format!("loading the VAE {}", vae.display()))?;
+    }
     if options.latents.is_some() && args.width.is_none() && args.height.is_none() {
         let f = pipeline.vae_scale_factor();
         options.height *= f;

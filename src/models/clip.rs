@@ -1,8 +1,14 @@
-//! `CLIPTextModel` (transformers `models/clip/modeling_clip.py`): the text encoder of SD1.x/SD2.x.
+//! `CLIPTextModel` (transformers `models/clip/modeling_clip.py`): the text encoder of SD1.x/SD2.x,
+//! and `CLIPTextModelWithProjection` (SDXL's `text_encoder_2`) when the weights have
+//! `text_projection.weight`.
 //!
 //! The token-embedding gather runs on the CPU: the table (49408 × 768 f32 = 145 MiB for SD1.x)
 //! exceeds the 128 MiB storage-binding limit of many adapters, and gathering 77 rows costs
 //! nothing. The graph starts at `inputs_embeds` (B, T, D) and adds the position embeddings.
+//!
+//! The pooled output (`text_embeds` of the projection model) is the final-layer-normed state at
+//! the EOS token, projected. The graph projects every token (T × D × P multiply-adds: nothing next
+//! to the encoder) and the CPU picks the EOS row, a data-dependent gather like the token lookup.
 
 use std::path::Path;
 
@@ -99,6 +105,18 @@ pub struct ClipTextOutput {
     /// The embeddings and each layer's output, before the final layer norm (transformers'
     /// `hidden_states`; SD2-style "clip skip" uses `hidden_states[L − k]`).
     pub hidden_states: Vec<ValueId>,
+    /// `text_projection(last_hidden_state)` at every token (B, T, P), for models with a
+    /// projection; [`ClipTextModel::pool`] picks the EOS rows (`text_embeds`).
+    pub projected: Option<ValueId>,
+}
+
+/// Which state a pipeline takes as its prompt embeddings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptEmbeds {
+    /// After the final layer norm (StableDiffusionPipeline).
+    LastHiddenState,
+    /// `hidden_states[i]`, before any final layer norm (SDXL: i = L − 1, i.e. `hidden_states[-2]`).
+    HiddenState(usize),
 }
 
 pub struct ClipTextModel {
@@ -109,6 +127,8 @@ pub struct ClipTextModel {
     position_embedding: Tensor,
     layers: Vec<ClipEncoderLayer>,
     final_layer_norm: LayerNorm,
+    /// `text_projection` (D → projection_dim, no bias) of `CLIPTextModelWithProjection`.
+    text_projection: Option<LinearWeight>,
 }
 
 impl ClipTextModel {
@@ -126,6 +146,18 @@ impl ClipTextModel {
     /// Weights with or without the `text_model.` prefix (hub SD1.x files have it; transformers 5
     /// writes without).
     pub fn load(ctx: Ctx, root: &WeightsView, config: ClipTextConfig) -> Result<Self> {
+        let with_projection = root.contains("text_projection.weight");
+        Self::load_with_projection(ctx, root, config, with_projection)
+    }
+
+    /// [`Self::load`], saying whether `text_projection` is there (`CLIPTextModelWithProjection`):
+    /// for placeholder weights, where nothing can be detected.
+    pub fn load_with_projection(
+        ctx: Ctx,
+        root: &WeightsView,
+        config: ClipTextConfig,
+        with_projection: bool,
+    ) -> Result<Self> {
         let w = if root.contains("text_model.embeddings.token_embedding.weight") {
             root.pp("text_model")
         } else {
@@ -150,13 +182,64 @@ impl ClipTextModel {
             .collect::<Result<Vec<_>>>()?;
         let final_layer_norm =
             LayerNorm::load(ctx, &w.pp("final_layer_norm"), d, config.layer_norm_eps)?;
+        let text_projection = with_projection
+            .then(|| {
+                layers::linear(
+                    ctx,
+                    &root.pp("text_projection"),
+                    d,
+                    config.projection_dim,
+                    false,
+                )
+            })
+            .transpose()?;
         Ok(ClipTextModel {
             token_embedding,
             position_embedding,
             layers,
             final_layer_norm,
+            text_projection,
             config,
         })
+    }
+
+    /// Whether this is a `CLIPTextModelWithProjection` (pooled `text_embeds` available).
+    pub fn has_projection(&self) -> bool {
+        self.text_projection.is_some()
+    }
+
+    /// Token position of the pooled output in each row of `ids` (rows of T): transformers'
+    /// rule — the largest id when `eos_token_id` is the legacy 2 (the real EOS 49407 is the
+    /// largest id), else the first `eos_token_id` (position 0 when a row has none, as argmax).
+    pub fn eos_positions(&self, ids: &[u32]) -> Vec<usize> {
+        let t = self.config.max_position_embeddings;
+        ids.chunks(t)
+            .map(|row| {
+                if self.config.eos_token_id == 2 {
+                    // argmax: the first position of the largest value
+                    let max = row.iter().copied().max().unwrap_or(0);
+                    row.iter().position(|&i| i == max).unwrap_or(0)
+                } else {
+                    row.iter()
+                        .position(|&i| i == self.config.eos_token_id)
+                        .unwrap_or(0)
+                }
+            })
+            .collect()
+    }
+
+    /// `text_embeds` (B, P): the rows of `projected` (B, T, P) at each row's EOS position.
+    pub fn pool(&self, ids: &[u32], projected: &[f32]) -> Vec<f32> {
+        let t = self.config.max_position_embeddings;
+        let p = self.config.projection_dim;
+        self.eos_positions(ids)
+            .iter()
+            .enumerate()
+            .flat_map(|(b, &pos)| {
+                let start = (b * t + pos) * p;
+                projected[start..start + p].iter().copied()
+            })
+            .collect()
     }
 
     /// Gather token embeddings on the CPU: ids (B·T) → (B·T·D).
@@ -208,10 +291,56 @@ impl ClipTextModel {
             hidden_states.push(x);
         }
         let last_hidden_state = self.final_layer_norm.forward(g, x)?;
+        let projected = self
+            .text_projection
+            .as_ref()
+            .map(|proj| {
+                matmul::linear(
+                    g,
+                    "text_projection",
+                    last_hidden_state,
+                    proj,
+                    LinearOptions::default(),
+                ) // (B, T, P)
+            })
+            .transpose()?;
         Ok(ClipTextOutput {
             last_hidden_state,
             hidden_states,
+            projected,
         })
+    }
+
+    /// A pipeline's graph: input `inputs_embeds` (B, T, D), output `prompt_embeds` (B, T, D) as
+    /// `which` says and, for a projection model, `projected` (B, T, P) (see [`Self::pool`]).
+    pub fn prompt_graph(&self, dtype: DType, batch: usize, which: PromptEmbeds) -> Result<Graph> {
+        let mut g = Graph::new(dtype);
+        let x = g.input(
+            "inputs_embeds",
+            &[
+                batch,
+                self.config.max_position_embeddings,
+                self.config.hidden_size,
+            ],
+        )?;
+        let out = self.forward(&mut g, x)?;
+        let embeds = match which {
+            PromptEmbeds::LastHiddenState => out.last_hidden_state,
+            PromptEmbeds::HiddenState(i) => *out.hidden_states.get(i).ok_or_else(|| {
+                Error::shape(
+                    "text_model",
+                    format!(
+                        "hidden_states[{i}] does not exist ({} layers)",
+                        self.layers.len()
+                    ),
+                )
+            })?,
+        };
+        g.output("prompt_embeds", embeds)?;
+        if let Some(p) = out.projected {
+            g.output("projected", p)?;
+        }
+        Ok(g)
     }
 
     /// Graph with input `inputs_embeds` (B, T, D) and outputs `last_hidden_state` and, with
@@ -232,6 +361,9 @@ impl ClipTextModel {
             for (i, &h) in out.hidden_states.iter().enumerate() {
                 g.output(&format!("hidden_states.{i}"), h)?;
             }
+        }
+        if let Some(p) = out.projected {
+            g.output("projected", p)?;
         }
         Ok(g)
     }

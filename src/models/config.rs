@@ -57,6 +57,12 @@ fn offending_field<T: DeserializeOwned>(
     })
 }
 
+/// A boolean that configs may write as `null` (SDXL's `upcast_attention: null`): diffusers
+/// passes None on, which acts as false.
+fn null_is_false<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Option::<bool>::deserialize(d).map(Option::unwrap_or_default)
+}
+
 /// A field given either once for every block or as a per-block list (diffusers accepts both).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(untagged)]
@@ -78,8 +84,23 @@ fn default_one() -> PerBlock {
     PerBlock::One(1)
 }
 
+/// Micro-conditioning time ids of SDXL's `text_time` embedding: original size (h, w), crop top
+/// left (top, left), target size (h, w) — `StableDiffusionXLPipeline._get_add_time_ids`.
+pub const NUM_TIME_IDS: usize = 6;
+
+/// Shapes of the `text_time` additional embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextTime {
+    /// Sinusoidal channels per time id (`add_time_proj`).
+    pub addition_time_embed_dim: usize,
+    /// Width of `text_embeds` (the pooled, projected output of the last text encoder).
+    pub text_embeds_dim: usize,
+    /// text_embeds_dim + NUM_TIME_IDS × addition_time_embed_dim (`add_embedding`'s input).
+    pub input_dim: usize,
+}
+
 /// `UNet2DConditionModel` config (diffusers `unet/config.json`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct UNet2DConditionConfig {
     pub in_channels: usize,
@@ -97,9 +118,13 @@ pub struct UNet2DConditionConfig {
     pub transformer_layers_per_block: PerBlock,
     pub norm_num_groups: usize,
     pub norm_eps: f32,
+    #[serde(deserialize_with = "null_is_false")]
     pub use_linear_projection: bool,
+    #[serde(deserialize_with = "null_is_false")]
     pub upcast_attention: bool,
+    #[serde(deserialize_with = "null_is_false")]
     pub only_cross_attention: bool,
+    #[serde(deserialize_with = "null_is_false")]
     pub flip_sin_to_cos: bool,
     pub freq_shift: f32,
     pub downsample_padding: usize,
@@ -108,9 +133,18 @@ pub struct UNet2DConditionConfig {
     pub act_fn: String,
     pub time_embedding_type: String,
     pub class_embed_type: Option<String>,
+    /// `"text_time"` (SDXL): pooled text embeddings and micro-conditioning time ids are added to
+    /// the time embedding (see [`UNet2DConditionConfig::text_time`]).
     pub addition_embed_type: Option<String>,
+    /// Sinusoidal channels per time id for `text_time` (SDXL: 256).
+    pub addition_time_embed_dim: Option<usize>,
+    /// Width of `add_embedding`'s input: text_embeds ++ every time id's embedding (SDXL: 2816).
+    pub projection_class_embeddings_input_dim: Option<usize>,
+    /// Per up block transformer depths (asymmetric UNets); not supported.
+    pub reverse_transformer_layers_per_block: Option<serde_json::Value>,
     pub time_cond_proj_dim: Option<usize>,
     pub resnet_time_scale_shift: String,
+    #[serde(deserialize_with = "null_is_false")]
     pub dual_cross_attention: bool,
     pub sample_size: Option<usize>,
 }
@@ -157,6 +191,9 @@ impl Default for UNet2DConditionConfig {
             time_embedding_type: "positional".into(),
             class_embed_type: None,
             addition_embed_type: None,
+            addition_time_embed_dim: None,
+            projection_class_embeddings_input_dim: None,
+            reverse_transformer_layers_per_block: None,
             time_cond_proj_dim: None,
             resnet_time_scale_shift: "default".into(),
             dual_cross_attention: false,
@@ -175,12 +212,55 @@ impl UNet2DConditionConfig {
         }
     }
 
+    /// SDXL base's UNet (stabilityai/stable-diffusion-xl-base-1.0 `unet/config.json`; SDXL-Turbo's
+    /// differs only in `sample_size` 64): for checkpoints without a config, and planning.
+    pub fn stable_diffusion_xl() -> Self {
+        UNet2DConditionConfig {
+            block_out_channels: vec![320, 640, 1280],
+            down_block_types: [
+                "DownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
+            up_block_types: ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+                .map(String::from)
+                .to_vec(),
+            attention_head_dim: PerBlock::Each(vec![5, 10, 20]),
+            transformer_layers_per_block: PerBlock::Each(vec![1, 2, 10]),
+            cross_attention_dim: 2048,
+            use_linear_projection: true,
+            addition_embed_type: Some("text_time".into()),
+            addition_time_embed_dim: Some(256),
+            projection_class_embeddings_input_dim: Some(2816),
+            sample_size: Some(128),
+            ..Default::default()
+        }
+    }
+
     /// Heads of the transformers in block `i` (down order), diffusers' legacy rule included.
     pub fn heads(&self, block: usize) -> Option<usize> {
         self.num_attention_heads
             .as_ref()
             .unwrap_or(&self.attention_head_dim)
             .get(block)
+    }
+
+    /// The `text_time` additional embedding (SDXL), when configured: (sinusoidal channels per
+    /// time id, width of the pooled text embedding that precedes the time ids).
+    pub fn text_time(&self) -> Option<TextTime> {
+        if self.addition_embed_type.as_deref() != Some("text_time") {
+            return None;
+        }
+        let per_id = self.addition_time_embed_dim?;
+        let input = self.projection_class_embeddings_input_dim?;
+        let text_embeds_dim = input.checked_sub(NUM_TIME_IDS * per_id)?;
+        Some(TextTime {
+            addition_time_embed_dim: per_id,
+            text_embeds_dim,
+            input_dim: input,
+        })
     }
 
     /// Reject configs that need features stipple does not implement (naming the field).
@@ -218,9 +298,31 @@ impl UNet2DConditionConfig {
                 ));
             }
         }
+        match self.addition_embed_type.as_deref() {
+            None => {}
+            Some("text_time") if self.text_time().is_some_and(|t| t.text_embeds_dim > 0) => {}
+            Some("text_time") => {
+                return bad(format!(
+                    "addition_embed_type \"text_time\" needs addition_time_embed_dim and \
+                     projection_class_embeddings_input_dim > {NUM_TIME_IDS} × addition_time_embed_dim \
+                     (got {:?} and {:?})",
+                    self.addition_time_embed_dim, self.projection_class_embeddings_input_dim
+                ))
+            }
+            Some(t) => {
+                return bad(format!(
+                    "addition_embed_type = {t:?} is not supported (only \"text_time\")"
+                ))
+            }
+        }
         for (field, set) in [
             ("class_embed_type", self.class_embed_type.is_some()),
-            ("addition_embed_type", self.addition_embed_type.is_some()),
+            (
+                "reverse_transformer_layers_per_block",
+                self.reverse_transformer_layers_per_block
+                    .as_ref()
+                    .is_some_and(|v| !v.is_null()),
+            ),
             ("time_cond_proj_dim", self.time_cond_proj_dim.is_some()),
             ("only_cross_attention", self.only_cross_attention),
             ("dual_cross_attention", self.dual_cross_attention),
@@ -289,10 +391,17 @@ pub struct AutoencoderKLConfig {
     pub act_fn: String,
     pub scaling_factor: f32,
     pub shift_factor: Option<f32>,
+    #[serde(deserialize_with = "null_is_false")]
     pub use_quant_conv: bool,
+    #[serde(deserialize_with = "null_is_false")]
     pub use_post_quant_conv: bool,
+    #[serde(deserialize_with = "null_is_false")]
     pub mid_block_add_attention: bool,
     pub sample_size: Option<usize>,
+    /// Decode in f32 when the model runs in f16 (SDXL pipelines honour it; diffusers' default
+    /// true). An "fp16-fix" VAE sets it false.
+    #[serde(deserialize_with = "null_is_false")]
+    pub force_upcast: bool,
 }
 
 impl Default for AutoencoderKLConfig {
@@ -313,6 +422,7 @@ impl Default for AutoencoderKLConfig {
             use_post_quant_conv: true,
             mid_block_add_attention: true,
             sample_size: None,
+            force_upcast: true,
         }
     }
 }
@@ -402,6 +512,11 @@ pub struct ClipTextConfig {
     pub max_position_embeddings: usize,
     pub hidden_act: String,
     pub layer_norm_eps: f32,
+    /// Width of `text_projection` (`CLIPTextModelWithProjection`, SDXL's text_encoder_2).
+    pub projection_dim: usize,
+    /// Where the pooled output is read: the first `eos_token_id`, or the largest id when this
+    /// is the legacy 2 (transformers' `CLIPTextTransformer.forward`).
+    pub eos_token_id: u32,
 }
 
 impl Default for ClipTextConfig {
@@ -416,6 +531,8 @@ impl Default for ClipTextConfig {
             max_position_embeddings: 77,
             hidden_act: "quick_gelu".into(),
             layer_norm_eps: 1e-5,
+            projection_dim: 512,
+            eos_token_id: 49407,
         }
     }
 }
@@ -428,6 +545,20 @@ impl ClipTextConfig {
             intermediate_size: 3072,
             num_hidden_layers: 12,
             num_attention_heads: 12,
+            ..Default::default()
+        }
+    }
+
+    /// OpenCLIP ViT-bigG/14's text encoder with its projection: SDXL's `text_encoder_2`.
+    pub fn clip_vit_bigg14() -> Self {
+        ClipTextConfig {
+            hidden_size: 1280,
+            intermediate_size: 5120,
+            num_hidden_layers: 32,
+            num_attention_heads: 20,
+            hidden_act: "gelu".into(),
+            projection_dim: 1280,
+            eos_token_id: 2,
             ..Default::default()
         }
     }
@@ -460,5 +591,74 @@ impl ClipTextConfig {
             }
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (the fields that matter).
+    const SDXL_UNET: &str = r#"{
+        "_class_name": "UNet2DConditionModel", "act_fn": "silu",
+        "addition_embed_type": "text_time", "addition_embed_type_num_heads": 64,
+        "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+        "block_out_channels": [320, 640, 1280], "class_embed_type": null,
+        "cross_attention_dim": 2048,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "dual_cross_attention": false, "flip_sin_to_cos": true, "freq_shift": 0,
+        "in_channels": 4, "layers_per_block": 2, "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "norm_eps": 1e-05, "norm_num_groups": 32, "num_attention_heads": null,
+        "only_cross_attention": false, "out_channels": 4,
+        "projection_class_embeddings_input_dim": 2816, "resnet_time_scale_shift": "default",
+        "sample_size": 128, "time_cond_proj_dim": null, "time_embedding_type": "positional",
+        "transformer_layers_per_block": [1, 2, 10],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "upcast_attention": null, "use_linear_projection": true
+    }"#;
+
+    #[test]
+    fn sdxl_unet_config_reads_as_diffusers_does() {
+        let c: UNet2DConditionConfig = serde_json::from_str(SDXL_UNET).expect("parse");
+        c.validate(Path::new("config.json")).expect("valid");
+        assert!(!c.upcast_attention);
+        assert_eq!(
+            c.text_time(),
+            Some(TextTime {
+                addition_time_embed_dim: 256,
+                text_embeds_dim: 1280,
+                input_dim: 2816
+            })
+        );
+        // attention_head_dim is the number of heads (num_attention_heads is null): head dim 64.
+        assert_eq!(
+            (0..3).map(|i| c.heads(i)).collect::<Vec<_>>(),
+            [Some(5), Some(10), Some(20)]
+        );
+        assert_eq!(c.transformer_layers_per_block.get(2), Some(10));
+        assert_eq!(c, UNet2DConditionConfig::stable_diffusion_xl());
+    }
+
+    #[test]
+    fn text_time_without_its_dims_is_rejected() {
+        let c: UNet2DConditionConfig = serde_json::from_str(
+            r#"{"addition_embed_type": "text_time", "cross_attention_dim": 2048}"#,
+        )
+        .expect("parse");
+        let err = c
+            .validate(Path::new("unet/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("projection_class_embeddings_input_dim"),
+            "{err}"
+        );
+        let c: UNet2DConditionConfig =
+            serde_json::from_str(r#"{"addition_embed_type": "text"}"#).expect("parse");
+        let err = c
+            .validate(Path::new("unet/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("addition_embed_type"), "{err}");
     }
 }

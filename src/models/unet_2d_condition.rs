@@ -1,10 +1,15 @@
 //! `UNet2DConditionModel` (diffusers `models/unets/unet_2d_condition.py`): the conditional
-//! denoiser of Stable Diffusion. Everything comes from `config.json`: SD1.x, SD2.x and the tiny
-//! test models run through the same code.
+//! denoiser of Stable Diffusion. Everything comes from `config.json`: SD1.x, SD2.x, SDXL and the
+//! tiny test models run through the same code.
+//!
+//! SDXL (`addition_embed_type: "text_time"`) adds a second embedding to the time embedding:
+//! `add_embedding(concat(text_embeds, flatten(add_time_proj(time_ids))))`, where `text_embeds`
+//! is the pooled projected output of text_encoder_2 and `time_ids` the 6 micro-conditioning
+//! numbers (original size, crop top-left, target size), each embedded sinusoidally.
 
 use std::path::Path;
 
-use super::config::{read_config, UNet2DConditionConfig};
+use super::config::{read_config, TextTime, UNet2DConditionConfig, NUM_TIME_IDS};
 use super::embeddings::{TimestepEmbedding, Timesteps};
 use super::unet_2d_blocks::{
     BlockConfig, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, UpChannels,
@@ -13,15 +18,29 @@ use super::{layers, Ctx};
 use crate::error::{Error, Result};
 use crate::gpu::DType;
 use crate::graph::{Graph, ValueId};
+use crate::ops::concat;
 use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
 use crate::ops::elementwise::{self, Activation};
 use crate::ops::group_norm::{self, GroupNorm};
 use crate::weights::{Weights, WeightsView};
 
+/// SDXL's `added_cond_kwargs`.
+#[derive(Clone, Copy, Debug)]
+pub struct AddedCond {
+    /// (B, P): pooled, projected prompt embedding of the last text encoder.
+    pub text_embeds: ValueId,
+    /// (B, 6) f32: [orig_h, orig_w, crop_top, crop_left, target_h, target_w].
+    pub time_ids: ValueId,
+}
+
 pub struct UNet2DConditionModel {
     pub config: UNet2DConditionConfig,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
+    /// `text_time` only: sinusoidal embedding of each time id, and the MLP over
+    /// [text_embeds, time embeddings] whose output is added to the time embedding.
+    add_time_proj: Option<Timesteps>,
+    add_embedding: Option<TimestepEmbedding>,
     conv_in: Conv2dWeight,
     down_blocks: Vec<DownBlock2D>,
     mid_block: UNetMidBlock2DCrossAttn,
@@ -115,9 +134,21 @@ impl UNet2DConditionModel {
             )?);
         }
 
+        let text_time = c.text_time();
         Ok(UNet2DConditionModel {
             time_proj: Timesteps::new("time_proj", ch[0], c.flip_sin_to_cos, c.freq_shift),
             time_embedding: TimestepEmbedding::load(ctx, &w.pp("time_embedding"), ch[0], temb)?,
+            add_time_proj: text_time.map(|t| {
+                Timesteps::new(
+                    "add_time_proj",
+                    t.addition_time_embed_dim,
+                    c.flip_sin_to_cos,
+                    c.freq_shift,
+                )
+            }),
+            add_embedding: text_time
+                .map(|t| TimestepEmbedding::load(ctx, &w.pp("add_embedding"), t.input_dim, temb))
+                .transpose()?,
             conv_in: layers::conv2d(
                 ctx,
                 &w.pp("conv_in"),
@@ -151,6 +182,11 @@ impl UNet2DConditionModel {
         self.config.block_out_channels.len() - 1
     }
 
+    /// The `text_time` shapes (SDXL), if this UNet has them.
+    pub fn text_time(&self) -> Option<TextTime> {
+        self.config.text_time()
+    }
+
     /// sample (B, h, w, in_channels), timestep (B) f32, context (B, S, cross_attention_dim)
     /// → (B, h, w, out_channels). Block boundaries are probes (see [`Graph::probe`]).
     pub fn forward(
@@ -159,6 +195,19 @@ impl UNet2DConditionModel {
         sample: ValueId,
         timestep: ValueId,
         context: ValueId,
+    ) -> Result<ValueId> {
+        self.forward_with(g, sample, timestep, context, None)
+    }
+
+    /// [`Self::forward`] with SDXL's added conditioning: text_embeds (B, P) and time_ids
+    /// (B, 6) f32, required when the config has `addition_embed_type: "text_time"`.
+    pub fn forward_with(
+        &self,
+        g: &mut Graph,
+        sample: ValueId,
+        timestep: ValueId,
+        context: ValueId,
+        added: Option<AddedCond>,
     ) -> Result<ValueId> {
         let shape = g.shape(sample)?;
         let factor = 1 << self.num_downsamples();
@@ -171,8 +220,25 @@ impl UNet2DConditionModel {
         // 1. time
         let t_emb = self.time_proj.forward(g, timestep)?; // (B, C0)
         g.probe("time_proj", t_emb)?;
-        let emb = self.time_embedding.forward(g, t_emb)?; // (B, 4·C0)
+        let mut emb = self.time_embedding.forward(g, t_emb)?; // (B, 4·C0)
         g.probe("time_embedding", emb)?;
+        if let (Some(proj), Some(mlp)) = (&self.add_time_proj, &self.add_embedding) {
+            let Some(added) = added else {
+                return Err(Error::shape(
+                    "unet",
+                    "addition_embed_type \"text_time\" needs text_embeds and time_ids",
+                ));
+            };
+            let b = g.shape(added.text_embeds)?[0];
+            let ids = g.reshape(added.time_ids, &[b * NUM_TIME_IDS])?; // (B·6)
+            let time_embeds = proj.forward(g, ids)?; // (B·6, A)
+            let time_embeds = g.reshape(time_embeds, &[b, NUM_TIME_IDS * proj.options.dim])?; // (B, 6·A)
+            let add_embeds =
+                concat::concat_channels(g, "add_embeds", added.text_embeds, time_embeds)?; // (B, P + 6·A)
+            let aug_emb = mlp.forward(g, add_embeds)?; // (B, 4·C0)
+            g.probe("add_embedding", aug_emb)?;
+            emb = elementwise::add(g, "time_embedding.add", emb, aug_emb)?; // (B, 4·C0)
+        }
         // Every resnet applies SiLU to the embedding before its projection: do it once.
         let emb_act = elementwise::activation(g, "time_embedding.silu", emb, Activation::Silu)?;
 
@@ -211,8 +277,9 @@ impl UNet2DConditionModel {
         conv2d::conv2d(g, "conv_out", h, &self.conv_out, Conv2dOptions::padded(pad))
     }
 
-    /// A graph with inputs `sample` (B, h, w, C), `timestep` (B) f32 and
-    /// `encoder_hidden_states` (B, S, D), and output `out`.
+    /// A graph with inputs `sample` (B, h, w, C), `timestep` (B) f32,
+    /// `encoder_hidden_states` (B, S, D) and, for `text_time` UNets, `text_embeds` (B, P) and
+    /// `time_ids` (B, 6) f32; output `out`.
     pub fn graph(
         &self,
         dtype: DType,
@@ -232,7 +299,14 @@ impl UNet2DConditionModel {
             "encoder_hidden_states",
             &[batch, context_len, c.cross_attention_dim],
         )?;
-        let out = self.forward(&mut g, sample, timestep, context)?;
+        let added = match self.text_time() {
+            Some(t) => Some(AddedCond {
+                text_embeds: g.input("text_embeds", &[batch, t.text_embeds_dim])?,
+                time_ids: g.input_with_dtype("time_ids", &[batch, NUM_TIME_IDS], DType::F32)?,
+            }),
+            None => None,
+        };
+        let out = self.forward_with(&mut g, sample, timestep, context, added)?;
         g.output("out", out)?;
         Ok(g)
     }

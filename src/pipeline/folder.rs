@@ -13,20 +13,18 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+use super::family::{self, Family};
 use super::{LoadOptions, PlanCache, Pipeline};
 use crate::error::{Error, Result};
-use crate::gpu::{auto_dtype, Gpu};
+use crate::gpu::{auto_dtype, DType, Gpu};
 use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::clip::ClipTextModel;
-use crate::models::config::read_config;
+use crate::models::config::{read_config, AutoencoderKLConfig};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::Ctx;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::{resolve_dir, Weights, WeightsView};
-
-/// The component folders a StableDiffusionPipeline needs.
-pub(crate) const COMPONENTS: [&str; 5] = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"];
 
 /// Loads the folder at `path`; returns the pipeline and info lines for the user.
 pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pipeline, Vec<String>)> {
@@ -38,8 +36,9 @@ pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pip
         });
     }
     let json: serde_json::Value = read_config(&index)?;
+    let family = Family::from_model_index(&json);
     let mut notes = Vec::new();
-    for c in COMPONENTS {
+    for &c in family.components() {
         if json.get(c).is_none() || !path.join(c).is_dir() {
             return Err(Error::Config {
                 file: index.clone(),
@@ -49,29 +48,18 @@ pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pip
             });
         }
     }
-    notes.extend(unused_components(&json));
+    notes.extend(unused_components(&json, family.components()));
     let dtype = options.dtype.unwrap_or_else(|| auto_dtype(gpu));
     let ctx = Ctx::new(gpu, dtype);
     let variant = options.variant.as_deref();
-    let tokenizer = ClipTokenizer::from_dir(path.join("tokenizer"))?;
-    let text_encoder = component(
-        &path.join("text_encoder"),
-        variant,
-        &mut notes,
-        |c: &crate::models::config::ClipTextConfig, p| c.validate(p),
-        |w, c| ClipTextModel::load(ctx, w, c),
-    )?;
-    let positions = text_encoder.config.max_position_embeddings;
-    if tokenizer.max_length() != positions {
-        return Err(Error::Tokenizer {
-            file: path.join("tokenizer"),
-            message: format!(
-                "model_max_length {} does not match the text encoder's \
-                 max_position_embeddings {positions} (text_encoder/config.json)",
-                tokenizer.max_length()
-            ),
-        });
-    }
+    let (tokenizer, text_encoder) = load_text_encoder(ctx, path, "", variant, &mut notes)?;
+    let (tokenizer_2, text_encoder_2) = match family {
+        Family::StableDiffusionXL => {
+            let (t, e) = load_text_encoder(ctx, path, "_2", variant, &mut notes)?;
+            (Some(t), Some(e))
+        }
+        Family::StableDiffusion => (None, None),
+    };
     let unet = component(
         &path.join("unet"),
         variant,
@@ -79,21 +67,45 @@ pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pip
         |c: &crate::models::config::UNet2DConditionConfig, p| c.validate(p),
         |w, c| UNet2DConditionModel::load(ctx, w, c),
     )?;
+    family::check_unet(
+        family,
+        &path.join("unet").join("config.json"),
+        &unet,
+        &text_encoder,
+        text_encoder_2.as_ref(),
+    )?;
+    let force_upcast =
+        read_config::<AutoencoderKLConfig>(&path.join("vae").join("config.json"))?.force_upcast;
+    let vae_dtype = if family.honours_force_upcast() && force_upcast {
+        DType::F32
+    } else {
+        dtype
+    };
+    let vae_ctx = Ctx::new(gpu, vae_dtype);
     let vae = component(
         &path.join("vae"),
         variant,
         &mut notes,
-        |c: &crate::models::config::AutoencoderKLConfig, p| c.validate(p),
-        |w, c| AutoencoderKL::load(ctx, w, c),
+        |c: &AutoencoderKLConfig, p| c.validate(p),
+        |w, c| AutoencoderKL::load(vae_ctx, w, c),
     )?;
+    let force_zeros_for_empty_prompt = json
+        .get("force_zeros_for_empty_prompt")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(family == Family::StableDiffusionXL);
     let scheduler_config =
         load_scheduler_config(&path.join("scheduler").join("scheduler_config.json"))?;
     let pipeline = Pipeline {
         gpu: gpu.clone(),
         dtype,
+        vae_dtype,
+        family,
         path: path.to_path_buf(),
         tokenizer,
         text_encoder,
+        tokenizer_2,
+        text_encoder_2,
+        force_zeros_for_empty_prompt,
         unet,
         vae,
         scheduler_config,
@@ -104,6 +116,36 @@ pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pip
         plans: PlanCache::default(),
     };
     Ok((pipeline, notes))
+}
+
+/// `tokenizer{suffix}/` and `text_encoder{suffix}/`, checked against each other.
+fn load_text_encoder(
+    ctx: Ctx,
+    path: &Path,
+    suffix: &str,
+    variant: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<(ClipTokenizer, ClipTextModel)> {
+    let tokenizer = ClipTokenizer::from_dir(path.join(format!("tokenizer{suffix}")))?;
+    let text_encoder = component(
+        &path.join(format!("text_encoder{suffix}")),
+        variant,
+        notes,
+        |c: &crate::models::config::ClipTextConfig, p| c.validate(p),
+        |w, c| ClipTextModel::load(ctx, w, c),
+    )?;
+    let positions = text_encoder.config.max_position_embeddings;
+    if tokenizer.max_length() != positions {
+        return Err(Error::Tokenizer {
+            file: path.join(format!("tokenizer{suffix}")),
+            message: format!(
+                "model_max_length {} does not match the text encoder's \
+                 max_position_embeddings {positions} (text_encoder{suffix}/config.json)",
+                tokenizer.max_length()
+            ),
+        });
+    }
+    Ok((tokenizer, text_encoder))
 }
 
 /// Read the scheduler config and build it once, so a bad value is reported at load time with
@@ -140,13 +182,13 @@ fn component<C: DeserializeOwned, M>(
 /// One line naming the components of `model_index.json` that a text-to-image pipeline does not
 /// use (entries such as `"safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]`;
 /// `[null, null]` entries are absent components and not mentioned).
-fn unused_components(index: &serde_json::Value) -> Option<String> {
+fn unused_components(index: &serde_json::Value, used: &[&str]) -> Option<String> {
     let map = index.as_object()?;
     let unused: Vec<&str> = map
         .iter()
         .filter(|(k, v)| {
             !k.starts_with('_')
-                && !COMPONENTS.contains(&k.as_str())
+                && !used.contains(&k.as_str())
                 && v.as_array()
                     .is_some_and(|a| a.iter().any(|x| !x.is_null()))
         })

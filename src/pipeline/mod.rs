@@ -1,14 +1,20 @@
-//! The text-to-image pipeline (diffusers `StableDiffusionPipeline` and its img2img variant):
-//! tokenizer → text encoder → UNet under a scheduler with classifier-free guidance → VAE decoder.
+//! The text-to-image pipeline (diffusers `StableDiffusionPipeline` and its img2img variant, and
+//! `StableDiffusionXLPipeline`): tokenizer(s) → text encoder(s) → UNet under a scheduler with
+//! classifier-free guidance → VAE decoder. What differs between families (encoders, the UNet's
+//! conditioning, VAE dtype) is described in [`family`] and built in `conditioning.rs`; the
+//! denoising loop below is shared.
 //!
 //! Plans are built once per (batch, size) and replayed for every step and every later call with
 //! the same shapes. Per step the UNet output (a few hundred KB) is read back and the scheduler
 //! step runs on the CPU in f64; noise comes from a torch-compatible generator, so a seed gives
 //! the same latents and ancestral noise as diffusers on CPU.
 
+mod conditioning;
+pub mod family;
 mod folder;
 pub mod layout;
 pub mod options;
+pub mod plan_cache;
 pub mod single_file;
 pub mod tiled_decode;
 
@@ -16,6 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use family::{Family, SizeConditioning};
 pub use options::{
     GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings,
 };
@@ -26,18 +33,23 @@ use crate::gpu::{DType, Gpu};
 use crate::graph::Plan;
 use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::clip::ClipTextModel;
+use crate::models::config::{read_config, AutoencoderKLConfig};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::models::Ctx;
 use crate::rng::TorchRng;
 use crate::schedulers::{PredictionType, Scheduler, SchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
+use plan_cache::Lru;
 
-/// Plans built so far, by batch and latent size.
+/// Plans built so far, by batch and latent size; the least recently used are dropped beyond
+/// [`plan_cache::DEFAULT_CAPACITY`] per kind (see [`Pipeline::set_max_plans`]).
 #[derive(Default)]
 struct PlanCache {
-    text: HashMap<usize, Plan>,
-    unet: HashMap<(usize, usize, usize), Plan>,
-    decode: HashMap<(usize, usize, usize), Plan>,
-    encode: HashMap<(usize, usize, usize), Plan>,
+    /// By (text encoder: 0 or 1 for text_encoder_2, rows).
+    text: Lru<(usize, usize), Plan>,
+    unet: Lru<(usize, usize, usize), Plan>,
+    decode: Lru<(usize, usize, usize), Plan>,
+    encode: Lru<(usize, usize, usize), Plan>,
     /// Decode tile side chosen per (batch, h, w) and binding limit (building the graphs that
     /// decide it is not repeated on every call).
     decode_tile: HashMap<(usize, usize, usize, u64), usize>,
@@ -47,9 +59,19 @@ struct PlanCache {
 pub struct Pipeline {
     pub gpu: Gpu,
     pub dtype: DType,
+    /// The VAE's storage dtype: `dtype`, or f32 when the family honours the VAE's
+    /// `force_upcast` and `dtype` is f16 (the SDXL VAE overflows in f16).
+    pub vae_dtype: DType,
+    pub family: Family,
     pub path: PathBuf,
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextModel,
+    /// SDXL: the second tokenizer (pads with "!") and `CLIPTextModelWithProjection`.
+    pub tokenizer_2: Option<ClipTokenizer>,
+    pub text_encoder_2: Option<ClipTextModel>,
+    /// model_index.json's `force_zeros_for_empty_prompt` (SDXL; diffusers' default true): an
+    /// empty negative prompt gives zero negative embeddings.
+    pub force_zeros_for_empty_prompt: bool,
     pub unet: UNet2DConditionModel,
     pub vae: AutoencoderKL,
     pub scheduler_config: SchedulerConfig,
@@ -114,6 +136,55 @@ impl Pipeline {
         options: &SingleFileOptions,
     ) -> Result<(Pipeline, SingleFileInfo)> {
         single_file::load(gpu, path, dtype, options)
+    }
+
+    /// Swap in the VAE of folder `dir` (`config.json` + weights), e.g. an fp16-fix SDXL VAE
+    /// (`force_upcast: false`: it then decodes in the model's dtype). Its latent channels must
+    /// be the UNet's.
+    pub fn set_vae(&mut self, dir: &Path) -> Result<()> {
+        let config_path = dir.join("config.json");
+        let config: AutoencoderKLConfig = read_config(&config_path)?;
+        if config.latent_channels != self.unet.config.out_channels {
+            return Err(Error::Config {
+                file: config_path,
+                message: format!(
+                    "latent_channels = {} but the UNet denoises {} channels",
+                    config.latent_channels, self.unet.config.out_channels
+                ),
+            });
+        }
+        let vae_dtype = if self.family.honours_force_upcast() && config.force_upcast {
+            DType::F32
+        } else {
+            self.dtype
+        };
+        self.vae = AutoencoderKL::from_dir(Ctx::new(&self.gpu, vae_dtype), dir)?;
+        self.vae_dtype = vae_dtype;
+        let p = &mut self.plans;
+        p.decode.clear();
+        p.encode.clear();
+        p.decode_tile.clear();
+        Ok(())
+    }
+
+    /// Keep at most `n` (≥ 1) built plans of each kind (text encoder, UNet, VAE decode, VAE
+    /// encode), dropping the least recently used now and later.
+    pub fn set_max_plans(&mut self, n: usize) {
+        let p = &mut self.plans;
+        p.text.capacity = n;
+        p.unet.capacity = n;
+        p.decode.capacity = n;
+        p.encode.capacity = n;
+        p.text.trim();
+        p.unet.trim();
+        p.decode.trim();
+        p.encode.trim();
+    }
+
+    /// Number of plans built and kept (all kinds).
+    pub fn plan_count(&self) -> usize {
+        let p = &self.plans;
+        p.text.len() + p.unet.len() + p.decode.len() + p.encode.len()
     }
 
     /// Pixels per latent (the VAE's downscale factor).
@@ -188,31 +259,6 @@ impl Pipeline {
         Ok((scheduler, name, config.prediction_type))
     }
 
-    /// Text embeddings (rows, 77, D): [negative × batch, prompt × batch] with CFG, else prompt.
-    fn encode_text(&mut self, options: &GenerateOptions) -> Result<(Vec<f32>, usize)> {
-        let positive = self.tokenizer.encode(&options.prompt)?;
-        let mut ids = Vec::new();
-        if options.do_cfg() {
-            let negative = self.tokenizer.encode(&options.negative_prompt)?;
-            for _ in 0..options.batch {
-                ids.extend_from_slice(&negative.ids);
-            }
-        }
-        for _ in 0..options.batch {
-            ids.extend_from_slice(&positive.ids);
-        }
-        let rows = ids.len() / self.tokenizer.max_length();
-        let embeds = self.text_encoder.embed_tokens(&ids)?;
-        if !self.plans.text.contains_key(&rows) {
-            let g = self.text_encoder.graph(self.dtype, rows, false)?;
-            self.plans.text.insert(rows, Plan::new(&self.gpu, g)?);
-        }
-        let plan = &self.plans.text[&rows];
-        plan.write_input("inputs_embeds", &embeds)?;
-        plan.run()?;
-        Ok((plan.read_output("last_hidden_state")?, positive.truncated))
-    }
-
     /// Run the pipeline. `progress(step, total)` is called after each denoising step.
     pub fn generate(
         &mut self,
@@ -232,11 +278,18 @@ impl Pipeline {
 
         // 1. text
         let t0 = Instant::now();
-        let (context, truncated_tokens) = self.encode_text(options)?;
+        let cond = self.encode_prompt(options, height, width)?;
+        let truncated_tokens = cond.truncated_tokens;
         let text_encode = t0.elapsed().as_secs_f64();
 
         // 2. initial latents (NHWC), and the steps to run
         let timesteps: Vec<f64> = scheduler.timesteps().to_vec();
+        if options.init_image.is_some() && self.family == Family::StableDiffusionXL {
+            return Err(Error::invalid(
+                "init image",
+                "img2img is not supported for SDXL models yet",
+            ));
+        }
         let (mut latents, first_step) = match &options.init_image {
             None => {
                 let noise = match &options.latents {
@@ -283,7 +336,11 @@ impl Pipeline {
             self.plans.unet.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.unet[&key];
-        plan.write_input("encoder_hidden_states", &context)?;
+        plan.write_input("encoder_hidden_states", &cond.context)?;
+        if let (Some(text_embeds), Some(time_ids)) = (&cond.text_embeds, &cond.time_ids) {
+            plan.write_input("text_embeds", text_embeds)?;
+            plan.write_input("time_ids", time_ids)?;
+        }
         let total = timesteps.len() - first_step;
         for (done, i) in (first_step..timesteps.len()).enumerate() {
             let input = scheduler.scale_model_input(&latents, i)?;
@@ -392,7 +449,9 @@ impl Pipeline {
     fn decode_tile_size(&self, b: usize, lh: usize, lw: usize) -> Result<usize> {
         let limit = self.binding_limit;
         let fits = |batch: usize, th: usize, tw: usize| -> Result<bool> {
-            let g = self.vae.decode_graph(self.dtype, batch, [th, tw], false)?;
+            let g = self
+                .vae
+                .decode_graph(self.vae_dtype, batch, [th, tw], false)?;
             Ok(g.largest_value().is_none_or(|(_, bytes)| bytes <= limit))
         };
         if fits(b, lh, lw)? {
@@ -410,7 +469,7 @@ impl Pipeline {
     fn decode_plan(&mut self, z: &[f32], [b, lh, lw]: [usize; 3]) -> Result<Vec<f32>> {
         let key = (b, lh, lw);
         if !self.plans.decode.contains_key(&key) {
-            let g = self.vae.decode_graph(self.dtype, b, [lh, lw], false)?;
+            let g = self.vae.decode_graph(self.vae_dtype, b, [lh, lw], false)?;
             self.plans.decode.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.decode[&key];
@@ -456,7 +515,7 @@ impl Pipeline {
         if !self.plans.encode.contains_key(&key) {
             let g = self
                 .vae
-                .encode_graph(self.dtype, b, [height, width], false)?;
+                .encode_graph(self.vae_dtype, b, [height, width], false)?;
             self.plans.encode.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.encode[&key];

@@ -1,5 +1,6 @@
 //! What a generation is asked to do ([`GenerateOptions`]), its checks, and what it returns.
 
+use super::family::SizeConditioning;
 use crate::error::{Error, Result};
 use crate::gpu::DType;
 use crate::schedulers::{PredictionType, SchedulerOverrides};
@@ -53,6 +54,8 @@ pub struct GenerateOptions {
     /// `init_noise_sigma`), instead of drawing them from the seed.
     pub latents: Option<Vec<f32>>,
     pub init_image: Option<InitImage>,
+    /// SDXL micro-conditioning (time ids); ignored by families without them.
+    pub size_conditioning: SizeConditioning,
 }
 
 impl Default for GenerateOptions {
@@ -70,6 +73,7 @@ impl Default for GenerateOptions {
             scheduler_overrides: SchedulerOverrides::default(),
             latents: None,
             init_image: None,
+            size_conditioning: SizeConditioning::default(),
         }
     }
 }
