@@ -70,6 +70,13 @@ pub struct GenerateArgs {
     /// Also save the image tensor `image`, f32 (batch, H, W, 3) in [0, 1], to this safetensors file.
     #[arg(long)]
     pub save_tensor: Option<PathBuf>,
+    /// A LoRA to merge, with its scale (default 1): kohya/A1111 or diffusers/PEFT
+    /// .safetensors. Repeatable.
+    #[arg(long, value_name = "PATH[:SCALE]")]
+    pub lora: Vec<String>,
+    /// Warn about LoRA keys that match no module of the model instead of failing.
+    #[arg(long)]
+    pub lora_lenient: bool,
 }
 
 /// Error unless a file can be created in `path`'s directory (checked before any GPU work).
@@ -234,11 +241,27 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
     if let Some(t) = &args.save_tensor {
         check_writable(t)?;
     }
+    let loras: Vec<(PathBuf, f32)> = args
+        .lora
+        .iter()
+        .map(|spec| stipple::lora::parse_spec(spec))
+        .collect();
+    for (path, _) in &loras {
+        anyhow::ensure!(path.is_file(), "LoRA file {} not found", path.display());
+    }
 
     let t0 = Instant::now();
     let gpu = Gpu::new(gpu_options)?;
     let mut pipeline = Pipeline::load(&gpu, &model, dtype)
         .with_context(|| format!("loading {}", model.display()))?;
+    if !loras.is_empty() {
+        for report in pipeline.set_loras_with(&loras, args.lora_lenient)? {
+            eprintln!("lora {}", report.summary());
+            for key in &report.unmatched {
+                eprintln!("warning: lora {}: skipped {key}", report.path.display());
+            }
+        }
+    }
     if options.latents.is_some() && args.width.is_none() && args.height.is_none() {
         let f = pipeline.vae_scale_factor();
         options.height *= f;

@@ -7,6 +7,7 @@
 //! the same latents and ancestral noise as diffusers on CPU.
 
 pub mod layout;
+pub mod lora;
 pub mod options;
 pub mod tiled_decode;
 
@@ -19,6 +20,7 @@ pub use options::{GenerateOptions, GenerateOutput, InitImage, Progress, Timings}
 use crate::error::{Error, Result};
 use crate::gpu::{auto_dtype, DType, Gpu};
 use crate::graph::Plan;
+use crate::lora::{Component, LoraState};
 use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::clip::ClipTextModel;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
@@ -53,6 +55,8 @@ pub struct Pipeline {
     /// tiles sooner (tests, or to bound memory).
     pub binding_limit: u64,
     plans: PlanCache,
+    /// The LoRA-able weights of the text encoder and UNet, and the LoRAs merged into them.
+    lora: LoraState,
 }
 
 /// Read the scheduler config and build it once, so a bad value is reported at load time with
@@ -96,7 +100,11 @@ impl Pipeline {
         let dtype = dtype.unwrap_or_else(|| auto_dtype(gpu));
         let ctx = Ctx::new(gpu, dtype);
         let tokenizer = ClipTokenizer::from_dir(path.join("tokenizer"))?;
-        let text_encoder = ClipTextModel::from_dir(ctx, &path.join("text_encoder"))?;
+        let mut lora = LoraState::default();
+        let text_encoder = ClipTextModel::from_dir(
+            ctx.with_lora_targets(lora.targets(Component::TextEncoder)),
+            &path.join("text_encoder"),
+        )?;
         let positions = text_encoder.config.max_position_embeddings;
         if tokenizer.max_length() != positions {
             return Err(Error::Tokenizer {
@@ -108,13 +116,19 @@ impl Pipeline {
                 ),
             });
         }
+        let unet = UNet2DConditionModel::from_dir(
+            ctx.with_lora_targets(lora.targets(Component::Unet)),
+            &path.join("unet"),
+        )?;
+        lora.set_base(Component::TextEncoder, path.join("text_encoder"));
+        lora.set_base(Component::Unet, path.join("unet"));
         Ok(Pipeline {
             gpu: gpu.clone(),
             dtype,
             path: path.to_path_buf(),
             tokenizer,
             text_encoder,
-            unet: UNet2DConditionModel::from_dir(ctx, &path.join("unet"))?,
+            unet,
             vae: AutoencoderKL::from_dir(ctx, &path.join("vae"))?,
             scheduler_config: load_scheduler_config(
                 &path.join("scheduler").join("scheduler_config.json"),
@@ -124,6 +138,7 @@ impl Pipeline {
                 .max_storage_buffer_binding_size
                 .min(gpu.limits.max_buffer_size),
             plans: PlanCache::default(),
+            lora,
         })
     }
 
