@@ -1,6 +1,7 @@
 //! LoRA on the tiny-pipe model vs diffusers' `load_lora_weights` + `fuse_lora(lora_scale=…)`
 //! (goldens: tools/golden/lora_golden.py): kohya (alpha/rank scales, LoCon 1×1 and 3×3 convs,
-//! fused q/k/v parts, text encoder), diffusers/PEFT, the older attention-processor form, SDXL
+//! fused q/k/v parts, text encoder), diffusers/PEFT (with and without diffusers'
+//! `lora_adapter_metadata` alphas), the older attention-processor form, SDXL
 //! LDM key naming, two LoRAs at once, scale changes and removal through `set_loras` on one
 //! loaded pipeline, the unmatched-key error and `--lora` on the CLI.
 //! Tolerance on the [0, 1] image, f32: 1e-4 (as tests/pipeline.rs); every LoRA golden differs
@@ -96,6 +97,7 @@ fn goldens_are_far_from_the_base_image() {
         "kohya_0.3",
         "peft_1.0",
         "old_1.0",
+        "peft_meta_0.7",
         "kohya_0.8+peft_0.6",
         "sdxl_names_1.0",
     ] {
@@ -143,6 +145,13 @@ fn peft_old_diffusers_sdxl_names_and_two_loras_match_diffusers() {
     assert_eq!(r[0].modules[&Component::Unet], 6);
     assert_eq!(r[0].modules[&Component::TextEncoder], 3);
     run.check("peft_1.0");
+    // lora_adapter_metadata: PEFT lora_alpha (≠ rank) and an alpha_pattern entry.
+    let r = run
+        .pipe
+        .set_loras(&[(lora("peft_meta_sd1"), 0.7)])
+        .expect("peft with metadata");
+    assert_eq!(r[0].touched(), 5);
+    run.check("peft_meta_0.7");
     let r = run
         .pipe
         .set_loras(&[(lora("diffusers_old_sd1"), 1.0)])

@@ -9,7 +9,9 @@
 //!   LDM naming (`input_blocks_4_1_…`); both are resolved against the model's actual modules
 //!   ([`names`]). LoCon conv layers (1×1 and 3×3) are supported.
 //! - diffusers / PEFT ([`peft`]): `unet.<module>.lora_A.weight` / `lora_B.weight`, prefixes
-//!   `text_encoder.` / `text_encoder_2.`; no alpha = scale 1 × multiplier; and the older
+//!   `text_encoder.` / `text_encoder_2.`; alpha from `.alpha` tensors or the
+//!   `lora_adapter_metadata` diffusers writes (PEFT `lora_alpha`, `alpha_pattern`, rsLoRA),
+//!   none = scale 1 × multiplier; and the older
 //!   `…attn1.processor.to_q_lora.down.weight` / `…q_proj.lora_linear_layer.down.weight` forms.
 //!
 //! Applying ([`apply`]): every Linear/Conv2d weight a model uploads is recorded (when the loading
@@ -131,7 +133,8 @@ impl LoraModule {
         self.down_shape.first().copied().unwrap_or(0)
     }
 
-    /// `multiplier · alpha / rank`, or `multiplier` without alpha.
+    /// `multiplier · alpha / rank`, or `multiplier` without alpha (PEFT's rsLoRA
+    /// `alpha / √rank` is stored here as the alpha giving that scale).
     pub fn scale(&self, multiplier: f32) -> f32 {
         match self.alpha {
             Some(alpha) => multiplier * alpha / self.rank() as f32,
@@ -248,6 +251,20 @@ impl LoraFile {
                 up,
                 alpha: p.alpha,
             });
+        }
+        if let Some(json) = weights.metadata().get(peft::METADATA_KEY) {
+            let configs = peft::adapter_configs(json).map_err(|why| Error::Safetensors {
+                file: path.to_path_buf(),
+                message: why,
+            })?;
+            for m in modules.iter_mut().filter(|m| m.alpha.is_none()) {
+                let (Some((_, cfg)), ModuleKey::Dotted(name)) =
+                    (configs.iter().find(|(c, _)| *c == m.component), &m.module)
+                else {
+                    continue;
+                };
+                m.alpha = cfg.alpha(name, m.rank());
+            }
         }
         Ok(LoraFile {
             path: path.to_path_buf(),

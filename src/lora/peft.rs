@@ -39,6 +39,69 @@ pub const PROCESSOR_NAMES: [(&str, &str, &str); 4] = [
     ("to_out_lora", "to_out.0", "out_proj"),
 ];
 
+/// The `__metadata__` entry where diffusers' `save_lora_weights` stores each component's PEFT
+/// `LoraConfig` as JSON, keys prefixed with the component (`unet.lora_alpha`, `unet.r`, …).
+pub const METADATA_KEY: &str = "lora_adapter_metadata";
+
+/// The parts of a PEFT `LoraConfig` that set a module's scale.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AdapterConfig {
+    pub lora_alpha: Option<f32>,
+    /// Module-name suffix → alpha.
+    pub alpha_pattern: Vec<(String, f32)>,
+    /// scale = alpha / √rank instead of alpha / rank.
+    pub use_rslora: bool,
+}
+
+impl AdapterConfig {
+    /// The alpha giving this module PEFT's scale with `scale = alpha / rank`, if the config
+    /// sets one: a matching `alpha_pattern` key (the module name or a dotted suffix of it, as
+    /// peft matches), else `lora_alpha`; rsLoRA's `alpha / √rank` folded in.
+    pub fn alpha(&self, module: &str, rank: usize) -> Option<f32> {
+        let alpha = self
+            .alpha_pattern
+            .iter()
+            .find(|(k, _)| module == k || module.ends_with(&format!(".{k}")))
+            .map(|(_, a)| *a)
+            .or(self.lora_alpha)?;
+        Some(if self.use_rslora {
+            alpha * (rank as f32).sqrt()
+        } else {
+            alpha
+        })
+    }
+}
+
+/// Parses the [`METADATA_KEY`] JSON into one config per component present.
+pub fn adapter_configs(json: &str) -> Result<Vec<(Component, AdapterConfig)>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("{METADATA_KEY} is not JSON: {e}"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| format!("{METADATA_KEY} is not a JSON object"))?;
+    let mut out = Vec::new();
+    for (prefix, component) in PREFIXES {
+        let get = |k: &str| obj.get(&format!("{prefix}{k}"));
+        let mut cfg = AdapterConfig {
+            lora_alpha: get("lora_alpha").and_then(|v| v.as_f64()).map(|a| a as f32),
+            use_rslora: get("use_rslora").and_then(|v| v.as_bool()).unwrap_or(false),
+            ..AdapterConfig::default()
+        };
+        if let Some(pattern) = get("alpha_pattern").and_then(|v| v.as_object()) {
+            for (k, v) in pattern {
+                let a = v
+                    .as_f64()
+                    .ok_or_else(|| format!("{prefix}alpha_pattern[{k:?}] is not a number"))?;
+                cfg.alpha_pattern.push((k.clone(), a as f32));
+            }
+        }
+        if cfg != AdapterConfig::default() {
+            out.push((component, cfg));
+        }
+    }
+    Ok(out)
+}
+
 /// Splits a diffusers/PEFT key; `None` when no suffix rule matches.
 pub fn split_key(key: &str) -> Option<Result<KeyParts, String>> {
     let (component, rest) = PREFIXES
@@ -162,6 +225,26 @@ mod tests {
                 Role::Down
             )
         );
+    }
+
+    #[test]
+    fn adapter_metadata_sets_alphas() {
+        let json = r#"{"unet.r": 4, "unet.lora_alpha": 8, "unet.alpha_pattern":
+            {"attn1.to_v": 2.0}, "text_encoder.lora_alpha": 3, "text_encoder.use_rslora": true}"#;
+        let configs = adapter_configs(json).expect("parses");
+        assert_eq!(configs.len(), 2);
+        let (c, unet) = &configs[0];
+        assert_eq!(*c, Component::Unet);
+        assert_eq!(unet.alpha(&format!("{ATTN}.to_q"), 4), Some(8.0));
+        assert_eq!(unet.alpha(&format!("{ATTN}.to_v"), 4), Some(2.0));
+        // A pattern matches whole dotted segments only.
+        assert_eq!(unet.alpha("x.xattn1.to_v", 4), Some(8.0));
+        let (c, te) = &configs[1];
+        assert_eq!(*c, Component::TextEncoder);
+        assert_eq!(te.alpha("q_proj", 4), Some(6.0)); // 3·√4: scale 3/√4 = 6/4
+        assert!(adapter_configs("[1]").is_err());
+        assert!(adapter_configs(r#"{"unet.alpha_pattern": {"a": "x"}}"#).is_err());
+        assert_eq!(adapter_configs(r#"{"unet.r": 4}"#), Ok(Vec::new()));
     }
 
     #[test]

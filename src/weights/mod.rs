@@ -21,7 +21,7 @@ mod safetensors_file;
 
 pub use dtype::{to_f32, FileDtype};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
@@ -54,6 +54,8 @@ pub struct Weights {
     path: PathBuf,
     files: Vec<SafetensorsFile>,
     tensors: BTreeMap<String, Entry>,
+    /// `__metadata__` of a single file (empty for an index).
+    metadata: HashMap<String, String>,
 }
 
 impl fmt::Debug for Weights {
@@ -100,6 +102,7 @@ impl Weights {
                 path: resolved,
                 files: Vec::new(),
                 tensors: BTreeMap::new(),
+                metadata: header.metadata,
             };
             weights.add_file(file, header.tensors)?;
             Ok(weights)
@@ -115,6 +118,7 @@ impl Weights {
             path: label.into(),
             files: Vec::new(),
             tensors: BTreeMap::new(),
+            metadata: HashMap::new(),
         }
     }
 
@@ -138,6 +142,11 @@ impl Weights {
     /// `root().pp(prefix)`.
     pub fn pp(&self, prefix: impl fmt::Display) -> WeightsView<'_> {
         self.root().pp(prefix)
+    }
+
+    /// The `__metadata__` strings of a single `.safetensors` file (empty for a sharded index).
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
     }
 
     /// Whether a tensor of this full name exists.
@@ -523,6 +532,7 @@ fn open_index(index: PathBuf) -> Result<Weights> {
         path: index.clone(),
         files: Vec::new(),
         tensors: BTreeMap::new(),
+        metadata: HashMap::new(),
     };
     for (shard, listed) in &shards {
         let shard_path = dir.join(shard);

@@ -33,6 +33,9 @@ module visibly changes the image):
                             (scale 1): attn1.to_q/to_v, attn2.to_k/to_out.0, resnet conv2 (3x3),
                             proj_out (1x1 conv), CLIP self_attn q_proj/v_proj and mlp.fc2; ranks
                             differ per module.
+  peft_meta_sd1.safetensors float32 PEFT keys + the `lora_adapter_metadata` diffusers'
+                            save_lora_weights writes (unet: r 2, lora_alpha 4, alpha_pattern
+                            {"attn1.to_v": 1}; text encoder: r 3, lora_alpha 6).
   diffusers_old_sd1.safetensors  float32. `unet.….processor.to_q_lora.down.weight` form.
   kohya_unmatched.safetensors    one module that exists and one (down_blocks_7_…) that does not.
   kohya_sdxl_names.safetensors   keys in SDXL's LDM naming (`input_blocks_1_1_…`): tiny-pipe
@@ -47,6 +50,7 @@ Goldens: golden_lora.safetensors (float32, NCHW / NHWC as noted)
                             encoder part matters; not compared by the tests)
   image.peft_1.0            PEFT at 1.0
   image.old_1.0             old attention-processor file at 1.0
+  image.peft_meta_0.7       peft_meta_sd1 at 0.7
   image.kohya_0.8+peft_0.6  both: set_adapters([k, p], [0.8, 0.6]) then fuse_lora(lora_scale=1)
   image.sdxl_names_1.0      kohya_sdxl_names at 1.0 (diffusers loads it as the same modules
                             written with diffusers names; the script checks the weights agree)
@@ -62,6 +66,7 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +127,28 @@ PEFT = [
     ("text_encoder", "text_model.encoder.layers.1.self_attn.v_proj", 3),
     ("text_encoder", "text_model.encoder.layers.0.mlp.fc2", 2),
 ]
+# PEFT with diffusers' lora_adapter_metadata (LoraConfig per component): alpha != rank,
+# an alpha_pattern entry
+PEFT_META = [
+    ("unet", f"{ATTN}.attn1.to_q"),
+    ("unet", f"{ATTN}.attn1.to_v"),
+    ("unet", "down_blocks.1.resnets.0.conv1"),
+    ("text_encoder", "text_model.encoder.layers.0.self_attn.k_proj"),
+    ("text_encoder", "text_model.encoder.layers.1.mlp.fc1"),
+]
+ADAPTER_METADATA = {
+    "unet": dict(r=2, lora_alpha=4, alpha_pattern={"attn1.to_v": 1},
+                 target_modules=sorted(m for c, m in PEFT_META if c == "unet")),
+    "text_encoder": dict(r=3, lora_alpha=6,
+                         target_modules=sorted(m.removeprefix("text_model.") for c, m in PEFT_META
+                                               if c == "text_encoder")),
+}
+FILE_METADATA = {
+    "peft_meta_sd1": {"format": "pt", "lora_adapter_metadata": json.dumps(
+        {f"{c}.{k}": v for c, cfg in ADAPTER_METADATA.items() for k, v in cfg.items()},
+        indent=2, sort_keys=True)},
+}
+
 # (attention module, processor names)
 OLD = [
     (f"{ATTN}.attn1", ["to_q", "to_out"]),
@@ -198,6 +225,16 @@ def build_files(pipe):
         tensors[f"{comp}.{m}.lora_B.weight"] = up
         mods[(comp, m)] = (down, up, None)
     files["peft_sd1"] = (tensors, mods)
+
+    tensors, mods = {}, {}
+    for comp, m in PEFT_META:
+        cfg = ADAPTER_METADATA[comp]
+        down, up = low_rank(g, weight_of(pipe, comp, m).shape, cfg["r"])
+        tensors[f"{comp}.{m}.lora_A.weight"] = down
+        tensors[f"{comp}.{m}.lora_B.weight"] = up
+        alpha = next((a for k, a in cfg.get("alpha_pattern", {}).items() if m.endswith("." + k)), cfg["lora_alpha"])
+        mods[(comp, m)] = (down, up, float(alpha))
+    files["peft_meta_sd1"] = (tensors, mods)
 
     tensors, mods = {}, {}
     for attn, procs in OLD:
@@ -289,6 +326,7 @@ def compute():
         "kohya_unet_0.8": ([("kohya_sd1_unet", 0.8)], ["unet", "text_encoder"]),
         "peft_1.0": ([("peft_sd1", 1.0)], ["unet", "text_encoder"]),
         "old_1.0": ([("diffusers_old_sd1", 1.0)], ["unet", "text_encoder"]),
+        "peft_meta_0.7": ([("peft_meta_sd1", 0.7)], ["unet", "text_encoder"]),
         "kohya_0.8+peft_0.6": ([("kohya_sd1", 0.8), ("peft_sd1", 0.6)], ["unet", "text_encoder"]),
         "sdxl_names_1.0": ([("kohya_sdxl_names", 1.0)], ["unet", "text_encoder"]),
     }
@@ -298,7 +336,12 @@ def compute():
         for i, (fname, mult) in enumerate(loras):
             tensors, mods = files[fname]
             adapter = f"a{i}"
-            pipe.load_lora_weights(diffusers_equivalent(tensors, mods, fname), adapter_name=adapter)
+            if fname in FILE_METADATA:  # diffusers reads the metadata from a file only
+                tmp = Path(tempfile.mkdtemp()) / f"{fname}.safetensors"
+                save_file(tensors, str(tmp), metadata=FILE_METADATA[fname])
+                pipe.load_lora_weights(str(tmp), adapter_name=adapter)
+            else:
+                pipe.load_lora_weights(diffusers_equivalent(tensors, mods, fname), adapter_name=adapter)
             names.append(adapter)
         if len(loras) == 1:
             pipe.fuse_lora(lora_scale=loras[0][1], components=components)
@@ -353,7 +396,8 @@ def main():
     for fname, (tensors, _) in files.items():
         if fname in NOT_WRITTEN:
             continue
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(OUT / f"{fname}.safetensors"))
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(OUT / f"{fname}.safetensors"),
+                  metadata=FILE_METADATA.get(fname))
     save_file(goldens, str(OUT / GOLDEN))
     (OUT / INFO).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     for p in sorted(OUT.iterdir()):
