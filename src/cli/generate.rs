@@ -255,7 +255,10 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
     let mut pipeline = Pipeline::load(&gpu, &model, dtype)
         .with_context(|| format!("loading {}", model.display()))?;
     if !loras.is_empty() {
-        for report in pipeline.set_loras_with(&loras, args.lora_lenient)? {
+        let t = Instant::now();
+        let reports = pipeline.set_loras_with(&loras, args.lora_lenient)?;
+        eprintln!("lora: merged in {:.2}s", t.elapsed().as_secs_f64());
+        for report in reports {
             eprintln!("lora {}", report.summary());
             for key in &report.unmatched {
                 eprintln!("warning: lora {}: skipped {key}", report.path.display());

@@ -120,20 +120,25 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// `scale · up · down` reshaped to `shape` (torch layout), or why it does not fit.
-pub fn delta(m: &LoraModule, scale: f32, shape: &[usize]) -> std::result::Result<Vec<f32>, String> {
+/// Error unless `up · down` has the shape (torch layout) of the module's weight.
+pub fn check_fits(m: &LoraModule, shape: &[usize]) -> std::result::Result<(), String> {
     let out = shape.first().copied().unwrap_or(0);
     let numel: usize = shape.iter().product();
-    let rest = numel / out.max(1);
     let r = m.rank();
-    if m.up_shape[0] != out || m.up.len() != out * r || m.down.len() != r * rest {
+    if m.up_shape[0] != out || m.up.len() != out * r || m.down.len() * out != r * numel {
         return Err(format!(
             "up {:?} · down {:?} does not make the module's weight {shape:?}",
             m.up_shape, m.down_shape
         ));
     }
-    let mut d = vec![0.0f32; numel];
-    for (o, row) in d.chunks_exact_mut(rest).enumerate() {
+    Ok(())
+}
+
+/// `w += scale · up · down` for `w` in torch layout (out, in·kh·kw); shapes as [`check_fits`].
+pub fn add_delta(w: &mut [f32], m: &LoraModule, scale: f32) {
+    let r = m.rank();
+    let rest = m.down.len() / r.max(1);
+    for (o, row) in w.chunks_exact_mut(rest).enumerate() {
         for k in 0..r {
             let u = scale * m.up[o * r + k];
             for (x, &v) in row.iter_mut().zip(&m.down[k * rest..(k + 1) * rest]) {
@@ -141,7 +146,6 @@ pub fn delta(m: &LoraModule, scale: f32, shape: &[usize]) -> std::result::Result
             }
         }
     }
-    Ok(d)
 }
 
 /// What one LoRA did.
@@ -245,8 +249,9 @@ impl LoraState {
             targets.insert(c, list);
         }
 
-        // 2. deltas, summed over files.
-        let mut deltas: BTreeMap<(Component, String), Vec<f32>> = BTreeMap::new();
+        // 2. resolve and check every module; deltas are only computed while repacking (one
+        //    target at a time, so host memory stays at one weight, not the whole model).
+        let mut deltas: Deltas = BTreeMap::new();
         let mut reports = Vec::with_capacity(loras.len());
         for (file, multiplier) in loras {
             let mut report = LoraReport {
@@ -274,14 +279,11 @@ impl LoraState {
                     }
                 };
                 let key = (m.component, format!("{module}.weight"));
-                let shape = &parts[&key];
-                let d = delta(m, m.scale(*multiplier), shape).map_err(err)?;
-                match deltas.get_mut(&key) {
-                    Some(sum) => sum.iter_mut().zip(&d).for_each(|(s, x)| *s += x),
-                    None => {
-                        deltas.insert(key, d);
-                    }
-                }
+                check_fits(m, &parts[&key]).map_err(err)?;
+                deltas
+                    .entry(key)
+                    .or_default()
+                    .push((m, m.scale(*multiplier)));
                 *report.modules.entry(m.component).or_default() += 1;
             }
             reports.push(report);
@@ -319,13 +321,11 @@ impl LoraState {
     }
 }
 
+/// Per weight, the modules adding to it and their scales.
+type Deltas<'f> = BTreeMap<(Component, String), Vec<(&'f LoraModule, f32)>>;
+
 /// The packed data of `t`: base weights read from `base` plus their deltas.
-fn repack(
-    base: &Weights,
-    c: Component,
-    t: &Target,
-    deltas: &BTreeMap<(Component, String), Vec<f32>>,
-) -> Result<Vec<f32>> {
+fn repack(base: &Weights, c: Component, t: &Target, deltas: &Deltas) -> Result<Vec<f32>> {
     let mut w = Vec::new();
     let mut out = 0;
     for p in &t.parts {
@@ -340,8 +340,8 @@ fn repack(
                 ),
             });
         }
-        if let Some(d) = deltas.get(&(c, p.weight.clone())) {
-            data.iter_mut().zip(d).for_each(|(x, d)| *x += d);
+        for (m, scale) in deltas.get(&(c, p.weight.clone())).into_iter().flatten() {
+            add_delta(&mut data, m, *scale);
         }
         out += shape[0];
         w.extend(data);
@@ -415,6 +415,13 @@ mod tests {
         }
     }
 
+    fn delta(m: &LoraModule, scale: f32, shape: &[usize]) -> Result<Vec<f32>, String> {
+        check_fits(m, shape)?;
+        let mut w = vec![0.0; shape.iter().product()];
+        add_delta(&mut w, m, scale);
+        Ok(w)
+    }
+
     #[test]
     fn linear_delta_is_scaled_up_times_down() {
         // up (3, 2), down (2, 4)
@@ -448,10 +455,12 @@ mod tests {
     #[test]
     fn mismatched_shapes_are_reported() {
         let m = module(vec![2, 4], vec![0.0; 8], vec![3, 2], vec![0.0; 6]);
-        assert!(delta(&m, 1.0, &[3, 5])
+        assert!(check_fits(&m, &[3, 5])
             .expect_err("in differs")
             .contains("[3, 5]"));
-        assert!(delta(&m, 1.0, &[4, 4]).is_err());
+        assert!(check_fits(&m, &[4, 4]).is_err());
+        assert!(check_fits(&m, &[3, 4]).is_ok());
+        assert!(check_fits(&m, &[3, 4, 1, 1]).is_ok());
     }
 
     #[test]
