@@ -22,6 +22,7 @@ pub mod error;
 pub mod gpu;
 pub mod graph;
 pub mod image_io;
+pub mod lora;
 pub mod models;
 pub mod ops;
 pub mod pipeline;

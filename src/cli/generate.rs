@@ -107,6 +107,13 @@ pub struct GenerateArgs {
     /// SDXL micro-conditioning: the target size HEIGHT,WIDTH (default: the output size).
     #[arg(long, value_parser = parse_pair, value_name = "HEIGHT,WIDTH")]
     pub target_size: Option<[usize; 2]>,
+    /// A LoRA to merge, with its scale (default 1): kohya/A1111 or diffusers/PEFT
+    /// .safetensors. Repeatable.
+    #[arg(long, value_name = "PATH[:SCALE]")]
+    pub lora: Vec<String>,
+    /// Warn about LoRA keys that match no module of the model instead of failing.
+    #[arg(long)]
+    pub lora_lenient: bool,
 }
 
 /// "A,B" → [A, B] (SDXL's (height, width) / (top, left) pairs, in diffusers' order).
@@ -295,6 +302,14 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
     if let Some(t) = &args.save_tensor {
         check_writable(t)?;
     }
+    let loras: Vec<(PathBuf, f32)> = args
+        .lora
+        .iter()
+        .map(|spec| stipple::lora::parse_spec(spec))
+        .collect();
+    for (path, _) in &loras {
+        anyhow::ensure!(path.is_file(), "LoRA file {} not found", path.display());
+    }
 
     let t0 = Instant::now();
     let gpu = Gpu::new(gpu_options)?;
@@ -315,6 +330,17 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         pipeline
             .set_vae(vae)
             .with_context(|| format!("loading the VAE {}", vae.display()))?;
+    }
+    if !loras.is_empty() {
+        let t = Instant::now();
+        let reports = pipeline.set_loras_with(&loras, args.lora_lenient)?;
+        eprintln!("lora: merged in {:.2}s", t.elapsed().as_secs_f64());
+        for report in reports {
+            eprintln!("lora {}", report.summary());
+            for key in &report.unmatched {
+                eprintln!("warning: lora {}: skipped {key}", report.path.display());
+            }
+        }
     }
     if options.latents.is_some() && args.width.is_none() && args.height.is_none() {
         let f = pipeline.vae_scale_factor();

@@ -5,6 +5,7 @@ use super::Ctx;
 use crate::error::Result;
 use crate::gpu::Tensor;
 use crate::graph::{Graph, ValueId};
+use crate::lora::apply::Part;
 use crate::ops::conv2d::Conv2dWeight;
 use crate::ops::group_norm::GroupNorm;
 use crate::ops::layer_norm;
@@ -29,7 +30,7 @@ pub fn linear(
     } else {
         None
     };
-    LinearWeight::upload(
+    let lw = LinearWeight::upload(
         ctx.gpu,
         w.prefix(),
         &weight,
@@ -37,7 +38,21 @@ pub fn linear(
         out_features,
         in_features,
         ctx.dtype,
-    )
+    )?;
+    ctx.record_linear(
+        vec![part(w, "weight", &[out_features, in_features])],
+        in_features,
+        &lw.weight,
+    );
+    Ok(lw)
+}
+
+/// A weight a packed tensor is built from (for [`Ctx::record_linear`]).
+fn part(w: &WeightsView, name: &str, shape: &[usize]) -> Part {
+    Part {
+        weight: w.full_name(name),
+        shape: shape.to_vec(),
+    }
 }
 
 fn placeholder_linear(
@@ -76,13 +91,14 @@ pub fn linear_or_conv1x1(
     if ctx.placeholders {
         return placeholder_linear(ctx, w.prefix(), in_features, out_features, true);
     }
-    let weight = if conv1x1 {
-        w.get("weight", &[out_features, in_features, 1, 1])?
+    let shape = if conv1x1 {
+        vec![out_features, in_features, 1, 1]
     } else {
-        w.get("weight", &[out_features, in_features])?
+        vec![out_features, in_features]
     };
+    let weight = w.get("weight", &shape)?;
     let bias = w.get("bias", &[out_features])?;
-    LinearWeight::upload(
+    let lw = LinearWeight::upload(
         ctx.gpu,
         w.prefix(),
         &weight,
@@ -90,7 +106,9 @@ pub fn linear_or_conv1x1(
         out_features,
         in_features,
         ctx.dtype,
-    )
+    )?;
+    ctx.record_linear(vec![part(w, "weight", &shape)], in_features, &lw.weight);
+    Ok(lw)
 }
 
 /// Several Linears with the same input fused into one (their outputs side by side), e.g.
@@ -118,7 +136,13 @@ pub fn fused_linear(
         }
     }
     let b = bias.then_some(&biases[..]);
-    LinearWeight::upload(ctx.gpu, &name, &weight, b, total, in_features, ctx.dtype)
+    let lw = LinearWeight::upload(ctx.gpu, &name, &weight, b, total, in_features, ctx.dtype)?;
+    let parts = parts
+        .iter()
+        .map(|p| part(&w.pp(p), "weight", &[out_features, in_features]))
+        .collect();
+    ctx.record_linear(parts, in_features, &lw.weight);
+    Ok(lw)
 }
 
 /// `nn.Conv2d(cin, cout, kernel)` with bias.
@@ -151,14 +175,20 @@ pub fn conv2d(
     }
     let weight = w.get("weight", &[cout, cin, kernel, kernel])?;
     let bias = w.get("bias", &[cout])?;
-    Conv2dWeight::upload(
+    let cw = Conv2dWeight::upload(
         ctx.gpu,
         w.prefix(),
         &weight,
         Some(&bias),
         [cout, cin, kernel, kernel],
         ctx.dtype,
-    )
+    )?;
+    ctx.record_conv(
+        w.full_name("weight"),
+        [cout, cin, kernel, kernel],
+        &cw.weight,
+    );
+    Ok(cw)
 }
 
 fn affine(ctx: Ctx, w: &WeightsView, channels: usize) -> Result<(Tensor, Tensor)> {

@@ -33,6 +33,9 @@ pub struct Ctx<'a> {
     /// Build with placeholder weights (shapes only, nothing read): for planning memory of
     /// models whose weights are not at hand. Such graphs cannot run.
     pub placeholders: bool,
+    /// Where Linear/Conv2d uploads are recorded so LoRAs can rewrite them (see
+    /// [`crate::lora::apply`]); None = not recorded.
+    pub lora_targets: Option<&'a crate::lora::Targets>,
 }
 
 impl<'a> Ctx<'a> {
@@ -41,6 +44,7 @@ impl<'a> Ctx<'a> {
             gpu,
             dtype,
             placeholders: false,
+            lora_targets: None,
         }
     }
 
@@ -50,6 +54,7 @@ impl<'a> Ctx<'a> {
             gpu,
             dtype,
             placeholders: true,
+            lora_targets: None,
         }
     }
 

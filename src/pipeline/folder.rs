@@ -9,7 +9,7 @@
 //! - PyTorch pickles only: refused with the reason and a conversion command;
 //! - configs written by Python's json with `NaN`/`Infinity` literals: read by `read_config`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
@@ -17,6 +17,7 @@ use super::family::{self, Family};
 use super::{LoadOptions, PlanCache, Pipeline};
 use crate::error::{Error, Result};
 use crate::gpu::{auto_dtype, DType, Gpu};
+use crate::lora::{Component, LoraState};
 use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::clip::ClipTextModel;
 use crate::models::config::{read_config, AutoencoderKLConfig};
@@ -52,21 +53,42 @@ pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pip
     let dtype = options.dtype.unwrap_or_else(|| auto_dtype(gpu));
     let ctx = Ctx::new(gpu, dtype);
     let variant = options.variant.as_deref();
-    let (tokenizer, text_encoder) = load_text_encoder(ctx, path, "", variant, &mut notes)?;
+    // LoRA-able weights are recorded while loading, with where their base comes from.
+    let mut lora = LoraState::default();
+    let (tokenizer, text_encoder, base) = load_text_encoder(
+        ctx.with_lora_targets(lora.targets(Component::TextEncoder)),
+        path,
+        "",
+        variant,
+        &mut notes,
+    )?;
+    let mut bases = vec![(Component::TextEncoder, base)];
     let (tokenizer_2, text_encoder_2) = match family {
         Family::StableDiffusionXL => {
-            let (t, e) = load_text_encoder(ctx, path, "_2", variant, &mut notes)?;
+            let (t, e, base) = load_text_encoder(
+                ctx.with_lora_targets(lora.targets(Component::TextEncoder2)),
+                path,
+                "_2",
+                variant,
+                &mut notes,
+            )?;
+            bases.push((Component::TextEncoder2, base));
             (Some(t), Some(e))
         }
         Family::StableDiffusion => (None, None),
     };
-    let unet = component(
+    let unet_ctx = ctx.with_lora_targets(lora.targets(Component::Unet));
+    let (unet, base) = component(
         &path.join("unet"),
         variant,
         &mut notes,
         |c: &crate::models::config::UNet2DConditionConfig, p| c.validate(p),
-        |w, c| UNet2DConditionModel::load(ctx, w, c),
+        |w, c| UNet2DConditionModel::load(unet_ctx, w, c),
     )?;
+    bases.push((Component::Unet, base));
+    for (c, base) in bases {
+        lora.set_base(c, base);
+    }
     family::check_unet(
         family,
         &path.join("unet").join("config.json"),
@@ -82,7 +104,7 @@ pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pip
         dtype
     };
     let vae_ctx = Ctx::new(gpu, vae_dtype);
-    let vae = component(
+    let (vae, _) = component(
         &path.join("vae"),
         variant,
         &mut notes,
@@ -114,6 +136,7 @@ pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pip
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size),
         plans: PlanCache::default(),
+        lora,
     };
     Ok((pipeline, notes))
 }
@@ -125,9 +148,9 @@ fn load_text_encoder(
     suffix: &str,
     variant: Option<&str>,
     notes: &mut Vec<String>,
-) -> Result<(ClipTokenizer, ClipTextModel)> {
+) -> Result<(ClipTokenizer, ClipTextModel, PathBuf)> {
     let tokenizer = ClipTokenizer::from_dir(path.join(format!("tokenizer{suffix}")))?;
-    let text_encoder = component(
+    let (text_encoder, base) = component(
         &path.join(format!("text_encoder{suffix}")),
         variant,
         notes,
@@ -145,7 +168,7 @@ fn load_text_encoder(
             ),
         });
     }
-    Ok((tokenizer, text_encoder))
+    Ok((tokenizer, text_encoder, base))
 }
 
 /// Read the scheduler config and build it once, so a bad value is reported at load time with
@@ -160,14 +183,14 @@ fn load_scheduler_config(path: &Path) -> Result<SchedulerConfig> {
 }
 
 /// One model component: `dir/config.json`, validated, and the weights file chosen for
-/// `variant`; every tensor must be used.
+/// `variant` (returned: LoRAs re-read base weights from it); every tensor must be used.
 fn component<C: DeserializeOwned, M>(
     dir: &Path,
     variant: Option<&str>,
     notes: &mut Vec<String>,
     validate: impl FnOnce(&C, &Path) -> Result<()>,
     load: impl FnOnce(&WeightsView, C) -> Result<M>,
-) -> Result<M> {
+) -> Result<(M, PathBuf)> {
     let config_path = dir.join("config.json");
     let config: C = read_config(&config_path)?;
     validate(&config, &config_path)?;
@@ -176,7 +199,7 @@ fn component<C: DeserializeOwned, M>(
     let weights = Weights::open(&resolved.path)?;
     let model = load(&weights.root(), config)?;
     weights.finish()?;
-    Ok(model)
+    Ok((model, resolved.path))
 }
 
 /// One line naming the components of `model_index.json` that a text-to-image pipeline does not

@@ -13,6 +13,7 @@ mod conditioning;
 pub mod family;
 mod folder;
 pub mod layout;
+pub mod lora;
 pub mod options;
 pub mod plan_cache;
 pub mod single_file;
@@ -31,6 +32,7 @@ pub use single_file::{SingleFileInfo, SingleFileOptions};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu};
 use crate::graph::Plan;
+use crate::lora::LoraState;
 use crate::models::autoencoder_kl::AutoencoderKL;
 use crate::models::clip::ClipTextModel;
 use crate::models::config::{read_config, AutoencoderKLConfig};
@@ -79,6 +81,8 @@ pub struct Pipeline {
     /// tiles sooner (tests, or to bound memory).
     pub binding_limit: u64,
     plans: PlanCache,
+    /// The LoRA-able weights of the text encoder and UNet, and the LoRAs merged into them.
+    lora: LoraState,
 }
 
 impl Pipeline {

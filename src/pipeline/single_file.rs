@@ -84,6 +84,8 @@ pub(super) fn load(
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size),
         plans: PlanCache::default(),
+        // No base recorded: LoRAs need a folder's files to restore from (set_loras says so).
+        lora: crate::lora::LoraState::default(),
     };
     Ok((
         pipeline,

@@ -24,7 +24,7 @@ pub mod single_file;
 pub use dtype::{to_f32, FileDtype};
 pub use resolve::{resolve_dir, ResolvedWeights};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
@@ -56,6 +56,8 @@ pub struct Weights {
     tensors: BTreeMap<String, Entry>,
     /// For renamed checkpoints (single files): a tensor's name in the file, for messages.
     source_names: Option<SourceNames>,
+    /// `__metadata__` of a single file (empty for an index).
+    metadata: HashMap<String, String>,
 }
 
 /// Maps a tensor name stipple reads to the name of the tensor it comes from in the file.
@@ -108,6 +110,7 @@ impl Weights {
                 files: Vec::new(),
                 tensors: BTreeMap::new(),
                 source_names: None,
+                metadata: header.metadata,
             };
             weights.add_file(file, header.tensors)?;
             Ok(weights)
@@ -124,6 +127,7 @@ impl Weights {
             files: Vec::new(),
             tensors: BTreeMap::new(),
             source_names: None,
+            metadata: HashMap::new(),
         }
     }
 
@@ -141,6 +145,7 @@ impl Weights {
             files: Vec::new(),
             tensors: BTreeMap::new(),
             source_names: Some(source_names),
+            metadata: HashMap::new(),
         };
         weights.add_file(file, tensors)?;
         Ok(weights)
@@ -180,6 +185,11 @@ impl Weights {
     /// `root().pp(prefix)`.
     pub fn pp(&self, prefix: impl fmt::Display) -> WeightsView<'_> {
         self.root().pp(prefix)
+    }
+
+    /// The `__metadata__` strings of a single `.safetensors` file (empty for a sharded index).
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
     }
 
     /// Whether a tensor of this full name exists.
@@ -519,6 +529,7 @@ fn open_index(index: PathBuf) -> Result<Weights> {
         files: Vec::new(),
         tensors: BTreeMap::new(),
         source_names: None,
+        metadata: HashMap::new(),
     };
     for (shard, listed) in &shards {
         let shard_path = dir.join(shard);

@@ -1,0 +1,480 @@
+//! Merging LoRA deltas into the packed GPU weights, and restoring the base weights.
+//!
+//! At load, every Linear / Conv2d weight goes through `models::layers`, which records (when the
+//! [`Ctx`] carries [`Targets`]) the GPU tensor it uploaded and the torch-layout weights it was
+//! packed from, in order: a fused `to_q+to_k+to_v` is one target of three parts. A LoRA change
+//! then, per target it touches (now or before):
+//!
+//! ```text
+//! W_part = base (re-read from the memory-mapped weights) + Σ_lora scale·up·down   (out, in·kh·kw)
+//! packed = pack(W_part₀ ‖ W_part₁ ‖ …)                      as the loader packed it
+//! tensor.write(packed)                                      same buffer: plans stay valid
+//! ```
+//!
+//! Nothing else is re-read or re-uploaded, and every error (unmatched key, shape mismatch) is
+//! found before the first buffer is written.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::names::{ModuleTable, Unresolved};
+use super::{Component, Format, LoraFile, LoraModule};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Tensor};
+use crate::models::Ctx;
+use crate::ops::{conv2d, matmul};
+use crate::weights::Weights;
+
+/// One torch-layout weight a packed tensor was built from.
+#[derive(Clone, Debug)]
+pub struct Part {
+    /// Full tensor name in the model's weights (`….to_q.weight`).
+    pub weight: String,
+    /// torch shape: (out, in) for a Linear, (out, in, 1, 1) for a 1×1 conv used as one,
+    /// (cout, cin, kh, kw) for a Conv2d.
+    pub shape: Vec<usize>,
+}
+
+/// How the parts become the GPU tensor.
+#[derive(Clone, Copy, Debug)]
+pub enum Packing {
+    /// Parts stacked on the output axis, then `matmul::pack_weight` (K, NP).
+    Linear { in_features: usize },
+    /// One part, `conv2d::pack_weight` (KH·KW·CIN, NP).
+    Conv { shape: [usize; 4] },
+}
+
+/// A packed GPU weight and what it was packed from.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub parts: Vec<Part>,
+    pub packing: Packing,
+    pub tensor: Tensor,
+}
+
+/// The packed weights of one model that a LoRA may change, recorded while it loads.
+#[derive(Debug, Default)]
+pub struct Targets {
+    entries: Mutex<Vec<Target>>,
+}
+
+impl Targets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Target>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn record(&self, target: Target) {
+        self.lock().push(target);
+    }
+
+    /// The targets recorded so far.
+    pub fn snapshot(&self) -> Vec<Target> {
+        self.lock().clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forget every target (before the model is loaded again).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// This context, recording the Linear/Conv2d weights it uploads into `targets`.
+    pub fn with_lora_targets(mut self, targets: &'a Targets) -> Self {
+        self.lora_targets = Some(targets);
+        self
+    }
+
+    /// Records a packed Linear weight built from `parts` (no-op without targets).
+    pub fn record_linear(&self, parts: Vec<Part>, in_features: usize, packed: &Tensor) {
+        if let Some(t) = self.lora_targets {
+            t.record(Target {
+                parts,
+                packing: Packing::Linear { in_features },
+                tensor: packed.clone(),
+            });
+        }
+    }
+
+    /// Records a packed Conv2d weight (no-op without targets).
+    pub fn record_conv(&self, weight: String, shape: [usize; 4], packed: &Tensor) {
+        if let Some(t) = self.lora_targets {
+            t.record(Target {
+                parts: vec![Part {
+                    weight,
+                    shape: shape.to_vec(),
+                }],
+                packing: Packing::Conv { shape },
+                tensor: packed.clone(),
+            });
+        }
+    }
+}
+
+/// Error unless `up · down` has the shape (torch layout) of the module's weight.
+pub fn check_fits(m: &LoraModule, shape: &[usize]) -> std::result::Result<(), String> {
+    let out = shape.first().copied().unwrap_or(0);
+    let numel: usize = shape.iter().product();
+    let r = m.rank();
+    if m.up_shape[0] != out || m.up.len() != out * r || m.down.len() * out != r * numel {
+        return Err(format!(
+            "up {:?} · down {:?} does not make the module's weight {shape:?}",
+            m.up_shape, m.down_shape
+        ));
+    }
+    Ok(())
+}
+
+/// `w += scale · up · down` for `w` in torch layout (out, in·kh·kw); shapes as [`check_fits`].
+pub fn add_delta(w: &mut [f32], m: &LoraModule, scale: f32) {
+    let r = m.rank();
+    let rest = m.down.len() / r.max(1);
+    for (o, row) in w.chunks_exact_mut(rest).enumerate() {
+        for k in 0..r {
+            let u = scale * m.up[o * r + k];
+            for (x, &v) in row.iter_mut().zip(&m.down[k * rest..(k + 1) * rest]) {
+                *x += u * v;
+            }
+        }
+    }
+}
+
+/// What one LoRA did.
+#[derive(Clone, Debug)]
+pub struct LoraReport {
+    pub path: PathBuf,
+    pub format: Format,
+    pub scale: f32,
+    /// Modules changed, per component.
+    pub modules: BTreeMap<Component, usize>,
+    /// Keys that matched no module (only with `lenient`), with why.
+    pub unmatched: Vec<String>,
+}
+
+impl LoraReport {
+    /// Modules changed in all components.
+    pub fn touched(&self) -> usize {
+        self.modules.values().sum()
+    }
+
+    /// `x.safetensors (kohya, scale 0.8): 12 modules (unet 10, text_encoder 2)`.
+    pub fn summary(&self) -> String {
+        let per: Vec<String> = self
+            .modules
+            .iter()
+            .map(|(c, n)| format!("{} {n}", c.folder()))
+            .collect();
+        let mut s = format!(
+            "{} ({}, scale {}): {} modules ({})",
+            self.path.display(),
+            self.format.name(),
+            self.scale,
+            self.touched(),
+            per.join(", ")
+        );
+        if !self.unmatched.is_empty() {
+            s += &format!(", {} keys matched nothing", self.unmatched.len());
+        }
+        s
+    }
+}
+
+/// Per model: its targets, where its base weights are, and its module names.
+#[derive(Debug, Default)]
+pub struct LoraState {
+    unet: Targets,
+    text_encoder: Targets,
+    text_encoder_2: Targets,
+    /// The weights (file or folder) each component was loaded from.
+    bases: BTreeMap<Component, PathBuf>,
+    /// Weights currently holding a delta (restored to base when no LoRA touches them).
+    applied: BTreeSet<(Component, String)>,
+}
+
+impl LoraState {
+    /// The targets to pass to the component's loading [`Ctx`].
+    pub fn targets(&self, c: Component) -> &Targets {
+        match c {
+            Component::Unet => &self.unet,
+            Component::TextEncoder => &self.text_encoder,
+            Component::TextEncoder2 => &self.text_encoder_2,
+        }
+    }
+
+    /// Where the component's base weights are read back from (what `Weights::open` takes).
+    pub fn set_base(&mut self, c: Component, weights: impl Into<PathBuf>) {
+        self.bases.insert(c, weights.into());
+    }
+
+    /// Whether any LoRA delta is in the GPU weights.
+    pub fn is_active(&self) -> bool {
+        !self.applied.is_empty()
+    }
+
+    /// Makes the GPU weights `base + Σ deltas of loras` (an empty list restores the base).
+    /// A module no file matches is an error naming the file and key, unless `lenient` (then it
+    /// is listed in the report). On error nothing has changed.
+    pub fn apply(
+        &mut self,
+        gpu: &Gpu,
+        loras: &[(LoraFile, f32)],
+        lenient: bool,
+    ) -> Result<Vec<LoraReport>> {
+        // 1. index each component's targets by weight name; module tables.
+        let mut targets: BTreeMap<Component, Vec<Target>> = BTreeMap::new();
+        let mut parts: HashMap<(Component, String), Vec<usize>> = HashMap::new();
+        let mut tables: BTreeMap<Component, ModuleTable> = BTreeMap::new();
+        for c in Component::ALL {
+            let list = self.targets(c).snapshot();
+            for t in &list {
+                for p in &t.parts {
+                    parts.insert((c, p.weight.clone()), p.shape.clone());
+                }
+            }
+            let modules: Vec<&str> = list
+                .iter()
+                .flat_map(|t| &t.parts)
+                .filter_map(|p| p.weight.strip_suffix(".weight"))
+                .collect();
+            tables.insert(c, ModuleTable::new(c, modules));
+            targets.insert(c, list);
+        }
+
+        // 2. resolve and check every module; deltas are only computed while repacking (one
+        //    target at a time, so host memory stays at one weight, not the whole model).
+        let mut deltas: Deltas = BTreeMap::new();
+        let mut reports = Vec::with_capacity(loras.len());
+        for (file, multiplier) in loras {
+            let mut report = LoraReport {
+                path: file.path.clone(),
+                format: file.format,
+                scale: *multiplier,
+                modules: BTreeMap::new(),
+                unmatched: Vec::new(),
+            };
+            for m in &file.modules {
+                let err = |message: String| Error::Weight {
+                    file: file.path.clone(),
+                    tensor: m.key.clone(),
+                    message,
+                };
+                let module = match tables[&m.component].resolve(&m.module) {
+                    Ok(module) => module,
+                    Err(why) => {
+                        let message = unresolved_message(m.component, &why, &targets);
+                        if lenient {
+                            report.unmatched.push(format!("{}: {message}", m.key));
+                            continue;
+                        }
+                        return Err(err(message));
+                    }
+                };
+                let key = (m.component, format!("{module}.weight"));
+                check_fits(m, &parts[&key]).map_err(err)?;
+                deltas
+                    .entry(key)
+                    .or_default()
+                    .push((m, m.scale(*multiplier)));
+                *report.modules.entry(m.component).or_default() += 1;
+            }
+            reports.push(report);
+        }
+
+        // 3. rewrite every target holding a weight changed now or before.
+        let touched: BTreeSet<&(Component, String)> =
+            deltas.keys().chain(self.applied.iter()).collect();
+        for (c, list) in &targets {
+            let dirty: Vec<&Target> = list
+                .iter()
+                .filter(|t| {
+                    t.parts
+                        .iter()
+                        .any(|p| touched.contains(&(*c, p.weight.clone())))
+                })
+                .collect();
+            if dirty.is_empty() {
+                continue;
+            }
+            let base_path = self.bases.get(c).ok_or_else(|| {
+                Error::invalid(
+                    "LoRA",
+                    format!("no base weights recorded for the {}", c.folder()),
+                )
+            })?;
+            let base = Weights::open(base_path)?;
+            for t in dirty {
+                let packed = repack(&base, *c, t, &deltas)?;
+                t.tensor.write_f32(gpu, &packed)?;
+            }
+        }
+        self.applied = deltas.into_keys().collect();
+        Ok(reports)
+    }
+}
+
+/// Per weight, the modules adding to it and their scales.
+type Deltas<'f> = BTreeMap<(Component, String), Vec<(&'f LoraModule, f32)>>;
+
+/// The packed data of `t`: base weights read from `base` plus their deltas.
+fn repack(base: &Weights, c: Component, t: &Target, deltas: &Deltas) -> Result<Vec<f32>> {
+    let mut w = Vec::new();
+    let mut out = 0;
+    for p in &t.parts {
+        let (shape, mut data) = base.root().get_any(&p.weight)?;
+        if shape != p.shape {
+            return Err(Error::Weight {
+                file: base.path().to_path_buf(),
+                tensor: p.weight.clone(),
+                message: format!(
+                    "shape {shape:?} differs from the {:?} loaded (was the file changed?)",
+                    p.shape
+                ),
+            });
+        }
+        for (m, scale) in deltas.get(&(c, p.weight.clone())).into_iter().flatten() {
+            add_delta(&mut data, m, *scale);
+        }
+        out += shape[0];
+        w.extend(data);
+    }
+    Ok(match t.packing {
+        Packing::Linear { in_features } => matmul::pack_weight(&w, out, in_features),
+        Packing::Conv {
+            shape: [cout, cin, kh, kw],
+        } => conv2d::pack_weight(&w, cout, cin, kh, kw),
+    })
+}
+
+fn unresolved_message(
+    c: Component,
+    why: &Unresolved,
+    targets: &BTreeMap<Component, Vec<Target>>,
+) -> String {
+    match why {
+        Unresolved::Ambiguous(modules) => format!(
+            "ambiguous: names several {} modules ({})",
+            c.folder(),
+            modules.join(", ")
+        ),
+        Unresolved::NotFound if targets[&c].is_empty() => format!(
+            "targets the {}, which this model does not have (or no LoRA-able layer of it)",
+            c.folder()
+        ),
+        Unresolved::NotFound => format!(
+            "matches no Linear or Conv2d module of the {} (pass --lora-lenient to skip such keys)",
+            c.folder()
+        ),
+    }
+}
+
+/// Reads each `(path, scale)` LoRA file.
+pub fn read_all<P: AsRef<Path>>(loras: &[(P, f32)]) -> Result<Vec<(LoraFile, f32)>> {
+    loras
+        .iter()
+        .map(|(p, s)| {
+            if !s.is_finite() {
+                return Err(Error::invalid(
+                    "LoRA scale",
+                    format!("{s} for {}", p.as_ref().display()),
+                ));
+            }
+            Ok((LoraFile::open(p)?, *s))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lora::ModuleKey;
+
+    fn module(
+        down_shape: Vec<usize>,
+        down: Vec<f32>,
+        up_shape: Vec<usize>,
+        up: Vec<f32>,
+    ) -> LoraModule {
+        LoraModule {
+            key: "k".into(),
+            component: Component::Unet,
+            module: ModuleKey::Dotted("m".into()),
+            down_shape,
+            down,
+            up_shape,
+            up,
+            alpha: None,
+        }
+    }
+
+    fn delta(m: &LoraModule, scale: f32, shape: &[usize]) -> Result<Vec<f32>, String> {
+        check_fits(m, shape)?;
+        let mut w = vec![0.0; shape.iter().product()];
+        add_delta(&mut w, m, scale);
+        Ok(w)
+    }
+
+    #[test]
+    fn linear_delta_is_scaled_up_times_down() {
+        // up (3, 2), down (2, 4)
+        let up = vec![1.0, 2.0, 0.0, 1.0, -1.0, 0.5];
+        let down = vec![1.0, 0.0, 2.0, -1.0, 0.0, 1.0, 1.0, 3.0];
+        let m = module(vec![2, 4], down.clone(), vec![3, 2], up.clone());
+        let d = delta(&m, 0.5, &[3, 4]).expect("fits");
+        for o in 0..3 {
+            for j in 0..4 {
+                let want: f32 = (0..2).map(|k| up[o * 2 + k] * down[k * 4 + j]).sum::<f32>() * 0.5;
+                assert_eq!(d[o * 4 + j], want, "({o}, {j})");
+            }
+        }
+    }
+
+    #[test]
+    fn conv3x3_delta_keeps_torch_layout() {
+        // LoCon: down (1, 2, 3, 3), up (2, 1, 1, 1) → ΔW (2, 2, 3, 3) = up[o]·down[ci, ky, kx].
+        let down: Vec<f32> = (0..18).map(|i| i as f32).collect();
+        let m = module(
+            vec![1, 2, 3, 3],
+            down.clone(),
+            vec![2, 1, 1, 1],
+            vec![1.0, -2.0],
+        );
+        let d = delta(&m, 1.0, &[2, 2, 3, 3]).expect("fits");
+        assert_eq!(&d[..18], &down[..]);
+        assert_eq!(d[18 + 5], -2.0 * 5.0);
+    }
+
+    #[test]
+    fn mismatched_shapes_are_reported() {
+        let m = module(vec![2, 4], vec![0.0; 8], vec![3, 2], vec![0.0; 6]);
+        assert!(check_fits(&m, &[3, 5])
+            .expect_err("in differs")
+            .contains("[3, 5]"));
+        assert!(check_fits(&m, &[4, 4]).is_err());
+        assert!(check_fits(&m, &[3, 4]).is_ok());
+        assert!(check_fits(&m, &[3, 4, 1, 1]).is_ok());
+    }
+
+    #[test]
+    fn summary_counts_modules() {
+        let r = LoraReport {
+            path: "x.safetensors".into(),
+            format: Format::Kohya,
+            scale: 0.8,
+            modules: [(Component::Unet, 10), (Component::TextEncoder, 2)].into(),
+            unmatched: Vec::new(),
+        };
+        assert_eq!(
+            r.summary(),
+            "x.safetensors (kohya, scale 0.8): 12 modules (unet 10, text_encoder 2)"
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! LoRA on the tiny-pipe model vs diffusers' `load_lora_weights` + `fuse_lora(lora_scale=…)`
+//! (goldens: tools/golden/lora_golden.py): kohya (alpha/rank scales, LoCon 1×1 and 3×3 convs,
+//! fused q/k/v parts, text encoder), diffusers/PEFT (with and without diffusers'
+//! `lora_adapter_metadata` alphas), the older attention-processor form, SDXL
+//! LDM key naming, two LoRAs at once, scale changes and removal through `set_loras` on one
+//! loaded pipeline, the unmatched-key error and `--lora` on the CLI.
+//! Tolerance on the [0, 1] image, f32: 1e-4 (as tests/pipeline.rs); every LoRA golden differs
+//! from the base image by more than 0.3, so a LoRA left out or mis-scaled fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::golden::{fixture, Golden};
+use common::*;
+use stipple::lora::Component;
+use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
+use stipple::DType;
+
+const TOL: f32 = 1e-4;
+
+fn lora_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lora")
+}
+
+fn lora(name: &str) -> PathBuf {
+    lora_dir().join(format!("{name}.safetensors"))
+}
+
+fn golden() -> Golden {
+    Golden::open(lora_dir().join("golden_lora.safetensors"))
+}
+
+fn max_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn options(latents: Vec<f32>) -> GenerateOptions {
+    GenerateOptions {
+        prompt: "a red apple on a wooden table".into(),
+        negative_prompt: "blurry".into(),
+        steps: 6,
+        guidance_scale: 7.5,
+        seed: 1234,
+        width: 24,
+        height: 16,
+        batch: 1,
+        scheduler: Some("ddim".into()),
+        latents: Some(latents),
+        init_image: None,
+    }
+}
+
+struct Run {
+    pipe: Pipeline,
+    golden: Golden,
+    latents: Vec<f32>,
+}
+
+impl Run {
+    fn new(gpu: &stipple::Gpu) -> Run {
+        let pipe = Pipeline::load(gpu, &fixture("tiny-pipe"), Some(DType::F32)).expect("load");
+        let golden = golden();
+        let (_, latents) = golden.f32("latents");
+        Run {
+            pipe,
+            golden,
+            latents,
+        }
+    }
+
+    /// Generates and compares with `image.<name>`; returns the error.
+    fn check(&mut self, name: &str) -> f32 {
+        let out = self
+            .pipe
+            .generate(&options(self.latents.clone()), |_, _| Progress::Continue)
+            .expect("generate");
+        let (_, want) = self.golden.f32(&format!("image.{name}"));
+        let err = max_err(&out.images, &want);
+        eprintln!("{name:>20}: max abs error {err:.2e}");
+        assert!(err <= TOL, "{name}: image off diffusers by {err}");
+        err
+    }
+}
+
+#[test]
+fn goldens_are_far_from_the_base_image() {
+    let g = golden();
+    let (_, base) = g.f32("image.base");
+    for name in [
+        "kohya_0.8",
+        "kohya_0.3",
+        "peft_1.0",
+        "old_1.0",
+        "peft_meta_0.7",
+        "kohya_0.8+peft_0.6",
+        "sdxl_names_1.0",
+    ] {
+        let (_, img) = g.f32(&format!("image.{name}"));
+        assert!(max_err(&img, &base) > 0.3, "{name}");
+    }
+    // The kohya file's text encoder half changes the image on its own.
+    let (_, unet_only) = g.f32("image.kohya_unet_0.8");
+    let (_, full) = g.f32("image.kohya_0.8");
+    assert!(max_err(&unet_only, &full) > 0.2);
+}
+
+#[test]
+fn kohya_matches_diffusers_and_scale_changes_in_place() {
+    let Some(gpu) = gpu() else { return };
+    let mut run = Run::new(&gpu);
+    run.check("base");
+    let reports = run
+        .pipe
+        .set_loras(&[(lora("kohya_sd1"), 0.8)])
+        .expect("kohya");
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].modules[&Component::Unet], 14);
+    assert_eq!(reports[0].modules[&Component::TextEncoder], 2);
+    eprintln!("{}", reports[0].summary());
+    run.check("kohya_0.8");
+    // Another scale on the same loaded pipeline (plans kept, weights rewritten).
+    run.pipe
+        .set_loras(&[(lora("kohya_sd1"), 0.3)])
+        .expect("rescale");
+    run.check("kohya_0.3");
+    // No LoRA: the base weights come back.
+    run.pipe.set_loras::<PathBuf>(&[]).expect("clear");
+    run.check("base");
+}
+
+#[test]
+fn peft_old_diffusers_sdxl_names_and_two_loras_match_diffusers() {
+    let Some(gpu) = gpu() else { return };
+    let mut run = Run::new(&gpu);
+    let r = run
+        .pipe
+        .set_loras(&[(lora("peft_sd1"), 1.0)])
+        .expect("peft");
+    assert_eq!(r[0].modules[&Component::Unet], 6);
+    assert_eq!(r[0].modules[&Component::TextEncoder], 3);
+    run.check("peft_1.0");
+    // lora_adapter_metadata: PEFT lora_alpha (≠ rank) and an alpha_pattern entry.
+    let r = run
+        .pipe
+        .set_loras(&[(lora("peft_meta_sd1"), 0.7)])
+        .expect("peft with metadata");
+    assert_eq!(r[0].touched(), 5);
+    run.check("peft_meta_0.7");
+    let r = run
+        .pipe
+        .set_loras(&[(lora("diffusers_old_sd1"), 1.0)])
+        .expect("old diffusers form");
+    assert_eq!(r[0].touched(), 4);
+    run.check("old_1.0");
+    run.pipe
+        .set_loras(&[(lora("kohya_sd1"), 0.8), (lora("peft_sd1"), 0.6)])
+        .expect("two");
+    run.check("kohya_0.8+peft_0.6");
+    let r = run
+        .pipe
+        .set_loras(&[(lora("kohya_sdxl_names"), 1.0)])
+        .expect("LDM names");
+    assert_eq!(r[0].touched(), 5);
+    run.check("sdxl_names_1.0");
+}
+
+#[test]
+fn unmatched_key_is_an_error_and_changes_nothing() {
+    let Some(gpu) = gpu() else { return };
+    let mut run = Run::new(&gpu);
+    run.pipe
+        .set_loras(&[(lora("kohya_sd1"), 0.8)])
+        .expect("kohya");
+    let path = lora("kohya_unmatched");
+    let err = run
+        .pipe
+        .set_loras(&[(&path, 1.0)])
+        .expect_err("unmatched key")
+        .to_string();
+    assert!(err.contains("kohya_unmatched.safetensors"), "{err}");
+    assert!(
+        err.contains("lora_unet_down_blocks_7_attentions_0_proj_in"),
+        "{err}"
+    );
+    assert!(err.contains("matches no"), "{err}");
+    // The previous LoRA is still in place.
+    run.check("kohya_0.8");
+    // Lenient: the key is listed and the rest applied.
+    let r = run
+        .pipe
+        .set_loras_with(&[(&path, 1.0)], true)
+        .expect("lenient");
+    assert_eq!(r[0].touched(), 1);
+    assert_eq!(r[0].unmatched.len(), 1, "{:?}", r[0].unmatched);
+    assert!(r[0].unmatched[0].contains("down_blocks_7"));
+}
+
+#[test]
+fn files_that_are_not_loras_are_errors() {
+    let Some(gpu) = gpu() else { return };
+    let mut run = Run::new(&gpu);
+    let unet = fixture("tiny-pipe").join("unet/diffusion_pytorch_model.safetensors");
+    let err = run.pipe.set_loras(&[(&unet, 1.0)]).expect_err("a model");
+    assert!(err.to_string().contains("not a LoRA file"), "{err}");
+    let missing = lora_dir().join("missing.safetensors");
+    let err = run.pipe.set_loras(&[(&missing, 1.0)]).expect_err("missing");
+    assert!(err.to_string().contains("missing.safetensors"), "{err}");
+    let err = run
+        .pipe
+        .set_loras(&[(lora("peft_sd1"), f32::NAN)])
+        .expect_err("NaN scale");
+    assert!(err.to_string().contains("scale"), "{err}");
+}
+
+fn stipple(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stipple"))
+        .args(args)
+        .output()
+        .expect("run stipple");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "stipple panicked: {stderr}");
+    (out.status.success(), stderr)
+}
+
+#[test]
+fn cli_lora_flag_matches_diffusers() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("stipple-lora-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch");
+    let g = golden();
+    let (shape, latents) = g.f32("latents");
+    let latents_file = dir.join("latents.safetensors");
+    stipple::image_io::write_tensor_safetensors(&latents_file, "latents", &shape, &latents)
+        .expect("latents");
+    let tensor = dir.join("image.safetensors");
+    let png = dir.join("out.png");
+    let kohya = format!("{}:0.8", lora("kohya_sd1").display());
+    let model = fixture("tiny-pipe").display().to_string();
+    let mut args = vec![
+        "generate",
+        "a red apple on a wooden table",
+        "-n",
+        "blurry",
+        "-m",
+        &model,
+        "--steps",
+        "6",
+        "--scheduler",
+        "ddim",
+        "--dtype",
+        "f32",
+        "--latents",
+        latents_file.to_str().expect("path"),
+        "--save-tensor",
+        tensor.to_str().expect("path"),
+        "-o",
+        png.to_str().expect("path"),
+        "--lora",
+        &kohya,
+    ];
+    let (ok, stderr) = stipple(&args);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("16 modules (unet 14, text_encoder 2)"),
+        "{stderr}"
+    );
+    let (_, got) = stipple::image_io::read_tensor_safetensors(&tensor, "image").expect("image");
+    let (_, want) = g.f32("image.kohya_0.8");
+    let err = max_err(&got, &want);
+    assert!(err <= TOL, "CLI --lora image off diffusers by {err}");
+
+    // An unmatched key fails (no image written) unless --lora-lenient.
+    std::fs::remove_file(&png).expect("rm");
+    let unmatched = lora("kohya_unmatched").display().to_string();
+    args.extend(["--lora", &unmatched]);
+    let (ok, stderr) = stipple(&args);
+    assert!(!ok);
+    assert!(
+        stderr.contains("down_blocks_7_attentions_0_proj_in"),
+        "{stderr}"
+    );
+    assert!(!png.exists());
+    args.push("--lora-lenient");
+    let (ok, stderr) = stipple(&args);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("warning: lora"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
