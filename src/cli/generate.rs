@@ -268,9 +268,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
     for note in notes {
         eprintln!("info: {note}");
     }
-    let prediction_type = pipeline
-        .scheduler_config_for(&options)?
-        .prediction_type;
+    let prediction_type = pipeline.scheduler_config_for(&options)?.prediction_type;
     if options.latents.is_some() && args.width.is_none() && args.height.is_none() {
         let f = pipeline.vae_scale_factor();
         options.height *= f;

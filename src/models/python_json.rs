@@ -183,8 +183,9 @@ mod tests {
 
     #[test]
     fn literals_become_floats_and_strings_stay() {
-        let p = parse(r#"{"a": -Infinity, "b": NaN, "c": [Infinity, 1, -2.5], "s": "NaN -Infinity"}"#)
-            .unwrap();
+        let p =
+            parse(r#"{"a": -Infinity, "b": NaN, "c": [Infinity, 1, -2.5], "s": "NaN -Infinity"}"#)
+                .unwrap();
         assert_eq!(p.a, f64::NEG_INFINITY);
         assert!(p.b.unwrap().is_nan());
         assert_eq!(p.c, [f64::INFINITY, 1.0, -2.5]);

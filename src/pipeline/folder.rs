@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use super::{LoadOptions, PlanCache, Pipeline};
+use super::{LoadOptions, Pipeline, PlanCache};
 use crate::error::{Error, Result};
 use crate::gpu::{auto_dtype, Gpu};
 use crate::models::autoencoder_kl::AutoencoderKL;
@@ -29,7 +29,11 @@ use crate::weights::{resolve_dir, Weights, WeightsView};
 pub(crate) const COMPONENTS: [&str; 5] = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"];
 
 /// Loads the folder at `path`; returns the pipeline and info lines for the user.
-pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pipeline, Vec<String>)> {
+pub(crate) fn load(
+    gpu: &Gpu,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<(Pipeline, Vec<String>)> {
     let index = path.join("model_index.json");
     if !path.is_dir() {
         return Err(Error::Config {
@@ -147,8 +151,7 @@ fn unused_components(index: &serde_json::Value) -> Option<String> {
         .filter(|(k, v)| {
             !k.starts_with('_')
                 && !COMPONENTS.contains(&k.as_str())
-                && v.as_array()
-                    .is_some_and(|a| a.iter().any(|x| !x.is_null()))
+                && v.as_array().is_some_and(|a| a.iter().any(|x| !x.is_null()))
         })
         .map(|(k, _)| k.as_str())
         .collect();

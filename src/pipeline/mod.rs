@@ -15,9 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use options::{
-    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings,
-};
+pub use options::{GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings};
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu};

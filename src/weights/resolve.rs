@@ -82,7 +82,12 @@ pub fn resolve_dir(dir: &Path, variant: Option<&str>) -> Result<ResolvedWeights>
     if let Some(path) = pick(variant)? {
         return Ok(ResolvedWeights { path, note: None });
     }
-    let file_name = |p: &Path| p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let file_name = |p: &Path| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
     if let Some(v) = variant {
         if let Some(path) = pick(None)? {
             let note = format!(
@@ -265,7 +270,10 @@ mod tests {
             Some(("model", Some("fp16"), true))
         );
         // Shards and other files are not candidates.
-        assert_eq!(p("diffusion_pytorch_model-00001-of-00002.safetensors"), None);
+        assert_eq!(
+            p("diffusion_pytorch_model-00001-of-00002.safetensors"),
+            None
+        );
         assert_eq!(p("unet.safetensors"), None);
         assert_eq!(p("config.json"), None);
     }
