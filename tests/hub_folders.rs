@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::golden::{fixture, Golden};
-use common::gpu;
 use common::scratch::Scratch;
+use common::{gpu, max_abs_diff};
 use stipple::pipeline::{GenerateOptions, LoadOptions, Pipeline, Progress};
 use stipple::DType;
 
@@ -61,15 +61,19 @@ fn shard(dir: &Path, file: &str, index_name: &str, shard: impl Fn(usize) -> Stri
     std::fs::remove_file(dir.join(file)).expect("remove single file");
 }
 
-fn sd1_copy(scratch: &Scratch) -> PathBuf {
-    scratch.copy_of(&fixture("tiny-sd1"), "tiny-sd1")
+/// The adapter (None: skip), a scratch dir and a copy of tiny-sd1 in it.
+fn sd1_copy(label: &str) -> Option<(stipple::Gpu, Scratch, PathBuf)> {
+    let gpu = gpu()?;
+    let scratch = Scratch::new(label);
+    let dir = scratch.copy_of(&fixture("tiny-sd1"), "tiny-sd1");
+    Some((gpu, scratch, dir))
 }
 
 #[test]
 fn variant_only_components_load_with_a_note() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-variant-only");
-    let dir = sd1_copy(&scratch);
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-variant-only") else {
+        return;
+    };
     rename(
         &dir.join("unet"),
         UNET_FILE,
@@ -98,9 +102,9 @@ fn variant_only_components_load_with_a_note() {
 
 #[test]
 fn variant_flag_chooses_between_standard_and_variant_files() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-variant-choice");
-    let dir = sd1_copy(&scratch);
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-variant-choice") else {
+        return;
+    };
     let unet = dir.join("unet");
     // The real weights under the variant name, a broken standard file beside them.
     rename(&unet, UNET_FILE, "diffusion_pytorch_model.fp16.safetensors");
@@ -115,7 +119,7 @@ fn variant_flag_chooses_between_standard_and_variant_files() {
 
     // A variant asked for but absent in a component: its standard file, with a note.
     let scratch = Scratch::new("hub-variant-missing");
-    let dir = sd1_copy(&scratch);
+    let dir = scratch.copy_of(&fixture("tiny-sd1"), "tiny-sd1");
     let notes = load(&gpu, &dir, Some("fp16")).expect("falls back to standard files");
     assert_eq!(notes.len(), 3, "{notes:?}");
     assert!(
@@ -141,9 +145,9 @@ fn variant_flag_chooses_between_standard_and_variant_files() {
 
 #[test]
 fn sharded_components_and_variant_indexes_load() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-sharded");
-    let dir = sd1_copy(&scratch);
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-sharded") else {
+        return;
+    };
     // diffusers' names for a sharded UNet, transformers' for a sharded text encoder as fp16
     // variant (`NAME.safetensors.index.fp16.json`).
     shard(
@@ -176,9 +180,9 @@ fn sharded_components_and_variant_indexes_load() {
 
 #[test]
 fn unused_components_are_one_info_line() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-index");
-    let dir = sd1_copy(&scratch);
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-index") else {
+        return;
+    };
     assert!(
         load(&gpu, &dir, None).expect("load").is_empty(),
         "null entries are not noted"
@@ -202,9 +206,9 @@ fn unused_components_are_one_info_line() {
 
 #[test]
 fn pickle_only_component_is_refused_with_a_conversion_command() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-pickle");
-    let dir = sd1_copy(&scratch);
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-pickle") else {
+        return;
+    };
     let vae = dir.join("vae");
     std::fs::remove_file(vae.join(UNET_FILE)).unwrap();
     std::fs::write(
@@ -235,9 +239,9 @@ fn pickle_only_component_is_refused_with_a_conversion_command() {
 
 #[test]
 fn python_float_literals_in_every_config() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-pyfloat");
-    let dir = sd1_copy(&scratch);
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-pyfloat") else {
+        return;
+    };
     // Add a field with a Python literal to each config, as json.dumps writes them.
     let edits = [
         ("model_index.json", r#""_stipple_test": NaN,"#),
@@ -323,12 +327,7 @@ fn sd_turbo_style_folder_matches_diffusers_without_guidance() {
             .generate(&options, |_, _| Progress::Continue)
             .expect("generate");
         let (_, want) = golden.f32(&format!("image.{run}"));
-        let err = out
-            .images
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let err = max_abs_diff(&out.images, &want);
         eprintln!("{run}: max abs error {err:.2e} on the [0, 1] image");
         assert!(err <= 1e-4, "{run}: off diffusers by {err}");
         let timesteps: Vec<f64> = info["runs"][run]["unet_timesteps"]
