@@ -8,7 +8,7 @@ use stipple::image_io::{self, A1111Parameters};
 use stipple::pipeline::{
     GenerateOptions, GenerateOutput, InitImage, LoadOptions, Pipeline, Progress, Timings,
 };
-use stipple::schedulers::{PredictionType, SchedulerOverrides, TimestepSpacing};
+use stipple::schedulers::{PredictionType, SchedulerConfig, SchedulerOverrides, TimestepSpacing};
 use stipple::{DType, Gpu, GpuOptions};
 
 use super::prompts_file;
@@ -249,6 +249,12 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         options.latents = Some(data);
     }
     options.validate()?;
+    if let Some(name) = &args.scheduler {
+        // The name and --karras checked before any GPU work (applied to the model's config later).
+        SchedulerConfig::stable_diffusion()
+            .with_name(name)?
+            .with_overrides(&options.scheduler_overrides)?;
+    }
     let jobs = jobs(args, seed)?;
     for path in jobs.iter().flat_map(|job| &job.outputs) {
         check_writable(path)?;
