@@ -673,11 +673,7 @@ proptest! {
 
 /// `SchedulerConfig::from_file` on `text`, the scheduler `name` (if any), `build(steps)`, and
 /// `exercise`: errors only, naming the file where one is read.
-fn check_scheduler_text(
-    text: &str,
-    steps: usize,
-    name: Option<&str>,
-) -> Result<(), TestCaseError> {
+fn check_scheduler_text(text: &str, steps: usize, name: Option<&str>) -> Result<(), TestCaseError> {
     let dir = Scratch::new("sched");
     let path = dir.write("scheduler_config.json", text);
     let config = match SchedulerConfig::from_file(&path) {

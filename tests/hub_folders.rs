@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::golden::{fixture, Golden};
-use common::gpu;
 use common::scratch::Scratch;
+use common::{gpu, max_abs_diff};
 use stipple::pipeline::{GenerateOptions, LoadOptions, Pipeline, Progress};
 use stipple::DType;
 
@@ -55,22 +55,35 @@ fn shard(dir: &Path, file: &str, index_name: &str, shard: impl Fn(usize) -> Stri
             weight_map.insert(n.clone(), shard_name.clone());
         }
     }
-    let index = serde_json::json!({"metadata": {"total_size": bytes.len()}, "weight_map": weight_map});
+    let index =
+        serde_json::json!({"metadata": {"total_size": bytes.len()}, "weight_map": weight_map});
     std::fs::write(dir.join(index_name), index.to_string()).expect("write index");
     std::fs::remove_file(dir.join(file)).expect("remove single file");
 }
 
-fn sd1_copy(scratch: &Scratch) -> PathBuf {
-    scratch.copy_of(&fixture("tiny-sd1"), "tiny-sd1")
+/// The adapter (None: skip), a scratch dir and a copy of tiny-sd1 in it.
+fn sd1_copy(label: &str) -> Option<(stipple::Gpu, Scratch, PathBuf)> {
+    let gpu = gpu()?;
+    let scratch = Scratch::new(label);
+    let dir = scratch.copy_of(&fixture("tiny-sd1"), "tiny-sd1");
+    Some((gpu, scratch, dir))
 }
 
 #[test]
 fn variant_only_components_load_with_a_note() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-variant-only");
-    let dir = sd1_copy(&scratch);
-    rename(&dir.join("unet"), UNET_FILE, "diffusion_pytorch_model.fp16.safetensors");
-    rename(&dir.join("text_encoder"), TEXT_FILE, "model.fp16.safetensors");
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-variant-only") else {
+        return;
+    };
+    rename(
+        &dir.join("unet"),
+        UNET_FILE,
+        "diffusion_pytorch_model.fp16.safetensors",
+    );
+    rename(
+        &dir.join("text_encoder"),
+        TEXT_FILE,
+        "model.fp16.safetensors",
+    );
     let notes = load(&gpu, &dir, None).expect("variant-only folder loads");
     assert_eq!(notes.len(), 2, "{notes:?}");
     for (note, component) in notes.iter().zip(["text_encoder", "unet"]) {
@@ -89,9 +102,9 @@ fn variant_only_components_load_with_a_note() {
 
 #[test]
 fn variant_flag_chooses_between_standard_and_variant_files() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-variant-choice");
-    let dir = sd1_copy(&scratch);
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-variant-choice") else {
+        return;
+    };
     let unet = dir.join("unet");
     // The real weights under the variant name, a broken standard file beside them.
     rename(&unet, UNET_FILE, "diffusion_pytorch_model.fp16.safetensors");
@@ -99,30 +112,42 @@ fn variant_flag_chooses_between_standard_and_variant_files() {
     let notes = load(&gpu, &dir, Some("fp16")).expect("fp16 chosen");
     assert!(!notes.iter().any(|n| n.contains("unet")), "{notes:?}");
     let msg = load(&gpu, &dir, None).unwrap_err().to_string();
-    assert!(msg.contains(UNET_FILE), "standard file chosen without --variant: {msg}");
+    assert!(
+        msg.contains(UNET_FILE),
+        "standard file chosen without --variant: {msg}"
+    );
 
     // A variant asked for but absent in a component: its standard file, with a note.
     let scratch = Scratch::new("hub-variant-missing");
-    let dir = sd1_copy(&scratch);
+    let dir = scratch.copy_of(&fixture("tiny-sd1"), "tiny-sd1");
     let notes = load(&gpu, &dir, Some("fp16")).expect("falls back to standard files");
     assert_eq!(notes.len(), 3, "{notes:?}");
-    assert!(notes.iter().all(|n| n.contains("no fp16 variant")), "{notes:?}");
+    assert!(
+        notes.iter().all(|n| n.contains("no fp16 variant")),
+        "{notes:?}"
+    );
 
     // Two variants and no standard file: ambiguous, naming both.
     let unet = dir.join("unet");
-    std::fs::copy(unet.join(UNET_FILE), unet.join("diffusion_pytorch_model.bf16.safetensors"))
-        .unwrap();
+    std::fs::copy(
+        unet.join(UNET_FILE),
+        unet.join("diffusion_pytorch_model.bf16.safetensors"),
+    )
+    .unwrap();
     rename(&unet, UNET_FILE, "diffusion_pytorch_model.fp16.safetensors");
     let msg = load(&gpu, &dir, None).unwrap_err().to_string();
-    assert!(msg.contains("bf16, fp16") && msg.contains("--variant"), "{msg}");
+    assert!(
+        msg.contains("bf16, fp16") && msg.contains("--variant"),
+        "{msg}"
+    );
     load(&gpu, &dir, Some("bf16")).expect("bf16 chosen");
 }
 
 #[test]
 fn sharded_components_and_variant_indexes_load() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-sharded");
-    let dir = sd1_copy(&scratch);
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-sharded") else {
+        return;
+    };
     // diffusers' names for a sharded UNet, transformers' for a sharded text encoder as fp16
     // variant (`NAME.safetensors.index.fp16.json`).
     shard(
@@ -145,20 +170,28 @@ fn sharded_components_and_variant_indexes_load() {
         |k| format!("diffusion_pytorch_model-0000{k}-of-00002.fp16.safetensors"),
     );
     let notes = load(&gpu, &dir, None).expect("sharded folder loads");
-    assert_eq!(notes.len(), 2, "text_encoder and vae variants noted: {notes:?}");
+    assert_eq!(
+        notes.len(),
+        2,
+        "text_encoder and vae variants noted: {notes:?}"
+    );
     assert!(load(&gpu, &dir, Some("fp16")).expect("load").len() == 1); // unet has no fp16
 }
 
 #[test]
 fn unused_components_are_one_info_line() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-index");
-    let dir = sd1_copy(&scratch);
-    assert!(load(&gpu, &dir, None).expect("load").is_empty(), "null entries are not noted");
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-index") else {
+        return;
+    };
+    assert!(
+        load(&gpu, &dir, None).expect("load").is_empty(),
+        "null entries are not noted"
+    );
     let index = dir.join("model_index.json");
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
-    json["safety_checker"] = serde_json::json!(["stable_diffusion", "StableDiffusionSafetyChecker"]);
+    json["safety_checker"] =
+        serde_json::json!(["stable_diffusion", "StableDiffusionSafetyChecker"]);
     json["feature_extractor"] = serde_json::json!(["transformers", "CLIPImageProcessor"]);
     json["image_encoder"] = serde_json::json!([null, null]);
     json["requires_safety_checker"] = serde_json::json!(true);
@@ -173,12 +206,16 @@ fn unused_components_are_one_info_line() {
 
 #[test]
 fn pickle_only_component_is_refused_with_a_conversion_command() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-pickle");
-    let dir = sd1_copy(&scratch);
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-pickle") else {
+        return;
+    };
     let vae = dir.join("vae");
     std::fs::remove_file(vae.join(UNET_FILE)).unwrap();
-    std::fs::write(vae.join("diffusion_pytorch_model.bin"), b"PK\x03\x04 pickle").unwrap();
+    std::fs::write(
+        vae.join("diffusion_pytorch_model.bin"),
+        b"PK\x03\x04 pickle",
+    )
+    .unwrap();
     let msg = load(&gpu, &dir, None).unwrap_err().to_string();
     for needle in [
         "diffusion_pytorch_model.bin",
@@ -202,16 +239,22 @@ fn pickle_only_component_is_refused_with_a_conversion_command() {
 
 #[test]
 fn python_float_literals_in_every_config() {
-    let Some(gpu) = gpu() else { return };
-    let scratch = Scratch::new("hub-pyfloat");
-    let dir = sd1_copy(&scratch);
+    let Some((gpu, _scratch, dir)) = sd1_copy("hub-pyfloat") else {
+        return;
+    };
     // Add a field with a Python literal to each config, as json.dumps writes them.
     let edits = [
         ("model_index.json", r#""_stipple_test": NaN,"#),
-        ("scheduler/scheduler_config.json", r#""lambda_min_clipped": -Infinity,"#),
+        (
+            "scheduler/scheduler_config.json",
+            r#""lambda_min_clipped": -Infinity,"#,
+        ),
         ("unet/config.json", r#""dropout": NaN,"#),
         ("vae/config.json", r#""force_upcast": Infinity,"#),
-        ("text_encoder/config.json", r#""initializer_range": -Infinity, "note": "NaN","#),
+        (
+            "text_encoder/config.json",
+            r#""initializer_range": -Infinity, "note": "NaN","#,
+        ),
     ];
     for (file, field) in edits {
         let path = dir.join(file);
@@ -276,17 +319,15 @@ fn sd_turbo_style_folder_matches_diffusers_without_guidance() {
             latents: Some(latents.clone()),
             ..Default::default()
         };
-        assert!(!options.do_cfg(), "guidance 0 runs the UNet on the prompt alone");
+        assert!(
+            !options.do_cfg(),
+            "guidance 0 runs the UNet on the prompt alone"
+        );
         let out = pipe
             .generate(&options, |_, _| Progress::Continue)
             .expect("generate");
         let (_, want) = golden.f32(&format!("image.{run}"));
-        let err = out
-            .images
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let err = max_abs_diff(&out.images, &want);
         eprintln!("{run}: max abs error {err:.2e} on the [0, 1] image");
         assert!(err <= 1e-4, "{run}: off diffusers by {err}");
         let timesteps: Vec<f64> = info["runs"][run]["unet_timesteps"]
@@ -296,7 +337,10 @@ fn sd_turbo_style_folder_matches_diffusers_without_guidance() {
             .map(|t| t.as_f64().unwrap())
             .collect();
         let config = pipe.scheduler_config_for(&options).unwrap();
-        assert_eq!(config.build(steps).unwrap().timesteps(), timesteps.as_slice());
+        assert_eq!(
+            config.build(steps).unwrap().timesteps(),
+            timesteps.as_slice()
+        );
     }
 }
 
@@ -362,7 +406,10 @@ fn cli_writes_the_prediction_type_and_refuses_karras_where_absent() {
     let (ok, stderr) = run(&["--scheduler", "euler-a", "--karras"]);
     assert!(!ok && stderr.contains("Karras"), "{stderr}");
     let (ok, stderr) = run(&["--prediction-type", "sample"]);
-    assert!(!ok && stderr.contains("epsilon or v_prediction"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("epsilon or v_prediction"),
+        "{stderr}"
+    );
     let (ok, stderr) = run(&["--timestep-spacing", "middle"]);
     assert!(!ok && stderr.contains("trailing"), "{stderr}");
     assert!(!png.exists(), "no output file after a refused option");
@@ -378,9 +425,11 @@ fn png_parameters(path: &Path) -> String {
     info.uncompressed_latin1_text
         .iter()
         .map(|t| (t.keyword.clone(), t.text.clone()))
-        .chain(info.utf8_text.iter().map(|t| {
-            (t.keyword.clone(), t.get_text().unwrap_or_default())
-        }))
+        .chain(
+            info.utf8_text
+                .iter()
+                .map(|t| (t.keyword.clone(), t.get_text().unwrap_or_default())),
+        )
         .find(|(k, _)| k == "parameters")
         .map(|(_, t)| t)
         .expect("parameters chunk")

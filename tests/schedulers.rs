@@ -102,8 +102,16 @@ fn derived_config(d: &Derive) -> stipple::Result<SchedulerConfig> {
     let source = SchedulerConfig::from_file(&path);
     std::fs::remove_dir_all(&dir).unwrap();
     let overrides = SchedulerOverrides {
-        prediction_type: d.prediction_type.as_deref().map(|p| p.parse()).transpose()?,
-        timestep_spacing: d.timestep_spacing.as_deref().map(|t| t.parse()).transpose()?,
+        prediction_type: d
+            .prediction_type
+            .as_deref()
+            .map(|p| p.parse())
+            .transpose()?,
+        timestep_spacing: d
+            .timestep_spacing
+            .as_deref()
+            .map(|t| t.parse())
+            .transpose()?,
         karras: d.karras,
     };
     source?.with_name(&d.name)?.with_overrides(&overrides)
@@ -504,7 +512,11 @@ fn overrides_apply_and_karras_is_refused_where_diffusers_has_none() {
         timestep_spacing: Some(TimestepSpacing::Trailing),
         ..Default::default()
     };
-    let euler_a = sd.with_name("euler-a").unwrap().with_overrides(&trailing).unwrap();
+    let euler_a = sd
+        .with_name("euler-a")
+        .unwrap()
+        .with_overrides(&trailing)
+        .unwrap();
     assert_eq!(euler_a.build(1).unwrap().timesteps(), &[999.0]);
     assert_eq!(
         sd.with_overrides(&SchedulerOverrides::default()).unwrap(),
@@ -521,13 +533,18 @@ fn overrides_apply_and_karras_is_refused_where_diffusers_has_none() {
             .with_overrides(&karras)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("Karras") && msg.contains("dpmpp-2m"), "{name}: {msg}");
+        assert!(
+            msg.contains("Karras") && msg.contains("dpmpp-2m"),
+            "{name}: {msg}"
+        );
     }
     for name in ["euler", "dpmpp-2m"] {
         let c = sd.with_name(name).unwrap().with_overrides(&karras).unwrap();
         assert!(c.use_karras_sigmas, "{name}");
     }
-    let msg = "x_prediction".parse::<stipple::schedulers::PredictionType>().unwrap_err();
+    let msg = "x_prediction"
+        .parse::<stipple::schedulers::PredictionType>()
+        .unwrap_err();
     assert!(msg.to_string().contains("v_prediction"), "{msg}");
     let msg = "middle".parse::<TimestepSpacing>().unwrap_err();
     assert!(msg.to_string().contains("trailing"), "{msg}");
@@ -540,25 +557,48 @@ fn python_float_literals_in_scheduler_files() {
     let path = dir.join("scheduler_config.json");
     let write = |text: &str| std::fs::write(&path, text).unwrap();
 
-    write(r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity,
-              "beta_schedule": "scaled_linear", "variance_type": null}"#);
+    write(
+        r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity,
+              "beta_schedule": "scaled_linear", "variance_type": null}"#,
+    );
     let c = SchedulerConfig::from_file(&path).unwrap();
     assert_eq!(c.lambda_min_clipped, f64::NEG_INFINITY);
     c.build(5).unwrap();
 
     // A finite value still reads as written.
     write(r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -5.1}"#);
-    assert_eq!(SchedulerConfig::from_file(&path).unwrap().lambda_min_clipped, -5.1);
+    assert_eq!(
+        SchedulerConfig::from_file(&path)
+            .unwrap()
+            .lambda_min_clipped,
+        -5.1
+    );
 
     // NaN / infinities where a number is needed: an error naming the field, at build.
     for (field, text) in [
-        ("sigma_min", r#"{"_class_name": "EulerDiscreteScheduler", "sigma_min": NaN}"#),
-        ("sigma_max", r#"{"_class_name": "EulerDiscreteScheduler", "sigma_max": Infinity}"#),
-        ("lambda_min_clipped", r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": NaN}"#),
-        ("beta_start", r#"{"_class_name": "DDIMScheduler", "beta_start": NaN}"#),
+        (
+            "sigma_min",
+            r#"{"_class_name": "EulerDiscreteScheduler", "sigma_min": NaN}"#,
+        ),
+        (
+            "sigma_max",
+            r#"{"_class_name": "EulerDiscreteScheduler", "sigma_max": Infinity}"#,
+        ),
+        (
+            "lambda_min_clipped",
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": NaN}"#,
+        ),
+        (
+            "beta_start",
+            r#"{"_class_name": "DDIMScheduler", "beta_start": NaN}"#,
+        ),
     ] {
         write(text);
-        let msg = SchedulerConfig::from_file(&path).unwrap().build(5).unwrap_err().to_string();
+        let msg = SchedulerConfig::from_file(&path)
+            .unwrap()
+            .build(5)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains(field), "{field}: {msg}");
     }
 

@@ -250,7 +250,10 @@ fn directory_without_or_with_ambiguous_weights() {
     small_model(&dir.path("unet.safetensors"));
     let msg = Weights::open(&dir.0).unwrap_err().to_string();
     assert!(msg.contains("diffusion_pytorch_model.safetensors"), "{msg}");
-    assert!(msg.contains("unet.safetensors"), "lists what it found: {msg}");
+    assert!(
+        msg.contains("unet.safetensors"),
+        "lists what it found: {msg}"
+    );
 
     // The only variant present is opened (tests/hub_folders.rs covers the choices).
     let variant = dir.path("diffusion_pytorch_model.fp16.safetensors");

@@ -9,7 +9,7 @@ use stipple::pipeline::{
     GenerateOptions, GenerateOutput, InitImage, LoadOptions, Pipeline, Progress, SizeConditioning,
     Timings,
 };
-use stipple::schedulers::{PredictionType, SchedulerOverrides, TimestepSpacing};
+use stipple::schedulers::{PredictionType, SchedulerConfig, SchedulerOverrides, TimestepSpacing};
 use stipple::{DType, Gpu, GpuOptions};
 
 use super::prompts_file;
@@ -295,6 +295,12 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         options.latents = Some(data);
     }
     options.validate()?;
+    if let Some(name) = &args.scheduler {
+        // The name and --karras checked before any GPU work (applied to the model's config later).
+        SchedulerConfig::stable_diffusion()
+            .with_name(name)?
+            .with_overrides(&options.scheduler_overrides)?;
+    }
     let jobs = jobs(args, seed)?;
     for path in jobs.iter().flat_map(|job| &job.outputs) {
         check_writable(path)?;

@@ -29,8 +29,7 @@ pub fn parse_config<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T> {
         },
     };
     match python_json::mark_literals(text) {
-        None => serde_json::from_str(text)
-            .map_err(|e| error(e, serde_json::from_str(text).ok())),
+        None => serde_json::from_str(text).map_err(|e| error(e, serde_json::from_str(text).ok())),
         Some(marked) => {
             let value: serde_json::Value =
                 serde_json::from_str(&marked).map_err(|e| error(e, None))?;

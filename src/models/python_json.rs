@@ -4,10 +4,10 @@
 //! `"lambda_min_clipped": -Infinity`.
 //!
 //! Reading such a file takes two passes:
-//! 1. [`mark_literals`] rewrites each literal that stands where a JSON value can stand (outside
-//!    strings, as a whole token) into a marker string; strings that merely contain the words are
-//!    left alone. Anything else that is not JSON stays as it is, so `serde_json` still reports
-//!    it with its line and column.
+//! 1. [`mark_literals`] rewrites each literal that stands where a JSON value can stand (a whole
+//!    token, outside strings, not an object key) into a marker string; strings that merely
+//!    contain the words are left alone. Anything else that is not JSON stays as it is, so
+//!    `serde_json` still reports it with its line and column.
 //! 2. [`Lenient`] deserialises the parsed [`Value`] into the config struct, handing each marker
 //!    to the visitor as the `f64` it stands for: a numeric field gets NaN/±∞, any other field
 //!    gets serde's "invalid type: floating point `inf`, expected …" error.
@@ -35,6 +35,9 @@ pub(crate) fn mark_literals(text: &str) -> Option<String> {
     let mut out = String::new();
     let mut copied = 0; // bytes of `text` already in `out`
     let mut in_string = false;
+    // Open containers, and whether an object key comes next (a literal there stays invalid).
+    let mut open: Vec<u8> = Vec::new();
+    let mut expect_key = false;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -47,12 +50,21 @@ pub(crate) fn mark_literals(text: &str) -> Option<String> {
             i += 1;
             continue;
         }
-        if b == b'"' {
-            in_string = true;
-            i += 1;
-            continue;
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                open.push(b);
+                expect_key = b == b'{';
+            }
+            b'}' | b']' => {
+                open.pop();
+                expect_key = false;
+            }
+            b':' => expect_key = false,
+            b',' => expect_key = open.last() == Some(&b'{'),
+            _ => {}
         }
-        let starts_token = i == 0 || !is_word_byte(bytes[i - 1]);
+        let starts_token = !expect_key && (i == 0 || !is_word_byte(bytes[i - 1]));
         let found = LITERALS.iter().find(|(lit, _)| {
             let end = i + lit.len();
             starts_token
@@ -183,8 +195,9 @@ mod tests {
 
     #[test]
     fn literals_become_floats_and_strings_stay() {
-        let p = parse(r#"{"a": -Infinity, "b": NaN, "c": [Infinity, 1, -2.5], "s": "NaN -Infinity"}"#)
-            .unwrap();
+        let p =
+            parse(r#"{"a": -Infinity, "b": NaN, "c": [Infinity, 1, -2.5], "s": "NaN -Infinity"}"#)
+                .unwrap();
         assert_eq!(p.a, f64::NEG_INFINITY);
         assert!(p.b.unwrap().is_nan());
         assert_eq!(p.c, [f64::INFINITY, 1.0, -2.5]);
@@ -195,6 +208,9 @@ mod tests {
     fn no_literal_no_rewrite() {
         assert_eq!(mark_literals(r#"{"s": "Infinity \" NaN"}"#), None);
         assert_eq!(mark_literals(r#"{"xNaN": 1, "v": 1Infinity}"#), None);
+        // Not as object keys: those stay invalid JSON.
+        assert_eq!(mark_literals(r#"{NaN: 1, "a": [1], Infinity: 2}"#), None);
+        assert!(mark_literals(r#"{"a": {"b": [1, NaN]}, "c": -Infinity}"#).is_some());
         assert!(mark_literals("[NaN]").is_some());
         assert!(mark_literals("NaN").is_some());
     }

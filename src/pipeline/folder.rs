@@ -28,7 +28,11 @@ use crate::tokenizer::ClipTokenizer;
 use crate::weights::{resolve_dir, Weights, WeightsView};
 
 /// Loads the folder at `path`; returns the pipeline and info lines for the user.
-pub(crate) fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<(Pipeline, Vec<String>)> {
+pub(crate) fn load(
+    gpu: &Gpu,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<(Pipeline, Vec<String>)> {
     let index = path.join("model_index.json");
     if !path.is_dir() {
         return Err(Error::Config {

@@ -423,7 +423,11 @@ impl SchedulerConfig {
         ];
         for (field, value) in fields {
             if let Some(v) = value.filter(|v| !v.is_finite()) {
-                return Err(unsupported(class, field, format!("{v} is not a finite number")));
+                return Err(unsupported(
+                    class,
+                    field,
+                    format!("{v} is not a finite number"),
+                ));
             }
         }
         if self.lambda_min_clipped.is_nan() || self.lambda_min_clipped == f64::INFINITY {

@@ -80,7 +80,10 @@ impl TimestepSpacing {
 fn parse_named<T: Copy>(what: &str, s: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T> {
     all.iter().copied().find(|&v| name(v) == s).ok_or_else(|| {
         let names: Vec<_> = all.iter().map(|&v| name(v)).collect();
-        Error::invalid(what, format!("unknown value {s:?}; expected one of {}", names.join(", ")))
+        Error::invalid(
+            what,
+            format!("unknown value {s:?}; expected one of {}", names.join(", ")),
+        )
     })
 }
 
@@ -88,7 +91,12 @@ impl FromStr for PredictionType {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         use PredictionType::*;
-        parse_named("prediction type", s, &[Epsilon, VPrediction, Sample], Self::name)
+        parse_named(
+            "prediction type",
+            s,
+            &[Epsilon, VPrediction, Sample],
+            Self::name,
+        )
     }
 }
 
@@ -96,7 +104,12 @@ impl FromStr for TimestepSpacing {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         use TimestepSpacing::*;
-        parse_named("timestep spacing", s, &[Leading, Linspace, Trailing], Self::name)
+        parse_named(
+            "timestep spacing",
+            s,
+            &[Leading, Linspace, Trailing],
+            Self::name,
+        )
     }
 }
 

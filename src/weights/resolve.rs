@@ -82,18 +82,20 @@ pub fn resolve_dir(dir: &Path, variant: Option<&str>) -> Result<ResolvedWeights>
     if let Some(path) = pick(variant)? {
         return Ok(ResolvedWeights { path, note: None });
     }
-    let file_name = |p: &Path| p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let noted = |path: PathBuf, note: String| ResolvedWeights {
+        path,
+        note: Some(format!("{} {note}", dir.display())),
+    };
+    let file_name = |p: &Path| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
     if let Some(v) = variant {
         if let Some(path) = pick(None)? {
-            let note = format!(
-                "{} has no {v} variant; using {}",
-                dir.display(),
-                file_name(&path)
-            );
-            return Ok(ResolvedWeights {
-                path,
-                note: Some(note),
-            });
+            let note = format!("has no {v} variant; using {}", file_name(&path));
+            return Ok(noted(path, note));
         }
     } else {
         let mut variants: Vec<&str> = parsed.iter().filter_map(|w| w.variant).collect();
@@ -103,14 +105,10 @@ pub fn resolve_dir(dir: &Path, variant: Option<&str>) -> Result<ResolvedWeights>
             [only] => {
                 if let Some(path) = pick(Some(only))? {
                     let note = format!(
-                        "{} holds only the {only} variant; using {} (--variant {only})",
-                        dir.display(),
+                        "holds only the {only} variant; using {} (--variant {only})",
                         file_name(&path)
                     );
-                    return Ok(ResolvedWeights {
-                        path,
-                        note: Some(note),
-                    });
+                    return Ok(noted(path, note));
                 }
             }
             [] => {}
@@ -265,7 +263,10 @@ mod tests {
             Some(("model", Some("fp16"), true))
         );
         // Shards and other files are not candidates.
-        assert_eq!(p("diffusion_pytorch_model-00001-of-00002.safetensors"), None);
+        assert_eq!(
+            p("diffusion_pytorch_model-00001-of-00002.safetensors"),
+            None
+        );
         assert_eq!(p("unet.safetensors"), None);
         assert_eq!(p("config.json"), None);
     }

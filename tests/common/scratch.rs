@@ -10,8 +10,7 @@ impl Scratch {
     pub fn new(label: &str) -> Scratch {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("stipple-{label}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("stipple-{label}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
         Scratch(dir)

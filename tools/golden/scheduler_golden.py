@@ -14,7 +14,8 @@ Noise the schedulers would draw (Euler ancestral, LCM, DDIM with eta > 0) is dra
 and passed in, so the Rust side needs no torch RNG. Tensors are (2, 4, 3, 3) float32, stored
 flattened in NCHW order (the schedulers are elementwise, so layout does not matter).
 
-DERIVED cases start from a hub scheduler_config.json text instead (see above DERIVED).
+DERIVED cases start instead from a hub scheduler_config.json text (stored verbatim as
+`derive.source_text`) and switch scheduler as a diffusers user does; see DERIVED below.
 
 Stored per case: timesteps, sigmas (where the scheduler has them), alphas_cumprod at each
 timestep (DDPM-family), init_noise_sigma, add_noise at step 1 (0 for one-step runs), and per step: the scaled model

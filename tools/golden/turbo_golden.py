@@ -55,6 +55,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models_golden import reinit, write_tokenizer  # noqa: E402
+from pipeline_golden import LastLatents  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = ROOT / "weights" / "clip_tokenizer"
@@ -121,18 +122,6 @@ def assemble(dst: Path):
     shutil.copytree(DIR, dst, ignore=shutil.ignore_patterns("golden_*"))
     for name in SHARED_TOKENIZER_FILES:
         shutil.copyfile(VOCAB / name, dst / "tokenizer" / name)
-
-
-class LastLatents:
-    def __init__(self):
-        self.timesteps = []
-        self.latents = None
-
-    def __call__(self, pipe, i, t, kw):
-        self.timesteps.append(float(t))
-        if i == pipe.num_timesteps - 1:
-            self.latents = kw["latents"].detach().clone()
-        return kw
 
 
 def compute(folder: Path):
