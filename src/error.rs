@@ -60,6 +60,20 @@ pub enum Error {
         hint: String,
     },
 
+    /// A request larger than the adapter can hold, in the user's terms: what it needs, the
+    /// limit, and the largest batch (`max_batch`) and `(width, height)` (`max_size`) that fit;
+    /// `None` where changing that option alone cannot help.
+    #[error("{request} needs {needed} for {what}; this adapter {limit}: {advice}")]
+    TooLarge {
+        request: String,
+        needed: String,
+        what: String,
+        limit: String,
+        advice: String,
+        max_batch: Option<usize>,
+        max_size: Option<(usize, usize)>,
+    },
+
     /// A bad argument (CLI flag or API parameter).
     #[error("invalid {name}: {message}")]
     InvalidArgument { name: String, message: String },
