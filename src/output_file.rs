@@ -9,7 +9,7 @@
 //! | a character device or a FIFO                  | written through in place (opened, written, closed; no rename): `/dev/null` discards, a FIFO's reader gets the bytes, `/dev/full` fails with "No space left on device" and stays a device |
 //! | a path through `/proc` or `/dev/fd` (`/dev/stdout`, `/proc/self/fd/1`) | written through in place: the bytes reach whatever that descriptor is (pipe, file) |
 //! | a terminal (`/dev/tty`, `-` or `/dev/stdout` on a terminal) | refused: binary data would garble it |
-//! | a directory or a socket                       | refused ([`Error::InvalidArgument`])           |
+//! | a directory or a socket                       | refused ([`Error::Io`] naming the path and why) |
 //! | a block device                                | refused: writing an image over a disk destroys its data, which nobody asks of an image generator |
 //! | a regular file with no write permission bit   | refused (the read-only bit is how users protect a file; root's rename would otherwise ignore it) |
 //!
@@ -25,6 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::ErrorKind::{InvalidInput, IsADirectory, PermissionDenied, Unsupported};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,7 +76,7 @@ pub fn output_kind(path: &Path) -> Result<OutputKind> {
             // /dev/stdout → /proc/self/fd/1 → "pipe:[1234]": no path to rename over; the
             // descriptor is the destination.
             return match fs::metadata(path) {
-                Ok(m) if m.is_dir() => Err(refusal(path, &current, "is a directory")),
+                Ok(m) if m.is_dir() => Err(refusal(path, &current, IsADirectory, "is a directory")),
                 _ => Ok(OutputKind::WriteThrough),
             };
         }
@@ -98,12 +99,11 @@ pub fn output_kind(path: &Path) -> Result<OutputKind> {
         }
         return classify(path, current, &meta);
     }
-    Err(Error::invalid(
-        "output path",
-        format!(
-            "{}: more than {MAX_LINKS} symlinks in a row (a loop?)",
-            path.display()
-        ),
+    Err(refusal(
+        path,
+        path,
+        InvalidInput,
+        &format!("has more than {MAX_LINKS} symlinks in a row (a loop?)"),
     ))
 }
 
@@ -120,6 +120,7 @@ fn classify(path: &Path, target: PathBuf, meta: &Metadata) -> Result<OutputKind>
             return Err(refusal(
                 path,
                 &target,
+                PermissionDenied,
                 "is read-only (no write permission bit): choose another output or `chmod u+w` it",
             ));
         }
@@ -129,6 +130,7 @@ fn classify(path: &Path, target: PathBuf, meta: &Metadata) -> Result<OutputKind>
         return Err(refusal(
             path,
             &target,
+            IsADirectory,
             "is a directory: name a file inside it (e.g. DIR/out.png)",
         ));
     }
@@ -142,6 +144,7 @@ fn classify(path: &Path, target: PathBuf, meta: &Metadata) -> Result<OutputKind>
             return Err(refusal(
                 path,
                 &target,
+                Unsupported,
                 "is a block device: writing an image there would overwrite the disk's data; \
                  choose a file",
             ));
@@ -150,29 +153,37 @@ fn classify(path: &Path, target: PathBuf, meta: &Metadata) -> Result<OutputKind>
             return Err(refusal(
                 path,
                 &target,
+                Unsupported,
                 "is a socket: stipple writes to files, FIFOs, character devices or `-` (stdout)",
             ));
         }
     }
-    Err(refusal(path, &target, "is not a file stipple can write"))
+    Err(refusal(
+        path,
+        &target,
+        Unsupported,
+        "is not a file stipple can write",
+    ))
 }
 
-/// "output X is a directory: …" (with the link's target when they differ).
-fn refusal(path: &Path, target: &Path, why: &str) -> Error {
-    let name = if path == target {
-        path.display().to_string()
+/// A refused output: [`Error::Io`] naming `path`, saying why (and the link's target when `path`
+/// reaches it through symlinks): "out.png: is a directory: …".
+fn refusal(path: &Path, target: &Path, kind: io::ErrorKind, why: &str) -> Error {
+    let message = if path == target {
+        why.to_string()
     } else {
-        format!("{} (a link to {})", path.display(), target.display())
+        format!("links to {}, which {why}", target.display())
     };
-    Error::invalid("output", format!("{name} {why}"))
+    Error::io(path, io::Error::new(kind, message))
 }
 
 /// Writes `path` with the content produced by `write`, by the rules of the module table.
 ///
 /// `write` receives a buffered writer; errors it returns are passed through unchanged (I/O
 /// errors should be [`Error::Io`] naming `path`), and a failed write leaves no temporary file
-/// and the old content in place. Refusals are [`Error::InvalidArgument`] naming the path;
-/// file system failures (missing or read-only directory, no space) [`Error::Io`].
+/// and the old content in place. Refusals (see the module table) and file system failures
+/// (missing or read-only directory, no space) are [`Error::Io`] naming the path; a path with no
+/// file name or binary data for a terminal [`Error::InvalidArgument`].
 pub fn write_output<F>(path: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&mut dyn Write) -> Result<()>,

@@ -193,30 +193,61 @@ fn changes(
         .collect()
 }
 
-/// Opens a FIFO's reader in a thread and returns what it read; `unblock` after the writer
-/// is gone lets a reader still waiting in `open` go (when the writer never opened the FIFO).
-fn fifo_reader(path: &Path) -> std::thread::JoinHandle<Vec<u8>> {
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        fs::File::open(&path)
-            .expect("open fifo for reading")
-            .read_to_end(&mut bytes)
-            .expect("read fifo");
-        bytes
-    })
+/// The reading end of a FIFO, opened before the writer runs (non-blocking, so opening does not
+/// wait for a writer, and the FIFO is held even if a bug replaced its directory entry), drained
+/// by a thread until [`FifoReader::finish`] is called after the writer is gone.
+struct FifoReader {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u8>>,
 }
 
-/// Opening a FIFO for writing without blocking (Linux `O_NONBLOCK`) succeeds only while a
-/// reader waits, and closing it gives that reader end-of-file.
-fn unblock_fifo_reader(path: &Path) {
-    const O_NONBLOCK: i32 = 0o4000;
-    let _ = OpenOptions::new()
-        .write(true)
-        .custom_flags(O_NONBLOCK)
-        .open(path);
+impl FifoReader {
+    fn open(path: &Path) -> FifoReader {
+        const O_NONBLOCK: i32 = 0o4000; // Linux
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(path)
+            .expect("open fifo for reading");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let mut buf = [0u8; 65536];
+            // Bounded: ten minutes at most, whatever the writer does.
+            for _ in 0..60_000 {
+                // Read the flag before reading: "no writer and stopped" then means all is read.
+                let stopped = done.load(std::sync::atomic::Ordering::SeqCst);
+                match file.read(&mut buf) {
+                    Ok(0) if stopped => break,
+                    Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("reading the fifo: {e}"),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            bytes
+        });
+        FifoReader { stop, thread }
+    }
+
+    /// Everything read, once the writer has finished.
+    fn finish(self) -> Vec<u8> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("fifo reader")
+    }
 }
 
+/// The message of a refused output: an [`Error::Io`] naming the path.
+fn refusal_message(err: &Error, path: &Path) -> String {
+    assert!(
+        matches!(err, Error::Io { path: p, .. } if p == path),
+        "{err:?}"
+    );
+    err.to_string()
+}
+
+/// The message of an argument error (outputs colliding with inputs or each other).
 fn invalid_message(err: &Error) -> String {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
     err.to_string()
@@ -285,7 +316,7 @@ fn a_symlinked_output_lands_at_its_target_and_the_link_stays() {
         .is_symlink());
     let looped = dir.join("loop.png");
     std::os::unix::fs::symlink("loop.png", &looped).unwrap();
-    let message = invalid_message(&write_output_bytes(&looped, b"x").unwrap_err());
+    let message = refusal_message(&write_output_bytes(&looped, b"x").unwrap_err(), &looped);
     assert!(
         message.contains("loop.png") && message.contains("symlinks"),
         "{message}"
@@ -328,11 +359,11 @@ fn a_fifo_gets_the_bytes_and_stays_a_fifo() {
     let fifo = dir.join("pipe");
     mkfifo(&fifo);
     let before = snapshot(&dir.0);
-    let reader = fifo_reader(&fifo);
+    let reader = FifoReader::open(&fifo);
     let result = write_output_bytes(&fifo, b"through the pipe");
-    unblock_fifo_reader(&fifo);
+    let got = reader.finish();
     result.unwrap();
-    assert_eq!(reader.join().unwrap(), b"through the pipe");
+    assert_eq!(got, b"through the pipe");
     assert_eq!(snapshot(&dir.0), before);
 }
 
@@ -387,18 +418,17 @@ fn directories_sockets_block_devices_and_read_only_files_are_refused() {
     let before = snapshot(&dir.0);
     for (name, why) in cases {
         let path = dir.join(name);
-        let message = invalid_message(&write_output_bytes(&path, b"x").unwrap_err());
+        let message = refusal_message(&write_output_bytes(&path, b"x").unwrap_err(), &path);
         assert!(
             message.contains(name) && message.contains(why),
             "{name}: {message}"
         );
-        let message =
-            invalid_message(&check_outputs(&[NamedPath::new("-o", &path)], &[]).unwrap_err());
-        assert!(message.contains(why), "{name}: {message}");
+        let err = check_outputs(&[NamedPath::new("-o", &path)], &[]).unwrap_err();
+        assert!(refusal_message(&err, &path).contains(why), "{name}: {err}");
     }
     assert_eq!(snapshot(&dir.0), before);
     let message = invalid_message(&write_output_bytes(Path::new("/"), b"x").unwrap_err());
-    assert!(message.contains('/'), "{message}");
+    assert!(message.contains("no file name"), "{message}");
 }
 
 #[test]
@@ -651,11 +681,11 @@ fn cli_fifo_receives_the_png() {
     let fifo = dir.join("pipe.png");
     mkfifo(&fifo);
     let before = snapshot(&dir.0);
-    let reader = fifo_reader(&fifo);
+    let reader = FifoReader::open(&fifo);
     let out = generate(&fifo, &["--seed", "3"], &dir.0);
-    unblock_fifo_reader(&fifo);
+    let got = reader.finish();
     assert!(out.status.success(), "{}", stderr(&out));
-    let (w, h, params) = png_info(&reader.join().expect("reader"));
+    let (w, h, params) = png_info(&got);
     assert_eq!((w, h), (24, 16));
     assert!(params.contains("Seed: 3,"), "{params}");
     assert_eq!(snapshot(&dir.0), before);

@@ -127,31 +127,46 @@ impl Pipeline {
         Ok(self.overflow(r)?.is_none())
     }
 
+    /// The largest latent size `(lh, lw)` below the request's that fits at its batch, on the
+    /// model's size grid: the exact aspect ratio where one fits (a 512×768 request gets a 2:3
+    /// answer), else the ratio rounded down to the grid.
+    fn largest_size(&self, r: Request) -> Result<Option<(usize, usize)>> {
+        let unit = (self.size_multiple() / self.vae_scale_factor()).max(1); // latent px per step
+        let (hu, wu) = (r.lh / unit, r.lw / unit);
+        let fits_at = |h: usize, w: usize| {
+            self.fits(Request {
+                lh: h * unit,
+                lw: w * unit,
+                ..r
+            })
+        };
+        let g = gcd(hu, wu);
+        let (rh, rw) = (hu / g.max(1), wu / g.max(1));
+        if let Some(k) = largest(1, g.saturating_sub(1), |k| fits_at(rh * k, rw * k))? {
+            return Ok(Some((rh * k * unit, rw * k * unit)));
+        }
+        let steps = hu.max(wu);
+        let scaled = |t: usize| ((hu * t / steps).max(1), (wu * t / steps).max(1));
+        Ok(largest(1, steps.saturating_sub(1), |t| {
+            let (h, w) = scaled(t);
+            fits_at(h, w)
+        })?
+        .map(|t| {
+            let (h, w) = scaled(t);
+            (h * unit, w * unit)
+        }))
+    }
+
     /// The error for a request that does not fit, with the largest batch and size that do.
     fn too_large(&self, r: Request, overflow: Overflow) -> Result<Error> {
         let f = self.vae_scale_factor();
         let (width, height) = (r.lw * f, r.lh * f);
         // Largest batch below the requested one at this size.
         let max_batch = largest(1, r.batch - 1, |b| self.fits(Request { batch: b, ..r }))?;
-        // Largest size at this batch, keeping the aspect ratio on the model's size grid.
-        let unit = (self.size_multiple() / f).max(1); // latent pixels per size step
-        let (hu, wu) = (r.lh / unit, r.lw / unit);
-        let steps = hu.max(wu);
-        let scaled = |t: usize| {
-            (
-                (hu * t / steps).max(1) * unit,
-                (wu * t / steps).max(1) * unit,
-            )
-        };
-        let max_size = largest(1, steps.saturating_sub(1), |t| {
-            let (lh, lw) = scaled(t);
-            self.fits(Request { lh, lw, ..r })
-        })?
-        .map(|t| {
-            let (lh, lw) = scaled(t);
-            (lw * f, lh * f)
-        })
-        .filter(|&(w, h)| (w, h) != (width, height));
+        let max_size = self
+            .largest_size(r)?
+            .map(|(lh, lw)| (lw * f, lh * f))
+            .filter(|&(w, h)| (w, h) != (width, height));
 
         let request = format!("--batch {} at {width}×{height}", r.batch);
         let (needed, what, limit) = match &overflow {
@@ -224,6 +239,14 @@ fn largest(
         }
     }
     Ok(Some(good))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// Bytes for people: "940 MiB", "1.5 GiB", "512 KiB".
