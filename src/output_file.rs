@@ -75,14 +75,22 @@ pub fn output_kind(path: &Path) -> Result<OutputKind> {
         if through_proc(&current) {
             // /dev/stdout → /proc/self/fd/1 → "pipe:[1234]": no path to rename over; the
             // descriptor is the destination.
-            return match fs::metadata(path) {
-                Ok(m) if m.is_dir() => Err(refusal(path, &current, IsADirectory, "is a directory")),
-                _ => Ok(OutputKind::WriteThrough),
-            };
+            if let Ok(meta) = fs::metadata(path) {
+                if meta.is_dir() {
+                    return Err(refusal(path, &current, IsADirectory, "is a directory"));
+                }
+                return Ok(OutputKind::WriteThrough);
+            }
         }
         let meta = match fs::symlink_metadata(&current) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A new name (its directory's absence or kind is [`check_output`]'s to report).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Ok(OutputKind::Atomic { target: current })
             }
             Err(e) => return Err(Error::io(&current, e)),
@@ -107,7 +115,8 @@ pub fn output_kind(path: &Path) -> Result<OutputKind> {
     ))
 }
 
-/// Paths whose entries are file descriptors: written through, never renamed over.
+/// Paths whose entries are file descriptors: written through, never renamed over (when they
+/// exist: a new name under /proc is an ordinary path the kernel refuses to create).
 fn through_proc(path: &Path) -> bool {
     path.starts_with("/proc") || path.starts_with("/dev/fd")
 }
@@ -371,7 +380,10 @@ fn check_output_once(path: &Path, probed: &mut HashSet<PathBuf>) -> Result<()> {
         .write(true)
         .create_new(true)
         .open(&probe)
-        .map_err(|e| Error::io(path, e))?;
+        .map_err(|e| {
+            let why = format!("output directory {} is not writable ({e})", dir.display());
+            Error::io(path, io::Error::new(e.kind(), why))
+        })?;
     let _ = fs::remove_file(&probe);
     probed.insert(dir);
     Ok(())
