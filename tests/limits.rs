@@ -27,12 +27,12 @@ fn the_largest_batch_named_fits_and_one_more_does_not() {
     };
     let err = p.check_fits(1000, 24, 16, true, false).unwrap_err();
     let message = err.to_string();
-    let Error::TooLarge {
-        max_batch: Some(b), ..
-    } = err
-    else {
-        panic!("expected TooLarge with a batch bound: {message}")
+    let Error::TooLarge(too_large) = err else {
+        panic!("expected TooLarge: {message}")
     };
+    let b = too_large
+        .max_batch
+        .unwrap_or_else(|| panic!("no batch bound: {message}"));
     assert!(
         message.starts_with("--batch 1000 at 24×16 needs ")
             && message.contains("binds at most 1 MiB per buffer")
@@ -45,7 +45,7 @@ fn the_largest_batch_named_fits_and_one_more_does_not() {
     assert!(p.check_fits(b + 1, 24, 16, true, false).is_err());
     // Without guidance the UNet runs half the rows: a larger batch fits.
     let no_cfg = p.check_fits(1000, 24, 16, false, false).unwrap_err();
-    assert!(matches!(no_cfg, Error::TooLarge { max_batch: Some(n), .. } if n > b));
+    assert!(matches!(no_cfg, Error::TooLarge(t) if t.max_batch.is_some_and(|n| n > b)));
     // And a generation at the bound runs under that limit.
     let options = GenerateOptions {
         prompt: "an apple".into(),
@@ -65,7 +65,7 @@ fn the_largest_batch_named_fits_and_one_more_does_not() {
     };
     assert!(matches!(
         p.generate(&over, |_, _| Progress::Continue),
-        Err(Error::TooLarge { .. })
+        Err(Error::TooLarge(_))
     ));
 }
 
@@ -77,15 +77,16 @@ fn the_largest_size_named_fits_and_keeps_the_aspect_ratio() {
     let (w, h) = (2048, 1024);
     let err = p.check_fits(1, w, h, true, false).unwrap_err();
     let message = err.to_string();
-    let Error::TooLarge {
-        max_batch,
-        max_size: Some((mw, mh)),
-        ..
-    } = err
-    else {
-        panic!("expected TooLarge with a size bound: {message}")
+    let Error::TooLarge(too_large) = err else {
+        panic!("expected TooLarge: {message}")
     };
-    assert_eq!(max_batch, None, "batch 1 has no smaller batch: {message}");
+    let (mw, mh) = too_large
+        .max_size
+        .unwrap_or_else(|| panic!("no size bound: {message}"));
+    assert_eq!(
+        too_large.max_batch, None,
+        "batch 1 has no smaller batch: {message}"
+    );
     assert!(
         message.contains(&format!("a size up to {mw}×{mh} (-W {mw} -H {mh})")),
         "{message}"

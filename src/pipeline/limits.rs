@@ -12,7 +12,7 @@
 //! fit (see [`super::tiled_decode`]), so it never limits the batch or the size.
 
 use super::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TooLarge};
 use crate::graph::Graph;
 
 /// What first exceeds a limit in a request's graphs.
@@ -207,7 +207,7 @@ impl Pipeline {
         } else {
             format!("use {}", options.join(", or "))
         };
-        Ok(Error::TooLarge {
+        Ok(Error::TooLarge(Box::new(TooLarge {
             request,
             needed,
             what,
@@ -215,7 +215,7 @@ impl Pipeline {
             advice,
             max_batch,
             max_size,
-        })
+        })))
     }
 }
 

@@ -51,7 +51,7 @@ pub struct Pipeline {
     pub vae: AutoencoderKL,
     pub scheduler_config: SchedulerConfig,
     /// Largest tensor one storage binding may hold: the adapter's limit; lower it to decode in
-    /// tiles sooner (tests, or to bound memory).
+    /// tiles sooner and to refuse larger batches and sizes up front (tests, or to bound memory).
     pub binding_limit: u64,
     plans: PlanCache,
 }
