@@ -60,6 +60,10 @@ pub enum Error {
         hint: String,
     },
 
+    /// A request larger than the adapter can hold, in the user's terms (see [`TooLarge`]).
+    #[error("{0}")]
+    TooLarge(Box<TooLarge>),
+
     /// A bad argument (CLI flag or API parameter).
     #[error("invalid {name}: {message}")]
     InvalidArgument { name: String, message: String },
@@ -94,6 +98,30 @@ pub enum Error {
     /// The user cancelled a run (progress callback or Ctrl-C).
     #[error("cancelled")]
     Cancelled,
+}
+
+/// What a too-large request needs, the adapter's limit, and the largest batch (`max_batch`) and
+/// `(width, height)` (`max_size`) that fit; `None` where changing that option alone cannot help.
+/// Reads: "{request} needs {needed} for {what}; this adapter {limit}: {advice}".
+#[derive(Debug, Clone, PartialEq)]
+pub struct TooLarge {
+    pub request: String,
+    pub needed: String,
+    pub what: String,
+    pub limit: String,
+    pub advice: String,
+    pub max_batch: Option<usize>,
+    pub max_size: Option<(usize, usize)>,
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} needs {} for {}; this adapter {}: {}",
+            self.request, self.needed, self.what, self.limit, self.advice
+        )
+    }
 }
 
 impl Error {

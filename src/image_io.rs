@@ -11,15 +11,16 @@
 //!   safetensors file (latents, debugging dumps).
 //!
 //! Images are NHWC without the batch: `(H, W, 3)`, row-major, RGB. Every file is written
-//! atomically through [`crate::atomic_file`]: a failed or interrupted write leaves the previous
-//! file (or nothing), never a truncated one.
+//! through [`crate::output_file::write_output`]: `-` is standard output, devices and FIFOs are
+//! written in place, anything else atomically (a failed or interrupted write leaves the
+//! previous file, or nothing, never a truncated one).
 
 use std::borrow::Cow;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
-use crate::atomic_file::write_atomic;
 use crate::error::{Error, Result};
+use crate::output_file::write_output;
 use crate::weights::Weights;
 
 /// Text chunk keyword AUTOMATIC1111 uses for the generation parameters.
@@ -111,8 +112,9 @@ fn png_error(path: &Path, e: png::EncodingError) -> Error {
     }
 }
 
-/// Writes an 8-bit RGB PNG atomically, with `parameters` (if any) in a text chunk keyed
-/// `parameters`: `tEXt` when the text is Latin-1, else `iTXt` (UTF-8), as PIL does for A1111.
+/// Writes an 8-bit RGB PNG (see [`write_output`] for what each kind of path gets), with
+/// `parameters` (if any) in a text chunk keyed `parameters`: `tEXt` when the text is Latin-1,
+/// else `iTXt` (UTF-8), as PIL does for A1111.
 ///
 /// `rgb` is `(height, width, 3)` row-major. Errors: zero or mismatched dimensions
 /// ([`Error::InvalidArgument`]); any file system or encoding failure ([`Error::Io`] naming
@@ -138,7 +140,7 @@ pub fn write_png(
             ),
         ));
     }
-    write_atomic(path, |w| {
+    write_output(path, |w| {
         let mut encoder = png::Encoder::new(&mut *w, width, height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
@@ -221,9 +223,10 @@ pub fn read_image_rgb(path: &Path) -> Result<(u32, u32, Vec<f32>)> {
     Ok((width, height, values))
 }
 
-/// Writes one f32 tensor as a minimal safetensors file, atomically: an 8-byte little-endian
-/// header length, the JSON header `{"<name>":{"data_offsets":[0,N],"dtype":"F32","shape":[…]}}`
-/// padded with spaces to a multiple of 8, then the little-endian data.
+/// Writes one f32 tensor as a minimal safetensors file (through [`write_output`]): an 8-byte
+/// little-endian header length, the JSON header
+/// `{"<name>":{"data_offsets":[0,N],"dtype":"F32","shape":[…]}}` padded with spaces to a
+/// multiple of 8, then the little-endian data.
 ///
 /// Errors: empty or reserved (`__metadata__`) name, or `shape` that does not hold
 /// `data.len()` values ([`Error::InvalidArgument`]); file system failures ([`Error::Io`]).
@@ -256,7 +259,7 @@ pub fn write_tensor_safetensors(
     });
     let mut header = header.to_string().into_bytes();
     header.resize(header.len().div_ceil(8) * 8, b' ');
-    write_atomic(path, |w| {
+    write_output(path, |w| {
         let io_err = |e| Error::io(path, e);
         w.write_all(&(header.len() as u64).to_le_bytes())
             .map_err(io_err)?;

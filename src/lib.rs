@@ -16,7 +16,6 @@
 //! with liveness-based buffer reuse, one encoder per run), [`ops`] (one builder per kernel family
 //! with a CPU reference beside it).
 
-pub mod atomic_file;
 pub mod bench;
 pub mod error;
 pub mod gpu;
@@ -25,6 +24,7 @@ pub mod image_io;
 pub mod lora;
 pub mod models;
 pub mod ops;
+pub mod output_file;
 pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
@@ -32,5 +32,12 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};
+
+/// The former name of [`output_file`]'s writers, kept so code written against it still builds.
+pub mod atomic_file {
+    pub use crate::output_file::{
+        write_output as write_atomic, write_output_bytes as write_atomic_bytes,
+    };
+}
 pub use gpu::{DType, Gpu, GpuOptions, Tensor};
 pub use graph::{Graph, Plan, ValueId};

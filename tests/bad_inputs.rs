@@ -1040,7 +1040,7 @@ fn size_beyond_the_adapter_limits() {
         &case,
         "size beyond the adapter's limits",
         &["-W", &size, "-H", &size],
-        &["adapter's", "max_"],
+        &["this adapter", "max_", "a size up to"],
     );
 }
 

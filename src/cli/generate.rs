@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use stipple::image_io::{self, A1111Parameters};
+use stipple::output_file::{self, NamedPath};
 use stipple::pipeline::{
     GenerateOptions, GenerateOutput, InitImage, LoadOptions, Pipeline, Progress, SizeConditioning,
     Timings,
@@ -46,8 +47,8 @@ pub struct GenerateArgs {
     /// Guidance scale; ≤ 1 turns classifier-free guidance off.
     #[arg(long, default_value_t = 7.5, allow_negative_numbers = true)]
     pub cfg: f32,
-    /// Seed (random when absent; printed either way).
-    #[arg(long)]
+    /// Seed; -1 or absent: a random one (printed, and recorded in the PNG either way).
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_seed)]
     pub seed: Option<u64>,
     /// Width in pixels (default: the model's native size).
     #[arg(short = 'W', long)]
@@ -78,7 +79,8 @@ pub struct GenerateArgs {
     /// auto (f16 on GPUs with shader-f16, f32 on CPU adapters), f32 or f16.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    /// Output PNG (numbered out-1.png, out-2.png, … when --batch > 1).
+    /// Output PNG (numbered out-1.png, out-2.png, … when --batch > 1); `-` writes it to stdout.
+    /// Devices and FIFOs are written in place, a symlink's target is replaced (the link stays).
     #[arg(short, long, default_value = "out.png")]
     pub output: PathBuf,
     /// Start from this image (img2img); it must have the output's size.
@@ -90,7 +92,8 @@ pub struct GenerateArgs {
     /// Initial latents: safetensors with tensor `latents`, f32 NCHW (batch, channels, h, w).
     #[arg(long)]
     pub latents: Option<PathBuf>,
-    /// Also save the image tensor `image`, f32 (batch, H, W, 3) in [0, 1], to this safetensors file.
+    /// Also save the image tensor `image`, f32 (batch, H, W, 3) in [0, 1], to this safetensors
+    /// file (`-`: stdout).
     #[arg(long)]
     pub save_tensor: Option<PathBuf>,
     /// A VAE folder (config.json + weights) to decode with instead of the model's, e.g. an
@@ -129,27 +132,51 @@ fn parse_pair(s: &str) -> Result<[usize; 2], String> {
     }
 }
 
-/// Error unless a file can be created in `path`'s directory (checked before any GPU work).
-fn check_writable(path: &Path) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+/// `--seed`: a u64, or -1 for a random seed (A1111's convention).
+fn parse_seed(text: &str) -> Result<u64, String> {
+    if text.trim() == "-1" {
+        return Ok(stipple::rng::random_seed());
+    }
+    text.trim().parse::<u64>().map_err(|_| {
+        format!(
+            "{text:?} is not a seed: use 0 to {}, or -1 for a random one",
+            u64::MAX
+        )
+    })
+}
+
+/// Before any GPU work: every output can be written (see `stipple::output_file`), none is an
+/// input or another output, and standard output is asked for at most once.
+fn check_outputs(args: &GenerateArgs, jobs: &[Job]) -> anyhow::Result<()> {
+    let batch = args.batch.max(1);
     anyhow::ensure!(
-        dir.exists(),
-        "output directory {} does not exist",
-        dir.display()
+        !(output_file::is_stdout(&args.output) && batch > 1),
+        "-o - writes one image to stdout, but --batch {batch} makes {batch}: name a file \
+         (numbered NAME-1.png, NAME-2.png, …)"
     );
-    anyhow::ensure!(
-        dir.is_dir(),
-        "output directory {} is not a directory",
-        dir.display()
-    );
-    let probe = dir.join(format!(".stipple-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    anyhow::ensure!(!path.is_dir(), "output {} is a directory", path.display());
+    let mut outputs = Vec::new();
+    for job in jobs {
+        for (i, path) in job.outputs.iter().enumerate() {
+            let what = match (args.prompts_file.is_some(), batch) {
+                (false, 1) => "-o".to_string(),
+                (false, _) => format!("-o (image {} of --batch {batch})", i + 1),
+                (true, _) => format!("--out-dir image {}", path.display()),
+            };
+            outputs.push(NamedPath::new(what, path));
+        }
+    }
+    if let Some(t) = &args.save_tensor {
+        outputs.push(NamedPath::new("--save-tensor", t));
+    }
+    let inputs: Vec<NamedPath> = [
+        ("--init-image", &args.init_image),
+        ("--latents", &args.latents),
+        ("--prompts-file", &args.prompts_file),
+    ]
+    .into_iter()
+    .filter_map(|(what, path)| path.as_deref().map(|p| NamedPath::new(what, p)))
+    .collect();
+    output_file::check_outputs(&outputs, &inputs)?;
     Ok(())
 }
 
@@ -174,6 +201,10 @@ struct Job {
 fn jobs(args: &GenerateArgs, seed: u64) -> anyhow::Result<Vec<Job>> {
     let batch = args.batch.max(1);
     if let (Some(file), Some(dir)) = (&args.prompts_file, &args.out_dir) {
+        anyhow::ensure!(
+            !output_file::is_stdout(dir),
+            "--out-dir - is not possible: --prompts-file writes one image per prompt, name a folder"
+        );
         let prompts = prompts_file::read_prompts(file)?;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create output directory {}", dir.display()))?;
@@ -302,12 +333,13 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
             .with_overrides(&options.scheduler_overrides)?;
     }
     let jobs = jobs(args, seed)?;
-    for path in jobs.iter().flat_map(|job| &job.outputs) {
-        check_writable(path)?;
-    }
-    if let Some(t) = &args.save_tensor {
-        check_writable(t)?;
-    }
+    check_outputs(args, &jobs)?;
+    // With `-` the image bytes own stdout: every human-readable line goes to stderr.
+    let to_stdout = output_file::is_stdout(&args.output)
+        || args
+            .save_tensor
+            .as_deref()
+            .is_some_and(output_file::is_stdout);
     let loras: Vec<(PathBuf, f32)> = args
         .lora
         .iter()
@@ -418,7 +450,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
                 )
             });
         }
-        write_images(&options, &out, job, steps, &model_name)?;
+        write_images(&options, &out, job, steps, &model_name, to_stdout)?;
         if let Some(path) = &args.save_tensor {
             let (w, h) = (out.width, out.height);
             image_io::write_tensor_safetensors(
@@ -444,13 +476,15 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// PNGs of one prompt's images, each with its A1111 `parameters` chunk; prints each path.
+/// PNGs of one prompt's images, each with its A1111 `parameters` chunk; prints each path (on
+/// stderr when stdout carries image bytes).
 fn write_images(
     options: &GenerateOptions,
     out: &GenerateOutput,
     job: &Job,
     steps: usize,
     model_name: &str,
+    to_stdout: bool,
 ) -> anyhow::Result<()> {
     let (w, h) = (out.width, out.height);
     let per_image = w * h * 3;
@@ -475,7 +509,11 @@ fn write_images(
             extra: scheduler_parameters(options, out),
         });
         image_io::write_png(path, w as u32, h as u32, &rgb, Some(&params))?;
-        println!("{}", path.display());
+        if to_stdout {
+            eprintln!("{}", path.display());
+        } else {
+            println!("{}", path.display());
+        }
     }
     Ok(())
 }

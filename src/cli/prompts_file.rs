@@ -3,6 +3,7 @@
 //! with `#` are skipped. Prompt k (counting prompts, from 0) is written to `DIR/kkkk.png`
 //! (`DIR/kkkk-1.png`, … with `--batch`) with seed `seed + k`.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -11,10 +12,34 @@ use anyhow::Context;
 /// for days).
 pub const MAX_PROMPTS: usize = 100_000;
 
+/// Most bytes a prompts file may hold: MAX_PROMPTS prompts of CLIP's 77 tokens fit easily, and
+/// a wrong file (a disk image, a video) is refused after reading this much, not all of it.
+pub const MAX_BYTES: u64 = 64 << 20;
+
+/// How to cut a too-large prompts file into runs that fit, in the user's terms.
+fn split_advice(path: &Path) -> String {
+    format!(
+        "split it into files of at most {MAX_PROMPTS} prompts (e.g. `split -l {MAX_PROMPTS} {} \
+         part-`) and run each with its own --out-dir",
+        path.display()
+    )
+}
+
 /// The prompts of `path`, in order.
 pub fn read_prompts(path: &Path) -> anyhow::Result<Vec<String>> {
-    let bytes = std::fs::read(path)
+    let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read prompts file {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read prompts file {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_BYTES,
+        "prompts file {} is larger than the limit of {} MiB: {}",
+        path.display(),
+        MAX_BYTES >> 20,
+        split_advice(path)
+    );
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "prompts file {} is not UTF-8 text (invalid byte at offset {})",
@@ -35,9 +60,10 @@ pub fn read_prompts(path: &Path) -> anyhow::Result<Vec<String>> {
     );
     anyhow::ensure!(
         prompts.len() <= MAX_PROMPTS,
-        "prompts file {} holds {} prompts, more than the limit of {MAX_PROMPTS}",
+        "prompts file {} holds {} prompts, more than the limit of {MAX_PROMPTS}: {}",
         path.display(),
-        prompts.len()
+        prompts.len(),
+        split_advice(path)
     );
     Ok(prompts)
 }

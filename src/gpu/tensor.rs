@@ -212,7 +212,7 @@ pub fn check_binding_size(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
             needed: bytes,
             limit: "max_storage_buffer_binding_size",
             max,
-            hint: " bytes (split or tile it)".into(),
+            hint: " bytes".into(),
         });
     }
     Ok(())

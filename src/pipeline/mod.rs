@@ -14,6 +14,7 @@ pub mod family;
 mod folder;
 pub mod layout;
 pub mod lora;
+pub mod limits;
 pub mod options;
 pub mod plan_cache;
 pub mod single_file;
@@ -78,7 +79,7 @@ pub struct Pipeline {
     pub vae: AutoencoderKL,
     pub scheduler_config: SchedulerConfig,
     /// Largest tensor one storage binding may hold: the adapter's limit; lower it to decode in
-    /// tiles sooner (tests, or to bound memory).
+    /// tiles sooner and to refuse larger batches and sizes up front (tests, or to bound memory).
     pub binding_limit: u64,
     plans: PlanCache,
     /// The LoRA-able weights of the text encoder and UNet, and the LoRAs merged into them.
@@ -271,6 +272,8 @@ impl Pipeline {
     ) -> Result<GenerateOutput> {
         options.validate()?;
         let (width, height) = self.resolve_size(options.width, options.height)?;
+        let img2img = options.init_image.is_some();
+        self.check_fits(options.batch, width, height, options.do_cfg(), img2img)?;
         let f = self.vae_scale_factor();
         let (lh, lw) = (height / f, width / f);
         let c = self.unet.config.in_channels;
@@ -505,13 +508,10 @@ impl Pipeline {
             ));
         }
         let steps = scheduler.timesteps().len();
-        let init_steps = ((steps as f64 * init.strength as f64) as usize).min(steps);
+        let init_steps = img2img_steps(steps, init.strength).min(steps);
         let first_step = steps - init_steps;
         if first_step >= steps {
-            return Err(Error::invalid(
-                "strength",
-                format!("{} leaves no denoising step of {steps}", init.strength),
-            ));
+            return Err(no_denoising_step(init.strength, steps));
         }
         let b = options.batch;
         let l = self.vae.config.latent_channels;
@@ -545,4 +545,39 @@ impl Pipeline {
             first_step,
         ))
     }
+}
+
+/// diffusers' img2img step count, `int(num_inference_steps * strength)` in Python floats:
+/// the strength is taken at its shortest decimal spelling (0.01, not f32's 0.0099999998), so
+/// `--strength 0.01 --steps 100` runs one step as it does in diffusers.
+fn img2img_steps(steps: usize, strength: f32) -> usize {
+    let strength: f64 = strength.to_string().parse().unwrap_or(strength as f64);
+    (steps as f64 * strength) as usize
+}
+
+/// img2img runs `floor(steps × strength)` steps: the error when that is 0, with the smallest
+/// `--strength` at these steps and the fewest `--steps` at this strength that run one.
+fn no_denoising_step(strength: f32, steps: usize) -> Error {
+    let mut advice = Vec::new();
+    let min_strength = (1..=100)
+        .map(|c| c as f32 / 100.0)
+        .find(|&s| img2img_steps(steps, s) >= 1);
+    if let Some(s) = min_strength {
+        advice.push(format!("--strength ≥ {s}"));
+    }
+    if let Some(n) = (steps + 1..=options::MAX_STEPS).find(|&n| img2img_steps(n, strength) >= 1) {
+        advice.push(format!("--steps ≥ {n}"));
+    }
+    Error::invalid(
+        "strength",
+        format!(
+            "--strength {strength} with {steps} steps runs floor({steps} × {strength}) = 0 \
+             denoising steps: {}",
+            if advice.is_empty() {
+                "use a larger --strength".to_string()
+            } else {
+                format!("use {}", advice.join(" or "))
+            }
+        ),
+    )
 }

@@ -87,7 +87,15 @@ impl GenerateOptions {
         if self.steps == 0 || self.steps > MAX_STEPS {
             return Err(Error::invalid(
                 "steps",
-                format!("{} is outside 1..={MAX_STEPS}", self.steps),
+                format!(
+                    "{} is outside 1..={MAX_STEPS}: use --steps {}",
+                    self.steps,
+                    if self.steps == 0 {
+                        "≥ 1".to_string()
+                    } else {
+                        format!("≤ {MAX_STEPS}")
+                    }
+                ),
             ));
         }
         if !self.guidance_scale.is_finite() || self.guidance_scale < 0.0 {
