@@ -178,6 +178,7 @@ fn generate(pipe: &mut Pipeline) -> Vec<f32> {
         scheduler: None,
         latents: None,
         init_image: None,
+        ..Default::default()
     };
     pipe.generate(&options, |_, _| stipple::pipeline::Progress::Continue)
         .unwrap()
