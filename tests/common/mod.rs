@@ -2,6 +2,7 @@
 //! max abs/rel error reports, and one-op graph runs.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod golden;
 
 use stipple::{DType, Gpu, GpuOptions, Graph, Plan, ValueId};
