@@ -610,6 +610,16 @@ fn cli_dash_writes_the_png_to_stdout_and_text_to_stderr() {
         );
     }
     assert_eq!(snapshot(&dir.0), before);
+
+    // --save-tensor -: the safetensors bytes on stdout, the PNG's path on stderr.
+    let png = dir.join("image.png");
+    let out = generate(&png, &["--save-tensor", "-"], &dir.0);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("image.png"), "{}", stderr(&out));
+    let tensor = dir.join("tensor.safetensors");
+    fs::write(&tensor, &out.stdout).unwrap();
+    let (shape, _) = stipple::image_io::read_tensor_safetensors(&tensor, "image").unwrap();
+    assert_eq!(shape, [1, 16, 24, 3]);
 }
 
 #[test]
