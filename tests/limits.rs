@@ -234,3 +234,21 @@ fn cli_prompts_file_beyond_the_limit_says_how_to_split_it() {
     );
     assert!(!out_dir.exists(), "no output folder for a refused run");
 }
+
+#[test]
+fn a_decoder_too_wide_for_any_tile_says_so_with_its_size() {
+    let Some(mut p) = tiny(64) else {
+        return;
+    };
+    let c = p.vae.config.latent_channels;
+    let err = p.decode(&vec![0.0; 8 * 12 * c], [1, 8, 12]).unwrap_err();
+    let message = err.to_string();
+    let Error::Limit { needed, max, .. } = err else {
+        panic!("expected a Limit error: {message}")
+    };
+    assert!(needed > max && max == 64, "{message}");
+    assert!(
+        message.contains("VAE decoder") && message.contains("cannot run on this adapter"),
+        "{message}"
+    );
+}
