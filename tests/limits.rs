@@ -6,8 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::cli::{run_stipple, Scratch};
 use common::golden::fixture;
 use common::gpu;
 use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
@@ -102,16 +102,6 @@ fn the_largest_size_named_fits_and_keeps_the_aspect_ratio() {
     assert!(p.check_fits(1, mw + 2 * m, mh + m, true, false).is_err());
 }
 
-fn stipple(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_stipple"))
-        .args(args)
-        .output()
-        .expect("run stipple");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "stipple panicked: {stderr}");
-    out
-}
-
 /// `generate` on tiny-pipe at 24×16 with 2 steps into `dir`, plus `extra`; (success, stderr).
 fn generate(dir: &Path, extra: &[&str]) -> (bool, String) {
     let model = fixture("tiny-pipe");
@@ -132,18 +122,11 @@ fn generate(dir: &Path, extra: &[&str]) -> (bool, String) {
         args.extend(["--steps", "2"]);
     }
     args.extend(extra);
-    let out = stipple(&args);
+    let out = run_stipple(&args, dir);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
-}
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("stipple-limits-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch");
-    dir
 }
 
 #[test]
@@ -151,14 +134,14 @@ fn cli_batch_beyond_the_adapter_says_which_batch_fits() {
     let Some(gpu) = gpu() else {
         return;
     };
-    let dir = scratch("batch");
+    let dir = Scratch::new("limits-batch");
     let limit = gpu
         .limits
         .max_storage_buffer_binding_size
         .min(gpu.limits.max_buffer_size);
     // The UNet's text context alone, (2·batch, 77, 16) f32 with guidance, exceeds one binding.
     let batch = (limit / (2 * 77 * 16 * 4) + 1).to_string();
-    let (ok, stderr) = generate(&dir, &["--batch", &batch]);
+    let (ok, stderr) = generate(dir.path(), &["--batch", &batch]);
     assert!(!ok);
     assert!(
         stderr.contains(&format!("--batch {batch} at 24×16 needs")),
@@ -174,9 +157,9 @@ fn cli_batch_beyond_the_adapter_says_which_batch_fits() {
         })
         .unwrap_or_else(|| panic!("no batch bound in: {stderr}"));
     if bound <= 32 {
-        let (ok, stderr) = generate(&dir, &["--batch", &bound.to_string()]);
+        let (ok, stderr) = generate(dir.path(), &["--batch", &bound.to_string()]);
         assert!(ok, "--batch {bound} should fit: {stderr}");
-        let (ok, stderr) = generate(&dir, &["--batch", &(bound + 1).to_string()]);
+        let (ok, stderr) = generate(dir.path(), &["--batch", &(bound + 1).to_string()]);
         assert!(
             !ok && stderr.contains(&format!("use --batch ≤ {bound}")),
             "{stderr}"
@@ -184,7 +167,6 @@ fn cli_batch_beyond_the_adapter_says_which_batch_fits() {
     } else {
         eprintln!("not running --batch {bound}: too many images for a test");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -192,9 +174,9 @@ fn cli_steps_strength_and_seed_bounds_are_in_the_users_terms() {
     if gpu().is_none() {
         return;
     }
-    let dir = scratch("bounds");
+    let dir = Scratch::new("limits-bounds");
     let init = dir.join("init.png");
-    let (ok, stderr) = generate(&dir, &["--seed", "1"]);
+    let (ok, stderr) = generate(dir.path(), &["--seed", "1"]);
     assert!(ok, "{stderr}");
     std::fs::rename(dir.join("out.png"), &init).expect("rename");
     let init_s = init.to_str().expect("path");
@@ -216,32 +198,34 @@ fn cli_steps_strength_and_seed_bounds_are_in_the_users_terms() {
         (vec!["--seed", "abc"], "-1 for a random one"),
     ];
     for (extra, want) in cases {
-        let (ok, stderr) = generate(&dir, &extra);
+        let (ok, stderr) = generate(dir.path(), &extra);
         assert!(!ok, "{extra:?} should fail");
         assert!(stderr.contains(want), "{extra:?}: {stderr}");
         assert!(!dir.join("out.png").exists(), "{extra:?} wrote an image");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn cli_prompts_file_beyond_the_limit_says_how_to_split_it() {
     // Fails while reading the file, before any GPU work: no adapter needed.
-    let dir = scratch("prompts");
+    let dir = Scratch::new("limits-prompts");
     let prompts = dir.join("prompts.txt");
     let lines: String = (0..100_001).map(|i| format!("prompt {i}\n")).collect();
     std::fs::write(&prompts, lines).expect("write prompts");
     let out_dir = dir.join("images");
     let model = fixture("tiny-pipe");
-    let out = stipple(&[
-        "generate",
-        "-m",
-        model.to_str().expect("model"),
-        "--prompts-file",
-        prompts.to_str().expect("path"),
-        "--out-dir",
-        out_dir.to_str().expect("path"),
-    ]);
+    let out = run_stipple(
+        &[
+            "generate",
+            "-m",
+            model.to_str().expect("model"),
+            "--prompts-file",
+            prompts.to_str().expect("path"),
+            "--out-dir",
+            out_dir.to_str().expect("path"),
+        ],
+        dir.path(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -249,5 +233,22 @@ fn cli_prompts_file_beyond_the_limit_says_how_to_split_it() {
         "{stderr}"
     );
     assert!(!out_dir.exists(), "no output folder for a refused run");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_decoder_too_wide_for_any_tile_says_so_with_its_size() {
+    let Some(mut p) = tiny(64) else {
+        return;
+    };
+    let c = p.vae.config.latent_channels;
+    let err = p.decode(&vec![0.0; 8 * 12 * c], [1, 8, 12]).unwrap_err();
+    let message = err.to_string();
+    let Error::Limit { needed, max, .. } = err else {
+        panic!("expected a Limit error: {message}")
+    };
+    assert!(needed > max && max == 64, "{message}");
+    assert!(
+        message.contains("VAE decoder") && message.contains("cannot run on this adapter"),
+        "{message}"
+    );
 }

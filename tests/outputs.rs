@@ -12,36 +12,15 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use common::cli::{run_stipple, Scratch};
 use common::golden::fixture;
 use common::gpu;
 use stipple::output_file::{check_outputs, output_kind, write_output_bytes, NamedPath, OutputKind};
 use stipple::Error;
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("stipple-outputs-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A tmpfs mounted on a directory, unmounted on drop (declare it after its [`Scratch`]).
 struct Mount(PathBuf);
@@ -257,7 +236,7 @@ fn invalid_message(err: &Error) -> String {
 
 #[test]
 fn regular_files_are_replaced_atomically_keeping_their_permissions() {
-    let dir = Scratch::new("regular");
+    let dir = Scratch::new("outputs-regular");
     let path = dir.join("out.bin");
     write_output_bytes(&path, b"first").unwrap();
     assert_eq!(fs::read(&path).unwrap(), b"first");
@@ -278,7 +257,7 @@ fn regular_files_are_replaced_atomically_keeping_their_permissions() {
 
 #[test]
 fn a_symlinked_output_lands_at_its_target_and_the_link_stays() {
-    let dir = Scratch::new("symlink");
+    let dir = Scratch::new("outputs-symlink");
     fs::create_dir_all(dir.join("a")).unwrap();
     fs::create_dir_all(dir.join("shots")).unwrap();
     let target = dir.join("shots/0042.png");
@@ -326,7 +305,7 @@ fn a_symlinked_output_lands_at_its_target_and_the_link_stays() {
 
 #[test]
 fn character_devices_are_written_in_place_and_dev_full_reports_no_space() {
-    let dir = Scratch::new("chardev");
+    let dir = Scratch::new("outputs-chardev");
     // Device nodes of our own where we may make them (a bug could then only replace those);
     // elsewhere the system's, which a non-root process cannot replace anyway.
     let (null, full) = if mknod(&dir.join("null"), "c", 1, 3) && mknod(&dir.join("full"), "c", 1, 7)
@@ -355,7 +334,7 @@ fn character_devices_are_written_in_place_and_dev_full_reports_no_space() {
 
 #[test]
 fn a_fifo_gets_the_bytes_and_stays_a_fifo() {
-    let dir = Scratch::new("fifo");
+    let dir = Scratch::new("outputs-fifo");
     let fifo = dir.join("pipe");
     mkfifo(&fifo);
     let before = snapshot(&dir.0);
@@ -370,7 +349,7 @@ fn a_fifo_gets_the_bytes_and_stays_a_fifo() {
 #[test]
 fn proc_descriptor_paths_are_written_through_like_dev_stdout() {
     use std::os::fd::AsRawFd;
-    let dir = Scratch::new("procfd");
+    let dir = Scratch::new("outputs-procfd");
     let file_path = dir.join("captured.bin");
     let file = fs::File::create(&file_path).unwrap();
     let ino = fs::metadata(&file_path).unwrap().ino();
@@ -398,7 +377,7 @@ fn proc_descriptor_paths_are_written_through_like_dev_stdout() {
 
 #[test]
 fn directories_sockets_block_devices_and_read_only_files_are_refused() {
-    let dir = Scratch::new("refused");
+    let dir = Scratch::new("outputs-refused");
     fs::create_dir_all(dir.join("sub")).unwrap();
     let _socket = std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap();
     let read_only = dir.join("keep.png");
@@ -433,7 +412,7 @@ fn directories_sockets_block_devices_and_read_only_files_are_refused() {
 
 #[test]
 fn outputs_that_are_inputs_or_each_other_are_refused() {
-    let dir = Scratch::new("collide");
+    let dir = Scratch::new("outputs-collide");
     let init = dir.join("out-1.png");
     fs::write(&init, b"init image").unwrap();
     std::os::unix::fs::symlink("out-1.png", dir.join("alias.png")).unwrap();
@@ -470,7 +449,7 @@ fn outputs_that_are_inputs_or_each_other_are_refused() {
 
 #[test]
 fn a_read_only_directory_fails_cleanly() {
-    let dir = Scratch::new("rodir");
+    let dir = Scratch::new("outputs-rodir");
     let target = dir.join("ro");
     let _mount;
     if is_root() {
@@ -524,7 +503,7 @@ fn fill(dir: &Path) {
 
 #[test]
 fn a_full_file_system_fails_cleanly_and_keeps_the_old_file() {
-    let dir = Scratch::new("fullfs");
+    let dir = Scratch::new("outputs-fullfs");
     let target = dir.join("full");
     if !is_root() {
         eprintln!("skipping: mounting a small tmpfs needs root");
@@ -547,19 +526,6 @@ fn a_full_file_system_fails_cleanly_and_keeps_the_old_file() {
 
 // ---- CLI: stipple generate on tiny-pipe -----------------------------------------------------
 
-/// Runs `stipple ARGS` in `cwd` with stdin closed and stdout/stderr captured; asserts no panic.
-fn stipple(args: &[&str], cwd: &Path) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_stipple"))
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run stipple");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "stipple panicked: {stderr}");
-    out
-}
-
 /// `generate` on tiny-pipe (24×16, 2 steps) to `output`, plus `extra`.
 fn generate(output: &Path, extra: &[&str], cwd: &Path) -> Output {
     let model = fixture("tiny-pipe");
@@ -578,7 +544,7 @@ fn generate(output: &Path, extra: &[&str], cwd: &Path) -> Output {
         output.to_str().expect("output path"),
     ];
     args.extend(extra);
-    stipple(&args, cwd)
+    run_stipple(&args, cwd)
 }
 
 fn stderr(out: &Output) -> String {
@@ -613,7 +579,7 @@ fn cli_dash_writes_the_png_to_stdout_and_text_to_stderr() {
     if gpu().is_none() {
         return;
     }
-    let dir = Scratch::new("cli-stdout");
+    let dir = Scratch::new("outputs-cli-stdout");
     let before = snapshot(&dir.0);
     let out = generate(Path::new("-"), &["--seed", "-1"], &dir.0);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -644,6 +610,16 @@ fn cli_dash_writes_the_png_to_stdout_and_text_to_stderr() {
         );
     }
     assert_eq!(snapshot(&dir.0), before);
+
+    // --save-tensor -: the safetensors bytes on stdout, the PNG's path on stderr.
+    let png = dir.join("image.png");
+    let out = generate(&png, &["--save-tensor", "-"], &dir.0);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("image.png"), "{}", stderr(&out));
+    let tensor = dir.join("tensor.safetensors");
+    fs::write(&tensor, &out.stdout).unwrap();
+    let (shape, _) = stipple::image_io::read_tensor_safetensors(&tensor, "image").unwrap();
+    assert_eq!(shape, [1, 16, 24, 3]);
 }
 
 #[test]
@@ -651,7 +627,7 @@ fn cli_character_device_is_written_through_and_dev_full_fails() {
     if gpu().is_none() {
         return;
     }
-    let dir = Scratch::new("cli-chardev");
+    let dir = Scratch::new("outputs-cli-chardev");
     if !mknod(&dir.join("null"), "c", 1, 3) || !mknod(&dir.join("full"), "c", 1, 7) {
         return;
     }
@@ -677,7 +653,7 @@ fn cli_fifo_receives_the_png() {
     if gpu().is_none() {
         return;
     }
-    let dir = Scratch::new("cli-fifo");
+    let dir = Scratch::new("outputs-cli-fifo");
     let fifo = dir.join("pipe.png");
     mkfifo(&fifo);
     let before = snapshot(&dir.0);
@@ -696,7 +672,7 @@ fn cli_symlink_to_another_directory_keeps_the_link() {
     if gpu().is_none() {
         return;
     }
-    let dir = Scratch::new("cli-symlink");
+    let dir = Scratch::new("outputs-cli-symlink");
     fs::create_dir_all(dir.join("shots")).unwrap();
     fs::create_dir_all(dir.join("web")).unwrap();
     fs::write(dir.join("shots/0042.png"), b"old").unwrap();
@@ -721,7 +697,7 @@ fn cli_directory_read_only_directory_and_full_file_system_fail_cleanly() {
     if gpu().is_none() {
         return;
     }
-    let dir = Scratch::new("cli-fail");
+    let dir = Scratch::new("outputs-cli-fail");
     fs::create_dir_all(dir.join("folder")).unwrap();
     let before = snapshot(&dir.0);
     let out = generate(&dir.join("folder"), &[], &dir.0);
@@ -768,7 +744,7 @@ fn cli_batch_outputs_never_overwrite_the_init_image() {
     if gpu().is_none() {
         return;
     }
-    let dir = Scratch::new("cli-init");
+    let dir = Scratch::new("outputs-cli-init");
     let init = dir.join("out-1.png");
     let out = generate(&init, &["--seed", "5"], &dir.0);
     assert!(out.status.success(), "{}", stderr(&out));

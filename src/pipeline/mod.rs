@@ -464,12 +464,18 @@ impl Pipeline {
         if fits(b, lh, lw)? {
             return Ok(lh.max(lw));
         }
-        tiled_decode::shrink_tile(lh, lw, |th, tw| fits(1, th, tw))?.ok_or_else(|| Error::Limit {
-            what: format!("VAE decode of a {lh}×{lw} latent"),
-            needed: 0,
+        if let Some(tile) = tiled_decode::shrink_tile(lh, lw, |th, tw| fits(1, th, tw))? {
+            return Ok(tile);
+        }
+        // Not even the smallest tile fits: no batch or size helps, the decoder is too wide.
+        let (th, tw) = (lh.min(8), lw.min(8));
+        let g = self.vae.decode_graph(self.dtype, 1, [th, tw], false)?;
+        Err(Error::Limit {
+            what: format!("the VAE decoder, even on a {th}×{tw} latent tile,"),
+            needed: g.largest_value().map_or(0, |(_, bytes)| bytes),
             limit: "max_storage_buffer_binding_size",
             max: limit,
-            hint: " even in 8×8 tiles".into(),
+            hint: " bytes: this model's decoder cannot run on this adapter".into(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! max abs/rel error reports, and one-op graph runs.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod golden;
 pub mod scratch;
 
