@@ -4,6 +4,8 @@
 
 pub mod golden;
 
+use std::process::Command;
+
 use stipple::{DType, Gpu, GpuOptions, Graph, Plan, ValueId};
 
 /// The adapter for GPU tests. Without one, tests skip locally but fail in CI (`CI=true`),
@@ -104,6 +106,40 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
             first.join(", ")
         );
     }
+}
+
+/// Runs the `stipple` binary (without STIPPLE_MODEL from the environment); asserts it did not panic and was not killed. Returns (success, stderr).
+pub fn stipple(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stipple"))
+        .args(args)
+        .env_remove("STIPPLE_MODEL")
+        .output()
+        .expect("run stipple");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !stderr.contains("panicked"),
+        "stipple {args:?} panicked: {stderr}"
+    );
+    assert!(
+        out.status.code().is_some(),
+        "stipple {args:?} was killed by a signal: {stderr}"
+    );
+    (out.status.success(), stderr)
+}
+
+/// Largest |a − b| (NaN if any is NaN).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, |m: f32, d| {
+            if d.is_nan() || m.is_nan() {
+                f32::NAN
+            } else {
+                m.max(d)
+            }
+        })
 }
 
 /// Largest |x|, for tolerances relative to an output's scale.
