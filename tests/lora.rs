@@ -162,6 +162,26 @@ fn peft_old_diffusers_sdxl_names_and_two_loras_match_diffusers() {
 }
 
 #[test]
+fn f16_storage_stays_close() {
+    // As tests/pipeline.rs: f16 weights and activations, 3e-2 on the [0, 1] image.
+    let Some(gpu) = gpu() else { return };
+    if !gpu.supports_f16() {
+        return;
+    }
+    let mut pipe = Pipeline::load(&gpu, &fixture("tiny-pipe"), Some(DType::F16)).expect("load");
+    let g = golden();
+    let (_, latents) = g.f32("latents");
+    pipe.set_loras(&[(lora("kohya_sd1"), 0.8)]).expect("kohya");
+    let out = pipe
+        .generate(&options(latents), |_, _| Progress::Continue)
+        .expect("generate");
+    let (_, want) = g.f32("image.kohya_0.8");
+    let err = max_abs_diff(&out.images, &want);
+    eprintln!("kohya_0.8 f16: max abs error {err:.2e}");
+    assert!(err <= 3e-2, "{err}");
+}
+
+#[test]
 fn unmatched_key_is_an_error_and_changes_nothing() {
     let Some(gpu) = gpu() else { return };
     let mut run = Run::new(&gpu);

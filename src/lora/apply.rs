@@ -188,16 +188,31 @@ impl LoraReport {
     }
 }
 
+/// Opens a component's base weights again (with the tensor names its model loaded).
+pub type BaseWeights = Box<dyn Fn() -> Result<Weights> + Send + Sync>;
+
 /// Per model: its targets, where its base weights are, and its module names.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LoraState {
     unet: Targets,
     text_encoder: Targets,
     text_encoder_2: Targets,
-    /// The weights (file or folder) each component was loaded from.
-    bases: BTreeMap<Component, PathBuf>,
+    /// How to reopen the weights each component was loaded from.
+    bases: BTreeMap<Component, BaseWeights>,
     /// Weights currently holding a delta (restored to base when no LoRA touches them).
     applied: BTreeSet<(Component, String)>,
+}
+
+impl std::fmt::Debug for LoraState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoraState")
+            .field("unet", &self.unet.len())
+            .field("text_encoder", &self.text_encoder.len())
+            .field("text_encoder_2", &self.text_encoder_2.len())
+            .field("bases", &self.bases.keys().collect::<Vec<_>>())
+            .field("applied", &self.applied.len())
+            .finish()
+    }
 }
 
 impl LoraState {
@@ -212,7 +227,15 @@ impl LoraState {
 
     /// Where the component's base weights are read back from (what `Weights::open` takes).
     pub fn set_base(&mut self, c: Component, weights: impl Into<PathBuf>) {
-        self.bases.insert(c, weights.into());
+        let path: PathBuf = weights.into();
+        self.set_base_with(c, Box::new(move || Weights::open(&path)));
+    }
+
+    /// The component's base weights come from `open` (e.g. a single-file checkpoint whose
+    /// tensor names a loader converts): it must give the tensors the model loaded, by the
+    /// same names.
+    pub fn set_base_with(&mut self, c: Component, open: BaseWeights) {
+        self.bases.insert(c, open);
     }
 
     /// Whether any LoRA delta is in the GPU weights.
@@ -304,13 +327,13 @@ impl LoraState {
             if dirty.is_empty() {
                 continue;
             }
-            let base_path = self.bases.get(c).ok_or_else(|| {
+            let open = self.bases.get(c).ok_or_else(|| {
                 Error::invalid(
                     "LoRA",
                     format!("no base weights recorded for the {}", c.folder()),
                 )
             })?;
-            let base = Weights::open(base_path)?;
+            let base = open()?;
             for t in dirty {
                 let packed = repack(&base, *c, t, &deltas)?;
                 t.tensor.write_f32(gpu, &packed)?;
