@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::golden::fixture;
-use common::gpu;
+use common::{gpu, stipple};
 use serde_json::{json, Map, Value};
 use stipple::pipeline::{GenerateOptions, InitImage, Pipeline, Progress};
 use stipple::weights::Weights;
@@ -116,25 +116,6 @@ fn files_in(dir: &Path) -> Vec<String> {
             .collect(),
         Err(_) => Vec::new(),
     }
-}
-
-/// Runs the CLI; asserts it did not panic and was not killed. Returns (success, stderr).
-fn stipple(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_stipple"))
-        .args(args)
-        .env_remove("STIPPLE_MODEL")
-        .output()
-        .expect("run stipple");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !stderr.contains("panicked"),
-        "stipple {args:?} panicked: {stderr}"
-    );
-    assert!(
-        out.status.code().is_some(),
-        "stipple {args:?} was killed by a signal: {stderr}"
-    );
-    (out.status.success(), stderr)
 }
 
 /// The `error: …` lines of stderr (what the user reads), for the report and the asserts.

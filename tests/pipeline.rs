@@ -15,14 +15,6 @@ use stipple::DType;
 const PROMPT: &str = "a red apple on a wooden table";
 const NEGATIVE: &str = "blurry";
 
-fn max_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 fn load(gpu: &stipple::Gpu) -> (Pipeline, Golden) {
     let dir = fixture("tiny-pipe");
     let pipe = Pipeline::load(gpu, &dir, Some(DType::F32)).expect("load pipeline");
@@ -67,7 +59,7 @@ fn every_scheduler_matches_diffusers() {
             .generate(&options(name, latents.clone()), |_, _| Progress::Continue)
             .expect("generate");
         let (_, want) = golden.f32(&format!("image.{name}"));
-        let err = max_err(&out.images, &want);
+        let err = max_abs_diff(&out.images, &want);
         eprintln!("{name:>16}: max abs error {err:.2e} on the [0, 1] image");
         if err.is_nan() || err > 1e-4 {
             failures.push(format!("{name}: {err:.3e}"));
@@ -92,7 +84,7 @@ fn batch_of_two_matches_diffusers() {
         .generate(&opts, |_, _| Progress::Continue)
         .expect("generate");
     let (_, want) = golden.f32("image.ddim_batch2");
-    let err = max_err(&out.images, &want);
+    let err = max_abs_diff(&out.images, &want);
     eprintln!("ddim batch 2: max abs error {err:.2e}");
     assert!(err <= 1e-4, "{err}");
 }
@@ -124,7 +116,7 @@ fn img2img_matches_diffusers() {
         .generate(&opts, |_, _| Progress::Continue)
         .expect("generate");
     let (_, want) = golden.f32("image.img2img_ddim");
-    let err = max_err(&out.images, &want);
+    let err = max_abs_diff(&out.images, &want);
     eprintln!("img2img ddim: max abs error {err:.2e}");
     assert!(err <= 1e-4, "{err}");
 }
@@ -253,7 +245,7 @@ fn f16_storage_stays_close() {
         .generate(&options("ddim", latents), |_, _| Progress::Continue)
         .expect("generate");
     let (_, want) = golden.f32("image.ddim");
-    let err = max_err(&out.images, &want);
+    let err = max_abs_diff(&out.images, &want);
     eprintln!("ddim f16: max abs error {err:.2e}");
     assert!(err <= 3e-2, "{err}");
 }

@@ -1,9 +1,7 @@
 //! Merging LoRA deltas into the packed GPU weights, and restoring the base weights.
 //!
-//! At load, every Linear / Conv2d weight goes through `models::layers`, which records (when the
-//! [`Ctx`] carries [`Targets`]) the GPU tensor it uploaded and the torch-layout weights it was
-//! packed from, in order: a fused `to_q+to_k+to_v` is one target of three parts. A LoRA change
-//! then, per target it touches (now or before):
+//! Every Linear / Conv2d weight a model loaded is a recorded [`Target`] (see
+//! [`super::targets`]). A LoRA change then, per target it touches (now or before):
 //!
 //! ```text
 //! W_part = base (re-read from the memory-mapped weights) + Σ_lora scale·up·down   (out, in·kh·kw)
@@ -14,111 +12,15 @@
 //! Nothing else is re-read or re-uploaded, and every error (unmatched key, shape mismatch) is
 //! found before the first buffer is written.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
 use super::names::{ModuleTable, Unresolved};
+use super::targets::{Packing, Target, Targets};
 use super::{Component, Format, LoraFile, LoraModule};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tensor};
-use crate::models::Ctx;
+use crate::gpu::Gpu;
 use crate::ops::{conv2d, matmul};
 use crate::weights::Weights;
-
-/// One torch-layout weight a packed tensor was built from.
-#[derive(Clone, Debug)]
-pub struct Part {
-    /// Full tensor name in the model's weights (`….to_q.weight`).
-    pub weight: String,
-    /// torch shape: (out, in) for a Linear, (out, in, 1, 1) for a 1×1 conv used as one,
-    /// (cout, cin, kh, kw) for a Conv2d.
-    pub shape: Vec<usize>,
-}
-
-/// How the parts become the GPU tensor.
-#[derive(Clone, Copy, Debug)]
-pub enum Packing {
-    /// Parts stacked on the output axis, then `matmul::pack_weight` (K, NP).
-    Linear { in_features: usize },
-    /// One part, `conv2d::pack_weight` (KH·KW·CIN, NP).
-    Conv { shape: [usize; 4] },
-}
-
-/// A packed GPU weight and what it was packed from.
-#[derive(Clone, Debug)]
-pub struct Target {
-    pub parts: Vec<Part>,
-    pub packing: Packing,
-    pub tensor: Tensor,
-}
-
-/// The packed weights of one model that a LoRA may change, recorded while it loads.
-#[derive(Debug, Default)]
-pub struct Targets {
-    entries: Mutex<Vec<Target>>,
-}
-
-impl Targets {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Target>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn record(&self, target: Target) {
-        self.lock().push(target);
-    }
-
-    /// The targets recorded so far.
-    pub fn snapshot(&self) -> Vec<Target> {
-        self.lock().clone()
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Forget every target (before the model is loaded again).
-    pub fn clear(&self) {
-        self.lock().clear();
-    }
-}
-
-impl<'a> Ctx<'a> {
-    /// This context, recording the Linear/Conv2d weights it uploads into `targets`.
-    pub fn with_lora_targets(mut self, targets: &'a Targets) -> Self {
-        self.lora_targets = Some(targets);
-        self
-    }
-
-    /// Records a packed Linear weight built from `parts` (no-op without targets).
-    pub fn record_linear(&self, parts: Vec<Part>, in_features: usize, packed: &Tensor) {
-        if let Some(t) = self.lora_targets {
-            t.record(Target {
-                parts,
-                packing: Packing::Linear { in_features },
-                tensor: packed.clone(),
-            });
-        }
-    }
-
-    /// Records a packed Conv2d weight (no-op without targets).
-    pub fn record_conv(&self, weight: String, shape: [usize; 4], packed: &Tensor) {
-        if let Some(t) = self.lora_targets {
-            t.record(Target {
-                parts: vec![Part {
-                    weight,
-                    shape: shape.to_vec(),
-                }],
-                packing: Packing::Conv { shape },
-                tensor: packed.clone(),
-            });
-        }
-    }
-}
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 /// Error unless `up · down` has the shape (torch layout) of the module's weight.
 pub fn check_fits(m: &LoraModule, shape: &[usize]) -> std::result::Result<(), String> {
@@ -188,20 +90,35 @@ impl LoraReport {
     }
 }
 
+/// Opens a component's base weights again (with the tensor names its model loaded).
+pub type BaseWeights = Box<dyn Fn() -> Result<Weights> + Send + Sync>;
+
 /// Per model: its targets, where its base weights are, and its module names.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LoraState {
     unet: Targets,
     text_encoder: Targets,
     text_encoder_2: Targets,
-    /// The weights (file or folder) each component was loaded from.
-    bases: BTreeMap<Component, PathBuf>,
+    /// How to reopen the weights each component was loaded from.
+    bases: BTreeMap<Component, BaseWeights>,
     /// Weights currently holding a delta (restored to base when no LoRA touches them).
     applied: BTreeSet<(Component, String)>,
 }
 
+impl std::fmt::Debug for LoraState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoraState")
+            .field("unet", &self.unet.len())
+            .field("text_encoder", &self.text_encoder.len())
+            .field("text_encoder_2", &self.text_encoder_2.len())
+            .field("bases", &self.bases.keys().collect::<Vec<_>>())
+            .field("applied", &self.applied.len())
+            .finish()
+    }
+}
+
 impl LoraState {
-    /// The targets to pass to the component's loading [`Ctx`].
+    /// The targets to pass to the component's loading [`Ctx`](crate::models::Ctx).
     pub fn targets(&self, c: Component) -> &Targets {
         match c {
             Component::Unet => &self.unet,
@@ -212,7 +129,15 @@ impl LoraState {
 
     /// Where the component's base weights are read back from (what `Weights::open` takes).
     pub fn set_base(&mut self, c: Component, weights: impl Into<PathBuf>) {
-        self.bases.insert(c, weights.into());
+        let path: PathBuf = weights.into();
+        self.set_base_with(c, Box::new(move || Weights::open(&path)));
+    }
+
+    /// The component's base weights come from `open` (e.g. a single-file checkpoint whose
+    /// tensor names a loader converts): it must give the tensors the model loaded, by the
+    /// same names.
+    pub fn set_base_with(&mut self, c: Component, open: BaseWeights) {
+        self.bases.insert(c, open);
     }
 
     /// Whether any LoRA delta is in the GPU weights.
@@ -304,13 +229,13 @@ impl LoraState {
             if dirty.is_empty() {
                 continue;
             }
-            let base_path = self.bases.get(c).ok_or_else(|| {
+            let open = self.bases.get(c).ok_or_else(|| {
                 Error::invalid(
                     "LoRA",
                     format!("no base weights recorded for the {}", c.folder()),
                 )
             })?;
-            let base = Weights::open(base_path)?;
+            let base = open()?;
             for t in dirty {
                 let packed = repack(&base, *c, t, &deltas)?;
                 t.tensor.write_f32(gpu, &packed)?;

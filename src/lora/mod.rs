@@ -14,20 +14,23 @@
 //!   none = scale 1 × multiplier; and the older
 //!   `…attn1.processor.to_q_lora.down.weight` / `…q_proj.lora_linear_layer.down.weight` forms.
 //!
-//! Applying ([`apply`]): every Linear/Conv2d weight a model uploads is recorded (when the loading
-//! [`Ctx`](crate::models::Ctx) carries [`Targets`]) with the weight names it was packed from, so
-//! a LoRA change re-packs and rewrites only the GPU buffers it touches (base read back from the
-//! memory-mapped weights, plus the deltas), in place: the plans built so far stay valid.
+//! Applying ([`apply`]): every Linear/Conv2d weight a model uploads is recorded ([`targets`]: when
+//! the loading [`Ctx`](crate::models::Ctx) carries [`Targets`]) with the weight names it was
+//! packed from, so a LoRA change re-packs and rewrites only the GPU buffers it touches (base
+//! read back from the memory-mapped weights, plus the deltas), in place: the plans built so far
+//! stay valid.
 
 pub mod apply;
 pub mod kohya;
 pub mod names;
 pub mod peft;
+pub mod targets;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use apply::{LoraReport, LoraState, Targets};
+pub use apply::{LoraReport, LoraState};
+pub use targets::Targets;
 
 use crate::error::{Error, Result};
 use crate::weights::Weights;

@@ -5,7 +5,7 @@ use super::Ctx;
 use crate::error::Result;
 use crate::gpu::Tensor;
 use crate::graph::{Graph, ValueId};
-use crate::lora::apply::Part;
+use crate::lora::targets::Part;
 use crate::ops::conv2d::Conv2dWeight;
 use crate::ops::group_norm::GroupNorm;
 use crate::ops::layer_norm;

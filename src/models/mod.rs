@@ -34,7 +34,7 @@ pub struct Ctx<'a> {
     /// models whose weights are not at hand. Such graphs cannot run.
     pub placeholders: bool,
     /// Where Linear/Conv2d uploads are recorded so LoRAs can rewrite them (see
-    /// [`crate::lora::apply`]); None = not recorded.
+    /// [`crate::lora::targets`]); None = not recorded.
     pub lora_targets: Option<&'a crate::lora::Targets>,
 }
 

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod golden;
 pub mod scratch;
 
+use std::process::Command;
+
 use stipple::{DType, Gpu, GpuOptions, Graph, Plan, ValueId};
 
 /// The adapter for GPU tests. Without one, tests skip locally but fail in CI (`CI=true`),
@@ -106,6 +108,25 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
             first.join(", ")
         );
     }
+}
+
+/// Runs the `stipple` binary (without STIPPLE_MODEL from the environment); asserts it did not panic and was not killed. Returns (success, stderr).
+pub fn stipple(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stipple"))
+        .args(args)
+        .env_remove("STIPPLE_MODEL")
+        .output()
+        .expect("run stipple");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !stderr.contains("panicked"),
+        "stipple {args:?} panicked: {stderr}"
+    );
+    assert!(
+        out.status.code().is_some(),
+        "stipple {args:?} was killed by a signal: {stderr}"
+    );
+    (out.status.success(), stderr)
 }
 
 /// Largest |a − b| (NaN when any difference is NaN).
