@@ -408,6 +408,11 @@ fn presets_check_shapes_against_the_family() {
         Err(e) => e.to_string(),
     };
     assert!(m.contains("expected shape"), "{m}");
+    assert!(
+        m.contains("text_model.embeddings.token_embedding.weight"),
+        "{m}"
+    );
+    assert!(m.contains("pass --config DIR"), "{m}");
 }
 
 fn stipple(args: &[&str]) -> (bool, String) {
