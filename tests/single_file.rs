@@ -303,6 +303,10 @@ fn unsupported_files_are_refused_by_name() {
     let m = open_error(&truncated);
     assert!(m.contains("truncated"), "{m}");
 
+    let json = dir.join("model_index.json");
+    std::fs::write(&json, b"{}").unwrap();
+    assert!(open_error(&json).contains("not a folder"));
+
     let ckpt = dir.join("model.ckpt");
     std::fs::write(&ckpt, b"not read").unwrap();
     let m = open_error(&ckpt);
