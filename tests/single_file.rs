@@ -380,6 +380,22 @@ fn a_missing_block_is_named_by_its_ldm_key() {
 }
 
 #[test]
+fn an_unknown_tensor_is_reported_by_its_ldm_name() {
+    let Some(gpu) = gpu() else { return };
+    let dir = scratch("single-unknown");
+    let extra = "model.diffusion_model.label_emb.0.0.weight";
+    let file = edited_file(&dir, "extra.safetensors", &[], &[(extra, vec![4, 4])]);
+    let options = SingleFileOptions {
+        config: Some(fixture("tiny-pipe")),
+    };
+    let m = match Pipeline::load_single_file(&gpu, &file, Some(DType::F32), &options) {
+        Ok(_) => panic!("loaded with an unknown tensor"),
+        Err(e) => e.to_string(),
+    };
+    assert!(m.contains(extra) && m.contains("never used"), "{m}");
+}
+
+#[test]
 fn presets_check_shapes_against_the_family() {
     let Some(gpu) = gpu() else { return };
     let dir = scratch("single-preset");
