@@ -26,7 +26,7 @@ fn latents_in_tensor_out_matches_diffusers_for_every_scheduler() {
     if gpu().is_none() {
         return;
     }
-    let dir = scratch("match");
+    let dir = scratch("cli-match");
     let golden = Golden::open(fixture("tiny-pipe").join("golden_pipeline.safetensors"));
     let (shape, latents) = golden.f32("latents");
     let latents_file = dir.join("latents.safetensors");
@@ -123,7 +123,7 @@ fn bad_arguments_fail_cleanly() {
     if gpu().is_none() {
         return;
     }
-    let dir = scratch("bad");
+    let dir = scratch("cli-bad");
     let out = dir.join("out.png");
     let out_s = out.to_str().expect("path").to_string();
     let bad_latents = dir.join("bad_latents.safetensors");
@@ -215,7 +215,7 @@ fn prompts_file_writes_one_numbered_image_per_prompt_with_seed_plus_index() {
     if gpu().is_none() {
         return;
     }
-    let dir = scratch("prompts");
+    let dir = scratch("cli-prompts");
     let prompts = dir.join("prompts.txt");
     std::fs::write(
         &prompts,
@@ -262,7 +262,7 @@ fn bad_prompts_files_fail_cleanly() {
     if gpu().is_none() {
         return;
     }
-    let dir = scratch("bad-prompts");
+    let dir = scratch("cli-bad-prompts");
     let empty = dir.join("empty.txt");
     std::fs::write(&empty, "# only a comment\n\n").expect("write");
     let binary = dir.join("binary.txt");

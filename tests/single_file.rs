@@ -16,7 +16,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::golden::fixture;
 use common::*;
@@ -26,13 +25,6 @@ use stipple::weights::single_file::write::{write_safetensors, OutTensor};
 use stipple::weights::single_file::{Family, LdmCheckpoint};
 use stipple::weights::Weights;
 use stipple::DType;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stipple-single-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -95,7 +87,7 @@ fn folder_tensors(folder: &Path) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
 
 #[test]
 fn folder_to_file_to_folder_is_bit_identical() {
-    let dir = scratch("roundtrip");
+    let dir = scratch("single-roundtrip");
     let sd2_pipe = tiny_pipe_sd2(&dir);
     for (name, folder, family) in [
         ("tiny-sd1", fixture("tiny-sd1"), Family::Sd1),
@@ -126,7 +118,7 @@ fn folder_to_file_to_folder_is_bit_identical() {
 
 #[test]
 fn the_file_holds_ldm_names_and_shapes() {
-    let dir = scratch("names");
+    let dir = scratch("single-names");
     let file = dir.join("sd2.safetensors");
     folder_to_single_file(&fixture("tiny-sd2"), &file, None).unwrap();
     let w = Weights::open(&file).unwrap();
@@ -185,18 +177,10 @@ fn generate(pipe: &mut Pipeline) -> Vec<f32> {
         .images
 }
 
-fn max_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn single_file_gives_the_same_image_as_its_folder() {
     let Some(gpu) = gpu() else { return };
-    let dir = scratch("image");
+    let dir = scratch("single-image");
     let sd2_pipe = tiny_pipe_sd2(&dir);
     for (name, folder) in [("sd1", fixture("tiny-pipe")), ("sd2", sd2_pipe)] {
         let file = dir.join(format!("{name}.safetensors"));
@@ -222,16 +206,11 @@ fn single_file_gives_the_same_image_as_its_folder() {
             want.iter().any(|&v| v > 0.0 && v < 1.0),
             "{name}: a flat image"
         );
-        let e = max_err(&got, &want);
-        assert!(
-            e <= 1e-6,
-            "{name}: single file vs folder: max abs error {e}"
-        );
-        let e = max_err(&generate(&mut from_back), &want);
-        assert!(
-            e <= 1e-6,
-            "{name}: round-tripped folder vs folder: max abs error {e}"
-        );
+        let what = format!("{name}: single file vs folder");
+        assert_close(&what, &got, &want, 1e-6, 0.0);
+        let back_image = generate(&mut from_back);
+        let what = format!("{name}: round-tripped folder vs folder");
+        assert_close(&what, &back_image, &want, 1e-6, 0.0);
     }
 }
 
@@ -283,7 +262,7 @@ fn open_error(path: &Path) -> String {
 
 #[test]
 fn unsupported_files_are_refused_by_name() {
-    let dir = scratch("refuse");
+    let dir = scratch("single-refuse");
     let conv_in = "model.diffusion_model.input_blocks.0.0.weight";
     let inpaint = edited_file(
         &dir,
@@ -325,6 +304,10 @@ fn unsupported_files_are_refused_by_name() {
     let m = open_error(&truncated);
     assert!(m.contains("truncated"), "{m}");
 
+    let json = dir.join("model_index.json");
+    std::fs::write(&json, b"{}").unwrap();
+    assert!(open_error(&json).contains("not a folder"));
+
     let ckpt = dir.join("model.ckpt");
     std::fs::write(&ckpt, b"not read").unwrap();
     let m = open_error(&ckpt);
@@ -336,7 +319,7 @@ fn unsupported_files_are_refused_by_name() {
 
 #[test]
 fn state_dict_prefix_and_ema_copies_load() {
-    let dir = scratch("prefix");
+    let dir = scratch("single-prefix");
     let file = dir.join("base.safetensors");
     folder_to_single_file(&fixture("tiny-pipe"), &file, None).unwrap();
     let w = Weights::open(&file).unwrap();
@@ -379,7 +362,7 @@ fn state_dict_prefix_and_ema_copies_load() {
 #[test]
 fn a_missing_block_is_named_by_its_ldm_key() {
     let Some(gpu) = gpu() else { return };
-    let dir = scratch("missing");
+    let dir = scratch("single-missing");
     let file = edited_file(
         &dir,
         "missing.safetensors",
@@ -398,9 +381,25 @@ fn a_missing_block_is_named_by_its_ldm_key() {
 }
 
 #[test]
+fn an_unknown_tensor_is_reported_by_its_ldm_name() {
+    let Some(gpu) = gpu() else { return };
+    let dir = scratch("single-unknown");
+    let extra = "model.diffusion_model.label_emb.0.0.weight";
+    let file = edited_file(&dir, "extra.safetensors", &[], &[(extra, vec![4, 4])]);
+    let options = SingleFileOptions {
+        config: Some(fixture("tiny-pipe")),
+    };
+    let m = match Pipeline::load_single_file(&gpu, &file, Some(DType::F32), &options) {
+        Ok(_) => panic!("loaded with an unknown tensor"),
+        Err(e) => e.to_string(),
+    };
+    assert!(m.contains(extra) && m.contains("never used"), "{m}");
+}
+
+#[test]
 fn presets_check_shapes_against_the_family() {
     let Some(gpu) = gpu() else { return };
-    let dir = scratch("preset");
+    let dir = scratch("single-preset");
     let file = dir.join("tiny.safetensors");
     folder_to_single_file(&fixture("tiny-pipe"), &file, None).unwrap();
     // Without --config the SD1.5 preset is used: tiny shapes are reported, not loaded.
@@ -409,55 +408,42 @@ fn presets_check_shapes_against_the_family() {
         Err(e) => e.to_string(),
     };
     assert!(m.contains("expected shape"), "{m}");
-}
-
-fn stipple(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_stipple"))
-        .args(args)
-        .output()
-        .expect("run stipple");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "stipple panicked: {stderr}");
-    (out.status.success(), stderr)
+    assert!(
+        m.contains("text_model.embeddings.token_embedding.weight"),
+        "{m}"
+    );
+    assert!(m.contains("pass --config DIR"), "{m}");
 }
 
 #[test]
 fn cli_refusals_leave_no_output_file() {
-    let dir = scratch("cli");
+    let dir = scratch("single-cli");
     let ckpt = dir.join("model.ckpt");
     std::fs::write(&ckpt, b"pickle").unwrap();
-    let out = dir.join("out.png");
-    let (ok, err) = stipple(&[
-        "generate",
-        "x",
-        "-m",
-        ckpt.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(!ok && err.contains("arbitrary code"), "{err}");
-    assert!(!out.exists());
-
-    if gpu().is_none() {
-        return;
+    let mut cases = vec![(ckpt, "arbitrary code")];
+    if gpu().is_some() {
+        let conv_in = "model.diffusion_model.input_blocks.0.0.weight";
+        let inpaint = edited_file(
+            &dir,
+            "inpaint.safetensors",
+            &[conv_in],
+            &[(conv_in, vec![32, 9, 3, 3])],
+        );
+        cases.push((inpaint, "inpainting"));
     }
-    let conv_in = "model.diffusion_model.input_blocks.0.0.weight";
-    let inpaint = edited_file(
-        &dir,
-        "inpaint.safetensors",
-        &[conv_in],
-        &[(conv_in, vec![32, 9, 3, 3])],
-    );
-    let (ok, err) = stipple(&[
-        "generate",
-        "x",
-        "-m",
-        inpaint.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(!ok && err.contains("inpainting"), "{err}");
-    assert!(!out.exists());
+    let out = dir.join("out.png");
+    for (model, expected) in cases {
+        let (ok, err) = stipple(&[
+            "generate",
+            "x",
+            "-m",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!ok && err.contains(expected), "{err}");
+        assert!(!out.exists());
+    }
 }
 
 #[test]
@@ -465,7 +451,7 @@ fn cli_convert_and_generate_from_a_single_file() {
     if gpu().is_none() {
         return;
     }
-    let dir = scratch("cli-convert");
+    let dir = scratch("single-cli-convert");
     let file = dir.join("tiny.safetensors");
     let folder = fixture("tiny-pipe");
     let (ok, err) = stipple(&[

@@ -61,10 +61,36 @@ pub(super) fn load(
 
     let dtype = dtype.unwrap_or_else(|| auto_dtype(gpu));
     let ctx = Ctx::new(gpu, dtype);
-    let text_encoder = ClipTextModel::load(ctx, &weights.pp("text_encoder"), configs.text_encoder)?;
-    let unet = UNet2DConditionModel::load(ctx, &weights.pp("unet"), configs.unet)?;
-    let vae = AutoencoderKL::load(ctx, &weights.pp("vae"), configs.vae)?;
-    weights.finish()?;
+    // With built-in configs, a mismatch means the file is not the family's published size.
+    let hint = |e: Error| match (e, &options.config) {
+        (
+            Error::Weight {
+                file,
+                tensor,
+                message,
+            },
+            None,
+        ) => Error::Weight {
+            file,
+            tensor,
+            message: format!(
+                "{message}; the file does not match the {}: pass --config DIR, a diffusers \
+                 folder with this model's configs",
+                configs.origin
+            ),
+        },
+        (e, _) => e,
+    };
+    let text_encoder = ClipTextModel::load(
+        ctx,
+        &weights.pp("text_encoder"),
+        configs.text_encoder.clone(),
+    )
+    .map_err(hint)?;
+    let unet =
+        UNet2DConditionModel::load(ctx, &weights.pp("unet"), configs.unet.clone()).map_err(hint)?;
+    let vae = AutoencoderKL::load(ctx, &weights.pp("vae"), configs.vae.clone()).map_err(hint)?;
+    weights.finish().map_err(hint)?;
     let pipeline = Pipeline {
         gpu: gpu.clone(),
         dtype,
@@ -78,7 +104,7 @@ pub(super) fn load(
         force_zeros_for_empty_prompt: false,
         unet,
         vae,
-        scheduler_config: configs.scheduler,
+        scheduler_config: configs.scheduler.clone(),
         binding_limit: gpu
             .limits
             .max_storage_buffer_binding_size

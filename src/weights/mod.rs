@@ -416,11 +416,17 @@ impl<'a> WeightsView<'a> {
             } else {
                 ""
             };
+            let source = self.weights.source_name(&full);
+            let read_as = if source == full {
+                String::new()
+            } else {
+                format!(" (read as {full})")
+            };
             return Err(Error::Weight {
                 file: self.weights.file_of(entry),
-                tensor: full,
+                tensor: source,
                 message: format!(
-                    "expected shape {shape:?}, found {:?} in the file{hint}",
+                    "expected shape {shape:?}{read_as}, found {:?} in the file{hint}",
                     entry.shape
                 ),
             });

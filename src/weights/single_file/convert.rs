@@ -33,6 +33,14 @@ pub const COMPONENTS: [(&str, &str, &str); 3] = [
     ("text_encoder", "text_encoder.", "model.safetensors"),
 ];
 
+/// A tensor fused from row blocks (q, k, v → `in_proj_*`), filled as the blocks are found.
+struct Fused<'a> {
+    parts: Vec<Option<&'a [u8]>>,
+    dtype: FileDtype,
+    /// Shape of one block.
+    shape: Vec<usize>,
+}
+
 /// The family whose LDM layout a diffusers folder is written in (see the module docs).
 pub fn folder_family(text_encoder: &ClipTextConfig, scheduler: &SchedulerConfig) -> Family {
     match (text_encoder.hidden_act.as_str(), scheduler.prediction_type) {
@@ -53,8 +61,7 @@ pub fn folder_to_single_file(folder: &Path, out: &Path, to: Option<FileDtype>) -
         .collect::<Result<_>>()?;
 
     let mut out_tensors: Vec<OutTensor> = Vec::new();
-    // LDM name → (row blocks by index, dtype, shape of one block).
-    let mut fused: BTreeMap<String, (Vec<Option<&[u8]>>, FileDtype, Vec<usize>)> = BTreeMap::new();
+    let mut fused: BTreeMap<String, Fused> = BTreeMap::new();
     for ((_, prefix, _), w) in COMPONENTS.iter().zip(&weights) {
         for name in w.names() {
             let (dtype, shape, bytes) = w.raw(&name).expect("a listed name exists");
@@ -89,25 +96,35 @@ pub fn folder_to_single_file(folder: &Path, out: &Path, to: Option<FileDtype>) -
                     });
                 }
                 Part::Rows { index, count } => {
-                    let entry = fused
-                        .entry(source.ldm)
-                        .or_insert_with(|| (vec![None; count], dtype, shape.to_vec()));
-                    if entry.1 != dtype || entry.2 != shape {
+                    let entry = fused.entry(source.ldm).or_insert_with(|| Fused {
+                        parts: vec![None; count],
+                        dtype,
+                        shape: shape.to_vec(),
+                    });
+                    if entry.dtype != dtype || entry.shape != shape {
                         return Err(Error::Weight {
                             file: w.path().to_path_buf(),
                             tensor: name.clone(),
                             message: format!(
                                 "{dtype} {shape:?} differs from the other q/k/v parts ({} {:?})",
-                                entry.1, entry.2
+                                entry.dtype, entry.shape
                             ),
                         });
                     }
-                    entry.0[index] = Some(bytes);
+                    entry.parts[index] = Some(bytes);
                 }
             }
         }
     }
-    for (ldm, (parts, dtype, mut shape)) in fused {
+    for (
+        ldm,
+        Fused {
+            parts,
+            dtype,
+            mut shape,
+        },
+    ) in fused
+    {
         let count = parts.len();
         let parts: Vec<&[u8]> = parts.into_iter().flatten().collect();
         if parts.len() != count {

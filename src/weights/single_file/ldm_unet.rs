@@ -127,168 +127,165 @@ mod tests {
     use super::super::table::Mapped;
     use super::*;
 
-    fn sd15() -> Table {
-        table(&UNet2DConditionConfig::stable_diffusion_v1())
+    /// Each LDM name (without `model.diffusion_model.`) and the diffusers name it must become
+    /// (without `unet.`; `None`: no rule).
+    fn check(config: &UNet2DConditionConfig, cases: &[(&str, Option<&str>)]) {
+        let t = table(config);
+        for (ldm, want) in cases {
+            let got = match t.to_diffusers(&format!("{LDM}{ldm}")) {
+                Mapped::Rename(d) => Some(d.strip_prefix(DIFFUSERS).unwrap().to_string()),
+                Mapped::Unknown => None,
+                other => panic!("{ldm}: {other:?}"),
+            };
+            assert_eq!(got.as_deref(), *want, "{ldm}");
+        }
     }
 
-    fn to_d(t: &Table, ldm: &str) -> String {
-        match t.to_diffusers(&format!("{LDM}{ldm}")) {
-            Mapped::Rename(d) => d.strip_prefix(DIFFUSERS).unwrap().to_string(),
-            other => panic!("{ldm}: {other:?}"),
-        }
+    fn sd15(cases: &[(&str, Option<&str>)]) {
+        check(&UNet2DConditionConfig::stable_diffusion_v1(), cases);
     }
 
     #[test]
     fn time_embedding_conv_in_and_out() {
-        let t = sd15();
-        assert_eq!(
-            to_d(&t, "time_embed.0.weight"),
-            "time_embedding.linear_1.weight"
-        );
-        assert_eq!(
-            to_d(&t, "time_embed.2.bias"),
-            "time_embedding.linear_2.bias"
-        );
-        assert_eq!(to_d(&t, "input_blocks.0.0.weight"), "conv_in.weight");
-        assert_eq!(to_d(&t, "out.0.weight"), "conv_norm_out.weight");
-        assert_eq!(to_d(&t, "out.2.bias"), "conv_out.bias");
+        sd15(&[
+            (
+                "time_embed.0.weight",
+                Some("time_embedding.linear_1.weight"),
+            ),
+            ("time_embed.2.bias", Some("time_embedding.linear_2.bias")),
+            ("input_blocks.0.0.weight", Some("conv_in.weight")),
+            ("out.0.weight", Some("conv_norm_out.weight")),
+            ("out.2.bias", Some("conv_out.bias")),
+        ]);
     }
 
     #[test]
     fn input_blocks_resnets_attentions_downsamplers() {
-        let t = sd15();
-        assert_eq!(
-            to_d(&t, "input_blocks.1.0.in_layers.0.weight"),
-            "down_blocks.0.resnets.0.norm1.weight"
-        );
-        assert_eq!(
-            to_d(&t, "input_blocks.2.0.in_layers.2.bias"),
-            "down_blocks.0.resnets.1.conv1.bias"
-        );
-        assert_eq!(
-            to_d(&t, "input_blocks.4.0.emb_layers.1.weight"),
-            "down_blocks.1.resnets.0.time_emb_proj.weight"
-        );
-        assert_eq!(
-            to_d(&t, "input_blocks.4.0.out_layers.0.bias"),
-            "down_blocks.1.resnets.0.norm2.bias"
-        );
-        assert_eq!(
-            to_d(&t, "input_blocks.4.0.out_layers.3.weight"),
-            "down_blocks.1.resnets.0.conv2.weight"
-        );
-        assert_eq!(
-            to_d(&t, "input_blocks.4.0.skip_connection.weight"),
-            "down_blocks.1.resnets.0.conv_shortcut.weight"
-        );
-        assert_eq!(
-            to_d(
-                &t,
-                "input_blocks.5.1.transformer_blocks.0.attn2.to_k.weight"
+        sd15(&[
+            (
+                "input_blocks.1.0.in_layers.0.weight",
+                Some("down_blocks.0.resnets.0.norm1.weight"),
             ),
-            "down_blocks.1.attentions.1.transformer_blocks.0.attn2.to_k.weight"
-        );
-        assert_eq!(
-            to_d(&t, "input_blocks.3.0.op.weight"),
-            "down_blocks.0.downsamplers.0.conv.weight"
-        );
-        assert_eq!(
-            to_d(&t, "input_blocks.9.0.op.bias"),
-            "down_blocks.2.downsamplers.0.conv.bias"
-        );
-        // The last level (DownBlock2D) has resnets only.
-        assert_eq!(
-            to_d(&t, "input_blocks.11.0.in_layers.0.weight"),
-            "down_blocks.3.resnets.1.norm1.weight"
-        );
-        assert_eq!(
-            t.to_diffusers(&format!("{LDM}input_blocks.10.1.norm.weight")),
-            Mapped::Unknown
-        );
-        assert_eq!(
-            t.to_diffusers(&format!("{LDM}input_blocks.12.0.op.weight")),
-            Mapped::Unknown
-        );
+            (
+                "input_blocks.2.0.in_layers.2.bias",
+                Some("down_blocks.0.resnets.1.conv1.bias"),
+            ),
+            (
+                "input_blocks.4.0.emb_layers.1.weight",
+                Some("down_blocks.1.resnets.0.time_emb_proj.weight"),
+            ),
+            (
+                "input_blocks.4.0.out_layers.0.bias",
+                Some("down_blocks.1.resnets.0.norm2.bias"),
+            ),
+            (
+                "input_blocks.4.0.out_layers.3.weight",
+                Some("down_blocks.1.resnets.0.conv2.weight"),
+            ),
+            (
+                "input_blocks.4.0.skip_connection.weight",
+                Some("down_blocks.1.resnets.0.conv_shortcut.weight"),
+            ),
+            (
+                "input_blocks.5.1.transformer_blocks.0.attn2.to_k.weight",
+                Some("down_blocks.1.attentions.1.transformer_blocks.0.attn2.to_k.weight"),
+            ),
+            (
+                "input_blocks.3.0.op.weight",
+                Some("down_blocks.0.downsamplers.0.conv.weight"),
+            ),
+            (
+                "input_blocks.9.0.op.bias",
+                Some("down_blocks.2.downsamplers.0.conv.bias"),
+            ),
+            // The last level (DownBlock2D) has resnets only and no downsampler.
+            (
+                "input_blocks.11.0.in_layers.0.weight",
+                Some("down_blocks.3.resnets.1.norm1.weight"),
+            ),
+            ("input_blocks.10.1.norm.weight", None),
+            ("input_blocks.12.0.op.weight", None),
+        ]);
     }
 
     #[test]
     fn middle_block() {
-        let t = sd15();
-        assert_eq!(
-            to_d(&t, "middle_block.0.in_layers.0.weight"),
-            "mid_block.resnets.0.norm1.weight"
-        );
-        assert_eq!(
-            to_d(&t, "middle_block.1.proj_in.weight"),
-            "mid_block.attentions.0.proj_in.weight"
-        );
-        assert_eq!(
-            to_d(&t, "middle_block.2.out_layers.3.bias"),
-            "mid_block.resnets.1.conv2.bias"
-        );
+        sd15(&[
+            (
+                "middle_block.0.in_layers.0.weight",
+                Some("mid_block.resnets.0.norm1.weight"),
+            ),
+            (
+                "middle_block.1.proj_in.weight",
+                Some("mid_block.attentions.0.proj_in.weight"),
+            ),
+            (
+                "middle_block.2.out_layers.3.bias",
+                Some("mid_block.resnets.1.conv2.bias"),
+            ),
+        ]);
     }
 
     #[test]
     fn output_blocks_resnets_attentions_upsamplers() {
-        let t = sd15();
-        // Level 0 (UpBlock2D): no attention, upsampler at index 1.
-        assert_eq!(
-            to_d(&t, "output_blocks.0.0.skip_connection.bias"),
-            "up_blocks.0.resnets.0.conv_shortcut.bias"
-        );
-        assert_eq!(
-            to_d(&t, "output_blocks.2.1.conv.weight"),
-            "up_blocks.0.upsamplers.0.conv.weight"
-        );
-        // Level 1 (CrossAttnUpBlock2D): attention at .1, upsampler at index 2.
-        assert_eq!(
-            to_d(&t, "output_blocks.3.1.proj_out.weight"),
-            "up_blocks.1.attentions.0.proj_out.weight"
-        );
-        assert_eq!(
-            to_d(
-                &t,
-                "output_blocks.5.1.transformer_blocks.0.ff.net.0.proj.weight"
+        sd15(&[
+            // Level 0 (UpBlock2D): no attention, upsampler at index 1.
+            (
+                "output_blocks.0.0.skip_connection.bias",
+                Some("up_blocks.0.resnets.0.conv_shortcut.bias"),
             ),
-            "up_blocks.1.attentions.2.transformer_blocks.0.ff.net.0.proj.weight"
-        );
-        assert_eq!(
-            to_d(&t, "output_blocks.5.2.conv.bias"),
-            "up_blocks.1.upsamplers.0.conv.bias"
-        );
-        // Last level: no upsampler.
-        assert_eq!(
-            to_d(&t, "output_blocks.11.0.in_layers.2.weight"),
-            "up_blocks.3.resnets.2.conv1.weight"
-        );
-        assert_eq!(
-            t.to_diffusers(&format!("{LDM}output_blocks.11.2.conv.weight")),
-            Mapped::Unknown
-        );
+            (
+                "output_blocks.2.1.conv.weight",
+                Some("up_blocks.0.upsamplers.0.conv.weight"),
+            ),
+            // Level 1 (CrossAttnUpBlock2D): attention at .1, upsampler at index 2.
+            (
+                "output_blocks.3.1.proj_out.weight",
+                Some("up_blocks.1.attentions.0.proj_out.weight"),
+            ),
+            (
+                "output_blocks.5.1.transformer_blocks.0.ff.net.0.proj.weight",
+                Some("up_blocks.1.attentions.2.transformer_blocks.0.ff.net.0.proj.weight"),
+            ),
+            (
+                "output_blocks.5.2.conv.bias",
+                Some("up_blocks.1.upsamplers.0.conv.bias"),
+            ),
+            // Last level: no upsampler.
+            (
+                "output_blocks.11.0.in_layers.2.weight",
+                Some("up_blocks.3.resnets.2.conv1.weight"),
+            ),
+            ("output_blocks.11.2.conv.weight", None),
+        ]);
     }
 
     #[test]
     fn other_layers_per_block() {
         let mut c = UNet2DConditionConfig::stable_diffusion_v1();
         c.layers_per_block = 1;
-        let t = table(&c);
-        assert_eq!(
-            to_d(&t, "input_blocks.2.0.op.weight"),
-            "down_blocks.0.downsamplers.0.conv.weight"
-        );
-        assert_eq!(
-            to_d(&t, "input_blocks.3.1.norm.bias"),
-            "down_blocks.1.attentions.0.norm.bias"
-        );
-        assert_eq!(
-            to_d(&t, "output_blocks.1.1.conv.weight"),
-            "up_blocks.0.upsamplers.0.conv.weight"
+        check(
+            &c,
+            &[
+                (
+                    "input_blocks.2.0.op.weight",
+                    Some("down_blocks.0.downsamplers.0.conv.weight"),
+                ),
+                (
+                    "input_blocks.3.1.norm.bias",
+                    Some("down_blocks.1.attentions.0.norm.bias"),
+                ),
+                (
+                    "output_blocks.1.1.conv.weight",
+                    Some("up_blocks.0.upsamplers.0.conv.weight"),
+                ),
+            ],
         );
     }
 
     #[test]
     fn every_rule_inverts() {
-        let t = sd15();
+        let t = table(&UNet2DConditionConfig::stable_diffusion_v1());
         for rule in &t.rules {
             let probe = format!("{}weight", rule.ldm);
             let Mapped::Rename(d) = t.to_diffusers(&probe) else {

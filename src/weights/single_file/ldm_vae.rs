@@ -139,15 +139,17 @@ mod tests {
     use super::super::table::{Mapped, Part};
     use super::*;
 
-    fn sd() -> Table {
-        table(&AutoencoderKLConfig::stable_diffusion())
-    }
-
-    fn to_d(t: &Table, ldm: &str) -> Mapped {
-        match t.to_diffusers(&format!("{LDM}{ldm}")) {
-            Mapped::Rename(d) => Mapped::Rename(d.strip_prefix(DIFFUSERS).unwrap().into()),
-            Mapped::Squeeze(d) => Mapped::Squeeze(d.strip_prefix(DIFFUSERS).unwrap().into()),
-            other => other,
+    /// Each LDM name (without `first_stage_model.`) and what it must become (without `vae.`).
+    fn check(cases: &[(&str, Mapped)]) {
+        let t = table(&AutoencoderKLConfig::stable_diffusion());
+        let strip = |d: &String| d.strip_prefix(DIFFUSERS).unwrap().to_string();
+        for (ldm, want) in cases {
+            let got = match t.to_diffusers(&format!("{LDM}{ldm}")) {
+                Mapped::Rename(d) => Mapped::Rename(strip(&d)),
+                Mapped::Squeeze(d) => Mapped::Squeeze(strip(&d)),
+                other => other,
+            };
+            assert_eq!(&got, want, "{ldm}");
         }
     }
 
@@ -157,98 +159,83 @@ mod tests {
 
     #[test]
     fn encoder() {
-        let t = sd();
-        assert_eq!(
-            to_d(&t, "encoder.conv_in.weight"),
-            rn("encoder.conv_in.weight")
-        );
-        assert_eq!(
-            to_d(&t, "encoder.down.0.block.1.norm1.bias"),
-            rn("encoder.down_blocks.0.resnets.1.norm1.bias")
-        );
-        assert_eq!(
-            to_d(&t, "encoder.down.1.block.0.nin_shortcut.weight"),
-            rn("encoder.down_blocks.1.resnets.0.conv_shortcut.weight")
-        );
-        assert_eq!(
-            to_d(&t, "encoder.down.2.downsample.conv.weight"),
-            rn("encoder.down_blocks.2.downsamplers.0.conv.weight")
-        );
-        assert_eq!(
-            to_d(&t, "encoder.down.3.downsample.conv.weight"),
-            Mapped::Unknown
-        );
-        assert_eq!(
-            to_d(&t, "encoder.norm_out.weight"),
-            rn("encoder.conv_norm_out.weight")
-        );
-        assert_eq!(to_d(&t, "quant_conv.bias"), rn("quant_conv.bias"));
+        check(&[
+            ("encoder.conv_in.weight", rn("encoder.conv_in.weight")),
+            (
+                "encoder.down.0.block.1.norm1.bias",
+                rn("encoder.down_blocks.0.resnets.1.norm1.bias"),
+            ),
+            (
+                "encoder.down.1.block.0.nin_shortcut.weight",
+                rn("encoder.down_blocks.1.resnets.0.conv_shortcut.weight"),
+            ),
+            (
+                "encoder.down.2.downsample.conv.weight",
+                rn("encoder.down_blocks.2.downsamplers.0.conv.weight"),
+            ),
+            ("encoder.down.3.downsample.conv.weight", Mapped::Unknown),
+            (
+                "encoder.norm_out.weight",
+                rn("encoder.conv_norm_out.weight"),
+            ),
+            ("quant_conv.bias", rn("quant_conv.bias")),
+        ]);
     }
 
     #[test]
     fn decoder_levels_are_reversed() {
-        let t = sd();
-        assert_eq!(
-            to_d(&t, "decoder.up.3.block.0.conv1.weight"),
-            rn("decoder.up_blocks.0.resnets.0.conv1.weight")
-        );
-        assert_eq!(
-            to_d(&t, "decoder.up.0.block.2.conv2.bias"),
-            rn("decoder.up_blocks.3.resnets.2.conv2.bias")
-        );
-        assert_eq!(
-            to_d(&t, "decoder.up.3.upsample.conv.weight"),
-            rn("decoder.up_blocks.0.upsamplers.0.conv.weight")
-        );
-        assert_eq!(
-            to_d(&t, "decoder.up.0.upsample.conv.weight"),
-            Mapped::Unknown
-        );
-        assert_eq!(
-            to_d(&t, "post_quant_conv.weight"),
-            rn("post_quant_conv.weight")
-        );
+        check(&[
+            (
+                "decoder.up.3.block.0.conv1.weight",
+                rn("decoder.up_blocks.0.resnets.0.conv1.weight"),
+            ),
+            (
+                "decoder.up.0.block.2.conv2.bias",
+                rn("decoder.up_blocks.3.resnets.2.conv2.bias"),
+            ),
+            (
+                "decoder.up.3.upsample.conv.weight",
+                rn("decoder.up_blocks.0.upsamplers.0.conv.weight"),
+            ),
+            ("decoder.up.0.upsample.conv.weight", Mapped::Unknown),
+            ("post_quant_conv.weight", rn("post_quant_conv.weight")),
+        ]);
     }
 
     #[test]
     fn mid_block_attention_is_squeezed() {
-        let t = sd();
-        assert_eq!(
-            to_d(&t, "decoder.mid.block_1.conv1.weight"),
-            rn("decoder.mid_block.resnets.0.conv1.weight")
-        );
-        assert_eq!(
-            to_d(&t, "encoder.mid.block_2.norm2.bias"),
-            rn("encoder.mid_block.resnets.1.norm2.bias")
-        );
-        assert_eq!(
-            to_d(&t, "decoder.mid.attn_1.norm.weight"),
-            rn("decoder.mid_block.attentions.0.group_norm.weight")
-        );
-        assert_eq!(
-            to_d(&t, "decoder.mid.attn_1.q.weight"),
-            Mapped::Squeeze("decoder.mid_block.attentions.0.to_q.weight".into())
-        );
-        assert_eq!(
-            to_d(&t, "encoder.mid.attn_1.v.bias"),
-            rn("encoder.mid_block.attentions.0.to_v.bias")
-        );
-        assert_eq!(
-            to_d(&t, "encoder.mid.attn_1.proj_out.weight"),
-            Mapped::Squeeze("encoder.mid_block.attentions.0.to_out.0.weight".into())
-        );
+        check(&[
+            (
+                "decoder.mid.block_1.conv1.weight",
+                rn("decoder.mid_block.resnets.0.conv1.weight"),
+            ),
+            (
+                "encoder.mid.block_2.norm2.bias",
+                rn("encoder.mid_block.resnets.1.norm2.bias"),
+            ),
+            (
+                "decoder.mid.attn_1.norm.weight",
+                rn("decoder.mid_block.attentions.0.group_norm.weight"),
+            ),
+            (
+                "decoder.mid.attn_1.q.weight",
+                Mapped::Squeeze("decoder.mid_block.attentions.0.to_q.weight".into()),
+            ),
+            (
+                "encoder.mid.attn_1.v.bias",
+                rn("encoder.mid_block.attentions.0.to_v.bias"),
+            ),
+            (
+                "encoder.mid.attn_1.proj_out.weight",
+                Mapped::Squeeze("encoder.mid_block.attentions.0.to_out.0.weight".into()),
+            ),
+            ("loss.discriminator.main.0.weight", Mapped::Ignored),
+        ]);
+        let t = table(&AutoencoderKLConfig::stable_diffusion());
         let back = t
             .to_ldm("vae.encoder.mid_block.attentions.0.to_k.weight")
             .unwrap();
         assert_eq!(back.ldm, "first_stage_model.encoder.mid.attn_1.k.weight");
         assert_eq!(back.part, Part::Squeezed);
-    }
-
-    #[test]
-    fn loss_weights_are_ignored() {
-        assert_eq!(
-            to_d(&sd(), "loss.discriminator.main.0.weight"),
-            Mapped::Ignored
-        );
     }
 }

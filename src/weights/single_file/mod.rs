@@ -78,6 +78,14 @@ impl LdmCheckpoint {
     /// file and what was looked for.
     pub fn open(path: &Path) -> Result<LdmCheckpoint> {
         refuse_pickle(path)?;
+        if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            return Err(Error::Config {
+                file: path.to_path_buf(),
+                message: "not a folder (a diffusers model folder: model_index.json, unet/, \
+                          vae/, …) nor a single-file .safetensors checkpoint"
+                    .into(),
+            });
+        }
         let (file, header) = SafetensorsFile::open(path)?;
         let mut tensors = Vec::with_capacity(header.tensors.len());
         for mut t in header.tensors {
