@@ -48,6 +48,7 @@ fn options(name: &str, latents: Vec<f32>) -> GenerateOptions {
                 target_size: Some([24, 16]),
             }
         }
+        "euler_clip_skip" => o.clip_skip = Some(1),
         "turbo" => {
             o.negative_prompt.clear();
             o.steps = 2;
@@ -71,7 +72,13 @@ fn run(pipe: &mut Pipeline, name: &str, latents: &[f32]) -> Vec<f32> {
         .images
 }
 
-const RUNS: [&str; 4] = ["euler", "euler_empty_negative", "euler_time_ids", "turbo"];
+const RUNS: [&str; 5] = [
+    "euler",
+    "euler_empty_negative",
+    "euler_time_ids",
+    "euler_clip_skip",
+    "turbo",
+];
 
 #[test]
 fn sdxl_runs_match_diffusers_f32() {
@@ -304,4 +311,51 @@ fn plan_cache_is_bounded_and_rebuilds_evicted_plans() {
         // text encoder 2 (last used), UNet, decode: one each
         assert!(pipe.plan_count() <= 3, "{} plans", pipe.plan_count());
     }
+}
+
+/// `clip_skip` on a Stable Diffusion model (tiny-pipe): the prompt takes
+/// final_layer_norm(hidden_states[-2]), the negative prompt keeps last_hidden_state (diffusers'
+/// StableDiffusionPipeline; golden in tiny-sdxl/golden_sd_clip_skip.safetensors).
+#[test]
+fn sd_clip_skip_matches_diffusers() {
+    let Some(gpu) = gpu() else { return };
+    let mut pipe = Pipeline::load(&gpu, &fixture("tiny-pipe"), Some(DType::F32)).expect("load");
+    assert_eq!(pipe.family, Family::StableDiffusion);
+    let golden = Golden::open(fixture("tiny-sdxl").join("golden_sd_clip_skip.safetensors"));
+    let (_, latents) = golden.f32("latents");
+    for (name, clip_skip) in [("image", Some(1)), ("image_no_skip", None)] {
+        let options = GenerateOptions {
+            prompt: PROMPT.into(),
+            negative_prompt: "blurry".into(),
+            steps: 4,
+            seed: 1234,
+            width: 24,
+            height: 16,
+            scheduler: Some("euler".into()),
+            latents: Some(latents.clone()),
+            clip_skip,
+            ..Default::default()
+        };
+        let got = pipe
+            .generate(&options, |_, _| Progress::Continue)
+            .expect("generate")
+            .images;
+        let (_, want) = golden.f32(name);
+        let err = max_err(&got, &want);
+        eprintln!("tiny-pipe clip skip {clip_skip:?}: image max abs error {err:.3e}");
+        assert!(err <= 1e-4, "{name}: {err:.3e}");
+    }
+    let options = GenerateOptions {
+        prompt: PROMPT.into(),
+        steps: 1,
+        width: 24,
+        height: 16,
+        clip_skip: Some(3),
+        ..Default::default()
+    };
+    let err = pipe
+        .generate(&options, |_, _| Progress::Continue)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("clip skip"), "{err}");
 }

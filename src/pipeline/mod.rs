@@ -40,8 +40,8 @@ use plan_cache::Lru;
 /// [`plan_cache::DEFAULT_CAPACITY`] per kind (see [`Pipeline::set_max_plans`]).
 #[derive(Default)]
 struct PlanCache {
-    /// By (text encoder: 0 or 1 for text_encoder_2, rows).
-    text: Lru<(usize, usize), Plan>,
+    /// By (text encoder: 0 or 1 for text_encoder_2, rows, clip skip).
+    text: Lru<(usize, usize, Option<usize>), Plan>,
     unet: Lru<(usize, usize, usize), Plan>,
     decode: Lru<(usize, usize, usize), Plan>,
     encode: Lru<(usize, usize, usize), Plan>,

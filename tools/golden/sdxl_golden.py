@@ -41,7 +41,9 @@ golden_pipeline.safetensors
   latents (1, 4, 8, 12) = randn(seed 42), before init_noise_sigma
   <run>.prompt_embeds (2, 77, 20) [negative, positive]; <run>.add_text_embeds (2, 12);
   <run>.add_time_ids (2, 6); <run>.final_latents; <run>.image (1, 16, 24, 3) in [0, 1]
-  (turbo: no CFG, batch 1 tensors; rng.turbo.<k> its generator draws)
+  (turbo: no CFG, batch 1 tensors; rng.turbo.<k> its generator draws; euler_clip_skip: clip_skip=1)
+golden_sd_clip_skip.safetensors: StableDiffusionPipeline on ../tiny-pipe with clip_skip=1 (Euler,
+  4 steps, guidance 7.5, negative "blurry"): latents, image, image_no_skip
 golden_pipeline.json: settings per run, timesteps the UNet saw, image stats.
 """
 
@@ -110,6 +112,8 @@ RUNS = {
     "euler_empty_negative": dict(negative_prompt=None, num_inference_steps=5, guidance_scale=5.0),
     "euler_time_ids": dict(negative_prompt=NEGATIVE, num_inference_steps=5, guidance_scale=5.0,
                            original_size=(32, 40), crops_coords_top_left=(4, 2), target_size=(24, 16)),
+    # clip_skip 1: the prompt (not the negative) takes hidden_states[-3] of both encoders
+    "euler_clip_skip": dict(negative_prompt=NEGATIVE, num_inference_steps=5, guidance_scale=5.0, clip_skip=1),
     # SDXL-Turbo style: Euler a, trailing timesteps, 2 steps, guidance 0 (batch-1 UNet)
     "turbo": dict(negative_prompt=None, num_inference_steps=2, guidance_scale=0.0),
 }
@@ -269,6 +273,32 @@ def pipeline_goldens(pipe):
     return t, info
 
 
+def sd_clip_skip():
+    """StableDiffusionPipeline clip_skip on tiny-pipe (f32 from its f16 weights): the prompt takes
+    final_layer_norm(hidden_states[-2]); the negative keeps last_hidden_state."""
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(str(ROOT / "tests/fixtures/models/tiny-pipe"), safety_checker=None,
+                                                   feature_extractor=None, requires_safety_checker=False,
+                                                   dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    # diffusers 0.42.1 reads text_encoder.text_model.final_layer_norm, a wrapper transformers 5
+    # removed (CLIPTextModel holds final_layer_norm itself): point text_model at the model, outside
+    # nn.Module's registry, so diffusers' own clip_skip code runs unchanged.
+    if not hasattr(pipe.text_encoder, "text_model"):
+        object.__setattr__(pipe.text_encoder, "text_model", pipe.text_encoder)
+    base = pipe.scheduler.config
+    pipe.scheduler = EulerDiscreteScheduler.from_config(base)
+    lat = torch.randn(LATENT_SHAPE, generator=torch.Generator("cpu").manual_seed(LATENT_SEED))
+    t = {"latents": lat}
+    for name, skip in (("image", 1), ("image_no_skip", None)):
+        img = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=7.5, height=HEIGHT,
+                   width=WIDTH, latents=lat.clone(), generator=torch.Generator("cpu").manual_seed(PIPE_SEED),
+                   output_type="np", clip_skip=skip).images
+        t[name] = torch.from_numpy(img)
+    assert (t["image"] - t["image_no_skip"]).abs().max() > 0.01
+    return t
+
+
 def contig(d):
     return {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous() for k, v in d.items()}
 
@@ -287,14 +317,17 @@ def main():
         models = contig(model_goldens(pipe))
         tensors, info = pipeline_goldens(pipe)
         tensors = contig(tensors)
+        sd_skip = contig(sd_clip_skip())
     if not args.check:
         save_file(models, str(DIR / "golden_models.safetensors"))
         save_file(tensors, str(DIR / "golden_pipeline.safetensors"))
+        save_file(sd_skip, str(DIR / "golden_sd_clip_skip.safetensors"))
         (DIR / "golden_pipeline.json").write_text(json.dumps(info, indent=2) + "\n")
         for name, r in info["runs"].items():
             assert r["image_stats"]["std"] > 0.02, (name, r["image_stats"])
     ok = True
-    for fname, now in (("golden_models.safetensors", models), ("golden_pipeline.safetensors", tensors)):
+    for fname, now in (("golden_models.safetensors", models), ("golden_pipeline.safetensors", tensors),
+                       ("golden_sd_clip_skip.safetensors", sd_skip)):
         gold = load_file(str(DIR / fname))
         if set(gold) != set(now):
             ok = False
