@@ -16,14 +16,6 @@ use stipple::DType;
 
 const PROMPT: &str = "a red apple on a wooden table";
 
-fn max_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// The options of golden run `name` (see sdxl_golden.py's RUNS).
 fn options(name: &str, latents: Vec<f32>) -> GenerateOptions {
     let mut o = GenerateOptions {
@@ -94,7 +86,7 @@ fn sdxl_runs_match_diffusers_f32() {
     for name in RUNS {
         let got = run(&mut pipe, name, &latents);
         let (_, want) = golden.f32(&format!("{name}.image"));
-        let err = max_err(&got, &want);
+        let err = max_abs_diff(&got, &want);
         eprintln!("tiny-sdxl {name} f32: image max abs error {err:.3e}");
         if err.is_nan() || err > 1e-4 {
             failures.push(format!("{name}: {err:.3e}"));
@@ -123,7 +115,7 @@ fn sdxl_f16_decodes_in_f32_and_stays_finite() {
             .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
         assert!(hi - lo > 0.1, "{name}: constant image [{lo}, {hi}]");
         let (_, want) = golden.f32(&format!("{name}.image"));
-        let err = max_err(&got, &want);
+        let err = max_abs_diff(&got, &want);
         eprintln!("tiny-sdxl {name} f16: image max abs error {err:.3e}");
         assert!(err <= 3e-2, "{name} f16: {err:.3e}");
     }
@@ -187,7 +179,7 @@ fn set_vae_swaps_in_an_fp16_fix_vae() {
     let (_, latents) = golden.f32("latents");
     let got = run(&mut pipe, "euler", &latents);
     let (_, want) = golden.f32("euler.image");
-    let err = max_err(&got, &want);
+    let err = max_abs_diff(&got, &want);
     eprintln!("tiny-sdxl euler f16, f16 VAE: image max abs error {err:.3e}");
     assert!(err <= 3e-2, "{err:.3e}");
 
@@ -268,7 +260,7 @@ fn cli_time_id_flags_and_empty_negative_match_diffusers() {
         let (_, got) =
             stipple::image_io::read_tensor_safetensors(&tensor, "image").expect("read tensor");
         let (_, want) = golden.f32(&format!("{name}.image"));
-        let err = max_err(&got, &want);
+        let err = max_abs_diff(&got, &want);
         eprintln!("tiny-sdxl {name} CLI: image max abs error {err:.3e}");
         assert!(err <= 1e-4, "{name}: {err:.3e}");
     }
@@ -297,7 +289,7 @@ fn plan_cache_is_bounded_and_rebuilds_evicted_plans() {
     let (_, want) = golden.f32("euler.image");
     for round in 0..2 {
         let got = run(&mut pipe, "euler", &latents);
-        assert!(max_err(&got, &want) <= 1e-4, "round {round}");
+        assert!(max_abs_diff(&got, &want) <= 1e-4, "round {round}");
         let other = GenerateOptions {
             prompt: PROMPT.into(),
             steps: 1,
@@ -341,7 +333,7 @@ fn sd_clip_skip_matches_diffusers() {
             .expect("generate")
             .images;
         let (_, want) = golden.f32(name);
-        let err = max_err(&got, &want);
+        let err = max_abs_diff(&got, &want);
         eprintln!("tiny-pipe clip skip {clip_skip:?}: image max abs error {err:.3e}");
         assert!(err <= 1e-4, "{name}: {err:.3e}");
     }

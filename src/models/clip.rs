@@ -314,15 +314,8 @@ impl ClipTextModel {
         })
     }
 
-    /// A pipeline's graph: input `inputs_embeds` (B, T, D), outputs `prompt_embeds.{k}`
-    /// (B, T, D) for each state in `states` and, for a projection model, `projected` (B, T, P)
-    /// (see [`Self::pool`]).
-    pub fn prompt_graph(
-        &self,
-        dtype: DType,
-        batch: usize,
-        states: &[PromptEmbeds],
-    ) -> Result<Graph> {
+    /// A graph with input `inputs_embeds` (B, T, D) and the encoder in it, outputs not yet set.
+    fn forward_graph(&self, dtype: DType, batch: usize) -> Result<(Graph, ClipTextOutput)> {
         let mut g = Graph::new(dtype);
         let x = g.input(
             "inputs_embeds",
@@ -333,6 +326,19 @@ impl ClipTextModel {
             ],
         )?;
         let out = self.forward(&mut g, x)?;
+        Ok((g, out))
+    }
+
+    /// A pipeline's graph: input `inputs_embeds` (B, T, D), outputs `prompt_embeds.{k}`
+    /// (B, T, D) for each state in `states` and, for a projection model, `projected` (B, T, P)
+    /// (see [`Self::pool`]).
+    pub fn prompt_graph(
+        &self,
+        dtype: DType,
+        batch: usize,
+        states: &[PromptEmbeds],
+    ) -> Result<Graph> {
+        let (mut g, out) = self.forward_graph(dtype, batch)?;
         let hidden = |i: usize| {
             out.hidden_states.get(i).copied().ok_or_else(|| {
                 Error::shape(
@@ -371,16 +377,7 @@ impl ClipTextModel {
     /// Graph with input `inputs_embeds` (B, T, D) and outputs `last_hidden_state` and, with
     /// `all_hidden_states`, `hidden_states.{i}`.
     pub fn graph(&self, dtype: DType, batch: usize, all_hidden_states: bool) -> Result<Graph> {
-        let mut g = Graph::new(dtype);
-        let x = g.input(
-            "inputs_embeds",
-            &[
-                batch,
-                self.config.max_position_embeddings,
-                self.config.hidden_size,
-            ],
-        )?;
-        let out = self.forward(&mut g, x)?;
+        let (mut g, out) = self.forward_graph(dtype, batch)?;
         g.output("last_hidden_state", out.last_hidden_state)?;
         if all_hidden_states {
             for (i, &h) in out.hidden_states.iter().enumerate() {

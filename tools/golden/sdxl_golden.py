@@ -68,6 +68,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models_golden import Probes, reinit, write_tokenizer  # noqa: E402
+from pipeline_golden import DRAWS, patch_randn  # noqa: E402  (generator-draw log)
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = ROOT / "weights" / "clip_tokenizer"
@@ -155,22 +156,6 @@ def load_pipe():
     return pipe
 
 
-DRAWS = []
-_ORIG_RANDN = diffusers.utils.torch_utils.randn_tensor
-
-
-def _logged_randn(shape, generator=None, *args, **kwargs):
-    out = _ORIG_RANDN(shape, generator=generator, *args, **kwargs)
-    DRAWS.append(out.detach().clone())
-    return out
-
-
-def patch_randn():
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__name__", "").startswith("diffusers") and getattr(mod, "randn_tensor", None) is _ORIG_RANDN:
-            mod.randn_tensor = _logged_randn
-
-
 def model_goldens(pipe):
     t = {}
     for key, tok, te in (("te", pipe.tokenizer, pipe.text_encoder), ("te2", pipe.tokenizer_2, pipe.text_encoder_2)):
@@ -254,6 +239,7 @@ def pipeline_goldens(pipe):
             assert not cb.kw["prompt_embeds"][0].any() and not cb.kw["add_text_embeds"][0].any()
         g = torch.Generator("cpu").manual_seed(PIPE_SEED)
         for k, d in enumerate(DRAWS):
+            d = d["tensor"]
             assert torch.equal(torch.randn(d.shape, generator=g), d)
             t[f"rng.{name}.{k}"] = d
         if not turbo:
