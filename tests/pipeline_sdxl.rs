@@ -2,7 +2,8 @@
 //! the full CLIP vocabulary, text_time UNet, f16 weights; tools/golden/sdxl_golden.py), from the
 //! same latents and seed: Euler with a negative prompt, with an empty negative prompt
 //! (force_zeros_for_empty_prompt: zero negative embeddings), with explicit time ids, and an
-//! SDXL-Turbo-style run (Euler a, trailing timesteps, 2 steps, guidance 0: batch-1 UNet).
+//! SDXL-Turbo-style run (Euler a, trailing timesteps, 2 steps, guidance 0: batch-1 UNet), clip
+//! skip, img2img, the CLI flags, a swapped-in fp16-fix VAE and the bounded plan cache.
 //! Tolerance on the [0, 1] image: f32 max abs error 1e-4; f16 storage 3e-2 (the VAE decodes in
 //! f32 there: force_upcast).
 
@@ -121,28 +122,43 @@ fn sdxl_f16_decodes_in_f32_and_stays_finite() {
     }
 }
 
+/// StableDiffusionXLImg2ImgPipeline (time ids without aesthetic score): the VAE encodes the init
+/// image (in f32 under force_upcast), samples its latent distribution and noises it to the first
+/// kept timestep, from the same generator as diffusers.
 #[test]
-fn sdxl_img2img_is_a_clear_error() {
+fn sdxl_img2img_matches_diffusers() {
     let Some(gpu) = gpu() else { return };
-    let mut pipe = Pipeline::load(&gpu, &fixture("tiny-sdxl"), Some(DType::F32)).expect("load");
+    let dir = fixture("tiny-sdxl");
+    let mut pipe = Pipeline::load(&gpu, &dir, Some(DType::F32)).expect("load");
+    let bytes = std::fs::read(dir.join("golden_pipeline.safetensors")).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
+    let pixels: Vec<f32> = st
+        .tensor("init_image")
+        .expect("init_image")
+        .data()
+        .iter()
+        .map(|&u| u as f32 / 255.0 * 2.0 - 1.0)
+        .collect();
     let options = GenerateOptions {
-        prompt: PROMPT.into(),
-        steps: 1,
-        width: 24,
-        height: 16,
+        latents: None,
         init_image: Some(stipple::pipeline::InitImage {
             width: 24,
             height: 16,
-            pixels: vec![0.0; 24 * 16 * 3],
-            strength: 0.5,
+            pixels,
+            strength: 0.6,
         }),
-        ..Default::default()
+        ..options("euler", Vec::new())
     };
-    let err = pipe
+    pipe.scheduler_config.timestep_spacing = Some(TimestepSpacing::Leading);
+    let got = pipe
         .generate(&options, |_, _| Progress::Continue)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("SDXL"), "{err}");
+        .expect("img2img")
+        .images;
+    let golden = Golden::open(dir.join("golden_pipeline.safetensors"));
+    let (_, want) = golden.f32("img2img.image");
+    let err = max_abs_diff(&got, &want);
+    eprintln!("tiny-sdxl img2img f32: image max abs error {err:.3e}");
+    assert!(err <= 1e-4, "{err:.3e}");
 }
 
 /// A copy of tiny-sdxl's VAE folder with `edit` applied to its config.

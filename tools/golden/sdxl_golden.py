@@ -42,6 +42,8 @@ golden_pipeline.safetensors
   <run>.prompt_embeds (2, 77, 20) [negative, positive]; <run>.add_text_embeds (2, 12);
   <run>.add_time_ids (2, 6); <run>.final_latents; <run>.image (1, 16, 24, 3) in [0, 1]
   (turbo: no CFG, batch 1 tensors; rng.turbo.<k> its generator draws; euler_clip_skip: clip_skip=1)
+  img2img.image: StableDiffusionXLImg2ImgPipeline, Euler, strength 0.6, 5 steps, guidance 5, negative
+  "blurry", from init_image (16, 24, 3) uint8 (pipeline_golden.init_image)
 golden_sd_clip_skip.safetensors: StableDiffusionPipeline on ../tiny-pipe with clip_skip=1 (Euler,
   4 steps, guidance 7.5, negative "blurry"): latents, image, image_no_skip
 golden_pipeline.json: settings per run, timesteps the UNet saw, image stats.
@@ -68,7 +70,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models_golden import Probes, reinit, write_tokenizer  # noqa: E402
-from pipeline_golden import DRAWS, patch_randn  # noqa: E402  (generator-draw log)
+from pipeline_golden import DRAWS, init_image, patch_randn  # noqa: E402  (draw log, init image)
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = ROOT / "weights" / "clip_tokenizer"
@@ -249,6 +251,28 @@ def pipeline_goldens(pipe):
                           kwargs={k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()},
                           unet_timesteps=cb.timesteps, init_noise_sigma=float(pipe.scheduler.init_noise_sigma),
                           generator_draws=len(DRAWS), image_stats=stats(img))
+    # img2img: StableDiffusionXLImg2ImgPipeline on the same components (requires_aesthetics_score
+    # False: the same 6 time ids), Euler, strength 0.6, pipeline_golden's 16 x 24 init image.
+    import PIL.Image
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+    i2i = StableDiffusionXLImg2ImgPipeline(**{k: v for k, v in pipe.components.items()},
+                                           force_zeros_for_empty_prompt=True, add_watermarker=False)
+    i2i.set_progress_bar_config(disable=True)
+    i2i.scheduler = EulerDiscreteScheduler.from_config(SCHED_SDXL)
+    init = init_image()
+    t["init_image"] = torch.from_numpy(init)
+    DRAWS.clear()
+    cb = Capture()
+    img = torch.from_numpy(i2i(PROMPT, image=PIL.Image.fromarray(init), strength=0.6, negative_prompt=NEGATIVE,
+                               num_inference_steps=5, guidance_scale=5.0,
+                               generator=torch.Generator("cpu").manual_seed(PIPE_SEED), output_type="np",
+                               callback_on_step_end=cb).images)
+    assert img.shape == (1, HEIGHT, WIDTH, 3)
+    t["img2img.image"] = img
+    assert len(DRAWS) == 2  # latent_dist.sample, then the noise added at the first kept timestep
+    runs["img2img"] = dict(scheduler="EulerDiscreteScheduler", strength=0.6, num_inference_steps=5,
+                           guidance_scale=5.0, negative_prompt=NEGATIVE, unet_timesteps=cb.timesteps,
+                           init_noise_sigma=float(i2i.scheduler.init_noise_sigma), image_stats=stats(img))
     info = dict(generator="tools/golden/sdxl_golden.py",
                 versions=dict(torch=torch.__version__, diffusers=diffusers.__version__,
                               transformers=transformers.__version__),
