@@ -192,7 +192,7 @@ fn full_size_sdxl_graphs_build() {
         .prompt_graph(
             DType::F16,
             2,
-            stipple::models::clip::PromptEmbeds::HiddenState(31),
+            &[stipple::models::clip::PromptEmbeds::HiddenState(31)],
         )
         .expect("graph");
     assert!(g.output_names().any(|n| n == "projected"));

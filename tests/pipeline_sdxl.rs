@@ -2,7 +2,8 @@
 //! the full CLIP vocabulary, text_time UNet, f16 weights; tools/golden/sdxl_golden.py), from the
 //! same latents and seed: Euler with a negative prompt, with an empty negative prompt
 //! (force_zeros_for_empty_prompt: zero negative embeddings), with explicit time ids, and an
-//! SDXL-Turbo-style run (Euler a, trailing timesteps, 2 steps, guidance 0: batch-1 UNet).
+//! SDXL-Turbo-style run (Euler a, trailing timesteps, 2 steps, guidance 0: batch-1 UNet), clip
+//! skip, img2img, the CLI flags, a swapped-in fp16-fix VAE and the bounded plan cache.
 //! Tolerance on the [0, 1] image: f32 max abs error 1e-4; f16 storage 3e-2 (the VAE decodes in
 //! f32 there: force_upcast).
 
@@ -15,14 +16,6 @@ use stipple::schedulers::TimestepSpacing;
 use stipple::DType;
 
 const PROMPT: &str = "a red apple on a wooden table";
-
-fn max_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 /// The options of golden run `name` (see sdxl_golden.py's RUNS).
 fn options(name: &str, latents: Vec<f32>) -> GenerateOptions {
@@ -48,6 +41,7 @@ fn options(name: &str, latents: Vec<f32>) -> GenerateOptions {
                 target_size: Some([24, 16]),
             }
         }
+        "euler_clip_skip" => o.clip_skip = Some(1),
         "turbo" => {
             o.negative_prompt.clear();
             o.steps = 2;
@@ -71,7 +65,13 @@ fn run(pipe: &mut Pipeline, name: &str, latents: &[f32]) -> Vec<f32> {
         .images
 }
 
-const RUNS: [&str; 4] = ["euler", "euler_empty_negative", "euler_time_ids", "turbo"];
+const RUNS: [&str; 5] = [
+    "euler",
+    "euler_empty_negative",
+    "euler_time_ids",
+    "euler_clip_skip",
+    "turbo",
+];
 
 #[test]
 fn sdxl_runs_match_diffusers_f32() {
@@ -87,7 +87,7 @@ fn sdxl_runs_match_diffusers_f32() {
     for name in RUNS {
         let got = run(&mut pipe, name, &latents);
         let (_, want) = golden.f32(&format!("{name}.image"));
-        let err = max_err(&got, &want);
+        let err = max_abs_diff(&got, &want);
         eprintln!("tiny-sdxl {name} f32: image max abs error {err:.3e}");
         if err.is_nan() || err > 1e-4 {
             failures.push(format!("{name}: {err:.3e}"));
@@ -116,34 +116,49 @@ fn sdxl_f16_decodes_in_f32_and_stays_finite() {
             .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
         assert!(hi - lo > 0.1, "{name}: constant image [{lo}, {hi}]");
         let (_, want) = golden.f32(&format!("{name}.image"));
-        let err = max_err(&got, &want);
+        let err = max_abs_diff(&got, &want);
         eprintln!("tiny-sdxl {name} f16: image max abs error {err:.3e}");
         assert!(err <= 3e-2, "{name} f16: {err:.3e}");
     }
 }
 
+/// StableDiffusionXLImg2ImgPipeline (time ids without aesthetic score): the VAE encodes the init
+/// image (in f32 under force_upcast), samples its latent distribution and noises it to the first
+/// kept timestep, from the same generator as diffusers.
 #[test]
-fn sdxl_img2img_is_a_clear_error() {
+fn sdxl_img2img_matches_diffusers() {
     let Some(gpu) = gpu() else { return };
-    let mut pipe = Pipeline::load(&gpu, &fixture("tiny-sdxl"), Some(DType::F32)).expect("load");
+    let dir = fixture("tiny-sdxl");
+    let mut pipe = Pipeline::load(&gpu, &dir, Some(DType::F32)).expect("load");
+    let bytes = std::fs::read(dir.join("golden_pipeline.safetensors")).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
+    let pixels: Vec<f32> = st
+        .tensor("init_image")
+        .expect("init_image")
+        .data()
+        .iter()
+        .map(|&u| u as f32 / 255.0 * 2.0 - 1.0)
+        .collect();
     let options = GenerateOptions {
-        prompt: PROMPT.into(),
-        steps: 1,
-        width: 24,
-        height: 16,
+        latents: None,
         init_image: Some(stipple::pipeline::InitImage {
             width: 24,
             height: 16,
-            pixels: vec![0.0; 24 * 16 * 3],
-            strength: 0.5,
+            pixels,
+            strength: 0.6,
         }),
-        ..Default::default()
+        ..options("euler", Vec::new())
     };
-    let err = pipe
+    pipe.scheduler_config.timestep_spacing = Some(TimestepSpacing::Leading);
+    let got = pipe
         .generate(&options, |_, _| Progress::Continue)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("SDXL"), "{err}");
+        .expect("img2img")
+        .images;
+    let golden = Golden::open(dir.join("golden_pipeline.safetensors"));
+    let (_, want) = golden.f32("img2img.image");
+    let err = max_abs_diff(&got, &want);
+    eprintln!("tiny-sdxl img2img f32: image max abs error {err:.3e}");
+    assert!(err <= 1e-4, "{err:.3e}");
 }
 
 /// A copy of tiny-sdxl's VAE folder with `edit` applied to its config.
@@ -180,7 +195,7 @@ fn set_vae_swaps_in_an_fp16_fix_vae() {
     let (_, latents) = golden.f32("latents");
     let got = run(&mut pipe, "euler", &latents);
     let (_, want) = golden.f32("euler.image");
-    let err = max_err(&got, &want);
+    let err = max_abs_diff(&got, &want);
     eprintln!("tiny-sdxl euler f16, f16 VAE: image max abs error {err:.3e}");
     assert!(err <= 3e-2, "{err:.3e}");
 
@@ -261,7 +276,7 @@ fn cli_time_id_flags_and_empty_negative_match_diffusers() {
         let (_, got) =
             stipple::image_io::read_tensor_safetensors(&tensor, "image").expect("read tensor");
         let (_, want) = golden.f32(&format!("{name}.image"));
-        let err = max_err(&got, &want);
+        let err = max_abs_diff(&got, &want);
         eprintln!("tiny-sdxl {name} CLI: image max abs error {err:.3e}");
         assert!(err <= 1e-4, "{name}: {err:.3e}");
     }
@@ -290,7 +305,7 @@ fn plan_cache_is_bounded_and_rebuilds_evicted_plans() {
     let (_, want) = golden.f32("euler.image");
     for round in 0..2 {
         let got = run(&mut pipe, "euler", &latents);
-        assert!(max_err(&got, &want) <= 1e-4, "round {round}");
+        assert!(max_abs_diff(&got, &want) <= 1e-4, "round {round}");
         let other = GenerateOptions {
             prompt: PROMPT.into(),
             steps: 1,
@@ -304,4 +319,51 @@ fn plan_cache_is_bounded_and_rebuilds_evicted_plans() {
         // text encoder 2 (last used), UNet, decode: one each
         assert!(pipe.plan_count() <= 3, "{} plans", pipe.plan_count());
     }
+}
+
+/// `clip_skip` on a Stable Diffusion model (tiny-pipe): the prompt takes
+/// final_layer_norm(hidden_states[-2]), the negative prompt keeps last_hidden_state (diffusers'
+/// StableDiffusionPipeline; golden in tiny-sdxl/golden_sd_clip_skip.safetensors).
+#[test]
+fn sd_clip_skip_matches_diffusers() {
+    let Some(gpu) = gpu() else { return };
+    let mut pipe = Pipeline::load(&gpu, &fixture("tiny-pipe"), Some(DType::F32)).expect("load");
+    assert_eq!(pipe.family, Family::StableDiffusion);
+    let golden = Golden::open(fixture("tiny-sdxl").join("golden_sd_clip_skip.safetensors"));
+    let (_, latents) = golden.f32("latents");
+    for (name, clip_skip) in [("image", Some(1)), ("image_no_skip", None)] {
+        let options = GenerateOptions {
+            prompt: PROMPT.into(),
+            negative_prompt: "blurry".into(),
+            steps: 4,
+            seed: 1234,
+            width: 24,
+            height: 16,
+            scheduler: Some("euler".into()),
+            latents: Some(latents.clone()),
+            clip_skip,
+            ..Default::default()
+        };
+        let got = pipe
+            .generate(&options, |_, _| Progress::Continue)
+            .expect("generate")
+            .images;
+        let (_, want) = golden.f32(name);
+        let err = max_abs_diff(&got, &want);
+        eprintln!("tiny-pipe clip skip {clip_skip:?}: image max abs error {err:.3e}");
+        assert!(err <= 1e-4, "{name}: {err:.3e}");
+    }
+    let options = GenerateOptions {
+        prompt: PROMPT.into(),
+        steps: 1,
+        width: 24,
+        height: 16,
+        clip_skip: Some(3),
+        ..Default::default()
+    };
+    let err = pipe
+        .generate(&options, |_, _| Progress::Continue)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("clip skip"), "{err}");
 }

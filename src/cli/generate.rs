@@ -100,6 +100,10 @@ pub struct GenerateArgs {
     /// fp16-fix SDXL VAE (force_upcast false: decodes in f16 too).
     #[arg(long)]
     pub vae: Option<PathBuf>,
+    /// Skip this many final text-encoder layers for the prompt (diffusers' clip_skip: SD takes
+    /// the final-layer-normed hidden_states[-(N+1)], SDXL hidden_states[-(N+2)]).
+    #[arg(long)]
+    pub clip_skip: Option<usize>,
     /// SDXL micro-conditioning: the size the model is told the source image had, HEIGHT,WIDTH
     /// (default: the output size).
     #[arg(long, value_parser = parse_pair, value_name = "HEIGHT,WIDTH")]
@@ -310,6 +314,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
             crops_coords_top_left: args.crops_coords_top_left.unwrap_or_default(),
             target_size: args.target_size,
         },
+        clip_skip: args.clip_skip,
     };
     if let Some((shape, data)) = latents {
         anyhow::ensure!(

@@ -20,6 +20,7 @@ use crate::gpu::{DType, Tensor};
 use crate::graph::{Graph, ValueId};
 use crate::ops::attention::{self as attn_op, AttentionOptions, HeadsOf};
 use crate::ops::elementwise::{self, Activation};
+use crate::ops::layer_norm;
 use crate::ops::matmul::{self, LinearOptions, LinearWeight};
 use crate::weights::{Weights, WeightsView};
 
@@ -117,6 +118,8 @@ pub enum PromptEmbeds {
     LastHiddenState,
     /// `hidden_states[i]`, before any final layer norm (SDXL: i = L − 1, i.e. `hidden_states[-2]`).
     HiddenState(usize),
+    /// `final_layer_norm(hidden_states[i])` (StableDiffusionPipeline with `clip_skip`).
+    NormedHiddenState(usize),
 }
 
 pub struct ClipTextModel {
@@ -311,9 +314,8 @@ impl ClipTextModel {
         })
     }
 
-    /// A pipeline's graph: input `inputs_embeds` (B, T, D), output `prompt_embeds` (B, T, D) as
-    /// `which` says and, for a projection model, `projected` (B, T, P) (see [`Self::pool`]).
-    pub fn prompt_graph(&self, dtype: DType, batch: usize, which: PromptEmbeds) -> Result<Graph> {
+    /// A graph with input `inputs_embeds` (B, T, D) and the encoder in it, outputs not yet set.
+    fn forward_graph(&self, dtype: DType, batch: usize) -> Result<(Graph, ClipTextOutput)> {
         let mut g = Graph::new(dtype);
         let x = g.input(
             "inputs_embeds",
@@ -324,9 +326,21 @@ impl ClipTextModel {
             ],
         )?;
         let out = self.forward(&mut g, x)?;
-        let embeds = match which {
-            PromptEmbeds::LastHiddenState => out.last_hidden_state,
-            PromptEmbeds::HiddenState(i) => *out.hidden_states.get(i).ok_or_else(|| {
+        Ok((g, out))
+    }
+
+    /// A pipeline's graph: input `inputs_embeds` (B, T, D), outputs `prompt_embeds.{k}`
+    /// (B, T, D) for each state in `states` and, for a projection model, `projected` (B, T, P)
+    /// (see [`Self::pool`]).
+    pub fn prompt_graph(
+        &self,
+        dtype: DType,
+        batch: usize,
+        states: &[PromptEmbeds],
+    ) -> Result<Graph> {
+        let (mut g, out) = self.forward_graph(dtype, batch)?;
+        let hidden = |i: usize| {
+            out.hidden_states.get(i).copied().ok_or_else(|| {
                 Error::shape(
                     "text_model",
                     format!(
@@ -334,9 +348,26 @@ impl ClipTextModel {
                         self.layers.len()
                     ),
                 )
-            })?,
+            })
         };
-        g.output("prompt_embeds", embeds)?;
+        for (k, which) in states.iter().enumerate() {
+            let embeds = match *which {
+                PromptEmbeds::LastHiddenState => out.last_hidden_state,
+                PromptEmbeds::HiddenState(i) => hidden(i)?,
+                PromptEmbeds::NormedHiddenState(i) => {
+                    let ln = &self.final_layer_norm;
+                    layer_norm::layer_norm(
+                        &mut g,
+                        &format!("{}.hidden_states.{i}", ln.name),
+                        hidden(i)?,
+                        ln.eps,
+                        &ln.weight,
+                        &ln.bias,
+                    )? // (B, T, D)
+                }
+            };
+            g.output(&format!("prompt_embeds.{k}"), embeds)?;
+        }
         if let Some(p) = out.projected {
             g.output("projected", p)?;
         }
@@ -346,16 +377,7 @@ impl ClipTextModel {
     /// Graph with input `inputs_embeds` (B, T, D) and outputs `last_hidden_state` and, with
     /// `all_hidden_states`, `hidden_states.{i}`.
     pub fn graph(&self, dtype: DType, batch: usize, all_hidden_states: bool) -> Result<Graph> {
-        let mut g = Graph::new(dtype);
-        let x = g.input(
-            "inputs_embeds",
-            &[
-                batch,
-                self.config.max_position_embeddings,
-                self.config.hidden_size,
-            ],
-        )?;
-        let out = self.forward(&mut g, x)?;
+        let (mut g, out) = self.forward_graph(dtype, batch)?;
         g.output("last_hidden_state", out.last_hidden_state)?;
         if all_hidden_states {
             for (i, &h) in out.hidden_states.iter().enumerate() {

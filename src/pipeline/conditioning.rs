@@ -35,8 +35,14 @@ struct Encoded {
 }
 
 impl Pipeline {
-    /// Encode `texts` with text encoder `which` (0: `text_encoder`, 1: `text_encoder_2`).
-    fn run_text_encoder(&mut self, which: usize, texts: &[&str]) -> Result<(Encoded, usize)> {
+    /// Encode `texts` with text encoder `which` (0: `text_encoder`, 1: `text_encoder_2`);
+    /// `clip_skip` applies to the last text (the prompt) only, as in diffusers.
+    fn run_text_encoder(
+        &mut self,
+        which: usize,
+        texts: &[&str],
+        clip_skip: Option<usize>,
+    ) -> Result<(Encoded, usize)> {
         let family = self.family;
         let (tokenizer, encoder) = match which {
             0 => (&self.tokenizer, &self.text_encoder),
@@ -54,16 +60,26 @@ impl Pipeline {
         }
         let rows = texts.len();
         let embeds_in = encoder.embed_tokens(&ids)?; // (rows, T, D)
-        let which_state = family.prompt_embeds(encoder.config.num_hidden_layers);
-        let key = (which, rows);
+        let layers = encoder.config.num_hidden_layers;
+        let mut states = vec![family.prompt_embeds(layers, None)?];
+        if clip_skip.is_some() {
+            states.push(family.prompt_embeds(layers, clip_skip)?);
+        }
+        let key = (which, rows, clip_skip);
         if !self.plans.text.contains_key(&key) {
-            let g = encoder.prompt_graph(self.dtype, rows, which_state)?;
+            let g = encoder.prompt_graph(self.dtype, rows, &states)?;
             self.plans.text.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.text[&key];
         plan.write_input("inputs_embeds", &embeds_in)?;
         plan.run()?;
-        let embeds = plan.read_output("prompt_embeds")?;
+        let mut embeds = plan.read_output("prompt_embeds.0")?; // (rows, T, D)
+        if clip_skip.is_some() {
+            // The prompt's row (the last) from the clip-skipped state.
+            let skipped = plan.read_output("prompt_embeds.1")?;
+            let row = embeds.len() / rows;
+            embeds[(rows - 1) * row..].copy_from_slice(&skipped[(rows - 1) * row..]);
+        }
         let pooled = if encoder.has_projection() {
             Some(encoder.pool(&ids, &plan.read_output("projected")?))
         } else {
@@ -101,7 +117,7 @@ impl Pipeline {
         let mut outputs = Vec::with_capacity(encoders);
         let mut truncated_tokens = 0;
         for which in 0..encoders {
-            let (out, truncated) = self.run_text_encoder(which, &texts)?;
+            let (out, truncated) = self.run_text_encoder(which, &texts, options.clip_skip)?;
             truncated_tokens = truncated_tokens.max(truncated);
             outputs.push(out);
         }

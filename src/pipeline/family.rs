@@ -66,13 +66,33 @@ impl Family {
         }
     }
 
-    /// Which state of a text encoder with `num_layers` layers is its prompt embedding.
-    pub fn prompt_embeds(self, num_layers: usize) -> PromptEmbeds {
-        match self {
-            Family::StableDiffusion => PromptEmbeds::LastHiddenState,
-            // hidden_states has num_layers + 1 entries: [-2] is the penultimate layer's output.
-            Family::StableDiffusionXL => PromptEmbeds::HiddenState(num_layers - 1),
-        }
+    /// Which state of a text encoder with `num_layers` layers is the prompt embedding, with
+    /// diffusers' `clip_skip` (the number of final layers skipped; diffusers applies it to the
+    /// prompt only, never to the negative prompt).
+    pub fn prompt_embeds(
+        self,
+        num_layers: usize,
+        clip_skip: Option<usize>,
+    ) -> Result<PromptEmbeds> {
+        // hidden_states has num_layers + 1 entries (embeddings, then each layer's output).
+        let index = |from_end: usize| {
+            (num_layers + 1).checked_sub(from_end).ok_or_else(|| {
+                Error::invalid(
+                    "clip skip",
+                    format!(
+                        "{} is more layers than the text encoder's {num_layers} allow",
+                        clip_skip.unwrap_or(0)
+                    ),
+                )
+            })
+        };
+        Ok(match (self, clip_skip) {
+            (Family::StableDiffusion, None) => PromptEmbeds::LastHiddenState,
+            // final_layer_norm(hidden_states[-(clip_skip + 1)])
+            (Family::StableDiffusion, Some(k)) => PromptEmbeds::NormedHiddenState(index(k + 1)?),
+            // hidden_states[-2], or hidden_states[-(clip_skip + 2)]
+            (Family::StableDiffusionXL, k) => PromptEmbeds::HiddenState(index(k.unwrap_or(0) + 2)?),
+        })
     }
 
     /// Whether the pipeline decodes in f32 when the model is f16 and the VAE's config says
@@ -186,9 +206,30 @@ mod tests {
         assert_eq!(Family::from_model_index(&xl), Family::StableDiffusionXL);
         assert_eq!(Family::from_model_index(&sd), Family::StableDiffusion);
         assert_eq!(Family::from_model_index(&none), Family::StableDiffusion);
+        let xl = Family::StableDiffusionXL;
+        let sd = Family::StableDiffusion;
         assert_eq!(
-            Family::StableDiffusionXL.prompt_embeds(32),
+            xl.prompt_embeds(32, None).unwrap(),
             PromptEmbeds::HiddenState(31)
         );
+        assert_eq!(
+            xl.prompt_embeds(32, Some(1)).unwrap(),
+            PromptEmbeds::HiddenState(30)
+        );
+        assert_eq!(
+            sd.prompt_embeds(12, None).unwrap(),
+            PromptEmbeds::LastHiddenState
+        );
+        assert_eq!(
+            sd.prompt_embeds(12, Some(1)).unwrap(),
+            PromptEmbeds::NormedHiddenState(11)
+        );
+        assert_eq!(
+            sd.prompt_embeds(12, Some(12)).unwrap(),
+            PromptEmbeds::NormedHiddenState(0)
+        );
+        let err = sd.prompt_embeds(12, Some(13)).unwrap_err().to_string();
+        assert!(err.contains("clip skip") && err.contains("13"), "{err}");
+        assert!(xl.prompt_embeds(2, Some(2)).is_err());
     }
 }

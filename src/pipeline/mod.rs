@@ -1,5 +1,5 @@
-//! The text-to-image pipeline (diffusers `StableDiffusionPipeline` and its img2img variant, and
-//! `StableDiffusionXLPipeline`): tokenizer(s) → text encoder(s) → UNet under a scheduler with
+//! The text-to-image pipeline (diffusers `StableDiffusionPipeline`, `StableDiffusionXLPipeline`
+//! and their img2img variants): tokenizer(s) → text encoder(s) → UNet under a scheduler with
 //! classifier-free guidance → VAE decoder. What differs between families (encoders, the UNet's
 //! conditioning, VAE dtype) is described in [`family`] and built in `conditioning.rs`; the
 //! denoising loop below is shared.
@@ -48,8 +48,8 @@ use plan_cache::Lru;
 /// [`plan_cache::DEFAULT_CAPACITY`] per kind (see [`Pipeline::set_max_plans`]).
 #[derive(Default)]
 struct PlanCache {
-    /// By (text encoder: 0 or 1 for text_encoder_2, rows).
-    text: Lru<(usize, usize), Plan>,
+    /// By (text encoder: 0 or 1 for text_encoder_2, rows, clip skip).
+    text: Lru<(usize, usize, Option<usize>), Plan>,
     unet: Lru<(usize, usize, usize), Plan>,
     decode: Lru<(usize, usize, usize), Plan>,
     encode: Lru<(usize, usize, usize), Plan>,
@@ -291,12 +291,6 @@ impl Pipeline {
 
         // 2. initial latents (NHWC), and the steps to run
         let timesteps: Vec<f64> = scheduler.timesteps().to_vec();
-        if options.init_image.is_some() && self.family == Family::StableDiffusionXL {
-            return Err(Error::invalid(
-                "init image",
-                "img2img is not supported for SDXL models yet",
-            ));
-        }
         let (mut latents, first_step) = match &options.init_image {
             None => {
                 let noise = match &options.latents {

@@ -56,6 +56,9 @@ pub struct GenerateOptions {
     pub init_image: Option<InitImage>,
     /// SDXL micro-conditioning (time ids); ignored by families without them.
     pub size_conditioning: SizeConditioning,
+    /// diffusers' `clip_skip`: take the prompt embedding this many layers before the text
+    /// encoder's usual one (the negative prompt keeps the usual one, as in diffusers).
+    pub clip_skip: Option<usize>,
 }
 
 impl Default for GenerateOptions {
@@ -74,6 +77,7 @@ impl Default for GenerateOptions {
             latents: None,
             init_image: None,
             size_conditioning: SizeConditioning::default(),
+            clip_skip: None,
         }
     }
 }

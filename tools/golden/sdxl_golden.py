@@ -41,7 +41,11 @@ golden_pipeline.safetensors
   latents (1, 4, 8, 12) = randn(seed 42), before init_noise_sigma
   <run>.prompt_embeds (2, 77, 20) [negative, positive]; <run>.add_text_embeds (2, 12);
   <run>.add_time_ids (2, 6); <run>.final_latents; <run>.image (1, 16, 24, 3) in [0, 1]
-  (turbo: no CFG, batch 1 tensors; rng.turbo.<k> its generator draws)
+  (turbo: no CFG, batch 1 tensors; rng.turbo.<k> its generator draws; euler_clip_skip: clip_skip=1)
+  img2img.image: StableDiffusionXLImg2ImgPipeline, Euler, strength 0.6, 5 steps, guidance 5, negative
+  "blurry", from init_image (16, 24, 3) uint8 (pipeline_golden.init_image)
+golden_sd_clip_skip.safetensors: StableDiffusionPipeline on ../tiny-pipe with clip_skip=1 (Euler,
+  4 steps, guidance 7.5, negative "blurry"): latents, image, image_no_skip
 golden_pipeline.json: settings per run, timesteps the UNet saw, image stats.
 """
 
@@ -66,6 +70,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models_golden import Probes, reinit, write_tokenizer  # noqa: E402
+from pipeline_golden import DRAWS, init_image, patch_randn  # noqa: E402  (draw log, init image)
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = ROOT / "weights" / "clip_tokenizer"
@@ -110,6 +115,8 @@ RUNS = {
     "euler_empty_negative": dict(negative_prompt=None, num_inference_steps=5, guidance_scale=5.0),
     "euler_time_ids": dict(negative_prompt=NEGATIVE, num_inference_steps=5, guidance_scale=5.0,
                            original_size=(32, 40), crops_coords_top_left=(4, 2), target_size=(24, 16)),
+    # clip_skip 1: the prompt (not the negative) takes hidden_states[-3] of both encoders
+    "euler_clip_skip": dict(negative_prompt=NEGATIVE, num_inference_steps=5, guidance_scale=5.0, clip_skip=1),
     # SDXL-Turbo style: Euler a, trailing timesteps, 2 steps, guidance 0 (batch-1 UNet)
     "turbo": dict(negative_prompt=None, num_inference_steps=2, guidance_scale=0.0),
 }
@@ -149,22 +156,6 @@ def load_pipe():
     assert pipe.tokenizer_2.pad_token == "!" and pipe.tokenizer_2.pad_token_id == 0
     assert pipe.config.force_zeros_for_empty_prompt
     return pipe
-
-
-DRAWS = []
-_ORIG_RANDN = diffusers.utils.torch_utils.randn_tensor
-
-
-def _logged_randn(shape, generator=None, *args, **kwargs):
-    out = _ORIG_RANDN(shape, generator=generator, *args, **kwargs)
-    DRAWS.append(out.detach().clone())
-    return out
-
-
-def patch_randn():
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__name__", "").startswith("diffusers") and getattr(mod, "randn_tensor", None) is _ORIG_RANDN:
-            mod.randn_tensor = _logged_randn
 
 
 def model_goldens(pipe):
@@ -250,6 +241,7 @@ def pipeline_goldens(pipe):
             assert not cb.kw["prompt_embeds"][0].any() and not cb.kw["add_text_embeds"][0].any()
         g = torch.Generator("cpu").manual_seed(PIPE_SEED)
         for k, d in enumerate(DRAWS):
+            d = d["tensor"]
             assert torch.equal(torch.randn(d.shape, generator=g), d)
             t[f"rng.{name}.{k}"] = d
         if not turbo:
@@ -259,6 +251,28 @@ def pipeline_goldens(pipe):
                           kwargs={k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()},
                           unet_timesteps=cb.timesteps, init_noise_sigma=float(pipe.scheduler.init_noise_sigma),
                           generator_draws=len(DRAWS), image_stats=stats(img))
+    # img2img: StableDiffusionXLImg2ImgPipeline on the same components (requires_aesthetics_score
+    # False: the same 6 time ids), Euler, strength 0.6, pipeline_golden's 16 x 24 init image.
+    import PIL.Image
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+    i2i = StableDiffusionXLImg2ImgPipeline(**{k: v for k, v in pipe.components.items()},
+                                           force_zeros_for_empty_prompt=True, add_watermarker=False)
+    i2i.set_progress_bar_config(disable=True)
+    i2i.scheduler = EulerDiscreteScheduler.from_config(SCHED_SDXL)
+    init = init_image()
+    t["init_image"] = torch.from_numpy(init)
+    DRAWS.clear()
+    cb = Capture()
+    img = torch.from_numpy(i2i(PROMPT, image=PIL.Image.fromarray(init), strength=0.6, negative_prompt=NEGATIVE,
+                               num_inference_steps=5, guidance_scale=5.0,
+                               generator=torch.Generator("cpu").manual_seed(PIPE_SEED), output_type="np",
+                               callback_on_step_end=cb).images)
+    assert img.shape == (1, HEIGHT, WIDTH, 3)
+    t["img2img.image"] = img
+    assert len(DRAWS) == 2  # latent_dist.sample, then the noise added at the first kept timestep
+    runs["img2img"] = dict(scheduler="EulerDiscreteScheduler", strength=0.6, num_inference_steps=5,
+                           guidance_scale=5.0, negative_prompt=NEGATIVE, unet_timesteps=cb.timesteps,
+                           init_noise_sigma=float(i2i.scheduler.init_noise_sigma), image_stats=stats(img))
     info = dict(generator="tools/golden/sdxl_golden.py",
                 versions=dict(torch=torch.__version__, diffusers=diffusers.__version__,
                               transformers=transformers.__version__),
@@ -267,6 +281,32 @@ def pipeline_goldens(pipe):
                 pipeline_generator=f"torch.Generator('cpu').manual_seed({PIPE_SEED}) per run",
                 runs=runs)
     return t, info
+
+
+def sd_clip_skip():
+    """StableDiffusionPipeline clip_skip on tiny-pipe (f32 from its f16 weights): the prompt takes
+    final_layer_norm(hidden_states[-2]); the negative keeps last_hidden_state."""
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(str(ROOT / "tests/fixtures/models/tiny-pipe"), safety_checker=None,
+                                                   feature_extractor=None, requires_safety_checker=False,
+                                                   dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    # diffusers 0.42.1 reads text_encoder.text_model.final_layer_norm, a wrapper transformers 5
+    # removed (CLIPTextModel holds final_layer_norm itself): point text_model at the model, outside
+    # nn.Module's registry, so diffusers' own clip_skip code runs unchanged.
+    if not hasattr(pipe.text_encoder, "text_model"):
+        object.__setattr__(pipe.text_encoder, "text_model", pipe.text_encoder)
+    base = pipe.scheduler.config
+    pipe.scheduler = EulerDiscreteScheduler.from_config(base)
+    lat = torch.randn(LATENT_SHAPE, generator=torch.Generator("cpu").manual_seed(LATENT_SEED))
+    t = {"latents": lat}
+    for name, skip in (("image", 1), ("image_no_skip", None)):
+        img = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=7.5, height=HEIGHT,
+                   width=WIDTH, latents=lat.clone(), generator=torch.Generator("cpu").manual_seed(PIPE_SEED),
+                   output_type="np", clip_skip=skip).images
+        t[name] = torch.from_numpy(img)
+    assert (t["image"] - t["image_no_skip"]).abs().max() > 0.01
+    return t
 
 
 def contig(d):
@@ -287,14 +327,17 @@ def main():
         models = contig(model_goldens(pipe))
         tensors, info = pipeline_goldens(pipe)
         tensors = contig(tensors)
+        sd_skip = contig(sd_clip_skip())
     if not args.check:
         save_file(models, str(DIR / "golden_models.safetensors"))
         save_file(tensors, str(DIR / "golden_pipeline.safetensors"))
+        save_file(sd_skip, str(DIR / "golden_sd_clip_skip.safetensors"))
         (DIR / "golden_pipeline.json").write_text(json.dumps(info, indent=2) + "\n")
         for name, r in info["runs"].items():
             assert r["image_stats"]["std"] > 0.02, (name, r["image_stats"])
     ok = True
-    for fname, now in (("golden_models.safetensors", models), ("golden_pipeline.safetensors", tensors)):
+    for fname, now in (("golden_models.safetensors", models), ("golden_pipeline.safetensors", tensors),
+                       ("golden_sd_clip_skip.safetensors", sd_skip)):
         gold = load_file(str(DIR / fname))
         if set(gold) != set(now):
             ok = False
