@@ -64,7 +64,7 @@ impl Pipeline {
             img2img,
         };
         let rows = if cfg { 2 * batch } else { batch };
-        let cached = self.plans.text.contains_key(&(0, rows))
+        let cached = self.plans.text.contains_key(&(0, rows, None))
             && self.plans.unet.contains_key(&(rows, r.lh, r.lw))
             && (!img2img || self.plans.encode.contains_key(&(batch, height, width)));
         if cached {
