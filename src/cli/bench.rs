@@ -267,6 +267,50 @@ pub fn run_unet(options: &GpuOptions, args: &UnetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// A diffusers model folder.
+    #[arg(short, long)]
+    pub model: std::path::PathBuf,
+    /// f32, f16 or auto.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Also time the text encoder (batch 2), twice.
+    #[arg(long)]
+    pub text_encoder: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_load(options: &GpuOptions, args: &LoadArgs) -> anyhow::Result<()> {
+    let dtype = match args.dtype.as_str() {
+        "auto" => None,
+        other => Some(other.parse::<DType>()?),
+    };
+    let gpu = Gpu::new(options)?;
+    let r = stipple::bench::load::bench_load(&gpu, &args.model, dtype, args.text_encoder)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{} on {} ({}): load {:.2} s, {:.1} MiB of tensors in the files, {:.1} MiB of GPU weights, peak RSS {}",
+        r.model,
+        r.adapter,
+        r.dtype,
+        r.load_seconds,
+        mib(r.file_bytes),
+        mib(r.gpu_weight_bytes),
+        r.peak_rss_bytes
+            .map_or("unknown".into(), |b| format!("{:.1} MiB", mib(b)))
+    );
+    if let Some([first, second]) = r.text_encoder_seconds {
+        println!("text encoder, batch 2: {first:.2} s (first run, with plan build), {second:.2} s (second)");
+    }
+    Ok(())
+}
+
 /// Bytes as MiB.
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64

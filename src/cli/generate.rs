@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use stipple::image_io::{self, A1111Parameters};
-use stipple::pipeline::{GenerateOptions, GenerateOutput, InitImage, Pipeline, Progress, Timings};
+use stipple::pipeline::{GenerateOptions, GenerateOutput, InitImage, Progress, Timings};
 use stipple::{DType, Gpu, GpuOptions};
 
 use super::prompts_file;
@@ -237,7 +237,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
 
     let t0 = Instant::now();
     let gpu = Gpu::new(gpu_options)?;
-    let mut pipeline = Pipeline::load(&gpu, &model, dtype)
+    let mut pipeline = super::load_progress::load_pipeline(&gpu, &model, dtype)
         .with_context(|| format!("loading {}", model.display()))?;
     if options.latents.is_some() && args.width.is_none() && args.height.is_none() {
         let f = pipeline.vae_scale_factor();

@@ -1,16 +1,21 @@
 //! Loading the basic layers (Linear, Conv2d, GroupNorm, LayerNorm) from weights into the layouts
 //! the kernels read.
+//!
+//! Weights stream from the memory map to the GPU: each packed element is read from the file
+//! (converting F16/BF16 on the fly) while a chunk is produced, so no f32 copy of a tensor is
+//! made on the host (see `Tensor::from_fill`), and each tensor's file pages are released
+//! once it is uploaded (see `TensorData`).
 
 use super::Ctx;
 use crate::error::Result;
 use crate::gpu::Tensor;
 use crate::graph::{Graph, ValueId};
-use crate::ops::conv2d::Conv2dWeight;
+use crate::ops::conv2d::{self, Conv2dWeight};
 use crate::ops::group_norm::GroupNorm;
 use crate::ops::layer_norm;
-use crate::ops::matmul::LinearWeight;
+use crate::ops::matmul::{self, LinearWeight};
 use crate::ops::pad8;
-use crate::weights::WeightsView;
+use crate::weights::{TensorData, WeightsView};
 
 /// `nn.Linear(in_features, out_features, bias)` at `w` (`weight` (out, in), `bias` (out)).
 pub fn linear(
@@ -20,24 +25,83 @@ pub fn linear(
     out_features: usize,
     bias: bool,
 ) -> Result<LinearWeight> {
+    let parts = if ctx.placeholders {
+        Vec::new()
+    } else {
+        vec![w.data("weight", &[out_features, in_features])?]
+    };
+    stream_linear(
+        ctx,
+        w,
+        w.prefix(),
+        &parts,
+        &[""],
+        in_features,
+        out_features,
+        bias,
+    )
+}
+
+/// A LinearWeight from torch-layout (out, in) parts stacked along `out` (one part for a plain
+/// Linear), streamed from the memory map into the packed (in, pad8(total out)) layout the
+/// matmul kernel reads; biases from `w.{part}.bias`. Placeholders when `ctx.placeholders`.
+#[allow(clippy::too_many_arguments)]
+fn stream_linear(
+    ctx: Ctx,
+    w: &WeightsView,
+    name: &str,
+    parts: &[TensorData],
+    part_names: &[&str],
+    in_features: usize,
+    out_features: usize,
+    bias: bool,
+) -> Result<LinearWeight> {
+    let total = part_names.len() * out_features;
     if ctx.placeholders {
-        return placeholder_linear(ctx, w.prefix(), in_features, out_features, bias);
+        return placeholder_linear(ctx, name, in_features, total, bias);
     }
-    let weight = w.get("weight", &[out_features, in_features])?;
-    let b = if bias {
-        Some(w.get("bias", &[out_features])?)
+    let part_len = out_features * in_features;
+    let weight = Tensor::from_fill(
+        ctx.gpu,
+        &format!("{name}.weight"),
+        &[in_features, pad8(total)],
+        ctx.dtype,
+        |start, out| match parts {
+            [one] => matmul::pack_weight_range(|i| one.get(i), total, in_features, start, out),
+            _ => {
+                let src = |i: usize| parts[i / part_len].get(i % part_len);
+                matmul::pack_weight_range(src, total, in_features, start, out)
+            }
+        },
+    )?;
+    parts.iter().for_each(|p| ctx.loaded(p));
+    let bias = if bias {
+        let biases = part_names
+            .iter()
+            .map(|p| w.pp(p).data("bias", &[out_features]))
+            .collect::<Result<Vec<_>>>()?;
+        let tensor = Tensor::from_fill(
+            ctx.gpu,
+            &format!("{name}.bias"),
+            &[total],
+            ctx.dtype,
+            |start, out| {
+                for (i, o) in (start..).zip(out.iter_mut()) {
+                    *o = biases[i / out_features].get(i % out_features);
+                }
+            },
+        )?;
+        biases.iter().for_each(|b| ctx.loaded(b));
+        Some(tensor)
     } else {
         None
     };
-    LinearWeight::upload(
-        ctx.gpu,
-        w.prefix(),
-        &weight,
-        b.as_deref(),
-        out_features,
+    Ok(LinearWeight {
+        weight,
+        bias,
         in_features,
-        ctx.dtype,
-    )
+        out_features: total,
+    })
 }
 
 fn placeholder_linear(
@@ -73,23 +137,23 @@ pub fn linear_or_conv1x1(
     out_features: usize,
     conv1x1: bool,
 ) -> Result<LinearWeight> {
-    if ctx.placeholders {
-        return placeholder_linear(ctx, w.prefix(), in_features, out_features, true);
-    }
-    let weight = if conv1x1 {
-        w.get("weight", &[out_features, in_features, 1, 1])?
+    let parts = if ctx.placeholders {
+        Vec::new()
+    } else if conv1x1 {
+        // (out, in, 1, 1) has the (out, in) element order.
+        vec![w.data("weight", &[out_features, in_features, 1, 1])?]
     } else {
-        w.get("weight", &[out_features, in_features])?
+        vec![w.data("weight", &[out_features, in_features])?]
     };
-    let bias = w.get("bias", &[out_features])?;
-    LinearWeight::upload(
-        ctx.gpu,
+    stream_linear(
+        ctx,
+        w,
         w.prefix(),
-        &weight,
-        Some(&bias),
-        out_features,
+        &parts,
+        &[""],
         in_features,
-        ctx.dtype,
+        out_features,
+        true,
     )
 }
 
@@ -104,21 +168,16 @@ pub fn fused_linear(
     bias: bool,
 ) -> Result<LinearWeight> {
     let name = format!("{}.{}", w.prefix(), parts.join("+"));
-    let total = parts.len() * out_features;
-    if ctx.placeholders {
-        return placeholder_linear(ctx, &name, in_features, total, bias);
-    }
-    let mut weight = Vec::with_capacity(total * in_features);
-    let mut biases = Vec::with_capacity(total);
-    for part in parts {
-        let p = w.pp(part);
-        weight.extend(p.get("weight", &[out_features, in_features])?);
-        if bias {
-            biases.extend(p.get("bias", &[out_features])?);
-        }
-    }
-    let b = bias.then_some(&biases[..]);
-    LinearWeight::upload(ctx.gpu, &name, &weight, b, total, in_features, ctx.dtype)
+    let data = if ctx.placeholders {
+        Vec::new()
+    } else {
+        parts
+            .iter()
+            .map(|p| w.pp(p).data("weight", &[out_features, in_features]))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let fused = stream_linear(ctx, w, &name, &data, parts, in_features, out_features, bias)?;
+    Ok(fused)
 }
 
 /// `nn.Conv2d(cin, cout, kernel)` with bias.
@@ -129,8 +188,8 @@ pub fn conv2d(
     cout: usize,
     kernel: usize,
 ) -> Result<Conv2dWeight> {
+    let name = w.prefix();
     if ctx.placeholders {
-        let name = w.prefix();
         return Ok(Conv2dWeight {
             weight: Tensor::placeholder(
                 ctx.gpu,
@@ -149,16 +208,24 @@ pub fn conv2d(
             kernel: [kernel, kernel],
         });
     }
-    let weight = w.get("weight", &[cout, cin, kernel, kernel])?;
-    let bias = w.get("bias", &[cout])?;
-    Conv2dWeight::upload(
+    let shape = [cout, cin, kernel, kernel];
+    let data = w.data("weight", &shape)?;
+    let weight = Tensor::from_fill(
         ctx.gpu,
-        w.prefix(),
-        &weight,
-        Some(&bias),
-        [cout, cin, kernel, kernel],
+        &format!("{name}.weight"),
+        &[kernel * kernel * cin, pad8(cout)],
         ctx.dtype,
-    )
+        |start, out| conv2d::pack_weight_range(|i| data.get(i), shape, start, out),
+    )?;
+    ctx.loaded(&data);
+    drop(data);
+    Ok(Conv2dWeight {
+        weight,
+        bias: Some(ctx.tensor(w, "bias", &[cout])?),
+        in_channels: cin,
+        out_channels: cout,
+        kernel: [kernel, kernel],
+    })
 }
 
 fn affine(ctx: Ctx, w: &WeightsView, channels: usize) -> Result<(Tensor, Tensor)> {

@@ -21,7 +21,7 @@ pub mod vae;
 
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
-use crate::weights::WeightsView;
+use crate::weights::{TensorData, WeightsView};
 
 /// Where and how weights are uploaded.
 #[derive(Clone, Copy)]
@@ -32,6 +32,8 @@ pub struct Ctx<'a> {
     /// Build with placeholder weights (shapes only, nothing read): for planning memory of
     /// models whose weights are not at hand. Such graphs cannot run.
     pub placeholders: bool,
+    /// Told the file bytes of each weight once it is on the GPU (a loading progress bar).
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -40,6 +42,7 @@ impl<'a> Ctx<'a> {
             gpu,
             dtype,
             placeholders: false,
+            progress: None,
         }
     }
 
@@ -49,6 +52,7 @@ impl<'a> Ctx<'a> {
             gpu,
             dtype,
             placeholders: true,
+            progress: None,
         }
     }
 
@@ -58,7 +62,18 @@ impl<'a> Ctx<'a> {
         if self.placeholders {
             return Tensor::placeholder(self.gpu, &label, shape, self.dtype);
         }
-        let data = w.get(name, shape)?;
-        Tensor::from_f32(self.gpu, &label, shape, self.dtype, &data)
+        let data = w.data(name, shape)?;
+        let tensor = Tensor::from_fill(self.gpu, &label, shape, self.dtype, |start, out| {
+            data.read(start, out)
+        })?;
+        self.loaded(&data);
+        Ok(tensor)
+    }
+
+    /// Reports a weight as loaded to [`Ctx::progress`].
+    pub fn loaded(&self, data: &TensorData) {
+        if let Some(progress) = self.progress {
+            progress(data.bytes().len() as u64);
+        }
     }
 }

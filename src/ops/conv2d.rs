@@ -20,19 +20,41 @@ pub struct Conv2dWeight {
 
 /// Repack torch (COUT, CIN, KH, KW) into ((ky·KW + kx)·CIN + ci, co) with NP columns.
 pub fn pack_weight(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; kh * kw * cin * pad8(cout)];
+    pack_weight_range(|i| w[i], [cout, cin, kh, kw], 0, &mut out);
+    out
+}
+
+/// Elements `start..start + out.len()` of [`pack_weight`]'s result, reading the torch-layout
+/// weight through `w(index)`: for streaming a weight to the GPU in chunks.
+pub fn pack_weight_range(
+    w: impl Fn(usize) -> f32,
+    [cout, cin, kh, kw]: [usize; 4],
+    start: usize,
+    out: &mut [f32],
+) {
     let np = pad8(cout);
-    let mut out = vec![0.0; kh * kw * cin * np];
-    for co in 0..cout {
-        for ci in 0..cin {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    out[((ky * kw + kx) * cin + ci) * np + co] =
-                        w[((co * cin + ci) * kh + ky) * kw + kx];
-                }
+    let taps = kh * kw;
+    // out[p] with p = (tap · CIN + ci) · NP + co, tap = ky · KW + kx; the source index of
+    // (tap, ci, co) is (co · CIN + ci) · taps + tap. Counters instead of divisions per element.
+    let (row, mut co) = (start / np, start % np);
+    let (mut tap, mut ci) = (row / cin, row % cin);
+    for o in out.iter_mut() {
+        *o = if co < cout {
+            w((co * cin + ci) * taps + tap)
+        } else {
+            0.0
+        };
+        co += 1;
+        if co == np {
+            co = 0;
+            ci += 1;
+            if ci == cin {
+                ci = 0;
+                tap += 1;
             }
         }
     }
-    out
 }
 
 impl Conv2dWeight {

@@ -20,14 +20,31 @@ pub struct LinearWeight {
 
 /// Repack a row-major (N, K) weight into (K, NP).
 pub fn pack_weight(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0.0; k * pad8(n)];
+    pack_weight_range(|i| w[i], n, k, 0, &mut out);
+    out
+}
+
+/// Elements `start..start + out.len()` of [`pack_weight`]'s (K, NP) result, reading the
+/// row-major (N, K) weight through `w(index)`: for streaming a weight to the GPU in chunks.
+pub fn pack_weight_range(
+    w: impl Fn(usize) -> f32,
+    n: usize,
+    k: usize,
+    start: usize,
+    out: &mut [f32],
+) {
     let np = pad8(n);
-    let mut out = vec![0.0; k * np];
-    for (row, chunk) in w.chunks_exact(k).enumerate().take(n) {
-        for (kk, &v) in chunk.iter().enumerate() {
-            out[kk * np + row] = v;
+    // out[p] with p = kk · NP + row; counters instead of a division per element.
+    let (mut kk, mut row) = (start / np, start % np);
+    for o in out.iter_mut() {
+        *o = if row < n { w(row * k + kk) } else { 0.0 };
+        row += 1;
+        if row == np {
+            row = 0;
+            kk += 1;
         }
     }
-    out
 }
 
 impl LinearWeight {

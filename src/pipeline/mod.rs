@@ -73,6 +73,17 @@ impl Pipeline {
     /// Load a diffusers pipeline folder (`model_index.json`, tokenizer/, text_encoder/, unet/,
     /// vae/, scheduler/). `dtype` None = f16 on GPUs with SHADER_F16, f32 on CPU adapters.
     pub fn load(gpu: &Gpu, path: &Path, dtype: Option<DType>) -> Result<Pipeline> {
+        Self::load_with_progress(gpu, path, dtype, &|_, _| {})
+    }
+
+    /// [`Pipeline::load`], telling `progress(done, total)` the weight bytes on the GPU so far
+    /// and in all (file bytes of the text encoder, UNet and VAE tensors).
+    pub fn load_with_progress(
+        gpu: &Gpu,
+        path: &Path,
+        dtype: Option<DType>,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<Pipeline> {
         let index = path.join("model_index.json");
         if !path.is_dir() {
             return Err(Error::Config {
@@ -94,7 +105,21 @@ impl Pipeline {
             }
         }
         let dtype = dtype.unwrap_or_else(|| auto_dtype(gpu));
-        let ctx = Ctx::new(gpu, dtype);
+        // Errors here are reported by the component's own load below, in its order.
+        let total = ["text_encoder", "unet", "vae"]
+            .into_iter()
+            .filter_map(|c| crate::weights::Weights::open(path.join(c)).ok())
+            .map(|w| w.data_bytes())
+            .sum::<u64>();
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let report = |bytes: u64| {
+            let sum = done.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes;
+            progress(sum, total);
+        };
+        let ctx = Ctx {
+            progress: Some(&report),
+            ..Ctx::new(gpu, dtype)
+        };
         let tokenizer = ClipTokenizer::from_dir(path.join("tokenizer"))?;
         let text_encoder = ClipTextModel::from_dir(ctx, &path.join("text_encoder"))?;
         let positions = text_encoder.config.max_position_embeddings;

@@ -1,0 +1,24 @@
+//! A progress bar while a model's weights stream to the GPU (on stderr; indicatif draws nothing
+//! when stderr is not a terminal, so logs and pipes stay clean).
+
+use std::path::Path;
+
+use stipple::pipeline::Pipeline;
+use stipple::{DType, Gpu};
+
+/// [`Pipeline::load`] with a bar counting the weight bytes uploaded.
+pub fn load_pipeline(gpu: &Gpu, model: &Path, dtype: Option<DType>) -> stipple::Result<Pipeline> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} loading weights {bar:30} {binary_bytes}/{binary_total_bytes} [{elapsed_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let loaded = Pipeline::load_with_progress(gpu, model, dtype, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    loaded
+}
