@@ -2,8 +2,8 @@
 //! on the fly), tensors over the adapter's binding limit stay on the CPU or fail with a clear
 //! error, and loading reports progress.
 //!
-//! - The chunked repacking equals the whole-tensor repacking for odd shapes and chunk starts
-//!   (CPU only).
+//! - The chunked repacking (and the conv's segmented repacking from contiguous source runs)
+//!   equals the whole-tensor repacking for odd shapes and chunk sizes (CPU only).
 //! - `Tensor::from_fill` round-trips values across chunk boundaries in f32 and f16.
 //! - The tiny-pipe model (full 49408-token CLIP table, f16 on disk) loaded under a binding limit
 //!   lowered below its token table gives the same image as under the adapter's limit (the table
@@ -31,6 +31,18 @@ fn chunked_repacking_equals_whole_repacking() {
                 matmul::pack_weight_range(|i| w[i], n, k, start, &mut got[start..end]);
             }
             assert_eq!(got, whole, "linear n={n} k={k} chunk={chunk}");
+
+            let mut got = vec![f32::NAN; whole.len()];
+            let read = |row: usize, col: usize, out: &mut [f32]| {
+                out.copy_from_slice(&w[row * k + col..row * k + col + out.len()])
+            };
+            matmul::pack_weight_segments(read, n, k, chunk, |offset, values| {
+                assert!(got[offset..offset + values.len()]
+                    .iter()
+                    .all(|v| v.is_nan()));
+                got[offset..offset + values.len()].copy_from_slice(values);
+            });
+            assert_eq!(got, whole, "linear segments n={n} k={k} max_chunk={chunk}");
         }
     }
     for &shape in &[
@@ -64,6 +76,24 @@ fn chunked_repacking_equals_whole_repacking() {
                 conv2d::pack_weight_range(|i| w[i], shape, start, &mut got[start..end]);
             }
             assert_eq!(got, whole, "conv {shape:?} chunk={chunk}");
+
+            // Segments from contiguous source runs: every element written exactly once.
+            let mut got = vec![f32::NAN; whole.len()];
+            let mut writes = vec![0u32; whole.len()];
+            let read =
+                |start: usize, out: &mut [f32]| out.copy_from_slice(&w[start..start + out.len()]);
+            conv2d::pack_weight_segments(read, shape, chunk, |offset, values| {
+                assert_eq!(offset % 8, 0, "segment offsets are whole padded rows");
+                got[offset..offset + values.len()].copy_from_slice(values);
+                writes[offset..offset + values.len()]
+                    .iter_mut()
+                    .for_each(|n| *n += 1);
+            });
+            assert_eq!(got, whole, "conv segments {shape:?} max_chunk={chunk}");
+            assert!(
+                writes.iter().all(|&n| n == 1),
+                "{shape:?}: each element once"
+            );
         }
     }
 }

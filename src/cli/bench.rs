@@ -212,6 +212,9 @@ pub struct UnetArgs {
     /// Batch (2 = classifier-free guidance).
     #[arg(long, default_value_t = 2)]
     pub batch: usize,
+    /// Image side in pixels (latent = size / 8); default: the UNet's sample_size.
+    #[arg(long)]
+    pub size: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -219,6 +222,10 @@ pub struct UnetArgs {
 
 pub fn run_unet(options: &GpuOptions, args: &UnetArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    anyhow::ensure!(
+        args.size.is_none_or(|s| s >= 8 && s % 8 == 0),
+        "--size must be a positive multiple of 8"
+    );
     let dtype = match args.dtype.as_str() {
         "auto" => None,
         other => Some(other.parse::<DType>()?),
@@ -229,7 +236,7 @@ pub fn run_unet(options: &GpuOptions, args: &UnetArgs) -> anyhow::Result<()> {
         &args.model.join("unet"),
         dtype,
         args.batch,
-        None,
+        args.size.map(|s| [s / 8, s / 8]),
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&p)?);

@@ -58,10 +58,23 @@ impl DType {
     pub fn encode_into(self, data: &[f32], out: &mut Vec<u8>) {
         match self {
             DType::F32 => out.extend_from_slice(bytemuck::cast_slice(data)),
-            DType::F16 => out.extend(
-                data.iter()
-                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes()),
-            ),
+            DType::F16 => {
+                use half::slice::HalfFloatSliceExt;
+                let start = out.len();
+                out.resize(start + 2 * data.len(), 0);
+                match bytemuck::try_cast_slice_mut::<u8, half::f16>(&mut out[start..]) {
+                    // Vectorised (F16C) where the bytes happen to be 2-aligned (always, in
+                    // practice: allocations are), else element by element.
+                    Ok(halves) if cfg!(target_endian = "little") => {
+                        halves.convert_from_f32_slice(data)
+                    }
+                    _ => {
+                        for (c, &x) in out[start..].chunks_exact_mut(2).zip(data) {
+                            c.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -170,7 +183,27 @@ impl Tensor {
         mut fill: impl FnMut(usize, &mut [f32]),
     ) -> Result<Tensor> {
         let n = numel(shape);
-        let size = dtype.buffer_bytes(n);
+        Self::from_writes(gpu, label, shape, dtype, |writer| {
+            let mut values = vec![0.0f32; n.min(UPLOAD_CHUNK)];
+            for start in (0..n).step_by(UPLOAD_CHUNK) {
+                let chunk = &mut values[..UPLOAD_CHUNK.min(n - start)];
+                fill(start, chunk);
+                writer.write(start, chunk);
+            }
+        })
+    }
+
+    /// A tensor whose contents `write_all` produces as segments through
+    /// [`UploadWriter::write`], in any order (each element once; unwritten elements are
+    /// zero). Segments are encoded and queued one by one (see the module docs).
+    pub fn from_writes(
+        gpu: &Gpu,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+        write_all: impl FnOnce(&mut UploadWriter),
+    ) -> Result<Tensor> {
+        let size = dtype.buffer_bytes(numel(shape));
         check_binding_size(gpu, label, size)?;
         let buffer = gpu.scoped(&format!("uploading {label}"), || {
             let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -179,20 +212,13 @@ impl Tensor {
                 usage: TENSOR_USAGE,
                 mapped_at_creation: false,
             });
-            let mut values = vec![0.0f32; n.min(UPLOAD_CHUNK)];
-            let mut bytes = Vec::with_capacity(values.len() * dtype.size() + 4);
-            for start in (0..n).step_by(UPLOAD_CHUNK) {
-                let chunk = &mut values[..UPLOAD_CHUNK.min(n - start)];
-                fill(start, chunk);
-                bytes.clear();
-                dtype.encode_into(chunk, &mut bytes);
-                // Chunks start at multiples of UPLOAD_CHUNK elements (4-byte aligned in both
-                // dtypes); the last one is padded to 4 bytes, as the buffer is.
-                bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-                let offset = (start * dtype.size()) as u64;
-                gpu.queue.write_buffer(&buffer, offset, &bytes);
-                queued(gpu, bytes.len() as u64);
-            }
+            let mut writer = UploadWriter {
+                gpu,
+                buffer: &buffer,
+                dtype,
+                bytes: Vec::new(),
+            };
+            write_all(&mut writer);
             buffer
         })?;
         Ok(Tensor {
@@ -242,6 +268,33 @@ impl Tensor {
     pub fn to_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let bytes = read_buffer(gpu, &self.buffer, &self.label)?;
         Ok(self.dtype.decode(&bytes, self.numel()))
+    }
+}
+
+/// Queues segments of one tensor's contents (see [`Tensor::from_writes`]).
+pub struct UploadWriter<'a> {
+    gpu: &'a Gpu,
+    buffer: &'a wgpu::Buffer,
+    dtype: DType,
+    bytes: Vec<u8>,
+}
+
+impl UploadWriter<'_> {
+    /// Writes elements `offset..offset + values.len()`. Copies work in 4-byte units: for f16,
+    /// `offset` must be even, and so must `values.len()` unless the segment ends the tensor
+    /// (it is padded with a zero, as the buffer is). Panics otherwise (a caller invariant).
+    pub fn write(&mut self, offset: usize, values: &[f32]) {
+        let size = self.dtype.size();
+        assert!(
+            (offset * size).is_multiple_of(4),
+            "upload segment at element {offset} is not 4-byte aligned"
+        );
+        self.bytes.clear();
+        self.dtype.encode_into(values, &mut self.bytes);
+        self.bytes.resize(self.bytes.len().div_ceil(4) * 4, 0);
+        let start = (offset * size) as u64;
+        self.gpu.queue.write_buffer(self.buffer, start, &self.bytes);
+        queued(self.gpu, self.bytes.len() as u64);
     }
 }
 

@@ -8,6 +8,7 @@
 
 use super::Ctx;
 use crate::error::Result;
+use crate::gpu::tensor::UPLOAD_CHUNK;
 use crate::gpu::Tensor;
 use crate::graph::{Graph, ValueId};
 use crate::ops::conv2d::{self, Conv2dWeight};
@@ -60,18 +61,19 @@ fn stream_linear(
     if ctx.placeholders {
         return placeholder_linear(ctx, name, in_features, total, bias);
     }
-    let part_len = out_features * in_features;
-    let weight = Tensor::from_fill(
+    let weight = Tensor::from_writes(
         ctx.gpu,
         &format!("{name}.weight"),
         &[in_features, pad8(total)],
         ctx.dtype,
-        |start, out| match parts {
-            [one] => matmul::pack_weight_range(|i| one.get(i), total, in_features, start, out),
-            _ => {
-                let src = |i: usize| parts[i / part_len].get(i % part_len);
-                matmul::pack_weight_range(src, total, in_features, start, out)
-            }
+        |writer| {
+            // Row r of the stacked (total, in) weight is row r % out of part r / out.
+            let read = |r: usize, col: usize, out: &mut [f32]| {
+                let row_start = (r % out_features) * in_features + col;
+                parts[r / out_features].read(row_start, out)
+            };
+            let emit = |offset, values: &[f32]| writer.write(offset, values);
+            matmul::pack_weight_segments(read, total, in_features, UPLOAD_CHUNK, emit)
         },
     )?;
     parts.iter().for_each(|p| ctx.loaded(p));
@@ -210,12 +212,16 @@ pub fn conv2d(
     }
     let shape = [cout, cin, kernel, kernel];
     let data = w.data("weight", &shape)?;
-    let weight = Tensor::from_fill(
+    let weight = Tensor::from_writes(
         ctx.gpu,
         &format!("{name}.weight"),
         &[kernel * kernel * cin, pad8(cout)],
         ctx.dtype,
-        |start, out| conv2d::pack_weight_range(|i| data.get(i), shape, start, out),
+        |writer| {
+            let read = |start, out: &mut [f32]| data.read(start, out);
+            let emit = |offset, values: &[f32]| writer.write(offset, values);
+            conv2d::pack_weight_segments(read, shape, UPLOAD_CHUNK, emit)
+        },
     )?;
     ctx.loaded(&data);
     drop(data);

@@ -57,6 +57,47 @@ pub fn pack_weight_range(
     }
 }
 
+/// [`pack_weight`]'s result produced in segments of at most about `max_chunk` elements,
+/// reading the torch-layout weight only in contiguous runs through `read(start, out)` (fast
+/// for a memory-mapped F16 file, unlike the strided reads of [`pack_weight_range`]).
+/// `emit(offset, values)` receives each segment: packed elements `offset..offset + len`.
+///
+/// Each step takes a block of input channels `[c0, c1)` for every output channel (one
+/// contiguous run of the source per `co`) and emits one segment per tap: packed rows
+/// `tap · CIN + c0 .. tap · CIN + c1`. Offsets are multiples of NP (a multiple of 8).
+pub fn pack_weight_segments(
+    mut read: impl FnMut(usize, &mut [f32]),
+    [cout, cin, kh, kw]: [usize; 4],
+    max_chunk: usize,
+    mut emit: impl FnMut(usize, &[f32]),
+) {
+    let np = pad8(cout);
+    let taps = kh * kw;
+    let block = (max_chunk / (taps * np)).clamp(1, cin.max(1));
+    let mut run = vec![0.0f32; block * taps];
+    let mut packed = vec![0.0f32; taps * block * np];
+    for c0 in (0..cin).step_by(block) {
+        let c1 = (c0 + block).min(cin);
+        let width = c1 - c0;
+        let run = &mut run[..width * taps];
+        // packed[tap][ci - c0][co]; columns co >= cout stay zero.
+        let packed = &mut packed[..taps * width * np];
+        packed.fill(0.0);
+        for co in 0..cout {
+            read((co * cin + c0) * taps, run); // (ci - c0, tap) for this co
+            for (ci, taps_of_ci) in run.chunks_exact(taps).enumerate() {
+                for (tap, &v) in taps_of_ci.iter().enumerate() {
+                    packed[(tap * width + ci) * np + co] = v;
+                }
+            }
+        }
+        for tap in 0..taps {
+            let segment = &packed[tap * width * np..(tap + 1) * width * np];
+            emit((tap * cin + c0) * np, segment);
+        }
+    }
+}
+
 impl Conv2dWeight {
     /// Upload a torch-layout (COUT, CIN, KH, KW) weight and optional bias (COUT).
     pub fn upload(
