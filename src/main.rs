@@ -29,6 +29,8 @@ enum Command {
     Generate(Box<cli::generate::GenerateArgs>),
     /// Write a full-size random checkpoint of a family (benchmarks, slow tests).
     InitRandom(cli::init_random::InitRandomArgs),
+    /// Convert a diffusers folder to an LDM single file (A1111 layout), or back.
+    Convert(cli::convert::ConvertArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -60,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Info => cli::info::run(&options),
         Command::Generate(args) => cli::generate::run(&options, &args),
         Command::InitRandom(args) => cli::init_random::run(&args),
+        Command::Convert(args) => cli::convert::run(&args),
         Command::Bench {
             what: BenchCommand::Kernels(args),
         } => cli::bench::run_kernels(&options, &args),

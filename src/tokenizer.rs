@@ -106,6 +106,14 @@ impl ClipTokenizer {
         Ok(tokenizer)
     }
 
+    /// This tokenizer padding with `token` (e.g. `!` for SD2.x's OpenCLIP text encoder).
+    pub fn with_pad_token(mut self, token: &str) -> Result<Self> {
+        self.pad_id = self.tokenizer.token_to_id(token).ok_or_else(|| {
+            Error::invalid("pad token", format!("{token:?} is not in the vocabulary"))
+        })?;
+        Ok(self)
+    }
+
     /// Loads `vocab.json` + `merges.txt` with SD1.x defaults (pad `<|endoftext|>`, 77 tokens).
     pub fn from_files(vocab_path: impl AsRef<Path>, merges_path: impl AsRef<Path>) -> Result<Self> {
         let (vocab_path, merges_path) = (vocab_path.as_ref(), merges_path.as_ref());

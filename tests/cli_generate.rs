@@ -5,28 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::golden::{fixture, Golden};
 use common::*;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stipple-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn stipple(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_stipple"))
-        .args(args)
-        .output()
-        .expect("run stipple");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "stipple panicked: {stderr}");
-    (out.status.success(), stderr)
-}
 
 fn model() -> String {
     fixture("tiny-pipe").display().to_string()
@@ -37,7 +19,7 @@ fn latents_in_tensor_out_matches_diffusers_for_every_scheduler() {
     if gpu().is_none() {
         return;
     }
-    let dir = scratch("match");
+    let dir = scratch("cli-match");
     let golden = Golden::open(fixture("tiny-pipe").join("golden_pipeline.safetensors"));
     let (shape, latents) = golden.f32("latents");
     let latents_file = dir.join("latents.safetensors");
@@ -134,7 +116,7 @@ fn bad_arguments_fail_cleanly() {
     if gpu().is_none() {
         return;
     }
-    let dir = scratch("bad");
+    let dir = scratch("cli-bad");
     let out = dir.join("out.png");
     let out_s = out.to_str().expect("path").to_string();
     let bad_latents = dir.join("bad_latents.safetensors");
@@ -226,7 +208,7 @@ fn prompts_file_writes_one_numbered_image_per_prompt_with_seed_plus_index() {
     if gpu().is_none() {
         return;
     }
-    let dir = scratch("prompts");
+    let dir = scratch("cli-prompts");
     let prompts = dir.join("prompts.txt");
     std::fs::write(
         &prompts,
@@ -273,7 +255,7 @@ fn bad_prompts_files_fail_cleanly() {
     if gpu().is_none() {
         return;
     }
-    let dir = scratch("bad-prompts");
+    let dir = scratch("cli-bad-prompts");
     let empty = dir.join("empty.txt");
     std::fs::write(&empty, "# only a comment\n\n").expect("write");
     let binary = dir.join("binary.txt");

@@ -9,9 +9,9 @@
 //! - Each family's configs load into stipple's config types, pass validation, and carry the
 //!   published values that set the family apart (prediction type, size, scheduler, spacing).
 //! - The CLI refuses bad arguments and existing outputs without writing anything.
-//! - Slow (`#[ignore]`, minutes and 2 GB of disk per family):
-//!   `cargo test --release --test init_random -- --ignored` writes each family, loads it and
-//!   generates a 128×128 image in 2 steps.
+//! - Slow (`#[ignore]`, minutes and 5 GB of disk per family):
+//!   `cargo test --release --test init_random -- --ignored` writes each family as a folder and
+//!   as a single file, loads both and checks they generate the same 128×128 image in 2 steps.
 
 mod common;
 
@@ -160,49 +160,55 @@ fn cli_refuses_bad_arguments_and_existing_outputs() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Writes each family (f16 on disk), loads it (f32 on the GPU) and generates 128×128 in 2 steps.
-/// Minutes per family on lavapipe, 2 GB of disk at a time.
+/// Writes each family (f16 on disk) in both layouts, loads both (f32 on the GPU) and generates
+/// 128×128 in 2 steps with DDIM: the two layouts must give identical images. Minutes per
+/// family on lavapipe, 2–2.5 GB of disk per layout at a time.
 #[test]
 #[ignore]
-fn every_family_loads_and_generates_at_full_size() {
+fn every_family_loads_and_generates_at_full_size_in_both_layouts() {
     let Some(gpu) = common::gpu() else { return };
     let dir = std::env::temp_dir().join(format!("stipple-init-random-slow-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clip_tokenizer");
+    let f16 = stipple::weights::FileDtype::F16;
     for (name, family) in FAMILIES {
-        let out = dir.join(name);
-        let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clip_tokenizer");
-        stipple::weights::random_init::write_random_folder(
-            family,
-            stipple::weights::FileDtype::F16,
-            &out,
-            &tokenizer,
-            0,
-            &|_, _| {},
-        )
-        .expect("init-random");
-        let mut pipe =
-            stipple::pipeline::Pipeline::load(&gpu, &out, Some(stipple::DType::F32)).expect(name);
-        let options = stipple::pipeline::GenerateOptions {
-            prompt: "a lighthouse at dusk".into(),
-            steps: 2,
-            width: 128,
-            height: 128,
-            seed: 1,
-            ..Default::default()
-        };
-        let image = pipe
-            .generate(&options, |_, _| stipple::pipeline::Progress::Continue)
-            .expect("generate")
-            .images;
-        assert_eq!(image.len(), 128 * 128 * 3, "{name}");
-        assert!(
-            image.iter().all(|v| v.is_finite()),
-            "{name}: non-finite pixels"
+        let folder = dir.join(name);
+        let file = dir.join(format!("{name}.safetensors"));
+        use stipple::weights::random_init::{write_random_folder, write_random_single_file};
+        write_random_folder(family, f16, &folder, &tokenizer, 0, &|_, _| {}).expect("folder");
+        write_random_single_file(family, f16, &file, &tokenizer, 0, &|_, _| {}).expect("file");
+        let mut images = Vec::new();
+        for path in [&folder, &file] {
+            let mut pipe = stipple::pipeline::Pipeline::load(&gpu, path, Some(stipple::DType::F32))
+                .expect(name);
+            let options = stipple::pipeline::GenerateOptions {
+                prompt: "a lighthouse at dusk".into(),
+                steps: 2,
+                width: 128,
+                height: 128,
+                seed: 1,
+                scheduler: Some("ddim".into()),
+                ..Default::default()
+            };
+            let image = pipe
+                .generate(&options, |_, _| stipple::pipeline::Progress::Continue)
+                .expect("generate")
+                .images;
+            assert_eq!(image.len(), 128 * 128 * 3, "{name}");
+            assert!(
+                image.iter().all(|v| v.is_finite()),
+                "{name}: non-finite pixels"
+            );
+            images.push(image);
+        }
+        assert_eq!(
+            images[0], images[1],
+            "{name}: folder and single file differ"
         );
-        eprintln!("{name}: generated 128×128");
-        drop(pipe);
-        std::fs::remove_dir_all(&out).unwrap();
+        eprintln!("{name}: folder and single file give the same 128×128 image");
+        std::fs::remove_dir_all(&folder).unwrap();
+        std::fs::remove_file(&file).unwrap();
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use stipple::image_io::{self, A1111Parameters};
-use stipple::pipeline::{GenerateOptions, GenerateOutput, InitImage, Progress, Timings};
+use stipple::pipeline::{
+    GenerateOptions, GenerateOutput, InitImage, Pipeline, Progress, SingleFileOptions, Timings,
+};
 use stipple::{DType, Gpu, GpuOptions};
 
 use super::prompts_file;
@@ -25,9 +27,14 @@ pub struct GenerateArgs {
     /// Folder for --prompts-file's images (created if missing).
     #[arg(long, requires = "prompts_file")]
     pub out_dir: Option<PathBuf>,
-    /// A diffusers model folder (model_index.json, unet/, vae/, …). Default: the model in weights/.
+    /// A diffusers model folder (model_index.json, unet/, vae/, …) or a single-file LDM
+    /// .safetensors checkpoint (SD1.x/SD2.x). Default: the model in weights/.
     #[arg(short, long, env = "STIPPLE_MODEL")]
     pub model: Option<PathBuf>,
+    /// For a single-file --model: take the component configs (and tokenizer) from this
+    /// diffusers folder instead of the detected family's built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
     /// What to avoid (classifier-free guidance's unconditional prompt).
     #[arg(short, long, default_value = "")]
     pub negative: String,
@@ -147,14 +154,15 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         .model
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    stipple::weights::single_file::refuse_pickle(&model)?;
     anyhow::ensure!(
         model.exists(),
-        "model folder {} not found (pass --model PATH)",
+        "model {} not found (pass --model PATH)",
         model.display()
     );
     anyhow::ensure!(
-        model.is_dir(),
-        "model {} is not a folder (pass a diffusers model folder: model_index.json, unet/, vae/, …)",
+        args.config.is_none() || model.is_file(),
+        "--config is for a single-file --model; {} is a folder",
         model.display()
     );
     let dtype = match args.dtype.as_str() {
@@ -237,8 +245,23 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
 
     let t0 = Instant::now();
     let gpu = Gpu::new(gpu_options)?;
-    let mut pipeline = super::load_progress::load_pipeline(&gpu, &model, dtype)
-        .with_context(|| format!("loading {}", model.display()))?;
+    let mut pipeline = if model.is_file() {
+        let options = SingleFileOptions {
+            config: args.config.clone(),
+        };
+        let (pipeline, info) = Pipeline::load_single_file(&gpu, &model, dtype, &options)
+            .with_context(|| format!("loading {}", model.display()))?;
+        eprintln!(
+            "single file: {} ({}), prediction type {:?}",
+            info.family.name(),
+            info.configs,
+            pipeline.scheduler_config.prediction_type
+        );
+        pipeline
+    } else {
+        super::load_progress::load_pipeline(&gpu, &model, dtype)
+            .with_context(|| format!("loading {}", model.display()))?
+    };
     if options.latents.is_some() && args.width.is_none() && args.height.is_none() {
         let f = pipeline.vae_scale_factor();
         options.height *= f;

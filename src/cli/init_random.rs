@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use stipple::weights::published_configs::Family;
-use stipple::weights::random_init::write_random_folder;
+use stipple::weights::random_init::{write_random_folder, write_random_single_file};
 use stipple::weights::FileDtype;
 
 /// The CLIP tokenizer files shipped in the repository.
@@ -17,7 +17,8 @@ pub struct InitRandomArgs {
     /// Model family: sd15, sd21 (2.1-base, 512 px), sd21-768 (2.1, v-prediction), sd-turbo.
     #[arg(long)]
     pub family: String,
-    /// Checkpoint layout: folder (diffusers). single-file is not available yet.
+    /// Checkpoint layout: folder (diffusers) or single-file (one LDM-layout .safetensors, as
+    /// AUTOMATIC1111 and ComfyUI load).
     #[arg(long, default_value = "folder")]
     pub layout: String,
     /// Weight dtype on disk: f32, f16 or bf16.
@@ -30,7 +31,7 @@ pub struct InitRandomArgs {
     /// weights/clip_tokenizer).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Output folder (must not exist).
+    /// Output folder, or file for --layout single-file (must not exist).
     pub out: PathBuf,
 }
 
@@ -42,13 +43,11 @@ pub fn run(args: &InitRandomArgs) -> anyhow::Result<()> {
         "bf16" | "BF16" => FileDtype::BF16,
         other => anyhow::bail!("--dtype {other:?}: expected f32, f16 or bf16"),
     };
-    match args.layout.as_str() {
-        "folder" => {}
-        "single-file" => anyhow::bail!(
-            "--layout single-file is not available yet (needs the LDM name table); use --layout folder"
-        ),
+    let write = match args.layout.as_str() {
+        "folder" => write_random_folder,
+        "single-file" => write_random_single_file,
         other => anyhow::bail!("--layout {other:?}: expected folder or single-file"),
-    }
+    };
     let tokenizer = args.tokenizer.clone().unwrap_or_else(|| TOKENIZER.into());
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -57,7 +56,7 @@ pub fn run(args: &InitRandomArgs) -> anyhow::Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let written = write_random_folder(
+    let written = write(
         family,
         dtype,
         &args.out,
@@ -71,9 +70,10 @@ pub fn run(args: &InitRandomArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     written.with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(
-        "wrote a random {} checkpoint ({}) to {}",
+        "wrote a random {} checkpoint ({}, {}) to {}",
         family.name(),
         dtype,
+        args.layout,
         args.out.display()
     );
     Ok(())

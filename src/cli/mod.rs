@@ -1,6 +1,7 @@
 //! Subcommands of the `stipple` binary.
 
 pub mod bench;
+pub mod convert;
 pub mod generate;
 pub mod info;
 pub mod init_random;

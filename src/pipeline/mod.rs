@@ -8,6 +8,7 @@
 
 pub mod layout;
 pub mod options;
+pub mod single_file;
 pub mod tiled_decode;
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use options::{GenerateOptions, GenerateOutput, InitImage, Progress, Timings};
+pub use single_file::{SingleFileInfo, SingleFileOptions};
 
 use crate::error::{Error, Result};
 use crate::gpu::{auto_dtype, DType, Gpu};
@@ -71,19 +73,26 @@ const COMPONENTS: [&str; 5] = ["tokenizer", "text_encoder", "unet", "vae", "sche
 
 impl Pipeline {
     /// Load a diffusers pipeline folder (`model_index.json`, tokenizer/, text_encoder/, unet/,
-    /// vae/, scheduler/). `dtype` None = f16 on GPUs with SHADER_F16, f32 on CPU adapters.
+    /// vae/, scheduler/), or a single-file LDM `.safetensors` checkpoint with its family's
+    /// built-in configs ([`Pipeline::load_single_file`]). `dtype` None = f16 on GPUs with
+    /// SHADER_F16, f32 on CPU adapters.
     pub fn load(gpu: &Gpu, path: &Path, dtype: Option<DType>) -> Result<Pipeline> {
         Self::load_with_progress(gpu, path, dtype, &|_, _| {})
     }
 
     /// [`Pipeline::load`], telling `progress(done, total)` the weight bytes on the GPU so far
-    /// and in all (file bytes of the text encoder, UNet and VAE tensors).
+    /// and in all (file bytes of the text encoder, UNet and VAE tensors; folders only).
     pub fn load_with_progress(
         gpu: &Gpu,
         path: &Path,
         dtype: Option<DType>,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<Pipeline> {
+        crate::weights::single_file::refuse_pickle(path)?;
+        if path.is_file() {
+            let options = SingleFileOptions::default();
+            return Self::load_single_file(gpu, path, dtype, &options).map(|(p, _)| p);
+        }
         let index = path.join("model_index.json");
         if !path.is_dir() {
             return Err(Error::Config {
@@ -150,6 +159,17 @@ impl Pipeline {
                 .min(gpu.limits.max_buffer_size),
             plans: PlanCache::default(),
         })
+    }
+
+    /// Load a single-file LDM `.safetensors` checkpoint (SD1.x / SD2.x); also says which family
+    /// was detected and where the configs came from.
+    pub fn load_single_file(
+        gpu: &Gpu,
+        path: &Path,
+        dtype: Option<DType>,
+        options: &SingleFileOptions,
+    ) -> Result<(Pipeline, SingleFileInfo)> {
+        single_file::load(gpu, path, dtype, options)
     }
 
     /// Pixels per latent (the VAE's downscale factor).

@@ -21,6 +21,7 @@ pub mod module_tensors;
 pub mod published_configs;
 pub mod random_init;
 mod safetensors_file;
+pub mod single_file;
 mod tensor_data;
 pub mod writer;
 
@@ -60,7 +61,12 @@ pub struct Weights {
     path: PathBuf,
     files: Vec<SafetensorsFile>,
     tensors: BTreeMap<String, Entry>,
+    /// For renamed checkpoints (single files): a tensor's name in the file, for messages.
+    source_names: Option<SourceNames>,
 }
+
+/// Maps a tensor name stipple reads to the name of the tensor it comes from in the file.
+pub type SourceNames = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl fmt::Debug for Weights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -106,6 +112,7 @@ impl Weights {
                 path: resolved,
                 files: Vec::new(),
                 tensors: BTreeMap::new(),
+                source_names: None,
             };
             weights.add_file(file, header.tensors)?;
             Ok(weights)
@@ -121,7 +128,41 @@ impl Weights {
             path: label.into(),
             files: Vec::new(),
             tensors: BTreeMap::new(),
+            source_names: None,
         }
+    }
+
+    /// One file whose tensors were renamed (`tensors` hold the new names and shapes, and byte
+    /// ranges inside `file`, possibly sub-ranges or shared). Messages about missing or unused
+    /// tensors give the file's own names through `source_names`.
+    pub(crate) fn renamed(
+        path: PathBuf,
+        file: SafetensorsFile,
+        tensors: Vec<safetensors_file::TensorInfo>,
+        source_names: SourceNames,
+    ) -> Result<Weights> {
+        let mut weights = Weights {
+            path,
+            files: Vec::new(),
+            tensors: BTreeMap::new(),
+            source_names: Some(source_names),
+        };
+        weights.add_file(file, tensors)?;
+        Ok(weights)
+    }
+
+    /// The on-disk dtype, shape and bytes of a tensor (for copying it unchanged).
+    pub fn raw(&self, full_name: &str) -> Option<(FileDtype, &[usize], &[u8])> {
+        let e = self.tensors.get(full_name)?;
+        Some((e.dtype, &e.shape, self.files[e.file].bytes(e.range.clone())))
+    }
+
+    /// The name `full_name` has in the file (differs for renamed checkpoints).
+    fn source_name(&self, full_name: &str) -> String {
+        self.source_names
+            .as_ref()
+            .and_then(|f| f(full_name))
+            .unwrap_or_else(|| full_name.to_string())
     }
 
     pub fn path(&self) -> &Path {
@@ -175,7 +216,13 @@ impl Weights {
     /// probably does not match these weights. Tensors a model deliberately ignores can be
     /// marked with [`WeightsView::skip`] / [`WeightsView::skip_all`].
     pub fn finish(&self) -> Result<()> {
-        let unused = self.unused();
+        let mut unused: Vec<String> = Vec::new();
+        for name in self.unused() {
+            let source = self.source_name(&name);
+            if !unused.contains(&source) {
+                unused.push(source);
+            }
+        }
         let Some(first) = unused.first() else {
             return Ok(());
         };
@@ -245,6 +292,14 @@ impl Weights {
     }
 
     fn missing(&self, full: &str, prefix: &str) -> Error {
+        let source = self.source_name(full);
+        if source != full {
+            return Error::Weight {
+                file: self.path.clone(),
+                tensor: source,
+                message: format!("not found (needed as {full}): the file lacks this block"),
+            };
+        }
         let mut message = String::from("not found");
         if let Some(near) = closest_name(full, self.tensors.keys()) {
             message += &format!("; did you mean {near}?");
@@ -398,11 +453,17 @@ impl<'a> WeightsView<'a> {
             } else {
                 ""
             };
+            let source = self.weights.source_name(&full);
+            let read_as = if source == full {
+                String::new()
+            } else {
+                format!(" (read as {full})")
+            };
             return Err(Error::Weight {
                 file: self.weights.file_of(entry),
-                tensor: full.to_string(),
+                tensor: source,
                 message: format!(
-                    "expected shape {shape:?}, found {:?} in the file{hint}",
+                    "expected shape {shape:?}{read_as}, found {:?} in the file{hint}",
                     entry.shape
                 ),
             });
@@ -569,6 +630,7 @@ fn open_index(index: PathBuf) -> Result<Weights> {
         path: index.clone(),
         files: Vec::new(),
         tensors: BTreeMap::new(),
+        source_names: None,
     };
     for (shard, listed) in &shards {
         let shard_path = dir.join(shard);

@@ -8,6 +8,7 @@
 //! on the seed and its name (a hash), so they do not change when other tensors are added. The
 //! weights stream to disk (a few MiB of memory for a 5 GB f32 SD2.1); the folder is written
 //! under a temporary name and renamed when complete, so `OUT` never holds a partial checkpoint.
+//! [`write_random_single_file`] converts such a folder to one LDM-layout file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,36 @@ pub fn write_random_folder(
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
+    result
+}
+
+/// Writes a random `family` checkpoint as one LDM-layout `.safetensors` file `out` (the
+/// layout AUTOMATIC1111 and ComfyUI load): the diffusers folder is written next to it first
+/// (as `.NAME.partial`), converted with [`super::single_file::convert::folder_to_single_file`]
+/// and removed. Same seed, same values as [`write_random_folder`]. SD-Turbo's Euler/trailing
+/// scheduler config does not travel in a single file (it loads as SD2.1-base).
+pub fn write_random_single_file(
+    family: Family,
+    dtype: FileDtype,
+    out: &Path,
+    tokenizer: &Path,
+    seed: u64,
+    progress: &dyn Fn(u64, u64),
+) -> Result<()> {
+    if out.exists() {
+        return Err(Error::invalid(
+            "output file",
+            format!(
+                "{} already exists (init-random writes a new file)",
+                out.display()
+            ),
+        ));
+    }
+    let folder = partial_path(out)?;
+    let _ = std::fs::remove_dir_all(&folder);
+    let result = write_into(family, dtype, &folder, tokenizer, seed, progress)
+        .and_then(|()| super::single_file::convert::folder_to_single_file(&folder, out, None));
+    let _ = std::fs::remove_dir_all(&folder);
     result
 }
 

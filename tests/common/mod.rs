@@ -22,6 +22,25 @@ pub fn gpu() -> Option<Gpu> {
     }
 }
 
+/// A fresh empty folder under the system temp dir: `stipple-{name}-{pid}`.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stipple-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Runs the `stipple` binary: (success, stderr); fails the test if it panicked.
+pub fn stipple(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stipple"))
+        .args(args)
+        .output()
+        .expect("run stipple");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "stipple panicked: {stderr}");
+    (out.status.success(), stderr)
+}
+
 /// Storage dtypes to test on this adapter: f32 always, f16 where SHADER_F16 exists.
 pub fn dtypes(gpu: &Gpu) -> Vec<DType> {
     if gpu.supports_f16() {

@@ -1,0 +1,294 @@
+//! `stipple convert`: a diffusers folder ↔ an LDM single file, through the same rename tables
+//! the loader uses (in reverse for folder → file). Tensors are copied byte for byte unless a
+//! dtype is asked for, so folder → file → folder gives bit-identical tensors.
+//!
+//! Folder → file: the folder's text encoder picks the layout: `hidden_act` `gelu` → SD2.x
+//! (OpenCLIP names, q/k/v fused back into `in_proj_*`), else SD1.x. An SD2.x folder whose
+//! scheduler predicts ε gets a `global_step` tensor of 875000, the value by which diffusers and
+//! stipple recognise an ε-prediction SD2 file (v-prediction is the default otherwise).
+//!
+//! File → folder: the configs are the family's built-in ones or `--config DIR`'s; the folder
+//! gets `model_index.json`, each component's config and weights, the tokenizer and the
+//! scheduler config. It is written next to `OUT` and renamed into place at the end, so a
+//! failure leaves no partial folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::configs::{Configs, CONFIG_FILES};
+use super::detect::{Family, SD2_BASE_GLOBAL_STEP};
+use super::table::Part;
+use super::write::{write_safetensors, OutTensor};
+use super::{full_table, LdmCheckpoint};
+use crate::error::{Error, Result};
+use crate::models::config::{read_config, ClipTextConfig};
+use crate::schedulers::{PredictionType, SchedulerConfig};
+use crate::weights::{FileDtype, Weights};
+
+/// The components of a single file: (diffusers folder, name prefix in the renamed weights,
+/// weights file name).
+pub const COMPONENTS: [(&str, &str, &str); 3] = [
+    ("unet", "unet.", "diffusion_pytorch_model.safetensors"),
+    ("vae", "vae.", "diffusion_pytorch_model.safetensors"),
+    ("text_encoder", "text_encoder.", "model.safetensors"),
+];
+
+/// A tensor fused from row blocks (q, k, v → `in_proj_*`), filled as the blocks are found.
+struct Fused<'a> {
+    parts: Vec<Option<&'a [u8]>>,
+    dtype: FileDtype,
+    /// Shape of one block.
+    shape: Vec<usize>,
+}
+
+/// The family whose LDM layout a diffusers folder is written in (see the module docs).
+pub fn folder_family(text_encoder: &ClipTextConfig, scheduler: &SchedulerConfig) -> Family {
+    match (text_encoder.hidden_act.as_str(), scheduler.prediction_type) {
+        ("gelu", PredictionType::Epsilon) => Family::Sd2Base,
+        ("gelu", _) => Family::Sd2V,
+        _ => Family::Sd1,
+    }
+}
+
+/// Writes the diffusers folder `folder` as an LDM single file `out`.
+pub fn folder_to_single_file(folder: &Path, out: &Path, to: Option<FileDtype>) -> Result<()> {
+    let configs = Configs::from_dir(folder, Family::Sd1)?;
+    let family = folder_family(&configs.text_encoder, &configs.scheduler);
+    let table = full_table(family, &configs.unet, &configs.vae, &configs.text_encoder);
+    let weights: Vec<Weights> = COMPONENTS
+        .iter()
+        .map(|(dir, _, _)| Weights::open(folder.join(dir)))
+        .collect::<Result<_>>()?;
+
+    let mut out_tensors: Vec<OutTensor> = Vec::new();
+    let mut fused: BTreeMap<String, Fused> = BTreeMap::new();
+    for ((_, prefix, _), w) in COMPONENTS.iter().zip(&weights) {
+        for name in w.names() {
+            let (dtype, shape, bytes) = w.raw(&name).expect("a listed name exists");
+            let mut full = format!("{prefix}{name}");
+            if *prefix == "text_encoder." && !name.starts_with("text_model.") {
+                full = format!("{prefix}text_model.{name}"); // transformers 5 drops the prefix
+            }
+            if family.is_sd2() && name.ends_with("position_ids") {
+                continue; // a buffer OpenCLIP does not have
+            }
+            let Some(source) = table.to_ldm(&full) else {
+                return Err(Error::Weight {
+                    file: w.path().to_path_buf(),
+                    tensor: name.clone(),
+                    message: format!("has no name in the {} single-file layout", family.name()),
+                });
+            };
+            match source.part {
+                Part::Whole => out_tensors.push(OutTensor {
+                    name: source.ldm,
+                    dtype,
+                    shape: shape.to_vec(),
+                    parts: vec![bytes],
+                }),
+                Part::Squeezed => {
+                    let shape = [shape, &[1, 1]].concat();
+                    out_tensors.push(OutTensor {
+                        name: source.ldm,
+                        dtype,
+                        shape,
+                        parts: vec![bytes],
+                    });
+                }
+                Part::Rows { index, count } => {
+                    let entry = fused.entry(source.ldm).or_insert_with(|| Fused {
+                        parts: vec![None; count],
+                        dtype,
+                        shape: shape.to_vec(),
+                    });
+                    if entry.dtype != dtype || entry.shape != shape {
+                        return Err(Error::Weight {
+                            file: w.path().to_path_buf(),
+                            tensor: name.clone(),
+                            message: format!(
+                                "{dtype} {shape:?} differs from the other q/k/v parts ({} {:?})",
+                                entry.dtype, entry.shape
+                            ),
+                        });
+                    }
+                    entry.parts[index] = Some(bytes);
+                }
+            }
+        }
+    }
+    for (
+        ldm,
+        Fused {
+            parts,
+            dtype,
+            mut shape,
+        },
+    ) in fused
+    {
+        let count = parts.len();
+        let parts: Vec<&[u8]> = parts.into_iter().flatten().collect();
+        if parts.len() != count {
+            return Err(Error::Weight {
+                file: folder.join("text_encoder"),
+                tensor: ldm,
+                message: "some of the q/k/v projections it fuses are missing".into(),
+            });
+        }
+        shape[0] *= count;
+        out_tensors.push(OutTensor {
+            name: ldm,
+            dtype,
+            shape,
+            parts,
+        });
+    }
+    let step_bytes = SD2_BASE_GLOBAL_STEP.to_le_bytes();
+    if family == Family::Sd2Base {
+        out_tensors.push(OutTensor {
+            name: "global_step".into(),
+            dtype: FileDtype::I64,
+            shape: vec![],
+            parts: vec![&step_bytes],
+        });
+    }
+    write_safetensors(out, &mut out_tensors, to)
+}
+
+/// Writes the LDM single file `file` as a diffusers folder `out` (which must not exist).
+pub fn single_file_to_folder(
+    file: &Path,
+    out: &Path,
+    config_dir: Option<&Path>,
+    to: Option<FileDtype>,
+) -> Result<()> {
+    if out.exists() {
+        return Err(Error::invalid(
+            "output",
+            format!("{} already exists: choose a new folder", out.display()),
+        ));
+    }
+    let ckpt = LdmCheckpoint::open(file)?;
+    let configs = Configs::resolve(ckpt.family, config_dir)?;
+    let table = ckpt.table(&configs.unet, &configs.vae, &configs.text_encoder);
+    let weights = ckpt.into_weights(table)?;
+    let names = weights.names();
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !COMPONENTS.iter().any(|(_, p, _)| n.starts_with(p)))
+    {
+        return Err(Error::Weight {
+            file: file.to_path_buf(),
+            tensor: unknown.clone(),
+            message:
+                "no rule maps this tensor to a diffusers component (do the configs match the file?)"
+                    .into(),
+        });
+    }
+
+    let tmp = temp_sibling(out)?;
+    let result = write_folder(&weights, &names, &configs, &tmp, to);
+    match result.and_then(|()| std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn temp_sibling(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::invalid("output", format!("{} has no folder name", out.display())))?;
+    let tmp = out.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    Ok(tmp)
+}
+
+fn write_folder(
+    weights: &Weights,
+    names: &[String],
+    configs: &Configs,
+    out: &Path,
+    to: Option<FileDtype>,
+) -> Result<()> {
+    for (dir, prefix, file) in COMPONENTS {
+        let folder = out.join(dir);
+        std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+        let mut tensors: Vec<OutTensor> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(prefix).map(|short| (n, short)))
+            .map(|(n, short)| {
+                let (dtype, shape, bytes) = weights.raw(n).expect("a listed name exists");
+                OutTensor {
+                    name: short.to_string(),
+                    dtype,
+                    shape: shape.to_vec(),
+                    parts: vec![bytes],
+                }
+            })
+            .collect();
+        write_safetensors(&folder.join(file), &mut tensors, to)?;
+    }
+    for ((_, file), text) in CONFIG_FILES.iter().zip(&configs.texts) {
+        let path = out.join(file);
+        std::fs::create_dir_all(path.parent().expect("a component folder"))
+            .map_err(|e| Error::io(&path, e))?;
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    }
+    write_tokenizer(configs, &out.join("tokenizer"))?;
+    let scheduler: serde_json::Value = read_config(&out.join(CONFIG_FILES[3].1))?;
+    let class = scheduler
+        .get("_class_name")
+        .and_then(|c| c.as_str())
+        .unwrap_or("PNDMScheduler");
+    let index = serde_json::json!({
+        "_class_name": "StableDiffusionPipeline",
+        "scheduler": ["diffusers", class],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "requires_safety_checker": false,
+        "safety_checker": [null, null],
+        "feature_extractor": [null, null]
+    });
+    let path = out.join("model_index.json");
+    let text = serde_json::to_string_pretty(&index).expect("JSON value") + "\n";
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+}
+
+/// Copies the tokenizer files; with the built-in vocabulary, writes the family's pad token.
+fn write_tokenizer(configs: &Configs, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for name in [
+        "vocab.json",
+        "merges.txt",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+        "LICENSE",
+    ] {
+        let src = configs.tokenizer_dir.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, out.join(name)).map_err(|e| Error::io(&src, e))?;
+        }
+    }
+    if let Some(pad) = configs.pad_token {
+        let path = out.join("special_tokens_map.json");
+        let mut map: serde_json::Value = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Config {
+                file: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(_) => serde_json::json!({}),
+        };
+        map["pad_token"] = serde_json::Value::String(pad.into());
+        let text = serde_json::to_string_pretty(&map).expect("JSON value") + "\n";
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Which model family a single-file (LDM / A1111) checkpoint holds, from its tensor names and
+//! shapes alone.
+//!
+//! The rule, checked in this order (names after stripping a top-level `state_dict.`):
+//!
+//! 1. any `conditioner.embedders.*` → SDXL: refused (not supported yet);
+//! 2. no `model.diffusion_model.input_blocks.0.0.weight` (the UNet's `conv_in`) → unknown;
+//! 3. that weight's input channels ≠ 4 (9 = inpainting: latents + mask + masked image) → refused;
+//! 4. no `first_stage_model.*` → no VAE: unknown;
+//! 5. `cond_stage_model.transformer.*` → **SD1.x** (OpenAI CLIP ViT-L/14, context 768);
+//! 6. `cond_stage_model.model.*` → **SD2.x** (OpenCLIP ViT-H/14, context 1024);
+//! 7. anything else → unknown (the message lists what was looked for).
+//!
+//! SD2.x 512 (base, ε-prediction) and 768 (v-prediction) files have identical names and
+//! shapes. Like diffusers (`single_file_utils.py`: `infer_diffusers_model_type`,
+//! `create_scheduler_from_ldm`), an SD2.x file is taken as SD2.1-768 with v-prediction, unless
+//! its `global_step` tensor says 875000 (the released SD2-base checkpoint), which gives
+//! SD2.1-base with ε-prediction.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::schedulers::PredictionType;
+
+pub const CONV_IN: &str = "model.diffusion_model.input_blocks.0.0.weight";
+/// `global_step` of the SD2-base checkpoint, the one ε-prediction SD2 release (diffusers' rule).
+pub const SD2_BASE_GLOBAL_STEP: i64 = 875_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Stable Diffusion 1.x (CLIP ViT-L/14 text encoder).
+    Sd1,
+    /// Stable Diffusion 2.x at 512 px, ε-prediction.
+    Sd2Base,
+    /// Stable Diffusion 2.x at 768 px, v-prediction.
+    Sd2V,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Sd1 => "SD1.x",
+            Family::Sd2Base => "SD2.x (512, epsilon)",
+            Family::Sd2V => "SD2.x (768, v_prediction)",
+        }
+    }
+
+    pub fn prediction_type(self) -> PredictionType {
+        match self {
+            Family::Sd2V => PredictionType::VPrediction,
+            Family::Sd1 | Family::Sd2Base => PredictionType::Epsilon,
+        }
+    }
+
+    pub fn is_sd2(self) -> bool {
+        self != Family::Sd1
+    }
+}
+
+fn refuse(file: &Path, message: impl Into<String>) -> Error {
+    Error::Config {
+        file: file.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Detects the family of a checkpoint whose tensors are `(name, shape)` (see the module docs).
+pub fn detect<'a>(
+    file: &Path,
+    tensors: impl Iterator<Item = (&'a str, &'a [usize])> + Clone,
+    global_step: Option<i64>,
+) -> Result<Family> {
+    let any = |prefix: &str| tensors.clone().any(|(n, _)| n.starts_with(prefix));
+    let looked_for = "looked for model.diffusion_model.* (UNet), first_stage_model.* (VAE) and \
+                      cond_stage_model.transformer.* (SD1.x) or cond_stage_model.model.* (SD2.x)";
+    if any("conditioner.embedders.") {
+        return Err(refuse(
+            file,
+            "SDXL single files are not supported yet (found conditioner.embedders.*); \
+             stipple loads SD1.x and SD2.x single files",
+        ));
+    }
+    let Some((_, conv_in)) = tensors.clone().find(|(n, _)| *n == CONV_IN) else {
+        let sample: Vec<&str> = tensors.clone().take(5).map(|(n, _)| n).collect();
+        return Err(refuse(
+            file,
+            format!(
+                "not a Stable Diffusion checkpoint in the LDM single-file layout: no tensor \
+                 {CONV_IN}; {looked_for}; its tensors include {}",
+                if sample.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    sample.join(", ")
+                }
+            ),
+        ));
+    };
+    match conv_in.get(1) {
+        Some(4) => {}
+        Some(9) => {
+            return Err(refuse(
+                file,
+                format!(
+                    "inpainting checkpoints are not supported yet: {CONV_IN} {conv_in:?} takes 9 \
+                     input channels (latents + mask + masked image) where text-to-image takes 4"
+                ),
+            ))
+        }
+        _ => {
+            return Err(refuse(
+                file,
+                format!(
+                "{CONV_IN} has shape {conv_in:?}: expected (C, 4, 3, 3), a 4-channel latent input"
+            ),
+            ))
+        }
+    }
+    if !any("first_stage_model.") {
+        return Err(refuse(
+            file,
+            format!("no VAE in this file (no first_stage_model.* tensor); {looked_for}"),
+        ));
+    }
+    if any("cond_stage_model.transformer.") {
+        return Ok(Family::Sd1);
+    }
+    if any("cond_stage_model.model.") {
+        return Ok(if global_step == Some(SD2_BASE_GLOBAL_STEP) {
+            Family::Sd2Base
+        } else {
+            Family::Sd2V
+        });
+    }
+    Err(refuse(
+        file,
+        format!("no text encoder found (no cond_stage_model.* tensor); {looked_for}"),
+    ))
+}
+
+/// Top-level names of a checkpoint, normalised: `state_dict.` stripped; `None` for the EMA copy
+/// (`model_ema.*`: the non-EMA weights are used).
+pub fn normalise(name: &str) -> Option<&str> {
+    let name = name.strip_prefix("state_dict.").unwrap_or(name);
+    (!name.starts_with("model_ema.")).then_some(name)
+}
+
+/// Top-level buffers of LDM's DDPM wrapper (the training noise schedule): never loaded, the
+/// scheduler config gives the schedule.
+pub const DDPM_BUFFERS: [&str; 12] = [
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+];
+
+/// Whether a top-level tensor is one deliberately not loaded (besides a table's ignores).
+pub fn is_ignored_extra(name: &str) -> bool {
+    DDPM_BUFFERS.contains(&name)
+        || matches!(
+            name,
+            "global_step" | "epoch" | "logvar" | "model_ema.decay" | "model_ema.num_updates"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(tensors: &[(&str, Vec<usize>)], step: Option<i64>) -> Result<Family> {
+        detect(
+            Path::new("m.safetensors"),
+            tensors.iter().map(|(n, s)| (*n, s.as_slice())),
+            step,
+        )
+    }
+
+    fn base(text: &str) -> Vec<(&str, Vec<usize>)> {
+        vec![
+            (CONV_IN, vec![320, 4, 3, 3]),
+            (
+                "first_stage_model.decoder.conv_in.weight",
+                vec![512, 4, 3, 3],
+            ),
+            (text, vec![1]),
+        ]
+    }
+
+    fn message(r: Result<Family>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn sd1() {
+        let t = base("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight");
+        assert_eq!(run(&t, None).unwrap(), Family::Sd1);
+    }
+
+    #[test]
+    fn sd2_defaults_to_v_prediction_unless_global_step_875000() {
+        let t = base("cond_stage_model.model.token_embedding.weight");
+        assert_eq!(run(&t, None).unwrap(), Family::Sd2V);
+        assert_eq!(run(&t, Some(110_000)).unwrap(), Family::Sd2V);
+        assert_eq!(run(&t, Some(875_000)).unwrap(), Family::Sd2Base);
+        assert_eq!(Family::Sd2V.prediction_type(), PredictionType::VPrediction);
+        assert_eq!(Family::Sd2Base.prediction_type(), PredictionType::Epsilon);
+    }
+
+    #[test]
+    fn sdxl_refused() {
+        let mut t = base("cond_stage_model.model.token_embedding.weight");
+        t.push(("conditioner.embedders.1.model.ln_final.weight", vec![1280]));
+        assert!(message(run(&t, None)).contains("SDXL single files are not supported yet"));
+    }
+
+    #[test]
+    fn inpainting_refused() {
+        let mut t = base("cond_stage_model.transformer.text_model.x");
+        t[0].1 = vec![320, 9, 3, 3];
+        let m = message(run(&t, None));
+        assert!(
+            m.contains("inpainting checkpoints are not supported yet"),
+            "{m}"
+        );
+        assert!(m.contains("9 input channels"), "{m}");
+    }
+
+    #[test]
+    fn unknown_lists_what_was_looked_for() {
+        let t = vec![("encoder.layers.0.weight", vec![2])];
+        let m = message(run(&t, None));
+        assert!(m.contains("looked for model.diffusion_model.*"), "{m}");
+        assert!(m.contains("encoder.layers.0.weight"), "{m}");
+        let t = base("something.else");
+        assert!(message(run(&t, None)).contains("no text encoder found"));
+        let t = vec![
+            (CONV_IN, vec![320, 4, 3, 3]),
+            ("cond_stage_model.model.x", vec![1]),
+        ];
+        assert!(message(run(&t, None)).contains("no VAE"));
+    }
+
+    #[test]
+    fn names_are_normalised() {
+        assert_eq!(
+            normalise("state_dict.model.diffusion_model.out.0.bias"),
+            Some("model.diffusion_model.out.0.bias")
+        );
+        assert_eq!(normalise("model_ema.diffusion_modelout0bias"), None);
+        assert_eq!(normalise("state_dict.model_ema.decay"), None);
+        assert_eq!(normalise("betas"), Some("betas"));
+        assert!(is_ignored_extra("alphas_cumprod"));
+        assert!(!is_ignored_extra("model.diffusion_model.out.0.bias"));
+    }
+}
