@@ -27,6 +27,8 @@ enum Command {
     Info,
     /// Generate images from a prompt.
     Generate(Box<cli::generate::GenerateArgs>),
+    /// Write a full-size random checkpoint of a family (benchmarks, slow tests).
+    InitRandom(cli::init_random::InitRandomArgs),
     /// Convert a diffusers folder to an LDM single file (A1111 layout), or back.
     Convert(cli::convert::ConvertArgs),
     /// Benchmarks.
@@ -46,6 +48,8 @@ enum BenchCommand {
     Soak(cli::bench::SoakArgs),
     /// One UNet step of a model, profiled dispatch by dispatch and grouped by kernel.
     Unet(cli::bench::UnetArgs),
+    /// Load a model folder: time, GPU weight bytes, peak host memory, text encoder time.
+    Load(cli::bench::LoadArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Info => cli::info::run(&options),
         Command::Generate(args) => cli::generate::run(&options, &args),
+        Command::InitRandom(args) => cli::init_random::run(&args),
         Command::Convert(args) => cli::convert::run(&args),
         Command::Bench {
             what: BenchCommand::Kernels(args),
@@ -70,6 +75,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench {
             what: BenchCommand::Unet(args),
         } => cli::bench::run_unet(&options, &args),
+        Command::Bench {
+            what: BenchCommand::Load(args),
+        } => cli::bench::run_load(&options, &args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

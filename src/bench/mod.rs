@@ -2,6 +2,7 @@
 //! the adapter's own peak (an FMA-throughput and a copy-bandwidth probe run in the same process).
 
 pub mod kernels;
+pub mod load;
 pub mod memory;
 pub mod profile;
 pub mod soak;

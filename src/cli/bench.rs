@@ -212,6 +212,9 @@ pub struct UnetArgs {
     /// Batch (2 = classifier-free guidance).
     #[arg(long, default_value_t = 2)]
     pub batch: usize,
+    /// Image side in pixels (latent = size / 8); default: the UNet's sample_size.
+    #[arg(long)]
+    pub size: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -219,6 +222,10 @@ pub struct UnetArgs {
 
 pub fn run_unet(options: &GpuOptions, args: &UnetArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    anyhow::ensure!(
+        args.size.is_none_or(|s| s >= 8 && s % 8 == 0),
+        "--size must be a positive multiple of 8"
+    );
     let dtype = match args.dtype.as_str() {
         "auto" => None,
         other => Some(other.parse::<DType>()?),
@@ -229,7 +236,7 @@ pub fn run_unet(options: &GpuOptions, args: &UnetArgs) -> anyhow::Result<()> {
         &args.model.join("unet"),
         dtype,
         args.batch,
-        None,
+        args.size.map(|s| [s / 8, s / 8]),
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&p)?);
@@ -263,6 +270,50 @@ pub fn run_unet(options: &GpuOptions, args: &UnetArgs) -> anyhow::Result<()> {
     println!("\nslowest dispatches:");
     for (label, kernel, s) in &p.slowest {
         println!("  {:>8.2} ms  {label} ({kernel})", s * 1e3);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// A diffusers model folder.
+    #[arg(short, long)]
+    pub model: std::path::PathBuf,
+    /// f32, f16 or auto.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Also time the text encoder (batch 2), twice.
+    #[arg(long)]
+    pub text_encoder: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_load(options: &GpuOptions, args: &LoadArgs) -> anyhow::Result<()> {
+    let dtype = match args.dtype.as_str() {
+        "auto" => None,
+        other => Some(other.parse::<DType>()?),
+    };
+    let gpu = Gpu::new(options)?;
+    let r = stipple::bench::load::bench_load(&gpu, &args.model, dtype, args.text_encoder)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{} on {} ({}): load {:.2} s, {:.1} MiB of tensors in the files, {:.1} MiB of GPU weights, peak RSS {}",
+        r.model,
+        r.adapter,
+        r.dtype,
+        r.load_seconds,
+        mib(r.file_bytes),
+        mib(r.gpu_weight_bytes),
+        r.peak_rss_bytes
+            .map_or("unknown".into(), |b| format!("{:.1} MiB", mib(b)))
+    );
+    if let Some([first, second]) = r.text_encoder_seconds {
+        println!("text encoder, batch 2: {first:.2} s (first run, with plan build), {second:.2} s (second)");
     }
     Ok(())
 }

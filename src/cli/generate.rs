@@ -7,8 +7,7 @@ use anyhow::Context;
 use stipple::image_io::{self, A1111Parameters};
 use stipple::output_file::{self, NamedPath};
 use stipple::pipeline::{
-    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Pipeline, Progress, SizeConditioning,
-    Timings,
+    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, SizeConditioning, Timings,
 };
 use stipple::schedulers::{PredictionType, SchedulerConfig, SchedulerOverrides, TimestepSpacing};
 use stipple::{DType, Gpu, GpuOptions};
@@ -361,14 +360,12 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         variant: args.variant.clone(),
         config: args.config.clone(),
     };
-    let (mut pipeline, notes) = Pipeline::load_with(&gpu, &model, &load_options)
+    let (mut pipeline, notes) = super::load_progress::load_pipeline(&gpu, &model, &load_options)
         .with_context(|| format!("loading {}", model.display()))?;
     for note in notes {
         eprintln!("info: {note}");
     }
-    let prediction_type = pipeline
-        .scheduler_config_for(&options)?
-        .prediction_type;
+    let prediction_type = pipeline.scheduler_config_for(&options)?.prediction_type;
     if let Some(vae) = &args.vae {
         pipeline
             .set_vae(vae)

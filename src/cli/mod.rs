@@ -4,4 +4,6 @@ pub mod bench;
 pub mod convert;
 pub mod generate;
 pub mod info;
+pub mod init_random;
+pub mod load_progress;
 pub mod prompts_file;

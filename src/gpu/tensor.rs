@@ -2,10 +2,17 @@
 //!
 //! Compute is always f32; `DType` is only how values are stored. Host data is `f32` on both
 //! sides of upload/download and converted here.
+//!
+//! Uploads stream: [`Tensor::from_fill`] produces a tensor's values chunk by chunk
+//! ([`UPLOAD_CHUNK`] elements: 4 MiB of f32 scratch, whatever the tensor's size) and queues
+//! each chunk with `write_buffer`. wgpu keeps every queued chunk in a staging allocation until
+//! a submission that carries it has finished, so after every [`UPLOAD_FLUSH_BYTES`] queued the
+//! upload submits and waits: host memory during a model load stays the GPU buffers plus a
+//! bounded window, instead of a second copy of the whole model (on lavapipe, where GPU buffers
+//! are host memory, that second copy doubled the peak).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -41,15 +48,34 @@ impl DType {
 
     /// Encode f32 host values into this dtype's bytes (padded to `buffer_bytes`).
     pub fn encode(self, data: &[f32]) -> Vec<u8> {
-        let mut bytes = match self {
-            DType::F32 => bytemuck::cast_slice(data).to_vec(),
-            DType::F16 => {
-                let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
-                bytemuck::cast_slice(&halves).to_vec()
-            }
-        };
+        let mut bytes = Vec::with_capacity(self.buffer_bytes(data.len()) as usize);
+        self.encode_into(data, &mut bytes);
         bytes.resize(self.buffer_bytes(data.len()) as usize, 0);
         bytes
+    }
+
+    /// Append the little-endian bytes of `data` in this dtype to `out` (no padding).
+    pub fn encode_into(self, data: &[f32], out: &mut Vec<u8>) {
+        match self {
+            DType::F32 => out.extend_from_slice(bytemuck::cast_slice(data)),
+            DType::F16 => {
+                use half::slice::HalfFloatSliceExt;
+                let start = out.len();
+                out.resize(start + 2 * data.len(), 0);
+                match bytemuck::try_cast_slice_mut::<u8, half::f16>(&mut out[start..]) {
+                    // Vectorised (F16C) where the bytes happen to be 2-aligned (always, in
+                    // practice: allocations are), else element by element.
+                    Ok(halves) if cfg!(target_endian = "little") => {
+                        halves.convert_from_f32_slice(data)
+                    }
+                    _ => {
+                        for (c, &x) in out[start..].chunks_exact_mut(2).zip(data) {
+                            c.copy_from_slice(&half::f16::from_f32(x).to_le_bytes());
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Decode `numel` values of this dtype from bytes.
@@ -141,14 +167,59 @@ impl Tensor {
                 format!("{} values given for shape {shape:?}", data.len()),
             ));
         }
-        check_binding_size(gpu, label, dtype.buffer_bytes(data.len()))?;
+        Self::from_fill(gpu, label, shape, dtype, |start, out| {
+            out.copy_from_slice(&data[start..start + out.len()])
+        })
+    }
+
+    /// A tensor whose values `fill(start, out)` writes, chunk by chunk: elements
+    /// `start..start + out.len()` in row-major order, `out.len() <= UPLOAD_CHUNK`. Host memory
+    /// used is one chunk, whatever the tensor's size (see the module docs).
+    pub fn from_fill(
+        gpu: &Gpu,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+        mut fill: impl FnMut(usize, &mut [f32]),
+    ) -> Result<Tensor> {
+        let n = numel(shape);
+        Self::from_writes(gpu, label, shape, dtype, |writer| {
+            let mut values = vec![0.0f32; n.min(UPLOAD_CHUNK)];
+            for start in (0..n).step_by(UPLOAD_CHUNK) {
+                let chunk = &mut values[..UPLOAD_CHUNK.min(n - start)];
+                fill(start, chunk);
+                writer.write(start, chunk);
+            }
+        })
+    }
+
+    /// A tensor whose contents `write_all` produces as segments through
+    /// [`UploadWriter::write`], in any order (each element once; unwritten elements are
+    /// zero). Segments are encoded and queued one by one (see the module docs).
+    pub fn from_writes(
+        gpu: &Gpu,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+        write_all: impl FnOnce(&mut UploadWriter),
+    ) -> Result<Tensor> {
+        let size = dtype.buffer_bytes(numel(shape));
+        check_binding_size(gpu, label, size)?;
         let buffer = gpu.scoped(&format!("uploading {label}"), || {
-            gpu.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: &dtype.encode(data),
-                    usage: TENSOR_USAGE,
-                })
+            let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: false,
+            });
+            let mut writer = UploadWriter {
+                gpu,
+                buffer: &buffer,
+                dtype,
+                bytes: Vec::new(),
+            };
+            write_all(&mut writer);
+            buffer
         })?;
         Ok(Tensor {
             buffer: Arc::new(buffer),
@@ -197,6 +268,54 @@ impl Tensor {
     pub fn to_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let bytes = read_buffer(gpu, &self.buffer, &self.label)?;
         Ok(self.dtype.decode(&bytes, self.numel()))
+    }
+}
+
+/// Queues segments of one tensor's contents (see [`Tensor::from_writes`]).
+pub struct UploadWriter<'a> {
+    gpu: &'a Gpu,
+    buffer: &'a wgpu::Buffer,
+    dtype: DType,
+    bytes: Vec<u8>,
+}
+
+impl UploadWriter<'_> {
+    /// Writes elements `offset..offset + values.len()`. Copies work in 4-byte units: for f16,
+    /// `offset` must be even, and so must `values.len()` unless the segment ends the tensor
+    /// (it is padded with a zero, as the buffer is). Panics otherwise (a caller invariant).
+    pub fn write(&mut self, offset: usize, values: &[f32]) {
+        let size = self.dtype.size();
+        assert!(
+            (offset * size).is_multiple_of(4),
+            "upload segment at element {offset} is not 4-byte aligned"
+        );
+        self.bytes.clear();
+        self.dtype.encode_into(values, &mut self.bytes);
+        self.bytes.resize(self.bytes.len().div_ceil(4) * 4, 0);
+        let start = (offset * size) as u64;
+        self.gpu.queue.write_buffer(self.buffer, start, &self.bytes);
+        queued(self.gpu, self.bytes.len() as u64);
+    }
+}
+
+/// Elements produced per upload chunk (4 MiB as f32).
+pub const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// Bytes queued with `write_buffer` after which an upload submits and waits, so that wgpu
+/// frees the staging memory behind them.
+pub const UPLOAD_FLUSH_BYTES: u64 = 64 << 20;
+
+/// Bytes queued since the last flush (process-wide: flushing one device more often than
+/// needed costs little).
+static QUEUED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts `bytes` queued on `gpu`; past [`UPLOAD_FLUSH_BYTES`], submits and waits.
+fn queued(gpu: &Gpu, bytes: u64) {
+    if QUEUED.fetch_add(bytes, Ordering::Relaxed) + bytes >= UPLOAD_FLUSH_BYTES {
+        QUEUED.store(0, Ordering::Relaxed);
+        gpu.queue.submit([]);
+        // A failed wait (device lost) surfaces at the caller's next check.
+        let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
     }
 }
 

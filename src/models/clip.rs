@@ -2,9 +2,11 @@
 //! and `CLIPTextModelWithProjection` (SDXL's `text_encoder_2`) when the weights have
 //! `text_projection.weight`.
 //!
-//! The token-embedding gather runs on the CPU: the table (49408 × 768 f32 = 145 MiB for SD1.x)
-//! exceeds the 128 MiB storage-binding limit of many adapters, and gathering 77 rows costs
-//! nothing. The graph starts at `inputs_embeds` (B, T, D) and adds the position embeddings.
+//! The token-embedding gather runs on the CPU: the table (49408 × 768 f32 = 145 MiB for SD1.x,
+//! 49408 × 1024 = 193 MiB for SD2.x) exceeds the 128 MiB storage-binding limit of many
+//! adapters, and gathering 77 rows costs nothing. The table is kept in the file's dtype (half
+//! the memory for F16 checkpoints) and rows are converted when gathered. The graph starts at
+//! `inputs_embeds` (B, T, D) and adds the position embeddings.
 //!
 //! The pooled output (`text_embeds` of the projection model) is the final-layer-normed state at
 //! the EOS token, projected. The graph projects every token (T × D × P multiply-adds: nothing next
@@ -22,7 +24,7 @@ use crate::ops::attention::{self as attn_op, AttentionOptions, HeadsOf};
 use crate::ops::elementwise::{self, Activation};
 use crate::ops::layer_norm;
 use crate::ops::matmul::{self, LinearOptions, LinearWeight};
-use crate::weights::{Weights, WeightsView};
+use crate::weights::{to_f32, FileDtype, Weights, WeightsView};
 
 /// One pre-norm encoder layer: causal self-attention and an MLP, each with a residual.
 struct ClipEncoderLayer {
@@ -122,10 +124,35 @@ pub enum PromptEmbeds {
     NormedHiddenState(usize),
 }
 
+/// A (rows, D) table kept on the host as the file stored it (F32, F16 or BF16 bytes).
+struct HostTable {
+    dtype: FileDtype,
+    bytes: Vec<u8>,
+}
+
+impl Default for HostTable {
+    /// Empty (placeholder models).
+    fn default() -> Self {
+        HostTable {
+            dtype: FileDtype::F32,
+            bytes: Vec::new(),
+        }
+    }
+}
+
+impl HostTable {
+    /// Row `i` of width `d` as f32, or `None` past the end.
+    fn row(&self, i: usize, d: usize) -> Option<Vec<f32>> {
+        let size = self.dtype.bits() / 8;
+        let bytes = self.bytes.get(i * d * size..(i + 1) * d * size)?;
+        to_f32(self.dtype, bytes).ok()
+    }
+}
+
 pub struct ClipTextModel {
     pub config: ClipTextConfig,
-    /// (vocab, D) on the CPU.
-    token_embedding: Vec<f32>,
+    /// (vocab, D) on the CPU, in the file's dtype.
+    token_embedding: HostTable,
     /// (max_positions, D).
     position_embedding: Tensor,
     layers: Vec<ClipEncoderLayer>,
@@ -170,10 +197,16 @@ impl ClipTextModel {
         let emb = w.pp("embeddings");
         emb.skip("position_ids"); // a buffer some checkpoints carry
         let token_embedding = if ctx.placeholders {
-            Vec::new()
+            HostTable::default()
         } else {
-            emb.pp("token_embedding")
-                .get("weight", &[config.vocab_size, d])?
+            let data = emb
+                .pp("token_embedding")
+                .data("weight", &[config.vocab_size, d])?;
+            ctx.loaded(&data);
+            HostTable {
+                dtype: data.dtype,
+                bytes: data.bytes().to_vec(),
+            }
         };
         let position_embedding = ctx.tensor(
             &emb.pp("position_embedding"),
@@ -250,19 +283,16 @@ impl ClipTextModel {
         let d = self.config.hidden_size;
         let mut out = Vec::with_capacity(ids.len() * d);
         for &id in ids {
-            let row = self
-                .token_embedding
-                .get(id as usize * d..(id as usize + 1) * d)
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "token id",
-                        format!(
-                            "{id} is outside the vocabulary of {}",
-                            self.config.vocab_size
-                        ),
-                    )
-                })?;
-            out.extend_from_slice(row);
+            let row = self.token_embedding.row(id as usize, d).ok_or_else(|| {
+                Error::invalid(
+                    "token id",
+                    format!(
+                        "{id} is outside the vocabulary of {}",
+                        self.config.vocab_size
+                    ),
+                )
+            })?;
+            out.extend_from_slice(&row);
         }
         Ok(out)
     }

@@ -1,17 +1,23 @@
 //! Loading the basic layers (Linear, Conv2d, GroupNorm, LayerNorm) from weights into the layouts
 //! the kernels read.
+//!
+//! Weights stream from the memory map to the GPU: each packed element is read from the file
+//! (converting F16/BF16 on the fly) while a chunk is produced, so no f32 copy of a tensor is
+//! made on the host (see `Tensor::from_fill`), and each tensor's file pages are released
+//! once it is uploaded (see `TensorData`).
 
 use super::Ctx;
 use crate::error::Result;
+use crate::gpu::tensor::UPLOAD_CHUNK;
 use crate::gpu::Tensor;
 use crate::graph::{Graph, ValueId};
 use crate::lora::targets::Part;
-use crate::ops::conv2d::Conv2dWeight;
+use crate::ops::conv2d::{self, Conv2dWeight};
 use crate::ops::group_norm::GroupNorm;
 use crate::ops::layer_norm;
-use crate::ops::matmul::LinearWeight;
+use crate::ops::matmul::{self, LinearWeight};
 use crate::ops::pad8;
-use crate::weights::WeightsView;
+use crate::weights::{TensorData, WeightsView};
 
 /// `nn.Linear(in_features, out_features, bias)` at `w` (`weight` (out, in), `bias` (out)).
 pub fn linear(
@@ -21,30 +27,95 @@ pub fn linear(
     out_features: usize,
     bias: bool,
 ) -> Result<LinearWeight> {
+    let parts = if ctx.placeholders {
+        Vec::new()
+    } else {
+        vec![w.data("weight", &[out_features, in_features])?]
+    };
+    stream_linear(
+        ctx,
+        w,
+        w.prefix(),
+        &parts,
+        &[""],
+        &[out_features, in_features],
+        in_features,
+        out_features,
+        bias,
+    )
+}
+
+/// A LinearWeight from torch-layout (out, in) parts stacked along `out` (one part for a plain
+/// Linear), streamed from the memory map into the packed (in, pad8(total out)) layout the
+/// matmul kernel reads; biases from `w.{part}.bias`. Placeholders when `ctx.placeholders`.
+#[allow(clippy::too_many_arguments)]
+fn stream_linear(
+    ctx: Ctx,
+    w: &WeightsView,
+    name: &str,
+    parts: &[TensorData],
+    part_names: &[&str],
+    part_shape: &[usize],
+    in_features: usize,
+    out_features: usize,
+    bias: bool,
+) -> Result<LinearWeight> {
+    let total = part_names.len() * out_features;
     if ctx.placeholders {
-        return placeholder_linear(ctx, w.prefix(), in_features, out_features, bias);
+        return placeholder_linear(ctx, name, in_features, total, bias);
     }
-    let weight = w.get("weight", &[out_features, in_features])?;
-    let b = if bias {
-        Some(w.get("bias", &[out_features])?)
+    let weight = Tensor::from_writes(
+        ctx.gpu,
+        &format!("{name}.weight"),
+        &[in_features, pad8(total)],
+        ctx.dtype,
+        |writer| {
+            // Row r of the stacked (total, in) weight is row r % out of part r / out.
+            let read = |r: usize, col: usize, out: &mut [f32]| {
+                let row_start = (r % out_features) * in_features + col;
+                parts[r / out_features].read(row_start, out)
+            };
+            let emit = |offset, values: &[f32]| writer.write(offset, values);
+            matmul::pack_weight_segments(read, total, in_features, UPLOAD_CHUNK, emit)
+        },
+    )?;
+    parts.iter().for_each(|p| ctx.loaded(p));
+    // LoRAs rewrite this packed tensor from the parts it was built from.
+    let recorded = part_names
+        .iter()
+        .map(|p| {
+            let view = if p.is_empty() { w.clone() } else { w.pp(p) };
+            part(&view, "weight", part_shape)
+        })
+        .collect();
+    ctx.record_linear(recorded, in_features, &weight);
+    let bias = if bias {
+        let biases = part_names
+            .iter()
+            .map(|p| w.pp(p).data("bias", &[out_features]))
+            .collect::<Result<Vec<_>>>()?;
+        let tensor = Tensor::from_fill(
+            ctx.gpu,
+            &format!("{name}.bias"),
+            &[total],
+            ctx.dtype,
+            |start, out| {
+                for (i, o) in (start..).zip(out.iter_mut()) {
+                    *o = biases[i / out_features].get(i % out_features);
+                }
+            },
+        )?;
+        biases.iter().for_each(|b| ctx.loaded(b));
+        Some(tensor)
     } else {
         None
     };
-    let lw = LinearWeight::upload(
-        ctx.gpu,
-        w.prefix(),
-        &weight,
-        b.as_deref(),
-        out_features,
+    Ok(LinearWeight {
+        weight,
+        bias,
         in_features,
-        ctx.dtype,
-    )?;
-    ctx.record_linear(
-        vec![part(w, "weight", &[out_features, in_features])],
-        in_features,
-        &lw.weight,
-    );
-    Ok(lw)
+        out_features: total,
+    })
 }
 
 /// A weight a packed tensor is built from (for [`Ctx::record_linear`]).
@@ -88,27 +159,28 @@ pub fn linear_or_conv1x1(
     out_features: usize,
     conv1x1: bool,
 ) -> Result<LinearWeight> {
-    if ctx.placeholders {
-        return placeholder_linear(ctx, w.prefix(), in_features, out_features, true);
-    }
     let shape = if conv1x1 {
+        // (out, in, 1, 1) has the (out, in) element order.
         vec![out_features, in_features, 1, 1]
     } else {
         vec![out_features, in_features]
     };
-    let weight = w.get("weight", &shape)?;
-    let bias = w.get("bias", &[out_features])?;
-    let lw = LinearWeight::upload(
-        ctx.gpu,
+    let parts = if ctx.placeholders {
+        Vec::new()
+    } else {
+        vec![w.data("weight", &shape)?]
+    };
+    stream_linear(
+        ctx,
+        w,
         w.prefix(),
-        &weight,
-        Some(&bias),
-        out_features,
+        &parts,
+        &[""],
+        &shape,
         in_features,
-        ctx.dtype,
-    )?;
-    ctx.record_linear(vec![part(w, "weight", &shape)], in_features, &lw.weight);
-    Ok(lw)
+        out_features,
+        true,
+    )
 }
 
 /// Several Linears with the same input fused into one (their outputs side by side), e.g.
@@ -122,27 +194,26 @@ pub fn fused_linear(
     bias: bool,
 ) -> Result<LinearWeight> {
     let name = format!("{}.{}", w.prefix(), parts.join("+"));
-    let total = parts.len() * out_features;
-    if ctx.placeholders {
-        return placeholder_linear(ctx, &name, in_features, total, bias);
-    }
-    let mut weight = Vec::with_capacity(total * in_features);
-    let mut biases = Vec::with_capacity(total);
-    for part in parts {
-        let p = w.pp(part);
-        weight.extend(p.get("weight", &[out_features, in_features])?);
-        if bias {
-            biases.extend(p.get("bias", &[out_features])?);
-        }
-    }
-    let b = bias.then_some(&biases[..]);
-    let lw = LinearWeight::upload(ctx.gpu, &name, &weight, b, total, in_features, ctx.dtype)?;
-    let parts = parts
-        .iter()
-        .map(|p| part(&w.pp(p), "weight", &[out_features, in_features]))
-        .collect();
-    ctx.record_linear(parts, in_features, &lw.weight);
-    Ok(lw)
+    let data = if ctx.placeholders {
+        Vec::new()
+    } else {
+        parts
+            .iter()
+            .map(|p| w.pp(p).data("weight", &[out_features, in_features]))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let fused = stream_linear(
+        ctx,
+        w,
+        &name,
+        &data,
+        parts,
+        &[out_features, in_features],
+        in_features,
+        out_features,
+        bias,
+    )?;
+    Ok(fused)
 }
 
 /// `nn.Conv2d(cin, cout, kernel)` with bias.
@@ -153,8 +224,8 @@ pub fn conv2d(
     cout: usize,
     kernel: usize,
 ) -> Result<Conv2dWeight> {
+    let name = w.prefix();
     if ctx.placeholders {
-        let name = w.prefix();
         return Ok(Conv2dWeight {
             weight: Tensor::placeholder(
                 ctx.gpu,
@@ -173,22 +244,29 @@ pub fn conv2d(
             kernel: [kernel, kernel],
         });
     }
-    let weight = w.get("weight", &[cout, cin, kernel, kernel])?;
-    let bias = w.get("bias", &[cout])?;
-    let cw = Conv2dWeight::upload(
+    let shape = [cout, cin, kernel, kernel];
+    let data = w.data("weight", &shape)?;
+    let weight = Tensor::from_writes(
         ctx.gpu,
-        w.prefix(),
-        &weight,
-        Some(&bias),
-        [cout, cin, kernel, kernel],
+        &format!("{name}.weight"),
+        &[kernel * kernel * cin, pad8(cout)],
         ctx.dtype,
+        |writer| {
+            let read = |start, out: &mut [f32]| data.read(start, out);
+            let emit = |offset, values: &[f32]| writer.write(offset, values);
+            conv2d::pack_weight_segments(read, shape, UPLOAD_CHUNK, emit)
+        },
     )?;
-    ctx.record_conv(
-        w.full_name("weight"),
-        [cout, cin, kernel, kernel],
-        &cw.weight,
-    );
-    Ok(cw)
+    ctx.loaded(&data);
+    drop(data);
+    ctx.record_conv(w.full_name("weight"), shape, &weight);
+    Ok(Conv2dWeight {
+        weight,
+        bias: Some(ctx.tensor(w, "bias", &[cout])?),
+        in_channels: cin,
+        out_channels: cout,
+        kernel: [kernel, kernel],
+    })
 }
 
 fn affine(ctx: Ctx, w: &WeightsView, channels: usize) -> Result<(Tensor, Tensor)> {

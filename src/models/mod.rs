@@ -22,7 +22,7 @@ pub mod vae;
 
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
-use crate::weights::WeightsView;
+use crate::weights::{TensorData, WeightsView};
 
 /// Where and how weights are uploaded.
 #[derive(Clone, Copy)]
@@ -36,6 +36,8 @@ pub struct Ctx<'a> {
     /// Where Linear/Conv2d uploads are recorded so LoRAs can rewrite them (see
     /// [`crate::lora::targets`]); None = not recorded.
     pub lora_targets: Option<&'a crate::lora::Targets>,
+    /// Told the file bytes of each weight once it is on the GPU (a loading progress bar).
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -45,6 +47,7 @@ impl<'a> Ctx<'a> {
             dtype,
             placeholders: false,
             lora_targets: None,
+            progress: None,
         }
     }
 
@@ -55,6 +58,7 @@ impl<'a> Ctx<'a> {
             dtype,
             placeholders: true,
             lora_targets: None,
+            progress: None,
         }
     }
 
@@ -64,7 +68,18 @@ impl<'a> Ctx<'a> {
         if self.placeholders {
             return Tensor::placeholder(self.gpu, &label, shape, self.dtype);
         }
-        let data = w.get(name, shape)?;
-        Tensor::from_f32(self.gpu, &label, shape, self.dtype, &data)
+        let data = w.data(name, shape)?;
+        let tensor = Tensor::from_fill(self.gpu, &label, shape, self.dtype, |start, out| {
+            data.read(start, out)
+        })?;
+        self.loaded(&data);
+        Ok(tensor)
+    }
+
+    /// Reports a weight as loaded to [`Ctx::progress`].
+    pub fn loaded(&self, data: &TensorData) {
+        if let Some(progress) = self.progress {
+            progress(data.bytes().len() as u64);
+        }
     }
 }

@@ -20,19 +20,82 @@ pub struct Conv2dWeight {
 
 /// Repack torch (COUT, CIN, KH, KW) into ((ky·KW + kx)·CIN + ci, co) with NP columns.
 pub fn pack_weight(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; kh * kw * cin * pad8(cout)];
+    pack_weight_range(|i| w[i], [cout, cin, kh, kw], 0, &mut out);
+    out
+}
+
+/// Elements `start..start + out.len()` of [`pack_weight`]'s result, reading the torch-layout
+/// weight through `w(index)`: for streaming a weight to the GPU in chunks.
+pub fn pack_weight_range(
+    w: impl Fn(usize) -> f32,
+    [cout, cin, kh, kw]: [usize; 4],
+    start: usize,
+    out: &mut [f32],
+) {
     let np = pad8(cout);
-    let mut out = vec![0.0; kh * kw * cin * np];
-    for co in 0..cout {
-        for ci in 0..cin {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    out[((ky * kw + kx) * cin + ci) * np + co] =
-                        w[((co * cin + ci) * kh + ky) * kw + kx];
-                }
+    let taps = kh * kw;
+    // out[p] with p = (tap · CIN + ci) · NP + co, tap = ky · KW + kx; the source index of
+    // (tap, ci, co) is (co · CIN + ci) · taps + tap. Counters instead of divisions per element.
+    let (row, mut co) = (start / np, start % np);
+    let (mut tap, mut ci) = (row / cin, row % cin);
+    for o in out.iter_mut() {
+        *o = if co < cout {
+            w((co * cin + ci) * taps + tap)
+        } else {
+            0.0
+        };
+        co += 1;
+        if co == np {
+            co = 0;
+            ci += 1;
+            if ci == cin {
+                ci = 0;
+                tap += 1;
             }
         }
     }
-    out
+}
+
+/// [`pack_weight`]'s result produced in segments of at most about `max_chunk` elements,
+/// reading the torch-layout weight only in contiguous runs through `read(start, out)` (fast
+/// for a memory-mapped F16 file, unlike the strided reads of [`pack_weight_range`]).
+/// `emit(offset, values)` receives each segment: packed elements `offset..offset + len`.
+///
+/// Each step takes a block of input channels `[c0, c1)` for every output channel (one
+/// contiguous run of the source per `co`) and emits one segment per tap: packed rows
+/// `tap · CIN + c0 .. tap · CIN + c1`. Offsets are multiples of NP (a multiple of 8).
+pub fn pack_weight_segments(
+    mut read: impl FnMut(usize, &mut [f32]),
+    [cout, cin, kh, kw]: [usize; 4],
+    max_chunk: usize,
+    mut emit: impl FnMut(usize, &[f32]),
+) {
+    let np = pad8(cout);
+    let taps = kh * kw;
+    let block = (max_chunk / (taps * np)).clamp(1, cin.max(1));
+    let mut run = vec![0.0f32; block * taps];
+    let mut packed = vec![0.0f32; taps * block * np];
+    for c0 in (0..cin).step_by(block) {
+        let c1 = (c0 + block).min(cin);
+        let width = c1 - c0;
+        let run = &mut run[..width * taps];
+        // packed[tap][ci - c0][co]; columns co >= cout stay zero.
+        let packed = &mut packed[..taps * width * np];
+        packed.fill(0.0);
+        for co in 0..cout {
+            read((co * cin + c0) * taps, run); // (ci - c0, tap) for this co
+            for (ci, taps_of_ci) in run.chunks_exact(taps).enumerate() {
+                for (tap, &v) in taps_of_ci.iter().enumerate() {
+                    packed[(tap * width + ci) * np + co] = v;
+                }
+            }
+        }
+        for tap in 0..taps {
+            let segment = &packed[tap * width * np..(tap + 1) * width * np];
+            emit((tap * cin + c0) * np, segment);
+        }
+    }
 }
 
 impl Conv2dWeight {

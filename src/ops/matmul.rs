@@ -20,14 +20,63 @@ pub struct LinearWeight {
 
 /// Repack a row-major (N, K) weight into (K, NP).
 pub fn pack_weight(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0.0; k * pad8(n)];
+    pack_weight_range(|i| w[i], n, k, 0, &mut out);
+    out
+}
+
+/// Elements `start..start + out.len()` of [`pack_weight`]'s (K, NP) result, reading the
+/// row-major (N, K) weight through `w(index)`: for streaming a weight to the GPU in chunks.
+pub fn pack_weight_range(
+    w: impl Fn(usize) -> f32,
+    n: usize,
+    k: usize,
+    start: usize,
+    out: &mut [f32],
+) {
     let np = pad8(n);
-    let mut out = vec![0.0; k * np];
-    for (row, chunk) in w.chunks_exact(k).enumerate().take(n) {
-        for (kk, &v) in chunk.iter().enumerate() {
-            out[kk * np + row] = v;
+    // out[p] with p = kk · NP + row; counters instead of a division per element.
+    let (mut kk, mut row) = (start / np, start % np);
+    for o in out.iter_mut() {
+        *o = if row < n { w(row * k + kk) } else { 0.0 };
+        row += 1;
+        if row == np {
+            row = 0;
+            kk += 1;
         }
     }
-    out
+}
+
+/// [`pack_weight`]'s (K, NP) result produced in contiguous segments of about `max_chunk`
+/// elements (whole packed rows), reading the (N, K) weight only in contiguous runs through
+/// `read(row, col, out)` = `w[row][col..col + out.len()]` (fast for a memory-mapped F16 file,
+/// unlike the strided reads of [`pack_weight_range`]). `emit(offset, values)` receives each
+/// segment; offsets are multiples of NP.
+pub fn pack_weight_segments(
+    mut read: impl FnMut(usize, usize, &mut [f32]),
+    n: usize,
+    k: usize,
+    max_chunk: usize,
+    mut emit: impl FnMut(usize, &[f32]),
+) {
+    let np = pad8(n);
+    let block = (max_chunk / np).clamp(1, k.max(1));
+    let mut run = vec![0.0f32; block];
+    let mut packed = vec![0.0f32; block * np];
+    for k0 in (0..k).step_by(block) {
+        let width = (k0 + block).min(k) - k0;
+        let run = &mut run[..width];
+        // packed[kk - k0][row]; columns row >= n stay zero.
+        let packed = &mut packed[..width * np];
+        packed.fill(0.0);
+        for row in 0..n {
+            read(row, k0, run);
+            for (kk, &v) in run.iter().enumerate() {
+                packed[kk * np + row] = v;
+            }
+        }
+        emit(k0 * np, packed);
+    }
 }
 
 impl LinearWeight {

@@ -10,11 +10,12 @@
 //! - configs written by Python's json with `NaN`/`Infinity` literals: read by `read_config`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 
 use super::family::{self, Family};
-use super::{LoadOptions, PlanCache, Pipeline};
+use super::{LoadOptions, Pipeline, PlanCache};
 use crate::error::{Error, Result};
 use crate::gpu::{auto_dtype, DType, Gpu};
 use crate::lora::{Component, LoraState};
@@ -32,6 +33,7 @@ pub(crate) fn load(
     gpu: &Gpu,
     path: &Path,
     options: &LoadOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(Pipeline, Vec<String>)> {
     let index = path.join("model_index.json");
     if !path.is_dir() {
@@ -55,8 +57,25 @@ pub(crate) fn load(
     }
     notes.extend(unused_components(&json, family.components()));
     let dtype = options.dtype.unwrap_or_else(|| auto_dtype(gpu));
-    let ctx = Ctx::new(gpu, dtype);
     let variant = options.variant.as_deref();
+    // The loading bar's total: errors here are reported by each component's own load below.
+    let total = family
+        .components()
+        .iter()
+        .filter(|c| !c.starts_with("tokenizer") && **c != "scheduler")
+        .filter_map(|c| resolve_dir(&path.join(c), variant).ok())
+        .filter_map(|r| Weights::open(&r.path).ok())
+        .map(|w| w.data_bytes())
+        .sum::<u64>();
+    let done = AtomicU64::new(0);
+    let report = |bytes: u64| {
+        let sum = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        progress(sum, total);
+    };
+    let ctx = Ctx {
+        progress: Some(&report),
+        ..Ctx::new(gpu, dtype)
+    };
     // LoRA-able weights are recorded while loading, with where their base comes from.
     let mut lora = LoraState::default();
     let (tokenizer, text_encoder, base) = load_text_encoder(
@@ -107,7 +126,10 @@ pub(crate) fn load(
     } else {
         dtype
     };
-    let vae_ctx = Ctx::new(gpu, vae_dtype);
+    let vae_ctx = Ctx {
+        dtype: vae_dtype,
+        ..ctx
+    };
     let (vae, _) = component(
         &path.join("vae"),
         variant,
@@ -216,8 +238,7 @@ fn unused_components(index: &serde_json::Value, used: &[&str]) -> Option<String>
         .filter(|(k, v)| {
             !k.starts_with('_')
                 && !used.contains(&k.as_str())
-                && v.as_array()
-                    .is_some_and(|a| a.iter().any(|x| !x.is_null()))
+                && v.as_array().is_some_and(|a| a.iter().any(|x| !x.is_null()))
         })
         .map(|(k, _)| k.as_str())
         .collect();

@@ -13,8 +13,8 @@ mod conditioning;
 pub mod family;
 mod folder;
 pub mod layout;
-pub mod lora;
 pub mod limits;
+pub mod lora;
 pub mod options;
 pub mod plan_cache;
 pub mod single_file;
@@ -25,9 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use family::{Family, SizeConditioning};
-pub use options::{
-    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings,
-};
+pub use options::{GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings};
 pub use single_file::{SingleFileInfo, SingleFileOptions};
 
 use crate::error::{Error, Result};
@@ -106,6 +104,17 @@ impl Pipeline {
         path: &Path,
         options: &LoadOptions,
     ) -> Result<(Pipeline, Vec<String>)> {
+        Self::load_with_progress(gpu, path, options, &|_, _| {})
+    }
+
+    /// [`Pipeline::load_with`], telling `progress(done, total)` the weight bytes on the GPU so
+    /// far and in all (file bytes of the text encoder(s), UNet and VAE; folders only).
+    pub fn load_with_progress(
+        gpu: &Gpu,
+        path: &Path,
+        options: &LoadOptions,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<(Pipeline, Vec<String>)> {
         crate::weights::single_file::refuse_pickle(path)?;
         if path.is_file() {
             let single = SingleFileOptions {
@@ -129,7 +138,7 @@ impl Pipeline {
                 ),
             ));
         }
-        folder::load(gpu, path, options)
+        folder::load(gpu, path, options, progress)
     }
 
     /// Load a single-file LDM `.safetensors` checkpoint (SD1.x / SD2.x); also says which family

@@ -17,12 +17,18 @@
 //! with `SIGBUS` on the next read.
 
 mod dtype;
+pub mod module_tensors;
+pub mod published_configs;
+pub mod random_init;
 mod resolve;
 mod safetensors_file;
 pub mod single_file;
+mod tensor_data;
+pub mod writer;
 
 pub use dtype::{to_f32, FileDtype};
 pub use resolve::{resolve_dir, ResolvedWeights};
+pub use tensor_data::TensorData;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -172,6 +178,11 @@ impl Weights {
     /// Every mapped file (one, or each shard), in the order opened.
     pub fn files(&self) -> Vec<&Path> {
         self.files.iter().map(|f| f.path()).collect()
+    }
+
+    /// Bytes of all tensor data (headers excluded).
+    pub fn data_bytes(&self) -> u64 {
+        self.tensors.values().map(|e| e.range.len() as u64).sum()
     }
 
     /// A view with an empty prefix.
@@ -330,12 +341,30 @@ impl Weights {
     }
 
     fn read(&self, full: &str, entry: &Entry) -> Result<Vec<f32>> {
-        let bytes = self.files[entry.file].bytes(entry.range.clone());
-        to_f32(entry.dtype, bytes).map_err(|message| Error::Weight {
-            file: self.file_of(entry),
-            tensor: full.to_string(),
-            message,
-        })
+        let file = &self.files[entry.file];
+        let data =
+            to_f32(entry.dtype, file.bytes(entry.range.clone())).map_err(|message| Error::Weight {
+                file: self.file_of(entry),
+                tensor: full.to_string(),
+                message,
+            });
+        file.release(entry.range.clone());
+        data
+    }
+
+    /// `entry` as a [`TensorData`] borrowed from the map (F32, F16 and BF16 only).
+    fn data(&self, full: &str, entry: &Entry) -> Result<TensorData<'_>> {
+        let file = &self.files[entry.file];
+        TensorData::new(file, entry.range.clone(), entry.dtype, entry.shape.clone()).ok_or_else(
+            || Error::Weight {
+                file: self.file_of(entry),
+                tensor: full.to_string(),
+                message: format!(
+                    "dtype {} cannot be converted to f32 (supported: F32, F16, BF16)",
+                    entry.dtype
+                ),
+            },
+        )
     }
 }
 
@@ -408,7 +437,26 @@ impl<'a> WeightsView<'a> {
     /// a shape other than `shape` (expected and found), a dtype other than F32/F16/BF16.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let full = self.full_name(name);
-        let entry = self.weights.entry(&full, &self.prefix)?;
+        let entry = self.checked_entry(&full, shape)?;
+        let data = self.weights.read(&full, entry)?;
+        entry.used.store(true, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    /// Like [`WeightsView::get`], but borrows the tensor from the memory map instead of
+    /// converting it: for streaming it to the GPU chunk by chunk. Its pages are released when
+    /// the returned value is dropped.
+    pub fn data(&self, name: &str, shape: &[usize]) -> Result<TensorData<'a>> {
+        let full = self.full_name(name);
+        let entry = self.checked_entry(&full, shape)?;
+        let data = self.weights.data(&full, entry)?;
+        entry.used.store(true, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    /// The entry of `full`, or an error naming it when missing or of another shape.
+    fn checked_entry(&self, full: &str, shape: &[usize]) -> Result<&'a Entry> {
+        let entry = self.weights.entry(full, &self.prefix)?;
         if entry.shape != shape {
             let numel = |s: &[usize]| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             let hint = if numel(shape) == numel(&entry.shape) {
@@ -431,9 +479,7 @@ impl<'a> WeightsView<'a> {
                 ),
             });
         }
-        let data = self.weights.read(&full, entry)?;
-        entry.used.store(true, Ordering::Relaxed);
-        Ok(data)
+        Ok(entry)
     }
 
     /// Fetches `prefix.name` as `f32` whatever its shape, and marks it used.

@@ -100,6 +100,28 @@ impl SafetensorsFile {
     pub fn bytes(&self, range: Range<usize>) -> &[u8] {
         &self.mmap[range]
     }
+
+    /// Hands the pages under `range` back to the kernel (`MADV_DONTNEED`): they stop counting
+    /// in this process's resident memory but stay in the page cache. Reading them again faults
+    /// them back in with the file's (unchanged) content, so this never changes what is read.
+    /// Best effort: a failure only means the pages stay resident.
+    pub fn release(&self, range: Range<usize>) {
+        #[cfg(unix)]
+        if !range.is_empty() && range.end <= self.mmap.len() {
+            // SAFETY: the mapping is read-only and file-backed (see the type's invariant), so
+            // dropped pages are re-read from the file on the next access; no data is lost and
+            // no reference observes a change.
+            let _ = unsafe {
+                self.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    range.start,
+                    range.len(),
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {

@@ -2,7 +2,6 @@
 //! unchanged or converted between F32, F16 and BF16, written atomically (no partial file on
 //! error).
 
-use std::io::Write;
 use std::path::Path;
 
 use half::{bf16, f16};

@@ -1,0 +1,227 @@
+//! The component configs of the Stable Diffusion families as published with their diffusers
+//! folders on the Hugging Face Hub (runwayml/stable-diffusion-v1-5,
+//! stabilityai/stable-diffusion-2-1-base, stabilityai/stable-diffusion-2-1, stabilityai/sd-turbo),
+//! limited to the fields diffusers reads for these models. Used to write full-size random
+//! checkpoints (`stipple init-random`) with the real architecture.
+//!
+//! The families differ in: text encoder (CLIP ViT-L/14, 12 layers, quick_gelu, 768 wide, for
+//! SD1.x; OpenCLIP ViT-H/14's text tower as diffusers keeps it, 23 layers, gelu, 1024 wide, for
+//! SD2.x), UNet heads and projections (8 heads and 1×1-conv projections for SD1.x; 64-wide heads,
+//! linear projections and cross-attention width 1024 for SD2.x; attention upcast in SD2.1-768),
+//! native size (`sample_size` 64 latents = 512 px, 96 = 768 px), and scheduler (PNDM epsilon;
+//! DDIM v-prediction for SD2.1-768; Euler with trailing spacing for SD-Turbo).
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+
+/// A model family `init-random` can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Stable Diffusion 1.5 (512 px, CLIP ViT-L/14).
+    Sd15,
+    /// Stable Diffusion 2.1-base (512 px, epsilon prediction).
+    Sd21Base,
+    /// Stable Diffusion 2.1 (768 px, v-prediction).
+    Sd21_768,
+    /// SD-Turbo (SD2.1 architecture, 512 px, 1–4 steps with Euler, trailing spacing).
+    SdTurbo,
+}
+
+/// Every family, with its command-line name.
+pub const FAMILIES: [(&str, Family); 4] = [
+    ("sd15", Family::Sd15),
+    ("sd21", Family::Sd21Base),
+    ("sd21-768", Family::Sd21_768),
+    ("sd-turbo", Family::SdTurbo),
+];
+
+/// The configs of one family's diffusers folder.
+pub struct FamilyConfigs {
+    pub model_index: Value,
+    pub scheduler: Value,
+    pub text_encoder: Value,
+    pub unet: Value,
+    pub vae: Value,
+}
+
+const DOWN: [&str; 4] = [
+    "CrossAttnDownBlock2D",
+    "CrossAttnDownBlock2D",
+    "CrossAttnDownBlock2D",
+    "DownBlock2D",
+];
+const UP: [&str; 4] = [
+    "UpBlock2D",
+    "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D",
+    "CrossAttnUpBlock2D",
+];
+
+const ENCODER_BLOCKS: [&str; 4] = ["DownEncoderBlock2D"; 4];
+const DECODER_BLOCKS: [&str; 4] = ["UpDecoderBlock2D"; 4];
+
+impl Family {
+    /// The family named `name` (`sd15`, `sd21`, `sd21-768`, `sd-turbo`).
+    pub fn parse(name: &str) -> Result<Family> {
+        FAMILIES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, f)| f)
+            .ok_or_else(|| {
+                let known: Vec<&str> = FAMILIES.iter().map(|(n, _)| *n).collect();
+                Error::invalid("family", format!("{name:?} (known: {})", known.join(", ")))
+            })
+    }
+
+    pub fn name(self) -> &'static str {
+        FAMILIES
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    /// SD2.x text encoder and UNet (everything but SD1.5).
+    pub fn is_sd2(self) -> bool {
+        self != Family::Sd15
+    }
+
+    pub fn configs(self) -> FamilyConfigs {
+        let sd2 = self.is_sd2();
+        let (sample_size, upcast) = match self {
+            Family::Sd21_768 => (96, true),
+            _ => (64, false),
+        };
+        let scheduler_common = json!({
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085,
+            "num_train_timesteps": 1000,
+            "set_alpha_to_one": false,
+            "skip_prk_steps": true,
+            "steps_offset": 1,
+            "trained_betas": null,
+            "clip_sample": false,
+        });
+        let scheduler = match self {
+            Family::Sd15 => with(scheduler_common, json!({"_class_name": "PNDMScheduler"})),
+            Family::Sd21Base => with(
+                scheduler_common,
+                json!({"_class_name": "PNDMScheduler", "prediction_type": "epsilon"}),
+            ),
+            Family::Sd21_768 => with(
+                scheduler_common,
+                json!({"_class_name": "DDIMScheduler", "prediction_type": "v_prediction"}),
+            ),
+            Family::SdTurbo => with(
+                scheduler_common,
+                json!({
+                    "_class_name": "EulerDiscreteScheduler",
+                    "interpolation_type": "linear",
+                    "prediction_type": "epsilon",
+                    "timestep_spacing": "trailing",
+                    "use_karras_sigmas": false,
+                }),
+            ),
+        };
+        let text_encoder = if sd2 {
+            json!({
+                "architectures": ["CLIPTextModel"],
+                "hidden_act": "gelu",
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_attention_heads": 16,
+                "num_hidden_layers": 23,
+                "projection_dim": 512,
+            })
+        } else {
+            json!({
+                "architectures": ["CLIPTextModel"],
+                "hidden_act": "quick_gelu",
+                "hidden_size": 768,
+                "intermediate_size": 3072,
+                "num_attention_heads": 12,
+                "num_hidden_layers": 12,
+                "projection_dim": 768,
+            })
+        };
+        let text_encoder = with(
+            text_encoder,
+            json!({
+                "attention_dropout": 0.0,
+                "bos_token_id": 0,
+                "dropout": 0.0,
+                "eos_token_id": 2,
+                "initializer_factor": 1.0,
+                "initializer_range": 0.02,
+                "layer_norm_eps": 1e-05,
+                "max_position_embeddings": 77,
+                "model_type": "clip_text_model",
+                "pad_token_id": 1,
+                "vocab_size": 49408,
+            }),
+        );
+        let unet = json!({
+            "_class_name": "UNet2DConditionModel",
+            "act_fn": "silu",
+            "attention_head_dim": if sd2 { json!([5, 10, 20, 20]) } else { json!(8) },
+            "block_out_channels": [320, 640, 1280, 1280],
+            "center_input_sample": false,
+            "cross_attention_dim": if sd2 { 1024 } else { 768 },
+            "down_block_types": DOWN,
+            "downsample_padding": 1,
+            "dual_cross_attention": false,
+            "flip_sin_to_cos": true,
+            "freq_shift": 0,
+            "in_channels": 4,
+            "layers_per_block": 2,
+            "mid_block_scale_factor": 1,
+            "norm_eps": 1e-05,
+            "norm_num_groups": 32,
+            "num_class_embeds": null,
+            "only_cross_attention": false,
+            "out_channels": 4,
+            "sample_size": sample_size,
+            "up_block_types": UP,
+            "use_linear_projection": sd2,
+            "upcast_attention": upcast,
+        });
+        let vae = json!({
+            "_class_name": "AutoencoderKL",
+            "act_fn": "silu",
+            "block_out_channels": [128, 256, 512, 512],
+            "down_block_types": ENCODER_BLOCKS,
+            "in_channels": 3,
+            "latent_channels": 4,
+            "layers_per_block": 2,
+            "norm_num_groups": 32,
+            "out_channels": 3,
+            "sample_size": sample_size * 8,
+            "scaling_factor": 0.18215,
+            "up_block_types": DECODER_BLOCKS,
+        });
+        let model_index = json!({
+            "_class_name": "StableDiffusionPipeline",
+            "scheduler": ["diffusers", scheduler["_class_name"]],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        });
+        FamilyConfigs {
+            model_index,
+            scheduler,
+            text_encoder,
+            unet,
+            vae,
+        }
+    }
+}
+
+/// `base` with the fields of `extra` added (both objects).
+fn with(mut base: Value, extra: Value) -> Value {
+    if let (Value::Object(b), Value::Object(e)) = (&mut base, extra) {
+        b.extend(e);
+    }
+    base
+}

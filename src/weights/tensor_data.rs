@@ -1,0 +1,131 @@
+//! One tensor's bytes, borrowed from the memory map, read as `f32` element by element or range
+//! by range: the loader streams weights to the GPU through this without a host copy of the
+//! tensor (see `Tensor::from_fill`).
+//!
+//! When a [`TensorData`] is dropped, the pages of its byte range are handed back to the kernel
+//! (`madvise(MADV_DONTNEED)`): once a weight is on the GPU its file pages no longer count in the
+//! process's resident memory. They stay in the page cache, so a second load is still warm, and
+//! a later read of the same bytes (a neighbour tensor sharing a page) faults them in again.
+
+use std::ops::Range;
+
+use super::dtype::FileDtype;
+use super::safetensors_file::SafetensorsFile;
+
+/// A validated tensor in one of the float dtypes that convert to `f32` (F32, F16, BF16).
+pub struct TensorData<'a> {
+    file: &'a SafetensorsFile,
+    range: Range<usize>,
+    elements: Elements<'a>,
+    pub dtype: FileDtype,
+    pub shape: Vec<usize>,
+}
+
+/// The bytes as little-endian elements (byte arrays: the map gives no alignment).
+#[derive(Clone, Copy)]
+enum Elements<'a> {
+    F32(&'a [[u8; 4]]),
+    F16(&'a [[u8; 2]]),
+    BF16(&'a [[u8; 2]]),
+}
+
+impl std::fmt::Debug for TensorData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorData")
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .finish()
+    }
+}
+
+impl<'a> TensorData<'a> {
+    /// `range` of `file` as `dtype` (F32, F16 or BF16; `None` for another dtype). The range
+    /// comes from the file's validated header, so it holds `numel × size` bytes.
+    pub(super) fn new(
+        file: &'a SafetensorsFile,
+        range: Range<usize>,
+        dtype: FileDtype,
+        shape: Vec<usize>,
+    ) -> Option<Self> {
+        let bytes = file.bytes(range.clone());
+        let elements = match dtype {
+            FileDtype::F32 => Elements::F32(bytemuck::cast_slice(bytes)),
+            FileDtype::F16 => Elements::F16(bytemuck::cast_slice(bytes)),
+            FileDtype::BF16 => Elements::BF16(bytemuck::cast_slice(bytes)),
+            _ => return None,
+        };
+        Some(TensorData {
+            file,
+            range,
+            elements,
+            dtype,
+            shape,
+        })
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The raw little-endian bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.file.bytes(self.range.clone())
+    }
+
+    /// Element `i` (row-major) as `f32`. Panics if `i >= numel` (a caller invariant).
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match self.elements {
+            Elements::F32(e) => f32::from_le_bytes(e[i]),
+            Elements::F16(e) => half::f16::from_le_bytes(e[i]).to_f32(),
+            // BF16 is the high half of an f32: exact.
+            Elements::BF16(e) => f32::from_bits((u16::from_le_bytes(e[i]) as u32) << 16),
+        }
+    }
+
+    /// Elements `start..start + out.len()` as `f32`, converted in one pass.
+    pub fn read(&self, start: usize, out: &mut [f32]) {
+        let end = start + out.len();
+        match self.elements {
+            Elements::F32(e) => {
+                for (o, &b) in out.iter_mut().zip(&e[start..end]) {
+                    *o = f32::from_le_bytes(b);
+                }
+            }
+            Elements::F16(e) => {
+                use half::slice::HalfFloatSliceExt;
+                let bytes: &[u8] = bytemuck::cast_slice(&e[start..end]);
+                match bytemuck::try_cast_slice::<u8, half::f16>(bytes) {
+                    // Vectorised (F16C) when the file's data is 2-aligned (safetensors
+                    // writers align it), else element by element.
+                    Ok(halves) if cfg!(target_endian = "little") => {
+                        halves.convert_to_f32_slice(out)
+                    }
+                    _ => {
+                        for (o, &b) in out.iter_mut().zip(&e[start..end]) {
+                            *o = half::f16::from_le_bytes(b).to_f32();
+                        }
+                    }
+                }
+            }
+            Elements::BF16(e) => {
+                for (o, &b) in out.iter_mut().zip(&e[start..end]) {
+                    *o = f32::from_bits((u16::from_le_bytes(b) as u32) << 16);
+                }
+            }
+        }
+    }
+
+    /// The whole tensor as `f32` (for the few tensors kept on the host).
+    pub fn to_vec(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.numel()];
+        self.read(0, &mut out);
+        out
+    }
+}
+
+impl Drop for TensorData<'_> {
+    fn drop(&mut self) {
+        self.file.release(self.range.clone());
+    }
+}
