@@ -27,6 +27,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
+pub mod serve;
 pub mod tokenizer;
 pub mod weights;
 

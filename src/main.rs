@@ -27,6 +27,8 @@ enum Command {
     Info,
     /// Generate images from a prompt.
     Generate(Box<cli::generate::GenerateArgs>),
+    /// Serve AUTOMATIC1111- and OpenAI-compatible HTTP APIs (127.0.0.1:7860 by default).
+    Serve(Box<cli::serve::ServeArgs>),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -44,6 +46,8 @@ enum BenchCommand {
     Soak(cli::bench::SoakArgs),
     /// One UNet step of a model, profiled dispatch by dispatch and grouped by kernel.
     Unet(cli::bench::UnetArgs),
+    /// Load test of `stipple serve`: concurrent clients, requests/s, latency, errors, RSS.
+    Serve(cli::bench_serve::ServeBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +59,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Info => cli::info::run(&options),
         Command::Generate(args) => cli::generate::run(&options, &args),
+        Command::Serve(args) => cli::serve::run(&options, &args),
         Command::Bench {
             what: BenchCommand::Kernels(args),
         } => cli::bench::run_kernels(&options, &args),
@@ -67,6 +72,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench {
             what: BenchCommand::Unet(args),
         } => cli::bench::run_unet(&options, &args),
+        Command::Bench {
+            what: BenchCommand::Serve(args),
+        } => cli::bench_serve::run(&options, &args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod golden;
+pub mod server;
 
 use stipple::{DType, Gpu, GpuOptions, Graph, Plan, ValueId};
 
