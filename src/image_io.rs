@@ -124,23 +124,29 @@ pub fn write_png(
     rgb: &[u8],
     parameters: Option<&str>,
 ) -> Result<()> {
-    let expected = (width as usize)
-        .checked_mul(height as usize)
-        .and_then(|n| n.checked_mul(3));
-    if width == 0 || height == 0 || expected != Some(rgb.len()) {
+    if let Some(message) = rgb_size_error(width, height, rgb) {
         return Err(Error::invalid(
             "image",
-            format!(
-                "{width}x{height} RGB needs {} bytes, got {} (writing {})",
-                expected.map_or_else(|| "too many".to_string(), |n| n.to_string()),
-                rgb.len(),
-                path.display()
-            ),
+            format!("{message} (writing {})", path.display()),
         ));
     }
     write_atomic(path, |w| {
         encode_png_to(&mut *w, width, height, rgb, parameters).map_err(|e| png_error(path, e))?;
         w.flush().map_err(|e| Error::io(path, e))
+    })
+}
+
+/// Why `rgb` is not a `width`×`height` RGB image (zero or mismatched dimensions), if it is not.
+fn rgb_size_error(width: u32, height: u32, rgb: &[u8]) -> Option<String> {
+    let expected = (width as usize)
+        .checked_mul(height as usize)
+        .and_then(|n| n.checked_mul(3));
+    (width == 0 || height == 0 || expected != Some(rgb.len())).then(|| {
+        format!(
+            "{width}x{height} RGB needs {} bytes, got {}",
+            expected.map_or_else(|| "too many".to_string(), |n| n.to_string()),
+            rgb.len()
+        )
     })
 }
 
@@ -176,14 +182,8 @@ pub fn encode_png(
     rgb: &[u8],
     parameters: Option<&str>,
 ) -> Result<Vec<u8>> {
-    let expected = (width as usize)
-        .checked_mul(height as usize)
-        .and_then(|n| n.checked_mul(3));
-    if width == 0 || height == 0 || expected != Some(rgb.len()) {
-        return Err(Error::invalid(
-            "image",
-            format!("{width}x{height} RGB needs {expected:?} bytes, got {}", rgb.len()),
-        ));
+    if let Some(message) = rgb_size_error(width, height, rgb) {
+        return Err(Error::invalid("image", message));
     }
     let mut bytes = Vec::new();
     encode_png_to(&mut bytes, width, height, rgb, parameters)

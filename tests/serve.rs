@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::server::{decode_png, decode_png_base64, tiny_model, Client, ServerProcess};
+use common::server::{
+    decode_png, decode_png_base64, raw_read, raw_send, tiny_model, Client, ServerProcess,
+};
 use serde_json::{json, Value};
 
 /// Small, fast requests: 16×16 pixels, 2 steps.
@@ -78,14 +80,26 @@ fn assert_error(reply: &common::server::Reply, status: u16, field: Option<&str>)
 
 #[test]
 fn sillytavern_and_open_webui_call_sequences() {
-    let models_dir = common::golden::fixture("tiny-pipe")
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
-    let Some(server) = ServerProcess::start(
-        &[LONG_ARGS.as_slice(), &["--models-dir", &models_dir]].concat(),
-    ) else {
+    // A second selectable model: tiny-pipe's components under another name.
+    let scratch = std::env::temp_dir().join(format!("stipple-serve-models-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let other = scratch.join("tiny-pipe-b");
+    std::fs::create_dir_all(&other).unwrap();
+    let tiny = common::golden::fixture("tiny-pipe");
+    for part in [
+        "model_index.json",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+        "unet",
+        "vae",
+    ] {
+        std::os::unix::fs::symlink(tiny.join(part), other.join(part)).unwrap();
+    }
+    let models_dir = scratch.display().to_string();
+    let Some(server) =
+        ServerProcess::start(&[LONG_ARGS.as_slice(), &["--models-dir", &models_dir]].concat())
+    else {
         return;
     };
     let client = Client::new(&server.url);
@@ -100,7 +114,7 @@ fn sillytavern_and_open_webui_call_sequences() {
         .iter()
         .map(|m| m["title"].as_str().unwrap())
         .collect();
-    assert_eq!(titles, ["tiny-pipe", "tiny-sd1", "tiny-sd2"]);
+    assert_eq!(titles, ["tiny-pipe", "tiny-pipe-b"]);
     let samplers = client.get("/sdapi/v1/samplers").json();
     let names: Vec<&str> = samplers
         .as_array()
@@ -108,17 +122,36 @@ fn sillytavern_and_open_webui_call_sequences() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    for name in ["Euler a", "Euler", "DDIM", "PLMS", "DPM++ 2M", "DPM++ 2M Karras", "LCM"] {
+    for name in [
+        "Euler a",
+        "Euler",
+        "DDIM",
+        "PLMS",
+        "DPM++ 2M",
+        "DPM++ 2M Karras",
+        "LCM",
+    ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
     let schedulers = client.get("/sdapi/v1/schedulers").json();
-    assert!(schedulers.as_array().unwrap().iter().any(|s| s["label"] == "Karras"));
+    assert!(schedulers
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["label"] == "Karras"));
     for empty in ["upscalers", "sd-vae", "loras", "prompt-styles"] {
-        assert_eq!(client.get(&format!("/sdapi/v1/{empty}")).json(), json!([]), "{empty}");
+        assert_eq!(
+            client.get(&format!("/sdapi/v1/{empty}")).json(),
+            json!([]),
+            "{empty}"
+        );
     }
 
     // Selecting a model by its title, as SillyTavern does; an unknown one is a 422.
-    let reply = client.post("/sdapi/v1/options", &json!({"sd_model_checkpoint": "tiny-pipe"}));
+    let reply = client.post(
+        "/sdapi/v1/options",
+        &json!({"sd_model_checkpoint": "tiny-pipe"}),
+    );
     assert_eq!(reply.status, 200, "{}", reply.text);
     let reply = client.post("/sdapi/v1/options", &json!({"sd_model_checkpoint": "nope"}));
     assert_error(&reply, 422, Some("sd_model_checkpoint"));
@@ -146,30 +179,63 @@ fn sillytavern_and_open_webui_call_sequences() {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("cli.png");
     let status = Command::new(env!("CARGO_BIN_EXE_stipple"))
-        .args(["generate", "a red apple", "-n", "blurry", "-m", &tiny_model()])
-        .args(["--steps", "2", "--cfg", "7.5", "--seed", "42", "-W", "16", "-H", "16"])
+        .args([
+            "generate",
+            "a red apple",
+            "-n",
+            "blurry",
+            "-m",
+            &tiny_model(),
+        ])
+        .args([
+            "--steps", "2", "--cfg", "7.5", "--seed", "42", "-W", "16", "-H", "16",
+        ])
         .args(["--scheduler", "euler-a", "-o"])
         .arg(&out)
         .status()
         .expect("run stipple generate");
     assert!(status.success());
     let cli = decode_png(&std::fs::read(&out).unwrap());
-    assert_eq!(cli.rgb, png.rgb, "server and CLI images differ for the same settings");
+    assert_eq!(
+        cli.rgb, png.rgb,
+        "server and CLI images differ for the same settings"
+    );
     // The CLI names the sampler by its short name; everything else is the same text.
     assert_eq!(
-        cli.parameters.unwrap().replace("Sampler: euler-a", "Sampler: Euler a"),
+        cli.parameters
+            .unwrap()
+            .replace("Sampler: euler-a", "Sampler: Euler a"),
         text
     );
     std::fs::remove_dir_all(&dir).unwrap();
 
-    // Model switch through override_settings (tiny-sd1: another UNet, other pixels).
+    // Model switch through override_settings (same weights: same pixels, its own name),
+    // leaving the selected model as it was.
     let mut request = small(42);
-    request["override_settings"] = json!({"sd_model_checkpoint": "tiny-sd1"});
+    request["override_settings"] = json!({"sd_model_checkpoint": "tiny-pipe-b"});
     let reply = client.post("/sdapi/v1/txt2img", &request);
     assert_eq!(reply.status, 200, "{}", reply.text);
-    let info: Value = serde_json::from_str(reply.json()["info"].as_str().unwrap()).unwrap();
-    assert_eq!(info["sd_model_name"], "tiny-sd1");
-    assert_eq!(client.get("/sdapi/v1/options").json()["sd_model_checkpoint"], "tiny-pipe");
+    let switched = reply.json();
+    let info: Value = serde_json::from_str(switched["info"].as_str().unwrap()).unwrap();
+    assert_eq!(info["sd_model_name"], "tiny-pipe-b");
+    let switched = decode_png_base64(switched["images"][0].as_str().unwrap());
+    assert_eq!(switched.rgb, png.rgb);
+    assert!(switched.parameters.unwrap().ends_with("Model: tiny-pipe-b"));
+    assert_eq!(
+        client.get("/sdapi/v1/options").json()["sd_model_checkpoint"],
+        "tiny-pipe"
+    );
+    // And through /options, as the clients' model menus do.
+    let reply = client.post(
+        "/sdapi/v1/options",
+        &json!({"sd_model_checkpoint": "tiny-pipe-b"}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        client.get("/sdapi/v1/options").json()["sd_model_checkpoint"],
+        "tiny-pipe-b"
+    );
+    assert_eq!(client.get("/health").json()["model"], "tiny-pipe-b");
 
     // img2img from the txt2img image, with the strength in the infotext.
     let reply = client.post(
@@ -203,6 +269,7 @@ fn sillytavern_and_open_webui_call_sequences() {
     assert!(wait_until(Duration::from_secs(10), || {
         client.get("/sdapi/v1/progress").json()["state"]["job_count"] == 0
     }));
+    std::fs::remove_dir_all(&scratch).unwrap();
 }
 
 #[test]
@@ -233,17 +300,29 @@ fn openai_images_and_models() {
 
     let mut bad = request.clone();
     bad["response_format"] = json!("url");
-    let body = assert_error(&client.post("/v1/images/generations", &bad), 422, Some("response_format"));
+    let body = assert_error(
+        &client.post("/v1/images/generations", &bad),
+        422,
+        Some("response_format"),
+    );
     assert_eq!(body["error"]["type"], "invalid_request_error");
     let mut bad = request.clone();
     bad["size"] = json!("huge");
-    assert_error(&client.post("/v1/images/generations", &bad), 422, Some("size"));
+    assert_error(
+        &client.post("/v1/images/generations", &bad),
+        422,
+        Some("size"),
+    );
     let mut bad = request.clone();
     bad["n"] = json!(1000);
     assert_error(&client.post("/v1/images/generations", &bad), 422, Some("n"));
     let mut bad = request;
     bad.as_object_mut().unwrap().remove("prompt");
-    assert_error(&client.post("/v1/images/generations", &bad), 422, Some("prompt"));
+    assert_error(
+        &client.post("/v1/images/generations", &bad),
+        422,
+        Some("prompt"),
+    );
 }
 
 #[test]
@@ -256,7 +335,11 @@ fn hostile_input_gets_clean_4xx() {
     // Health needs no key; everything else does.
     assert_eq!(anonymous.get("/health").status, 200);
     assert_error(&anonymous.post("/sdapi/v1/txt2img", &small(1)), 401, None);
-    let body = assert_error(&anonymous.post("/v1/images/generations", &json!({"prompt": "x"})), 401, None);
+    let body = assert_error(
+        &anonymous.post("/v1/images/generations", &json!({"prompt": "x"})),
+        401,
+        None,
+    );
     assert_eq!(body["error"]["type"], "authentication_error");
     let mut wrong = anonymous.clone();
     wrong.auth = Some("Bearer not-the-key".into());
@@ -278,18 +361,47 @@ fn hostile_input_gets_clean_4xx() {
         ("negative steps", json!({"steps": -3}), "steps"),
         ("fractional width", json!({"width": 16.5}), "width"),
         ("prompt as a number", json!({"prompt": 5}), "prompt"),
-        ("huge size", json!({"width": 100000, "height": 100000}), "width"),
+        (
+            "huge size",
+            json!({"width": 100000, "height": 100000}),
+            "width",
+        ),
         ("zero steps", json!({"steps": 0}), "steps"),
-        ("too many images", json!({"batch_size": 100, "n_iter": 100}), "batch_size"),
-        ("unknown sampler", json!({"sampler_name": "Heun++"}), "sampler_name"),
+        (
+            "too many images",
+            json!({"batch_size": 100, "n_iter": 100}),
+            "batch_size",
+        ),
+        (
+            "unknown sampler",
+            json!({"sampler_name": "Heun++"}),
+            "sampler_name",
+        ),
         ("negative seed", json!({"seed": -5}), "seed"),
-        ("size off the model's multiple", json!({"width": 17, "height": 16, "steps": 1}), "width"),
-        ("negative cfg", json!({"cfg_scale": -1.0, "width": 16, "height": 16, "steps": 1}), "cfg_scale"),
-        ("model override of the wrong type", json!({"override_settings": {"sd_model_checkpoint": 3}}), "override_settings.sd_model_checkpoint"),
+        (
+            "size off the model's multiple",
+            json!({"width": 17, "height": 16, "steps": 1}),
+            "width",
+        ),
+        (
+            "negative cfg",
+            json!({"cfg_scale": -1.0, "width": 16, "height": 16, "steps": 1}),
+            "cfg_scale",
+        ),
+        (
+            "model override of the wrong type",
+            json!({"override_settings": {"sd_model_checkpoint": 3}}),
+            "override_settings.sd_model_checkpoint",
+        ),
     ];
     for (what, body, field) in cases {
         let reply = client.post("/sdapi/v1/txt2img", &body);
-        assert!(reply.status == 422, "{what}: {} {}", reply.status, reply.text);
+        assert!(
+            reply.status == 422,
+            "{what}: {} {}",
+            reply.status,
+            reply.text
+        );
         assert_error(&reply, 422, Some(field));
     }
     // Unknown fields are ignored.
@@ -299,8 +411,15 @@ fn hostile_input_gets_clean_4xx() {
     assert_eq!(client.post("/sdapi/v1/txt2img", &request).status, 200);
 
     // img2img without or with broken init images.
-    assert_error(&client.post("/sdapi/v1/img2img", &json!({"prompt": "x"})), 422, Some("init_images"));
-    let reply = client.post("/sdapi/v1/img2img", &json!({"init_images": ["@@not base64@@"]}));
+    assert_error(
+        &client.post("/sdapi/v1/img2img", &json!({"prompt": "x"})),
+        422,
+        Some("init_images"),
+    );
+    let reply = client.post(
+        "/sdapi/v1/img2img",
+        &json!({"init_images": ["@@not base64@@"]}),
+    );
     assert_error(&reply, 422, Some("init_images[0]"));
     let garbage = base64::engine::general_purpose::STANDARD.encode(b"GIF89a not an image");
     let reply = client.post("/sdapi/v1/img2img", &json!({"init_images": ["", garbage]}));
@@ -311,9 +430,29 @@ fn hostile_input_gets_clean_4xx() {
     );
     assert_error(&reply, 422, Some("denoising_strength"));
 
-    // A body over --max-body-mib (1 MiB) is refused whole.
-    let huge = format!("{{\"prompt\": \"{}\"}}", "a".repeat(3 << 20));
-    assert_error(&post(huge.as_bytes()), 413, None);
+    // A body over --max-body-mib (1 MiB): 413 from its Content-Length, before it is sent.
+    let head = format!(
+        "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        3 << 20
+    );
+    let (status, body) = raw_read(raw_send(&client.base, &head, b"{\"prompt\": \""));
+    assert_eq!(status, 413, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON 413");
+    assert!(
+        body["detail"].as_str().unwrap().contains("--max-body-mib"),
+        "{body}"
+    );
+    // Without a Content-Length (chunked), the body is cut off at the limit.
+    let head = format!(
+        "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, "a".repeat(1 << 20));
+    let mut chunks = chunk.repeat(2).into_bytes();
+    chunks.extend_from_slice(b"0\r\n\r\n");
+    let (status, body) = raw_read(raw_send(&client.base, &head, &chunks));
+    assert_eq!(status, 413, "{body}");
     // Unknown routes are JSON 404s.
     assert_error(&client.get("/sdapi/v1/nothing-here"), 404, None);
     // The server survived all of it.
@@ -397,16 +536,20 @@ fn client_disconnect_cancels_the_job() {
         return;
     };
     let client = Client::new(&server.url);
-    let impatient = Client::with_timeout(&server.url, Duration::from_secs(3));
     let started = Instant::now();
-    let gone = std::thread::spawn(move || impatient.try_post("/sdapi/v1/txt2img", long(9).to_string().as_bytes()));
+    let request = long(9).to_string();
+    let head = format!(
+        "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        request.len()
+    );
+    let connection = raw_send(&server.url, &head, request.as_bytes());
     wait_for_running(&client);
-    let result = gone.join().unwrap();
-    assert!(result.is_err(), "the long job finished within the client's timeout: {result:?}");
-    let at_disconnect = Instant::now();
     let progress = client.get("/sdapi/v1/progress").json()["progress"]
         .as_f64()
         .unwrap();
+    drop(connection); // the client goes away mid-job
+    let at_disconnect = Instant::now();
     assert!(progress > 0.0 && progress < 0.5, "progress {progress}");
     // The whole job would need elapsed × (1 − p) / p more; cancelled, it stops within a step.
     let remaining = started.elapsed().as_secs_f64() * (1.0 - progress) / progress;
@@ -435,7 +578,9 @@ fn sigterm_cancels_the_running_job_and_exits_cleanly() {
     server.signal("TERM");
     let reply = job.join().unwrap();
     assert_error(&reply, 503, None);
-    let status = server.wait(Duration::from_secs(60)).expect("server still running after SIGTERM");
+    let status = server
+        .wait(Duration::from_secs(60))
+        .expect("server still running after SIGTERM");
     assert!(status.success(), "exit status {status}");
 }
 
@@ -466,7 +611,11 @@ fn memory_stays_flat_over_200_requests() {
     run(40, 200);
     let end = server.rss_bytes();
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    eprintln!("server RSS after 40 requests {:.1} MiB, after 240 {:.1} MiB", mib(warm), mib(end));
+    eprintln!(
+        "server RSS after 40 requests {:.1} MiB, after 240 {:.1} MiB",
+        mib(warm),
+        mib(end)
+    );
     assert!(
         end < warm + (24 << 20),
         "RSS grew from {:.1} to {:.1} MiB over 200 requests",

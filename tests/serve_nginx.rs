@@ -53,14 +53,27 @@ impl Drop for Nginx {
 
 /// The documented config with the test's addresses.
 fn config(a: &str, b: &str, port: u16) -> String {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/serve/nginx.conf"))
-        .expect("read docs/serve/nginx.conf");
-    for needle in ["server 127.0.0.1:7860 ", "server 127.0.0.1:7861 ", "listen 127.0.0.1:8080;", "least_conn;"] {
-        assert!(text.contains(needle), "docs/serve/nginx.conf lacks {needle:?}");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/serve/nginx.conf"),
+    )
+    .expect("read docs/serve/nginx.conf");
+    for needle in [
+        "server 127.0.0.1:7860 ",
+        "server 127.0.0.1:7861 ",
+        "listen 127.0.0.1:8080;",
+        "least_conn;",
+    ] {
+        assert!(
+            text.contains(needle),
+            "docs/serve/nginx.conf lacks {needle:?}"
+        );
     }
     text.replace("server 127.0.0.1:7860 ", &format!("server {a} "))
         .replace("server 127.0.0.1:7861 ", &format!("server {b} "))
-        .replace("listen 127.0.0.1:8080;", &format!("listen 127.0.0.1:{port};"))
+        .replace(
+            "listen 127.0.0.1:8080;",
+            &format!("listen 127.0.0.1:{port};"),
+        )
 }
 
 fn small(seed: i64) -> serde_json::Value {
@@ -89,7 +102,10 @@ fn nginx_least_conn_spreads_requests_and_fails_over() {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     // Workers may run as another user when the test runs as root.
-    let _ = Command::new("chmod").args(["-R", "a+rwx"]).arg(&dir).status();
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rwx"])
+        .arg(&dir)
+        .status();
     std::fs::write(dir.join("nginx.conf"), config(&a, &b, port)).unwrap();
     let child = Command::new(&nginx)
         .arg("-p")
@@ -140,7 +156,9 @@ fn nginx_least_conn_spreads_requests_and_fails_over() {
 
     // One server stops: the other answers everything.
     first.signal("TERM");
-    let status = first.wait(Duration::from_secs(60)).expect("server did not stop");
+    let status = first
+        .wait(Duration::from_secs(60))
+        .expect("server did not stop");
     assert!(status.success());
     for i in 0..6 {
         let reply = client.post("/sdapi/v1/txt2img", &small(100 + i));

@@ -93,7 +93,10 @@ fn request(agent: &ureq::Agent, url: &str, body: &str) -> Outcome {
             match status {
                 200 if text.contains("\"images\":[\"") => Outcome::Ok(start.elapsed()),
                 503 => Outcome::Busy,
-                _ => Outcome::Failed(format!("{status}: {}", text.chars().take(200).collect::<String>())),
+                _ => Outcome::Failed(format!(
+                    "{status}: {}",
+                    text.chars().take(200).collect::<String>()
+                )),
             }
         }
         Err(e) => Outcome::Failed(e.to_string()),
@@ -110,8 +113,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(gpu: &stipple::GpuOptions, args: &ServeBenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.clients >= 1 && args.requests >= 1, "--clients and --requests must be at least 1");
-    let model = args.model.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    anyhow::ensure!(
+        args.clients >= 1 && args.requests >= 1,
+        "--clients and --requests must be at least 1"
+    );
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
     let mut command = Command::new(std::env::current_exe().context("locating the stipple binary")?);
     if let Some(backend) = &gpu.backend {
         command.args(["--backend", backend]);
@@ -123,7 +132,14 @@ pub fn run(gpu: &stipple::GpuOptions, args: &ServeBenchArgs) -> anyhow::Result<(
         .arg("serve")
         .arg("-m")
         .arg(&model)
-        .args(["--host", "127.0.0.1", "--port", "0", "--queue", &args.queue.to_string()])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--queue",
+            &args.queue.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -220,7 +236,10 @@ pub fn run(gpu: &stipple::GpuOptions, args: &ServeBenchArgs) -> anyhow::Result<(
         eprintln!("  error: {e}");
     }
     let not_sent = args.clients * args.requests - total;
-    anyhow::ensure!(not_sent == 0, "--max-seconds reached: {not_sent} requests not sent");
+    anyhow::ensure!(
+        not_sent == 0,
+        "--max-seconds reached: {not_sent} requests not sent"
+    );
     anyhow::ensure!(failed.is_empty(), "{} requests failed", failed.len());
     Ok(())
 }

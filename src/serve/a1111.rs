@@ -189,13 +189,10 @@ async fn generate(
         negative_prompt: request.negative_prompt.clone().unwrap_or_default(),
         steps: steps as usize,
         guidance_scale: cfg_scale,
-        seed: 0,
         width,
         height,
-        batch: 1,
         scheduler,
-        latents: None,
-        init_image: None,
+        ..GenerateOptions::default()
     };
     let job = GenerateJob {
         model: model.clone(),
@@ -206,19 +203,11 @@ async fn generate(
     let finished = generation::run(state, job, field_of).await?;
 
     // Infotexts as the CLI writes them (img2img adds "Denoising strength").
-    let mut text_options = options.clone();
-    if img2img {
-        text_options.init_image = Some(crate::pipeline::InitImage {
-            width: 0,
-            height: 0,
-            pixels: Vec::new(),
-            strength,
-        });
-    }
+    let denoising_strength = img2img.then_some(strength);
     let infotexts: Vec<String> = finished
         .images
         .iter()
-        .map(|g| generation::infotext(&text_options, g, &model))
+        .map(|g| generation::infotext(&options, g, &model, denoising_strength))
         .collect();
     let all_seeds: Vec<u64> = finished.images.iter().map(|g| g.seed).collect();
     let first = finished.images.first();
@@ -240,7 +229,7 @@ async fn generate(
         "steps": steps,
         "batch_size": request.batch_size.unwrap_or(1),
         "n_iter": request.n_iter.unwrap_or(1),
-        "denoising_strength": if img2img { Some(strength) } else { None },
+        "denoising_strength": denoising_strength,
         "restore_faces": false,
         "sd_model_name": model,
         "sd_model_hash": null,
@@ -355,7 +344,9 @@ async fn sampler_list() -> Json<Value> {
     let list: Vec<Value> = SAMPLERS
         .iter()
         .map(|(name, aliases, short)| {
-            let aliases: Vec<&str> = std::iter::once(*short).chain(aliases.iter().copied()).collect();
+            let aliases: Vec<&str> = std::iter::once(*short)
+                .chain(aliases.iter().copied())
+                .collect();
             json!({"name": name, "aliases": aliases, "options": {}})
         })
         .collect();

@@ -42,11 +42,7 @@ pub fn authorized(value: Option<&str>, key: &str) -> bool {
 }
 
 /// Middleware: passes `/health` and authorized requests, answers 401 otherwise.
-pub async fn require_key(
-    State(key): State<Arc<str>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn require_key(State(key): State<Arc<str>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if path == "/health" {
         return next.run(request).await;

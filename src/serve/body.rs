@@ -55,7 +55,10 @@ mod tests {
 
     #[test]
     fn fields_and_errors() {
-        assert_eq!(parse(r#"{"steps": 3, "unknown": [1]}"#).unwrap().steps, Some(3));
+        assert_eq!(
+            parse(r#"{"steps": 3, "unknown": [1]}"#).unwrap().steps,
+            Some(3)
+        );
         let e = parse(r#"{"steps": "3"}"#).unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.field.as_deref(), Some("steps"));

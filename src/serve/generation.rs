@@ -48,8 +48,14 @@ pub async fn run(
     }
 }
 
-/// The A1111 infotext of one image (the PNG's `parameters` chunk, A1111's `infotexts[i]`).
-pub fn infotext(options: &GenerateOptions, image: &Generated, model: &str) -> String {
+/// The A1111 infotext of one image (the PNG's `parameters` chunk, A1111's `infotexts[i]`);
+/// img2img passes its `denoising_strength`.
+pub fn infotext(
+    options: &GenerateOptions,
+    image: &Generated,
+    model: &str,
+    denoising_strength: Option<f32>,
+) -> String {
     a1111_parameters(&A1111Parameters {
         prompt: options.prompt.clone(),
         negative_prompt: options.negative_prompt.clone(),
@@ -60,13 +66,16 @@ pub fn infotext(options: &GenerateOptions, image: &Generated, model: &str) -> St
         width: image.width as u32,
         height: image.height as u32,
         model: model.to_string(),
-        denoising_strength: options.init_image.as_ref().map(|i| i.strength),
+        denoising_strength,
         extra: Vec::new(),
     })
 }
 
 /// Base64 PNGs, each with its infotext, encoded off the async threads.
-pub async fn encode(images: Vec<Generated>, infotexts: Vec<String>) -> Result<Vec<String>, ApiError> {
+pub async fn encode(
+    images: Vec<Generated>,
+    infotexts: Vec<String>,
+) -> Result<Vec<String>, ApiError> {
     tokio::task::spawn_blocking(move || {
         images
             .iter()
@@ -75,7 +84,12 @@ pub async fn encode(images: Vec<Generated>, infotexts: Vec<String>) -> Result<Ve
             .collect::<crate::Result<Vec<String>>>()
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("PNG encoding: {e}")))?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("PNG encoding: {e}"),
+        )
+    })?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 

@@ -58,15 +58,14 @@ pub fn decode_init_image(
             .with_guessed_format()
             .map_err(|e| ApiError::field(field, format!("cannot be read: {e}")))
     };
-    let undecodable =
-        |e: image::ImageError| ApiError::field(field, format!("cannot be decoded (PNG expected): {e}"));
+    let undecodable = |e: image::ImageError| {
+        ApiError::field(field, format!("cannot be decoded (PNG expected): {e}"))
+    };
     let (w, h) = reader()?.into_dimensions().map_err(undecodable)?;
     if w as u64 * h as u64 > max_pixels {
         return Err(ApiError::field(
             field,
-            format!(
-                "is {w}×{h}, over the server's limit of {max_pixels} pixels (--max-pixels)"
-            ),
+            format!("is {w}×{h}, over the server's limit of {max_pixels} pixels (--max-pixels)"),
         ));
     }
     let mut rgb = reader()?.decode().map_err(undecodable)?.to_rgb8();
@@ -91,7 +90,9 @@ mod tests {
     use super::*;
 
     fn png(width: u32, height: u32) -> String {
-        let rgb: Vec<u8> = (0..width * height * 3).map(|i| (i * 7 % 256) as u8).collect();
+        let rgb: Vec<u8> = (0..width * height * 3)
+            .map(|i| (i * 7 % 256) as u8)
+            .collect();
         png_base64(width as usize, height as usize, &rgb, "a cat\nSteps: 2").unwrap()
     }
 
@@ -115,6 +116,9 @@ mod tests {
 
     #[test]
     fn rgb8_rounds_half_to_even() {
-        assert_eq!(unit_to_rgb8(&[0.0, 1.0, 2.0, -1.0, 0.5]), [0, 255, 255, 0, 128]);
+        assert_eq!(
+            unit_to_rgb8(&[0.0, 1.0, 2.0, -1.0, 0.5]),
+            [0, 255, 255, 0, 128]
+        );
     }
 }

@@ -2,6 +2,11 @@
 //! `--max-body-mib`): a request over one is refused with a 422 naming the field and the limit
 //! before it is queued, so one client cannot hold the GPU for minutes or exhaust its memory.
 
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
 use super::api_error::ApiError;
 
 /// What one request may ask for.
@@ -80,6 +85,31 @@ impl Limits {
     }
 }
 
+/// Middleware: a request whose `Content-Length` is over `max` bytes gets a 413 at once, before
+/// its body is read (bodies without a length are cut off at `max` by `DefaultBodyLimit`).
+pub async fn reject_large_bodies(
+    State(max): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(n) if n > max as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body ({n} bytes) is larger than the server's limit of {max} bytes \
+                 (--max-body-mib)"
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,20 +126,30 @@ mod tests {
         let size = |w: u32, h: u32| [Some(w), Some(h)];
         assert!(limits.check(size(64, 64), f, 10, 2, "batch_size").is_ok());
         assert!(limits.check([None, None], f, 10, 2, "batch_size").is_ok());
-        let e = limits.check(size(64, 65), f, 10, 2, "batch_size").unwrap_err();
+        let e = limits
+            .check(size(64, 65), f, 10, 2, "batch_size")
+            .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("width"));
         assert!(e.message.contains("--max-pixels"), "{}", e.message);
-        let e = limits.check([None, Some(4097)], f, 10, 2, "batch_size").unwrap_err();
+        let e = limits
+            .check([None, Some(4097)], f, 10, 2, "batch_size")
+            .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("width"));
-        let e = limits.check(size(8, 0), f, 10, 2, "batch_size").unwrap_err();
+        let e = limits
+            .check(size(8, 0), f, 10, 2, "batch_size")
+            .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("height"));
-        let e = limits.check(size(8, 8), f, 11, 2, "batch_size").unwrap_err();
+        let e = limits
+            .check(size(8, 8), f, 11, 2, "batch_size")
+            .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("steps"));
         let e = limits.check(size(8, 8), f, 0, 2, "batch_size").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("steps"));
         let e = limits.check(size(8, 8), f, 5, 3, "n").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("n"));
         // No overflow at the extremes.
-        assert!(limits.check(size(u32::MAX, u32::MAX), f, 5, 1, "n").is_err());
+        assert!(limits
+            .check(size(u32::MAX, u32::MAX), f, 5, 1, "n")
+            .is_err());
     }
 }

@@ -133,6 +133,10 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Result<Router> {
         .merge(openai::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            config.limits.max_body_bytes,
+            limits::reject_large_bodies,
+        ))
         .with_state(state);
     if let Some(key) = &config.api_key {
         let key: Arc<str> = Arc::from(key.as_str());
@@ -143,8 +147,9 @@ fn router(state: Arc<AppState>, config: &ServeConfig) -> Result<Router> {
         let allow = if origin == "*" {
             AllowOrigin::any()
         } else {
-            let value = HeaderValue::from_str(origin)
-                .map_err(|_| Error::invalid("--cors", format!("{origin:?} is not a valid origin")))?;
+            let value = HeaderValue::from_str(origin).map_err(|_| {
+                Error::invalid("--cors", format!("{origin:?} is not a valid origin"))
+            })?;
             AllowOrigin::exact(value)
         };
         let cors = CorsLayer::new()

@@ -49,7 +49,10 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// "WxH" (or "auto") as `[width, height]`.
 fn parse_size(size: Option<&str>) -> Result<[Option<u32>; 2], ApiError> {
-    let Some(size) = size.map(str::trim).filter(|s| !s.eq_ignore_ascii_case("auto")) else {
+    let Some(size) = size
+        .map(str::trim)
+        .filter(|s| !s.eq_ignore_ascii_case("auto"))
+    else {
         return Ok([None, None]);
     };
     let parsed = size
@@ -88,14 +91,22 @@ async fn generations(
         Some(other) => {
             return Err(ApiError::field(
                 "response_format",
-                format!("{other:?} is not supported: use \"b64_json\" (the server stores no files)"),
+                format!(
+                    "{other:?} is not supported: use \"b64_json\" (the server stores no files)"
+                ),
             )
             .into())
         }
     }
     let size = parse_size(request.size.as_deref())?;
     let scheduler = samplers::resolve(request.sampler_name.as_deref(), None)?;
-    let steps = request.steps.unwrap_or(if scheduler.as_deref() == Some("lcm") { 4 } else { 20 });
+    let steps = request
+        .steps
+        .unwrap_or(if scheduler.as_deref() == Some("lcm") {
+            4
+        } else {
+            20
+        });
     let n = request.n.unwrap_or(1) as u64;
     state.limits.check(size, ["size", "size"], steps, n, "n")?;
     let seeds = generation::seeds(request.seed, n, "seed")?;
@@ -109,13 +120,10 @@ async fn generations(
         negative_prompt: request.negative_prompt.unwrap_or_default(),
         steps: steps as usize,
         guidance_scale: request.cfg_scale.unwrap_or(7.0),
-        seed: 0,
         width: size[0].unwrap_or(0) as usize,
         height: size[1].unwrap_or(0) as usize,
-        batch: 1,
         scheduler,
-        latents: None,
-        init_image: None,
+        ..GenerateOptions::default()
     };
     let job = GenerateJob {
         model: model.clone(),
@@ -127,7 +135,7 @@ async fn generations(
     let infotexts: Vec<String> = finished
         .images
         .iter()
-        .map(|g| generation::infotext(&options, g, &model))
+        .map(|g| generation::infotext(&options, g, &model, None))
         .collect();
     let images = generation::encode(finished.images, infotexts).await?;
     let data: Vec<Value> = images

@@ -115,11 +115,7 @@ impl JobQueue {
         let flags = JobFlags::default();
         let _guard = DisconnectGuard(flags.disconnected.clone());
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            work,
-            flags,
-            reply,
-        };
+        let job = Job { work, flags, reply };
         self.status.waiting.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self.tx.try_send(job) {
             self.status.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -128,10 +124,9 @@ impl JobQueue {
                     "the queue is full (--queue): retry later",
                     RETRY_AFTER_SECS,
                 ),
-                TrySendError::Disconnected(_) => ApiError::unavailable(
-                    "the GPU worker has stopped",
-                    RETRY_AFTER_SECS,
-                ),
+                TrySendError::Disconnected(_) => {
+                    ApiError::unavailable("the GPU worker has stopped", RETRY_AFTER_SECS)
+                }
             });
         }
         answer.await.map_err(|_| {

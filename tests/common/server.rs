@@ -1,7 +1,8 @@
 //! `stipple serve` as a child process on 127.0.0.1 (port chosen by the OS, read from its first
 //! stdout line), and a small blocking HTTP client for it. Every wait is bounded.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -160,12 +161,19 @@ impl Client {
         }
     }
 
-    fn finish(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, ureq::Error> {
+    fn finish(
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Reply, ureq::Error> {
         let mut response = response?;
         let headers: Vec<(String, String)> = response
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or("").to_string(),
+                )
+            })
             .collect();
         let retry_after = headers
             .iter()
@@ -217,6 +225,44 @@ impl Client {
         self.try_post(path, body.to_string().as_bytes())
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
+}
+
+/// Opens a connection to `base` and writes a raw HTTP/1.1 request head and `body` without
+/// reading: to disconnect mid-request, or to send a `Content-Length` without its body.
+pub fn raw_send(base: &str, head: &str, body: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(base.trim_start_matches("http://")).expect("connect");
+    stream
+        .write_all(head.as_bytes())
+        .expect("write request head");
+    stream.write_all(body).expect("write request body");
+    stream
+}
+
+/// Reads a response from `stream` until the server closes it (at most 60 s): the status and
+/// the body (after the blank line).
+pub fn raw_read(mut stream: TcpStream) -> (u16, String) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("read timeout");
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }
 
 /// A decoded base64 PNG: size, RGB bytes and its `parameters` text chunk.
