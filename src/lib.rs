@@ -25,6 +25,7 @@ pub mod image_io;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
+pub mod prompt_syntax;
 pub mod rng;
 pub mod schedulers;
 pub mod serve;

@@ -117,7 +117,7 @@ fn nginx_least_conn_spreads_requests_and_fails_over() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start nginx");
-    let _nginx = Nginx(child);
+    let nginx = Nginx(child);
     let client = Client::new(&format!("http://127.0.0.1:{port}"));
 
     // Health through nginx, once it listens.
@@ -167,6 +167,7 @@ fn nginx_least_conn_spreads_requests_and_fails_over() {
         assert!(upstream.ends_with(&b), "answered by {upstream}");
     }
     assert_eq!(client.get("/health").json()["status"], "ok");
+    drop(nginx);
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);
 }

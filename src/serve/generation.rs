@@ -24,7 +24,7 @@ pub async fn run(
     job: GenerateJob,
     field_of: impl Fn(&str) -> String,
 ) -> Result<Finished, ApiError> {
-    match state.queue.run(Work::Generate(job)).await? {
+    match state.queue.run(Work::Generate(Box::new(job))).await? {
         Ok(Reply::Images {
             images,
             interrupted,

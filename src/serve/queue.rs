@@ -36,7 +36,7 @@ pub struct GenerateJob {
 /// What a handler asks the worker to do.
 #[derive(Debug)]
 pub enum Work {
-    Generate(GenerateJob),
+    Generate(Box<GenerateJob>),
     /// Load (switch to) this catalog model.
     LoadModel(String),
 }

@@ -123,7 +123,7 @@ impl Worker {
                 .map_err(JobError::Failed),
             Work::Generate(generate) => {
                 self.status.start_job(&job.flags, generate.seeds.len());
-                let result = self.generate(generate, &job.flags);
+                let result = self.generate(*generate, &job.flags);
                 self.status.end_job();
                 result
             }
