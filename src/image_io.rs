@@ -16,7 +16,7 @@
 //! previous file, or nothing, never a truncated one).
 
 use std::borrow::Cow;
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -126,41 +126,71 @@ pub fn write_png(
     rgb: &[u8],
     parameters: Option<&str>,
 ) -> Result<()> {
-    let expected = (width as usize)
-        .checked_mul(height as usize)
-        .and_then(|n| n.checked_mul(3));
-    if width == 0 || height == 0 || expected != Some(rgb.len()) {
+    if let Some(message) = rgb_size_error(width, height, rgb) {
         return Err(Error::invalid(
             "image",
-            format!(
-                "{width}x{height} RGB needs {} bytes, got {} (writing {})",
-                expected.map_or_else(|| "too many".to_string(), |n| n.to_string()),
-                rgb.len(),
-                path.display()
-            ),
+            format!("{message} (writing {})", path.display()),
         ));
     }
     write_output(path, |w| {
-        let mut encoder = png::Encoder::new(&mut *w, width, height);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        if let Some(text) = parameters {
-            let latin1 = text.chars().all(|c| (c as u32) < 256);
-            let (key, text) = (PARAMETERS_KEYWORD.to_string(), text.to_string());
-            let added = if latin1 {
-                encoder.add_text_chunk(key, text)
-            } else {
-                encoder.add_itxt_chunk(key, text)
-            };
-            added.map_err(|e| png_error(path, e))?;
-        }
-        let mut writer = encoder.write_header().map_err(|e| png_error(path, e))?;
-        writer
-            .write_image_data(rgb)
-            .map_err(|e| png_error(path, e))?;
-        writer.finish().map_err(|e| png_error(path, e))?;
+        encode_png_to(&mut *w, width, height, rgb, parameters).map_err(|e| png_error(path, e))?;
         w.flush().map_err(|e| Error::io(path, e))
     })
+}
+
+/// Why `rgb` is not a `width`×`height` RGB image (zero or mismatched dimensions), if it is not.
+fn rgb_size_error(width: u32, height: u32, rgb: &[u8]) -> Option<String> {
+    let expected = (width as usize)
+        .checked_mul(height as usize)
+        .and_then(|n| n.checked_mul(3));
+    (width == 0 || height == 0 || expected != Some(rgb.len())).then(|| {
+        format!(
+            "{width}x{height} RGB needs {} bytes, got {}",
+            expected.map_or_else(|| "too many".to_string(), |n| n.to_string()),
+            rgb.len()
+        )
+    })
+}
+
+/// The PNG of [`write_png`] into `w` (dimensions already checked).
+fn encode_png_to(
+    w: impl Write,
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+    parameters: Option<&str>,
+) -> std::result::Result<(), png::EncodingError> {
+    let mut encoder = png::Encoder::new(w, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    if let Some(text) = parameters {
+        let latin1 = text.chars().all(|c| (c as u32) < 256);
+        let (key, text) = (PARAMETERS_KEYWORD.to_string(), text.to_string());
+        if latin1 {
+            encoder.add_text_chunk(key, text)?;
+        } else {
+            encoder.add_itxt_chunk(key, text)?;
+        }
+    }
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(rgb)?;
+    writer.finish()
+}
+
+/// The PNG [`write_png`] would write, in memory (the server's base64 images).
+pub fn encode_png(
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+    parameters: Option<&str>,
+) -> Result<Vec<u8>> {
+    if let Some(message) = rgb_size_error(width, height, rgb) {
+        return Err(Error::invalid("image", message));
+    }
+    let mut bytes = Vec::new();
+    encode_png_to(&mut bytes, width, height, rgb, parameters)
+        .map_err(|e| Error::invalid("image", format!("PNG encoding failed: {e}")))?;
+    Ok(bytes)
 }
 
 /// diffusers' `denormalize`: `(x * 0.5 + 0.5).clamp(0, 1)` in f32. NaN stays NaN.

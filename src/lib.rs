@@ -26,8 +26,10 @@ pub mod models;
 pub mod ops;
 pub mod output_file;
 pub mod pipeline;
+pub mod prompt_syntax;
 pub mod rng;
 pub mod schedulers;
+pub mod serve;
 pub mod tokenizer;
 pub mod weights;
 

@@ -31,6 +31,8 @@ enum Command {
     InitRandom(cli::init_random::InitRandomArgs),
     /// Convert a diffusers folder to an LDM single file (A1111 layout), or back.
     Convert(cli::convert::ConvertArgs),
+    /// Serve AUTOMATIC1111- and OpenAI-compatible HTTP APIs (127.0.0.1:7860 by default).
+    Serve(Box<cli::serve::ServeArgs>),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -50,6 +52,8 @@ enum BenchCommand {
     Unet(cli::bench::UnetArgs),
     /// Load a model folder: time, GPU weight bytes, peak host memory, text encoder time.
     Load(cli::bench::LoadArgs),
+    /// Load test of `stipple serve`: concurrent clients, requests/s, latency, errors, RSS.
+    Serve(cli::bench_serve::ServeBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => cli::generate::run(&options, &args),
         Command::InitRandom(args) => cli::init_random::run(&args),
         Command::Convert(args) => cli::convert::run(&args),
+        Command::Serve(args) => cli::serve::run(&options, &args),
         Command::Bench {
             what: BenchCommand::Kernels(args),
         } => cli::bench::run_kernels(&options, &args),
@@ -78,6 +83,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench {
             what: BenchCommand::Load(args),
         } => cli::bench::run_load(&options, &args),
+        Command::Bench {
+            what: BenchCommand::Serve(args),
+        } => cli::bench_serve::run(&options, &args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod convert;
+pub mod bench_serve;
 pub mod generate;
 pub mod info;
 pub mod init_random;
 pub mod load_progress;
 pub mod prompts_file;
+pub mod serve;

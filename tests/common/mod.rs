@@ -7,6 +7,7 @@ pub mod golden;
 pub mod scratch;
 
 use std::process::Command;
+pub mod server;
 
 use stipple::{DType, Gpu, GpuOptions, Graph, Plan, ValueId};
 
