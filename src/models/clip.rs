@@ -103,6 +103,8 @@ pub struct ClipTextOutput {
 
 pub struct ClipTextModel {
     pub config: ClipTextConfig,
+    /// What its graphs are built for (from the load context).
+    pub target: crate::gpu::Target,
     /// (vocab, D) on the CPU.
     token_embedding: Vec<f32>,
     /// (max_positions, D).
@@ -151,6 +153,7 @@ impl ClipTextModel {
         let final_layer_norm =
             LayerNorm::load(ctx, &w.pp("final_layer_norm"), d, config.layer_norm_eps)?;
         Ok(ClipTextModel {
+            target: ctx.target.clone(),
             token_embedding,
             position_embedding,
             layers,
@@ -217,7 +220,7 @@ impl ClipTextModel {
     /// Graph with input `inputs_embeds` (B, T, D) and outputs `last_hidden_state` and, with
     /// `all_hidden_states`, `hidden_states.{i}`.
     pub fn graph(&self, dtype: DType, batch: usize, all_hidden_states: bool) -> Result<Graph> {
-        let mut g = Graph::new(dtype);
+        let mut g = Graph::for_target(dtype, &self.target);
         let x = g.input(
             "inputs_embeds",
             &[

@@ -20,7 +20,7 @@ pub mod unet_2d_condition;
 pub mod vae;
 
 use crate::error::Result;
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::{DType, Gpu, Target, Tensor};
 use crate::weights::WeightsView;
 
 /// Where and how weights are uploaded.
@@ -32,6 +32,8 @@ pub struct Ctx<'a> {
     /// Build with placeholder weights (shapes only, nothing read): for planning memory of
     /// models whose weights are not at hand. Such graphs cannot run.
     pub placeholders: bool,
+    /// What the models' graphs are built for (defaults to `gpu.target`).
+    pub target: &'a Target,
 }
 
 impl<'a> Ctx<'a> {
@@ -40,6 +42,7 @@ impl<'a> Ctx<'a> {
             gpu,
             dtype,
             placeholders: false,
+            target: &gpu.target,
         }
     }
 
@@ -49,6 +52,7 @@ impl<'a> Ctx<'a> {
             gpu,
             dtype,
             placeholders: true,
+            target: &gpu.target,
         }
     }
 

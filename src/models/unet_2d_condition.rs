@@ -20,6 +20,8 @@ use crate::weights::{Weights, WeightsView};
 
 pub struct UNet2DConditionModel {
     pub config: UNet2DConditionConfig,
+    /// What its graphs are built for (from the load context).
+    pub target: crate::gpu::Target,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     conv_in: Conv2dWeight,
@@ -116,6 +118,7 @@ impl UNet2DConditionModel {
         }
 
         Ok(UNet2DConditionModel {
+            target: ctx.target.clone(),
             time_proj: Timesteps::new("time_proj", ch[0], c.flip_sin_to_cos, c.freq_shift),
             time_embedding: TimestepEmbedding::load(ctx, &w.pp("time_embedding"), ch[0], temb)?,
             conv_in: layers::conv2d(
@@ -221,7 +224,7 @@ impl UNet2DConditionModel {
         context_len: usize,
         probes: bool,
     ) -> Result<Graph> {
-        let mut g = Graph::new(dtype);
+        let mut g = Graph::for_target(dtype, &self.target);
         if probes {
             g = g.with_probes();
         }

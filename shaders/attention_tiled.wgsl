@@ -1,0 +1,175 @@
+// Scaled dot-product attention for GPUs (the discrete-GPU variant of attention.wgsl; same
+// params, bindings and partial/combine contract, combine is attention.wgsl's):
+//   dst[b, i, h·D + d] = Σ_j softmax_j(scale · q_i · k_j) · v[b, j, h·D + d]
+//   with q_i = q[b, i, q_off + h·D ..][..D], k_j, v_j likewise; only keys j ≤ i when CAUSAL.
+//
+// One workgroup = WG consecutive queries of one (batch, head, key split). The keys stream through
+// workgroup memory in tiles of TILE_KEYS: the WG invocations load the tile's K and V rows
+// together (each vec4 read from memory once per workgroup instead of once per query), then each
+// invocation scores its query against the tile and updates its online softmax state:
+//   m' = max(m, max_j s_j), l = l·e^(m − m') + Σ_j e^(s_j − m'),
+//   acc = acc·e^(m − m') + Σ_j e^(s_j − m')·v_j.
+// The query and accumulator are D4 = ⌈D/4⌉ vec4s in registers, D ≤ 4·MAX_D4 = 160; f32 math.
+// Every invocation reaches every barrier: queries past the end compute on a clamped row and
+// skip the store; the key range is the workgroup's (causal masking per query).
+
+alias T = f32;
+
+override WG: u32 = 64;
+override CAUSAL: u32 = 0;
+override FINAL: u32 = 1;
+override D4: u32 = 10;            // ⌈D/4⌉ (a constant: the head loops unroll)
+override ALIGNED: u32 = 0;
+override TILE_KEYS: u32 = 32;     // keys per workgroup-memory tile, ≤ MAX_TILE_KEYS
+
+const MAX_D4: u32 = 40u;          // head dim ≤ 160
+const MAX_TILE_KEYS: u32 = 32u;
+const MASKED: f32 = -3.0e38;      // score of a masked key (finite: exp(m − m') stays defined)
+
+struct Params {
+    tq: u32,
+    tk: u32,
+    heads: u32,
+    d: u32,
+    q_stride: u32, q_off: u32,
+    k_stride: u32, k_off: u32,
+    v_stride: u32, v_off: u32,
+    o_stride: u32,
+    scale: f32,
+    batch: u32,
+    splits: u32,
+    split_keys: u32,
+    q_row0: u32,
+    q_rows: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<T>;
+@group(0) @binding(2) var<storage, read> k: array<T>;
+@group(0) @binding(3) var<storage, read> v: array<T>;
+@group(0) @binding(4) var<storage, read_write> dst: array<T>;
+@group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>;   // (S, B, Tq, H)
+@group(0) @binding(6) var<storage, read_write> part_acc: array<f32>;        // (S, B, Tq, H, D)
+@group(0) @binding(7) var<storage, read> k4: array<vec4<T>>;
+@group(0) @binding(8) var<storage, read> v4: array<vec4<T>>;
+
+var<workgroup> k_tile: array<vec4<f32>, TILE_KEYS * D4>;   // (TILE_KEYS, D4)
+var<workgroup> v_tile: array<vec4<f32>, TILE_KEYS * D4>;
+
+// Element `base + d .. + 3` of q, k or v (zero past the head dim).
+fn load4_q(base: u32, d: u32) -> vec4<f32> {
+    let last = p.d - 1u;
+    return vec4<f32>(
+        select(0.0, f32(q[base + min(d, last)]), d < p.d),
+        select(0.0, f32(q[base + min(d + 1u, last)]), d + 1u < p.d),
+        select(0.0, f32(q[base + min(d + 2u, last)]), d + 2u < p.d),
+        select(0.0, f32(q[base + min(d + 3u, last)]), d + 3u < p.d));
+}
+
+fn load4_k(base: u32, d: u32) -> vec4<f32> {
+    if (ALIGNED == 1u) { return vec4<f32>(k4[(base + d) / 4u]); }
+    let last = p.d - 1u;
+    return vec4<f32>(
+        select(0.0, f32(k[base + min(d, last)]), d < p.d),
+        select(0.0, f32(k[base + min(d + 1u, last)]), d + 1u < p.d),
+        select(0.0, f32(k[base + min(d + 2u, last)]), d + 2u < p.d),
+        select(0.0, f32(k[base + min(d + 3u, last)]), d + 3u < p.d));
+}
+
+fn load4_v(base: u32, d: u32) -> vec4<f32> {
+    if (ALIGNED == 1u) { return vec4<f32>(v4[(base + d) / 4u]); }
+    let last = p.d - 1u;
+    return vec4<f32>(
+        select(0.0, f32(v[base + min(d, last)]), d < p.d),
+        select(0.0, f32(v[base + min(d + 1u, last)]), d + 1u < p.d),
+        select(0.0, f32(v[base + min(d + 2u, last)]), d + 2u < p.d),
+        select(0.0, f32(v[base + min(d + 3u, last)]), d + 3u < p.d));
+}
+
+@compute @workgroup_size(WG)
+fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wid.y;
+    let b = wid.z % p.batch;
+    let split = wid.z / p.batch;
+    let i_local = wid.x * WG + lid;
+    let in_range = i_local < p.q_rows;
+    let i = p.q_row0 + min(i_local, p.q_rows - 1u);
+
+    var qv: array<vec4<f32>, MAX_D4>;
+    var acc: array<vec4<f32>, MAX_D4>;
+    let q_base = (b * p.tq + i) * p.q_stride + p.q_off + h * p.d;
+    for (var c = 0u; c < D4; c++) {
+        qv[c] = load4_q(q_base, c * 4u) * p.scale;
+        acc[c] = vec4<f32>(0.0);
+    }
+    var m = MASKED;
+    var l = 0.0;
+
+    // The workgroup's key range (uniform): causal stops after its last query.
+    let key_begin = split * p.split_keys;
+    var key_end = min(p.tk, key_begin + p.split_keys);
+    if (CAUSAL == 1u) {
+        let last_query = p.q_row0 + min(wid.x * WG + WG, p.q_rows) - 1u;
+        key_end = min(key_end, last_query + 1u);
+    }
+    let k_head = p.k_off + h * p.d;
+    let v_head = p.v_off + h * p.d;
+    var scores: array<f32, MAX_TILE_KEYS>;
+    for (var j0 = key_begin; j0 < key_end; j0 += TILE_KEYS) {
+        let nk = min(TILE_KEYS, key_end - j0);
+        // Load the tile together: element e = (key, c).
+        for (var e = lid; e < nk * D4; e += WG) {
+            let key = j0 + e / D4;
+            let c = e % D4;
+            k_tile[e] = load4_k((b * p.tk + key) * p.k_stride + k_head, c * 4u);
+            v_tile[e] = load4_v((b * p.tk + key) * p.v_stride + v_head, c * 4u);
+        }
+        workgroupBarrier();
+        var tile_max = MASKED;
+        for (var j = 0u; j < nk; j++) {
+            var s = 0.0;
+            for (var c = 0u; c < D4; c++) { s += dot(qv[c], k_tile[j * D4 + c]); }
+            if (CAUSAL == 1u && j0 + j > i) { s = MASKED; }
+            scores[j] = s;
+            tile_max = max(tile_max, s);
+        }
+        let m_new = max(m, tile_max);
+        let correction = exp(m - m_new);
+        l *= correction;
+        for (var c = 0u; c < D4; c++) { acc[c] *= correction; }
+        for (var j = 0u; j < nk; j++) {
+            let pj = select(0.0, exp(scores[j] - m_new), scores[j] > MASKED);
+            l += pj;
+            for (var c = 0u; c < D4; c++) { acc[c] += pj * v_tile[j * D4 + c]; }
+        }
+        m = m_new;
+        workgroupBarrier();
+    }
+
+    if (!in_range) { return; }
+    let row = (b * p.q_rows + i_local) * p.heads + h;   // (b, i_local, h)
+    if (FINAL == 1u) {
+        let inv = 1.0 / l;
+        let o_base = (b * p.tq + i) * p.o_stride + h * p.d;
+        for (var c = 0u; c < D4; c++) {
+            let r = acc[c] * inv;
+            let d = c * 4u;
+            if (d < p.d) { dst[o_base + d] = T(r.x); }
+            if (d + 1u < p.d) { dst[o_base + d + 1u] = T(r.y); }
+            if (d + 2u < p.d) { dst[o_base + d + 2u] = T(r.z); }
+            if (d + 3u < p.d) { dst[o_base + d + 3u] = T(r.w); }
+        }
+    } else {
+        let slot = split * p.batch * p.q_rows * p.heads + row;
+        part_ml[slot] = vec2<f32>(m, l);
+        let a_base = slot * p.d;
+        for (var c = 0u; c < D4; c++) {
+            let r = acc[c];
+            let d = c * 4u;
+            if (d < p.d) { part_acc[a_base + d] = r.x; }
+            if (d + 1u < p.d) { part_acc[a_base + d + 1u] = r.y; }
+            if (d + 2u < p.d) { part_acc[a_base + d + 2u] = r.z; }
+            if (d + 3u < p.d) { part_acc[a_base + d + 3u] = r.w; }
+        }
+    }
+}
