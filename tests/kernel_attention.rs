@@ -494,17 +494,17 @@ fn the_target_picks_the_kernel() {
     assert_eq!(build(&cpu, 40, 64), ["attention::partial"]);
     assert_eq!(build(&cpu, 512, 64), ["attention::partial"]);
     let forced = cpu.clone().with_variant(Variant::Gpu);
-    assert_eq!(build(&forced, 40, 64), ["attention_tiled::partial"]);
+    assert_eq!(build(&forced, 40, 64), ["attention::partial_tiled"]);
     assert_eq!(build(&forced, 512, 64), ["attention::partial"]);
     assert_eq!(
         build(&forced, 40, 8192),
-        ["attention_tiled::partial", "attention::combine"]
+        ["attention::partial_tiled", "attention::combine"]
     );
     let unbudgeted = Target {
         loop_budget: None,
         ..forced
     };
-    assert_eq!(build(&unbudgeted, 40, 8192), ["attention_tiled::partial"]);
+    assert_eq!(build(&unbudgeted, 40, 8192), ["attention::partial_tiled"]);
 }
 
 #[test]
@@ -528,7 +528,7 @@ fn forced_gpu_variant_runs_on_this_adapter() {
     assert!(g
         .dispatches()
         .iter()
-        .any(|d| d.kernel.shader == "attention_tiled"));
+        .any(|d| d.kernel.entry == "partial_tiled"));
     g.output("out", y).expect("output");
     let plan = stipple::Plan::new(&gpu, g).expect("plan");
     plan.write_input("q", &q).expect("write");

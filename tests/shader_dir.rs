@@ -9,18 +9,16 @@ use stipple::gpu::kernels::{shader_source, ShaderDir};
 use stipple::ops::attention::{self, AttentionOptions};
 use stipple::DType;
 
-/// A directory holding both attention shaders (CPU and GPU variants) with their query scale
-/// multiplied by `factor`.
+/// A directory holding `attention.wgsl` (CPU and GPU variants) with its query scale multiplied
+/// by `factor`.
 fn edited_attention(name: &str, factor: f32) -> ShaderDir {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    for shader in ["attention", "attention_tiled"] {
-        let src = shader_source(shader, DType::F32).expect(shader);
-        assert!(src.contains("* p.scale;"));
-        let edited = src.replace("* p.scale;", &format!("* (p.scale * {factor:.1});"));
-        std::fs::write(dir.join(format!("{shader}.wgsl")), edited).expect("write");
-    }
+    let src = shader_source("attention", DType::F32).expect("attention");
+    assert_eq!(src.matches("* p.scale;").count(), 2);
+    let edited = src.replace("* p.scale;", &format!("* (p.scale * {factor:.1});"));
+    std::fs::write(dir.join("attention.wgsl"), edited).expect("write");
     ShaderDir::load(&dir).expect("load")
 }
 

@@ -76,7 +76,7 @@ impl CaseKind {
         match self {
             CaseKind::Linear => &["matmul"],
             CaseKind::Conv(_) => &["conv2d"],
-            CaseKind::Attention { .. } => &["attention", "attention_tiled"],
+            CaseKind::Attention { .. } => &["attention"],
             CaseKind::GroupNorm => &["group_norm"],
         }
     }

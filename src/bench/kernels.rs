@@ -270,7 +270,7 @@ pub fn run_kernel_compare(
             name: format!("--compare {}", dir.dir.display()),
             message: format!(
                 "no benchmark case uses the edited shaders ({}); cases use matmul, conv2d, \
-                 attention, attention_tiled and group_norm",
+                 attention and group_norm",
                 names.join(", ")
             ),
         });

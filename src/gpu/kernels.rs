@@ -20,10 +20,6 @@ use crate::gpu::DType;
 /// Every shader: (name, source). The name is the file stem and the `src/ops/` module name.
 pub const SHADERS: &[(&str, &str)] = &[
     ("attention", include_str!("../../shaders/attention.wgsl")),
-    (
-        "attention_tiled",
-        include_str!("../../shaders/attention_tiled.wgsl"),
-    ),
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     (

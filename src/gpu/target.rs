@@ -175,6 +175,7 @@ mod tests {
             subgroup_min_size: 32,
             subgroup_max_size: 32,
             transient_saves_memory: None,
+            limit_bucket: None,
         }
     }
 

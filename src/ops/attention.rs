@@ -1,5 +1,4 @@
-//! Scaled dot-product attention (`shaders/attention.wgsl`, `shaders/attention_tiled.wgsl`), flash
-//! style: online softmax, the (queries × keys) score matrix is never stored. Self- and
+//! Scaled dot-product attention (`shaders/attention.wgsl`), flash style: online softmax, the (queries × keys) score matrix is never stored. Self- and
 //! cross-attention, optional causal mask.
 //!
 //! Two kernels compute the same partial results; the graph's [`Target`] picks one
@@ -7,7 +6,7 @@
 //! - `attention::partial` (CPU adapters such as lavapipe, and any head dim ≤ 512, e.g. the SD
 //!   VAE's single head of 512): one query per invocation, K/V read straight from memory
 //!   (workgroup memory buys nothing on a CPU, and each barrier is a coroutine switch there);
-//! - `attention_tiled::partial` (GPUs, head dim ≤ 160): K/V tiles in workgroup memory shared by
+//! - `attention::partial_tiled` (GPUs, head dim ≤ 160): K/V tiles in workgroup memory shared by
 //!   the workgroup's 64 queries.
 //!
 //! Under a loop budget (lavapipe) the keys are split across invocations and a `combine` pass
@@ -27,9 +26,9 @@ const PARTIAL_BYTES: usize = 32 << 20;
 const UNROLLED_HEAD_DIM: usize = 160;
 /// Keys scored between two rescales of the accumulator (TILE_KEYS in the shader).
 const TILE_KEYS: usize = 32;
-/// Keys per workgroup-memory tile of `attention_tiled` (at most; fewer when D is wide).
+/// Keys per workgroup-memory tile of `partial_tiled` (at most; fewer when D is wide).
 const TILED_KEYS: usize = 32;
-/// Workgroup memory `attention_tiled` may use for its K and V tiles (f32): fits every adapter's
+/// Workgroup memory `partial_tiled` may use for its K and V tiles (f32): fits every adapter's
 /// minimum (16 KiB on the web).
 const TILED_BYTES: usize = 16 << 10;
 /// The shader keeps a query and its accumulator in registers: head_dim ≤ 512 (the SD VAE's
@@ -41,7 +40,7 @@ pub const MAX_HEAD_DIM: usize = 512;
 pub enum AttentionKernel {
     /// `attention::partial`: one query per invocation; any head dim.
     OneQuery,
-    /// `attention_tiled::partial`: K/V tiles in workgroup memory; head dim ≤ 160.
+    /// `attention::partial_tiled`: K/V tiles in workgroup memory; head dim ≤ 160.
     Tiled,
 }
 
@@ -267,7 +266,7 @@ pub fn attention_with(
     };
     let (shader, entry) = match kernel {
         AttentionKernel::OneQuery => ("attention", "partial"),
-        AttentionKernel::Tiled => ("attention_tiled", "partial"),
+        AttentionKernel::Tiled => ("attention", "partial_tiled"),
     };
     let mut key = KernelKey::new(shader, entry, g.dtype)
         .with("CAUSAL", causal as u32)
@@ -276,9 +275,7 @@ pub fn attention_with(
         .with("ALIGNED", aligned as u32);
     match kernel {
         AttentionKernel::OneQuery => {}
-        AttentionKernel::Tiled => {
-            key = key.with("TILE_KEYS", AttentionKernel::tiled_keys(d) as u32)
-        }
+        AttentionKernel::Tiled => key = key.with("KV_TILE", AttentionKernel::tiled_keys(d) as u32),
     }
     for q_row0 in (0..tq).step_by(q_chunk) {
         let q_rows = q_chunk.min(tq - q_row0);
