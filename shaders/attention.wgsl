@@ -15,6 +15,14 @@
 //             the unnormalised accumulator to part_acc;
 //   combine:  dst = Σ_s e^(m_s − M)·acc_s / Σ_s e^(m_s − M)·l_s,  M = max_s m_s.
 // The queries go in chunks of q_rows (one partial/combine pair each) so the partials stay small.
+//
+// partial_tiled (the GPU variant; head dim ≤ 4·MAX_TILED_D4 = 160): one workgroup = WG
+// consecutive queries of one (batch, head, key split). The keys stream through workgroup memory
+// in tiles of KV_TILE: the WG invocations load the tile's K and V rows together (each vec4 read
+// from memory once per workgroup instead of once per query), then each scores its query against
+// the tile and updates its online softmax state as above. Every invocation reaches every
+// barrier: queries past the end compute on a clamped row and skip the store; the key range is
+// the workgroup's (causal masking per query).
 
 alias T = f32;
 
@@ -30,6 +38,13 @@ override ALIGNED: u32 = 0;
 const MAX_D4: u32 = 128u;         // head dim ≤ 512 (the SD VAE's single head)
 const TILE_KEYS: u32 = 32u;       // keys scored before one rescale of the accumulator
 const MASKED: f32 = -3.0e38;      // score of a masked key (finite: exp(m − m') stays defined)
+
+// partial_tiled: keys per workgroup-memory tile (≤ MAX_KV_TILE) and its array bounds.
+override KV_TILE: u32 = 32;
+const MAX_KV_TILE: u32 = 32u;
+const MAX_TILED_D4: u32 = 40u;    // head dim ≤ 160
+var<workgroup> k_tile: array<vec4<f32>, KV_TILE * D4>;   // (KV_TILE, D4)
+var<workgroup> v_tile: array<vec4<f32>, KV_TILE * D4>;
 
 struct Params {
     tq: u32,
@@ -163,6 +178,101 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         part_ml[slot] = vec2<f32>(m, l);
         let a_base = slot * p.d;
         for (var c = 0u; c < d4; c++) {
+            let r = acc[c];
+            let d = c * 4u;
+            if (d < p.d) { part_acc[a_base + d] = r.x; }
+            if (d + 1u < p.d) { part_acc[a_base + d + 1u] = r.y; }
+            if (d + 2u < p.d) { part_acc[a_base + d + 2u] = r.z; }
+            if (d + 3u < p.d) { part_acc[a_base + d + 3u] = r.w; }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn partial_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wid.y;
+    let b = wid.z % p.batch;
+    let split = wid.z / p.batch;
+    let i_local = wid.x * WG + lid;
+    let in_range = i_local < p.q_rows;
+    let i = p.q_row0 + min(i_local, p.q_rows - 1u);
+
+    var qv: array<vec4<f32>, MAX_TILED_D4>;
+    var acc: array<vec4<f32>, MAX_TILED_D4>;
+    let q_base = (b * p.tq + i) * p.q_stride + p.q_off + h * p.d;
+    for (var c = 0u; c < D4; c++) {
+        qv[c] = load4_q(q_base, c * 4u) * p.scale;
+        acc[c] = vec4<f32>(0.0);
+    }
+    var m = MASKED;
+    var l = 0.0;
+
+    // The workgroup's key range (uniform): causal stops after its last query.
+    let key_begin = split * p.split_keys;
+    var key_end = min(p.tk, key_begin + p.split_keys);
+    if (CAUSAL == 1u) {
+        let last_query = p.q_row0 + min(wid.x * WG + WG, p.q_rows) - 1u;
+        key_end = min(key_end, last_query + 1u);
+    }
+    let k_head = p.k_off + h * p.d;
+    let v_head = p.v_off + h * p.d;
+    var scores: array<f32, MAX_KV_TILE>;
+    for (var j0 = key_begin; j0 < key_end; j0 += KV_TILE) {
+        let nk = min(KV_TILE, key_end - j0);
+        // Load the tile together: element e = (key, c).
+        for (var e = lid; e < nk * D4; e += WG) {
+            let key = j0 + e / D4;
+            let c = e % D4;
+            let k_base = (b * p.tk + key) * p.k_stride + k_head;
+            let v_base = (b * p.tk + key) * p.v_stride + v_head;
+            if (ALIGNED == 1u) {
+                k_tile[e] = vec4<f32>(k4[k_base / 4u + c]);
+                v_tile[e] = vec4<f32>(v4[v_base / 4u + c]);
+            } else {
+                k_tile[e] = load4_k(k_base, c * 4u);
+                v_tile[e] = load4_v(v_base, c * 4u);
+            }
+        }
+        workgroupBarrier();
+        var tile_max = MASKED;
+        for (var j = 0u; j < nk; j++) {
+            var s = 0.0;
+            for (var c = 0u; c < D4; c++) { s += dot(qv[c], k_tile[j * D4 + c]); }
+            if (CAUSAL == 1u && j0 + j > i) { s = MASKED; }
+            scores[j] = s;
+            tile_max = max(tile_max, s);
+        }
+        let m_new = max(m, tile_max);
+        let correction = exp(m - m_new);
+        l *= correction;
+        for (var c = 0u; c < D4; c++) { acc[c] *= correction; }
+        for (var j = 0u; j < nk; j++) {
+            let pj = select(0.0, exp(scores[j] - m_new), scores[j] > MASKED);
+            l += pj;
+            for (var c = 0u; c < D4; c++) { acc[c] += pj * v_tile[j * D4 + c]; }
+        }
+        m = m_new;
+        workgroupBarrier();
+    }
+
+    if (!in_range) { return; }
+    let row = (b * p.q_rows + i_local) * p.heads + h;   // (b, i_local, h)
+    if (FINAL == 1u) {
+        let inv = 1.0 / l;
+        let o_base = (b * p.tq + i) * p.o_stride + h * p.d;
+        for (var c = 0u; c < D4; c++) {
+            let r = acc[c] * inv;
+            let d = c * 4u;
+            if (d < p.d) { dst[o_base + d] = T(r.x); }
+            if (d + 1u < p.d) { dst[o_base + d + 1u] = T(r.y); }
+            if (d + 2u < p.d) { dst[o_base + d + 2u] = T(r.z); }
+            if (d + 3u < p.d) { dst[o_base + d + 3u] = T(r.w); }
+        }
+    } else {
+        let slot = split * p.batch * p.q_rows * p.heads + row;
+        part_ml[slot] = vec2<f32>(m, l);
+        let a_base = slot * p.d;
+        for (var c = 0u; c < D4; c++) {
             let r = acc[c];
             let d = c * 4u;
             if (d < p.d) { part_acc[a_base + d] = r.x; }

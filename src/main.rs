@@ -17,6 +17,10 @@ struct Cli {
     /// Adapter index (as listed by `stipple info`) or a substring of its name.
     #[arg(long, global = true, env = "STIPPLE_ADAPTER")]
     adapter: Option<String>,
+    /// Compile kernels from edited WGSL files in DIR (named like shaders/*.wgsl) instead of the
+    /// embedded copies; each is validated when loaded.
+    #[arg(long, global = true, env = "STIPPLE_SHADERS", value_name = "DIR")]
+    shaders: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +65,7 @@ fn main() -> std::process::ExitCode {
     let options = stipple::GpuOptions {
         backend: cli.backend,
         adapter: cli.adapter,
+        shaders: cli.shaders,
     };
     let result = match cli.command {
         Command::Info => cli::info::run(&options),

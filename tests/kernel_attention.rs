@@ -1,14 +1,27 @@
 //! Flash attention kernel vs the CPU reference: head dims 3 to 160 (odd and off the vec4),
 //! key counts 1 to 300 (partial tiles), cross-attention (77 keys), causal masking, fused-QKV
 //! column offsets, batch > 1, and the 4096 × 4096 × 8 heads × 40 self-attention of SD1.5's first
-//! level checked on sampled rows. Tolerances (absolute, × max(1, output scale)): f32 1e-4,
-//! f16 5e-3 (inputs rounded to f16 for the reference; f32 math inside the kernel).
+//! level checked on sampled rows. Every case runs every kernel that supports its head dim: one
+//! query per invocation (the lavapipe variant) and the workgroup-memory tiled kernel (the GPU
+//! variant, forced here). Tolerances (absolute,
+//! × max(1, output scale)): f32 1e-4, f16 5e-3 (inputs rounded to f16 for the reference; f32
+//! math inside the kernel).
 
 mod common;
 
 use common::*;
-use stipple::ops::attention::{self, AttentionOptions, HeadsOf};
+use stipple::gpu::{Target, Variant};
+use stipple::ops::attention::{self, AttentionKernel, AttentionOptions, HeadsOf};
 use stipple::DType;
+
+/// The kernels that can run head dim `d`.
+fn kernels(d: usize) -> Vec<AttentionKernel> {
+    let mut k = vec![AttentionKernel::OneQuery];
+    if d <= 160 {
+        k.push(AttentionKernel::Tiled);
+    }
+    k
+}
 
 struct Case {
     batch: usize,
@@ -42,16 +55,6 @@ fn check(gpu: &stipple::Gpu, c: &Case, dtype: DType, seed: u64, sample_rows: Opt
         scale: None,
         causal: c.causal,
     };
-    let got = run_graph(gpu, dtype, &inputs, |g, ids| {
-        attention::attention(
-            g,
-            "attn1",
-            ids[0].into(),
-            ids[1].into(),
-            ids[2].into(),
-            opts,
-        )
-    });
     let rows: Vec<(usize, usize)> = match sample_rows {
         None => (0..c.batch)
             .flat_map(|b| (0..c.tq).map(move |i| (b, i)))
@@ -81,27 +84,41 @@ fn check(gpu: &stipple::Gpu, c: &Case, dtype: DType, seed: u64, sample_rows: Opt
         c.causal,
         &rows,
     );
-    let got_rows: Vec<f32> = rows
-        .iter()
-        .flat_map(|&(b, i)| got[(b * c.tq + i) * w..][..w].to_vec())
-        .collect();
-    let label = format!(
-        "attention B{} Tq{} Tk{} H{} D{} causal={} {}",
-        c.batch,
-        c.tq,
-        c.tk,
-        c.heads,
-        c.d,
-        c.causal,
-        dtype.name()
-    );
-    assert_close(
-        &label,
-        &got_rows,
-        &want,
-        atol(dtype) * max_abs(&want).max(1.0),
-        0.0,
-    );
+    for kernel in kernels(c.d) {
+        let got = run_graph(gpu, dtype, &inputs, |g, ids| {
+            attention::attention_with(
+                g,
+                "attn1",
+                ids[0].into(),
+                ids[1].into(),
+                ids[2].into(),
+                opts,
+                kernel,
+                32 << 20,
+            )
+        });
+        let got_rows: Vec<f32> = rows
+            .iter()
+            .flat_map(|&(b, i)| got[(b * c.tq + i) * w..][..w].to_vec())
+            .collect();
+        let label = format!(
+            "attention {kernel:?} B{} Tq{} Tk{} H{} D{} causal={} {}",
+            c.batch,
+            c.tq,
+            c.tk,
+            c.heads,
+            c.d,
+            c.causal,
+            dtype.name()
+        );
+        assert_close(
+            &label,
+            &got_rows,
+            &want,
+            atol(dtype) * max_abs(&want).max(1.0),
+            0.0,
+        );
+    }
 }
 
 #[test]
@@ -242,6 +259,10 @@ fn many_keys_split_across_invocations() {
     // Past stipple::ops::LOOP_BUDGET the keys are split and the partial results combined.
     let Some(gpu) = gpu() else { return };
     assert!(attention::keys_per_split(160) < 1500 && attention::keys_per_split(40) < 4096);
+    let budget = stipple::ops::LOOP_BUDGET;
+    for kernel in kernels(160) {
+        assert!(kernel.keys_per_split(160, budget) < 3000, "{kernel:?}");
+    }
     for dtype in dtypes(&gpu) {
         // The SD VAE's mid-block attention: one head of 512.
         check(
@@ -308,24 +329,6 @@ fn query_chunks_bound_the_partials() {
         scale: None,
         causal: false,
     };
-    let mut dispatches = 0;
-    let got = run_graph(&gpu, DType::F32, &inputs, |g, ids| {
-        let y = attention::attention_with_partial_limit(
-            g,
-            "attn",
-            ids[0].into(),
-            ids[1].into(),
-            ids[2].into(),
-            opts,
-            64 * 1024,
-        )?;
-        dispatches = g.dispatches().len();
-        Ok(y)
-    });
-    assert!(
-        dispatches >= 8,
-        "expected several query chunks, got {dispatches} dispatches"
-    );
     let rows: Vec<(usize, usize)> = (0..tq)
         .step_by(7)
         .map(|i| (0, i))
@@ -342,11 +345,38 @@ fn query_chunks_bound_the_partials() {
         false,
         &rows,
     );
-    let got_rows: Vec<f32> = rows
-        .iter()
-        .flat_map(|&(_, i)| got[i * h * d..][..h * d].to_vec())
-        .collect();
-    assert_close("chunked attention", &got_rows, &want, 1e-4, 0.0);
+    for kernel in kernels(d) {
+        let mut dispatches = 0;
+        let got = run_graph(&gpu, DType::F32, &inputs, |g, ids| {
+            let y = attention::attention_with(
+                g,
+                "attn",
+                ids[0].into(),
+                ids[1].into(),
+                ids[2].into(),
+                opts,
+                kernel,
+                64 * 1024,
+            )?;
+            dispatches = g.dispatches().len();
+            Ok(y)
+        });
+        assert!(
+            dispatches >= 8,
+            "{kernel:?}: expected several query chunks, got {dispatches} dispatches"
+        );
+        let got_rows: Vec<f32> = rows
+            .iter()
+            .flat_map(|&(_, i)| got[i * h * d..][..h * d].to_vec())
+            .collect();
+        assert_close(
+            &format!("chunked attention {kernel:?}"),
+            &got_rows,
+            &want,
+            1e-4,
+            0.0,
+        );
+    }
 }
 
 #[test]
@@ -437,4 +467,75 @@ fn attention_rejects_bad_shapes() {
     let err =
         attention::attention(&mut g, "attn2", q2.into(), q2.into(), q2.into(), big).unwrap_err();
     assert!(err.to_string().contains("head_dim 600"), "{err}");
+}
+
+#[test]
+fn the_target_picks_the_kernel() {
+    // Graphs for a CPU target use the one-query kernel, for a GPU target the tiled one (and the
+    // one-query kernel past head dim 160); forcing the GPU variant keeps the CPU adapter's loop
+    // budget, so long key ranges still split.
+    let build = |target: &Target, d: usize, keys: usize| {
+        let mut g = stipple::Graph::for_target(DType::F32, target);
+        let q = g.input("q", &[1, keys, d]).expect("q");
+        let opts = AttentionOptions {
+            heads: 1,
+            head_dim: d,
+            scale: None,
+            causal: false,
+        };
+        attention::attention(&mut g, "attn", q.into(), q.into(), q.into(), opts).expect("attn");
+        g.dispatches()
+            .iter()
+            .map(|d| format!("{}::{}", d.kernel.shader, d.kernel.entry))
+            .collect::<Vec<_>>()
+    };
+    let cpu = Target::default();
+    assert_eq!(cpu.variant, Variant::Cpu);
+    assert_eq!(build(&cpu, 40, 64), ["attention::partial"]);
+    assert_eq!(build(&cpu, 512, 64), ["attention::partial"]);
+    let forced = cpu.clone().with_variant(Variant::Gpu);
+    assert_eq!(build(&forced, 40, 64), ["attention::partial_tiled"]);
+    assert_eq!(build(&forced, 512, 64), ["attention::partial"]);
+    assert_eq!(
+        build(&forced, 40, 8192),
+        ["attention::partial_tiled", "attention::combine"]
+    );
+    let unbudgeted = Target {
+        loop_budget: None,
+        ..forced
+    };
+    assert_eq!(build(&unbudgeted, 40, 8192), ["attention::partial_tiled"]);
+}
+
+#[test]
+fn forced_gpu_variant_runs_on_this_adapter() {
+    // The whole op through `attention()` on a GPU-variant graph (STIPPLE_FORCE_VARIANT=gpu does
+    // the same for every graph of a process).
+    let Some(gpu) = gpu() else { return };
+    let target = gpu.target.clone().with_variant(Variant::Gpu);
+    let (b, t, h, d) = (2, 50, 2, 24);
+    let mut rng = Rng::new(31);
+    let q = rng.vec(b * t * h * d, 1.0);
+    let mut g = stipple::Graph::for_target(DType::F32, &target);
+    let x = g.input("q", &[b, t, h * d]).expect("q");
+    let opts = AttentionOptions {
+        heads: h,
+        head_dim: d,
+        scale: None,
+        causal: true,
+    };
+    let y = attention::attention(&mut g, "attn", x.into(), x.into(), x.into(), opts).expect("attn");
+    assert!(g
+        .dispatches()
+        .iter()
+        .any(|d| d.kernel.entry == "partial_tiled"));
+    g.output("out", y).expect("output");
+    let plan = stipple::Plan::new(&gpu, g).expect("plan");
+    plan.write_input("q", &q).expect("write");
+    plan.run().expect("run");
+    let got = plan.read_output("out").expect("read");
+    let rows: Vec<(usize, usize)> = (0..b).flat_map(|bb| (0..t).map(move |i| (bb, i))).collect();
+    let scale = 1.0 / (d as f32).sqrt();
+    let want = attention::reference_rows(&q, &q, &q, [t, t], h, d, scale, true, &rows);
+    assert_close("forced GPU variant", &got, &want, 1e-4, 0.0);
 }

@@ -1,15 +1,14 @@
-//! No GPU needed: every shader parses and validates with naga, in its f32 and f16 variants.
+//! No GPU needed: every shader parses and validates with naga, in its f32 and f16 variants
+//! (every kernel variant: the attention kernels for CPUs and GPUs live in their own entry points
+//! and files, all validated here); a shader directory (`--shaders DIR`) is validated when loaded,
+//! with errors pointing at file:line.
 
-use stipple::gpu::kernels::{shader_source, SHADERS};
+use stipple::gpu::kernels::{shader_source, validate_wgsl, ShaderDir, SHADERS};
 use stipple::DType;
 
 fn validate(name: &str, dtype: DType) -> Result<(), String> {
     let source = shader_source(name, dtype).map_err(|e| e.to_string())?;
-    let module = naga::front::wgsl::parse_str(&source).map_err(|e| e.emit_to_string(&source))?;
-    let caps = naga::valid::Capabilities::SHADER_FLOAT16 | naga::valid::Capabilities::default();
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-        .validate(&module)
-        .map_err(|e| e.emit_to_string(&source))?;
+    let module = validate_wgsl(&source, &format!("shaders/{name}.wgsl"))?;
     // Every entry point is a compute shader with the `params` uniform at binding 0.
     if module.entry_points.is_empty() {
         return Err("no entry points".into());
@@ -60,4 +59,78 @@ fn f16_variant_swaps_the_storage_alias() {
     assert!(src.starts_with("enable f16;"));
     assert!(src.contains("alias T = f16;") && !src.contains("alias T = f32;"));
     assert!(shader_source("no_such_shader", DType::F32).is_err());
+}
+
+#[test]
+fn attention_variants_have_their_entry_points() {
+    let entries = |name: &str| -> Vec<String> {
+        let src = shader_source(name, DType::F16).expect(name);
+        let module = validate_wgsl(&src, name).expect(name);
+        module.entry_points.iter().map(|e| e.name.clone()).collect()
+    };
+    let names = entries("attention");
+    for e in ["partial", "partial_tiled", "combine"] {
+        assert!(names.iter().any(|n| n == e), "attention.wgsl lacks {e}");
+    }
+}
+
+/// A fresh directory under the target dir's tmp (removed first).
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+#[test]
+fn shader_dir_loads_edited_copies() {
+    let dir = scratch("shaders_ok");
+    let src = shader_source("attention", DType::F32).expect("attention");
+    std::fs::write(
+        dir.join("attention.wgsl"),
+        src.replace("TILE_KEYS: u32 = 32u", "TILE_KEYS: u32 = 16u"),
+    )
+    .expect("write");
+    std::fs::write(dir.join("notes.txt"), "not a shader").expect("write");
+    let loaded = ShaderDir::load(&dir).expect("load");
+    assert_eq!(loaded.names().collect::<Vec<_>>(), ["attention"]);
+}
+
+#[test]
+fn shader_dir_errors_name_file_and_line() {
+    // A type error on a known line: the message starts with path:line:column.
+    let dir = scratch("shaders_bad");
+    let src = shader_source("softmax", DType::F32).expect("softmax");
+    let mut lines: Vec<String> = src.lines().map(String::from).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("alias T = f32;"))
+        .expect("alias line");
+    lines.insert(at + 1, "const BROKEN: u32 = 1.5;".into());
+    let path = dir.join("softmax.wgsl");
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    let err = ShaderDir::load(&dir).unwrap_err().to_string();
+    let want = format!("{}:{}:", path.display(), at + 2);
+    assert!(err.contains(&want), "expected {want} in: {err}");
+
+    // A syntax error.
+    std::fs::write(&path, src.replacen("fn ", "fn fn ", 1)).expect("write");
+    let err = ShaderDir::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("softmax.wgsl:"), "{err}");
+
+    // A name that is no shader, and an empty directory.
+    std::fs::remove_file(&path).expect("rm");
+    std::fs::write(dir.join("atention.wgsl"), &src).expect("write");
+    let err = ShaderDir::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("atention.wgsl") && err.contains("not the name"),
+        "{err}"
+    );
+    let empty = scratch("shaders_empty");
+    let err = ShaderDir::load(&empty).unwrap_err().to_string();
+    assert!(err.contains("no .wgsl files"), "{err}");
+    let err = ShaderDir::load(&empty.join("missing"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing"), "{err}");
 }

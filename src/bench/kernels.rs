@@ -2,16 +2,17 @@
 //! timed with GPU timestamp queries where the adapter has them (else wall-clock to completion),
 //! reported as GFLOP/s (compute-bound kernels) or GB/s (memory-bound ones) and as a fraction of
 //! the adapter's measured FMA / copy peak.
+//!
+//! `--compare DIR` times the embedded shaders and the edited ones in DIR side by side (same
+//! device, same inputs, alternating runs) and checks both against the CPU reference at a small
+//! size first.
 
 use serde::Serialize;
 
-use crate::error::Result;
-use crate::gpu::{DType, Gpu, Tensor};
-use crate::graph::{Graph, Plan, ValueId};
-use crate::ops::attention::{self, AttentionOptions};
-use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
-use crate::ops::group_norm::{self, GroupNorm};
-use crate::ops::matmul::{self, LinearOptions, LinearWeight};
+use super::cases::{self, Case, CaseKind};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu};
+use crate::graph::{Graph, Plan};
 use crate::ops::probe;
 
 #[derive(Clone, Debug)]
@@ -23,6 +24,10 @@ pub struct KernelBenchOptions {
     pub latent: usize,
     /// Timed runs per kernel (after one warm-up run); the median is reported.
     pub iters: usize,
+    /// Also time every attention kernel variant (side by side in one run).
+    pub variants: bool,
+    /// Only the cases whose label contains this.
+    pub only: Option<String>,
 }
 
 impl Default for KernelBenchOptions {
@@ -32,6 +37,8 @@ impl Default for KernelBenchOptions {
             batch: 2,
             latent: 64,
             iters: 3,
+            variants: false,
+            only: None,
         }
     }
 }
@@ -60,6 +67,8 @@ pub struct KernelBenchReport {
     pub adapter: String,
     pub backend: String,
     pub device_type: String,
+    /// Kernel variant the adapter's target uses (`cpu` or `gpu`).
+    pub variant: &'static str,
     pub dtype: &'static str,
     pub timing: &'static str,
     pub peak: Peak,
@@ -76,39 +85,13 @@ fn time_plan(plan: &Plan, iters: usize) -> Result<f64> {
     Ok(times[times.len() / 2])
 }
 
-/// Deterministic pseudo-random values in [-scale, scale) (weights and inputs for timing only).
-fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-/// Build a plan with random inputs from `inputs` and the ops `build` adds, then time it.
-fn bench_graph(
-    gpu: &Gpu,
-    dtype: DType,
-    iters: usize,
-    inputs: &[(&str, Vec<usize>)],
-    build: impl FnOnce(&mut Graph, &[ValueId]) -> Result<ValueId>,
-) -> Result<f64> {
-    let mut g = Graph::new(dtype);
-    let ids = inputs
-        .iter()
-        .map(|(n, s)| g.input(n, s))
-        .collect::<Result<Vec<_>>>()?;
-    let out = build(&mut g, &ids)?;
-    g.output("out", out)?;
-    let plan = Plan::new(gpu, g)?;
-    for (i, (name, shape)) in inputs.iter().enumerate() {
-        plan.write_input(name, &noise(shape.iter().product(), i as u64 + 1, 1.0))?;
+/// A plan of the case's graph on `gpu` with its inputs written.
+fn plan_case(gpu: &Gpu, case: &Case) -> Result<Plan> {
+    let plan = Plan::new(gpu, case.graph.clone())?;
+    for (name, data) in &case.inputs {
+        plan.write_input(name, data)?;
     }
-    time_plan(&plan, iters)
+    Ok(plan)
 }
 
 fn measure_peak(gpu: &Gpu, iters: usize) -> Result<Peak> {
@@ -119,16 +102,53 @@ fn measure_peak(gpu: &Gpu, iters: usize) -> Result<Peak> {
     let fma = flops / time_plan(&Plan::new(gpu, g)?, iters)? / 1e9;
     // Copy: 64 MiB.
     let n = 16 * 1024 * 1024;
-    let mut bytes = 0.0;
-    let secs = bench_graph(gpu, DType::F32, iters, &[("x", vec![n])], |g, ids| {
-        let (y, b) = probe::copy_bandwidth(g, ids[0])?;
-        bytes = b;
-        Ok(y)
-    })?;
+    let mut g = Graph::new(DType::F32);
+    let x = g.input("x", &[n])?;
+    let (y, bytes) = probe::copy_bandwidth(&mut g, x)?;
+    g.output("out", y)?;
+    let plan = Plan::new(gpu, g)?;
+    plan.write_input("x", &cases::noise(n, 1, 1.0))?;
+    let secs = time_plan(&plan, iters)?;
     Ok(Peak {
         fma_gflops: fma,
         copy_gbps: bytes / secs / 1e9,
     })
+}
+
+fn result(case: &Case, label: String, secs: f64, peak: &Peak) -> KernelResult {
+    let rate = case.work / secs / 1e9;
+    let (unit, of_peak) = if case.compute_bound {
+        ("GFLOP/s", peak.fma_gflops)
+    } else {
+        ("GB/s", peak.copy_gbps)
+    };
+    KernelResult {
+        kernel: label,
+        shape: case.shape.clone(),
+        median_ms: secs * 1e3,
+        unit,
+        rate,
+        fraction_of_peak: rate / of_peak,
+    }
+}
+
+/// The cases `o` asks for.
+fn selected(o: &KernelBenchOptions) -> Vec<CaseKind> {
+    let mut kinds = CaseKind::table(o.variants);
+    if let Some(only) = &o.only {
+        kinds.retain(|k| k.label().contains(only.as_str()));
+    }
+    kinds
+}
+
+fn check_options(o: &KernelBenchOptions) -> Result<()> {
+    if o.batch == 0 || o.latent == 0 || o.iters == 0 {
+        return Err(Error::InvalidArgument {
+            name: "kernel benchmark".into(),
+            message: "batch, latent and iterations must be at least 1".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Run every kernel case and the peak probes.
@@ -137,140 +157,176 @@ pub fn run_kernel_bench(
     o: &KernelBenchOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<KernelBenchReport> {
-    let (dtype, b, s, iters) = (o.dtype, o.batch, o.latent, o.iters);
+    check_options(o)?;
     progress("peak probes");
-    let peak = measure_peak(gpu, iters)?;
+    let peak = measure_peak(gpu, o.iters)?;
     let mut kernels = Vec::new();
-    let mut record = |kernel: &str, shape: String, secs: f64, work: f64, compute_bound: bool| {
-        let (unit, rate, fraction) = if compute_bound {
-            (
-                "GFLOP/s",
-                work / secs / 1e9,
-                work / secs / 1e9 / peak.fma_gflops,
-            )
-        } else {
-            (
-                "GB/s",
-                work / secs / 1e9,
-                work / secs / 1e9 / peak.copy_gbps,
-            )
-        };
-        kernels.push(KernelResult {
-            kernel: kernel.into(),
-            shape,
-            median_ms: secs * 1e3,
-            unit,
-            rate,
-            fraction_of_peak: fraction,
-        });
-    };
-    let bytes_per = dtype.size() as f64;
-
-    // Linear: attention projection at the first level, (B·HW, 320) → 320.
-    progress("matmul");
-    let (m, k, n) = (b * s * s, 320, 320);
-    let w = LinearWeight::upload(
-        gpu,
-        "bench.linear",
-        &noise(n * k, 7, 0.05),
-        Some(&noise(n, 8, 0.1)),
-        n,
-        k,
-        dtype,
-    )?;
-    let secs = bench_graph(gpu, dtype, iters, &[("x", vec![m, k])], |g, ids| {
-        matmul::linear(g, "linear", ids[0], &w, LinearOptions::default())
-    })?;
-    record(
-        "matmul (linear + bias)",
-        format!("({m}, {k}) · ({k}, {n})"),
-        secs,
-        2.0 * (m * n * k) as f64,
-        true,
-    );
-
-    // Conv 3×3 and 1×1 at the first level: 320 → 320 channels.
-    for (ksize, pad) in [(3usize, 1usize), (1, 0)] {
-        progress(&format!("conv2d {ksize}x{ksize}"));
-        let c = 320;
-        let wt = Conv2dWeight::upload(
-            gpu,
-            "bench.conv",
-            &noise(c * c * ksize * ksize, 9, 0.02),
-            Some(&noise(c, 10, 0.1)),
-            [c, c, ksize, ksize],
-            dtype,
-        )?;
-        let opts = Conv2dOptions::padded(pad);
-        let secs = bench_graph(gpu, dtype, iters, &[("x", vec![b, s, s, c])], |g, ids| {
-            conv2d::conv2d(g, "conv", ids[0], &wt, opts)
-        })?;
-        let flops = 2.0 * (b * s * s * c * c * ksize * ksize) as f64;
-        record(
-            &format!("conv2d {ksize}x{ksize}"),
-            format!("({b}, {s}, {s}, {c}) → {c}"),
-            secs,
-            flops,
-            true,
-        );
+    for kind in selected(o) {
+        let label = kind.label();
+        progress(&label);
+        let case = cases::build(gpu, kind, o.dtype, o.batch, o.latent)?;
+        let secs = time_plan(&plan_case(gpu, &case)?, o.iters)?;
+        kernels.push(result(&case, label, secs, &peak));
     }
-
-    // Self-attention at the first level and cross-attention to 77 text tokens: 8 heads × 40.
-    let (t, heads, d) = (s * s, 8, 40);
-    for (label, tk) in [("attention self", t), ("attention cross", 77)] {
-        progress(label);
-        let opts = AttentionOptions {
-            heads,
-            head_dim: d,
-            scale: None,
-            causal: false,
-        };
-        let inputs = [("q", vec![b, t, heads * d]), ("kv", vec![b, tk, heads * d])];
-        let secs = bench_graph(gpu, dtype, iters, &inputs, |g, ids| {
-            attention::attention(g, "attn", ids[0].into(), ids[1].into(), ids[1].into(), opts)
-        })?;
-        let flops = 4.0 * (b * heads * t * tk * d) as f64;
-        record(
-            label,
-            format!("B{b} H{heads} D{d}: {t} queries × {tk} keys"),
-            secs,
-            flops,
-            true,
-        );
-    }
-
-    // Group norm + SiLU at the first level (memory-bound: two reads and one write).
-    progress("group norm");
-    let c = 320;
-    let norm = GroupNorm {
-        groups: 32,
-        eps: 1e-5,
-        weight: Tensor::from_f32(gpu, "bench.gn.weight", &[c], dtype, &noise(c, 11, 1.0))?,
-        bias: Tensor::from_f32(gpu, "bench.gn.bias", &[c], dtype, &noise(c, 12, 1.0))?,
-    };
-    let secs = bench_graph(gpu, dtype, iters, &[("x", vec![b, s * s, c])], |g, ids| {
-        group_norm::group_norm(g, "norm", ids[0], &norm, true)
-    })?;
-    let bytes = 3.0 * (b * s * s * c) as f64 * bytes_per;
-    record(
-        "group norm + SiLU",
-        format!("({b}, {}, {c}), 32 groups", s * s),
-        secs,
-        bytes,
-        false,
-    );
-
     Ok(KernelBenchReport {
         adapter: gpu.info.name.clone(),
         backend: format!("{:?}", gpu.info.backend),
         device_type: format!("{:?}", gpu.info.device_type),
-        dtype: dtype.name(),
-        timing: if gpu.supports_timestamps() {
-            "timestamp queries"
-        } else {
-            "wall clock"
-        },
+        variant: gpu.target.variant.name(),
+        dtype: o.dtype.name(),
+        timing: timing(gpu),
         peak,
         kernels,
+    })
+}
+
+fn timing(gpu: &Gpu) -> &'static str {
+    if gpu.supports_timestamps() {
+        "timestamp queries"
+    } else {
+        "wall clock"
+    }
+}
+
+/// One case timed with the embedded and the edited shaders.
+#[derive(Clone, Debug, Serialize)]
+pub struct CompareRow {
+    pub kernel: String,
+    pub shape: String,
+    pub embedded: KernelResult,
+    pub edited: KernelResult,
+    /// embedded time / edited time (> 1: the edit is faster).
+    pub speedup: f64,
+    /// Latent side of the correctness check.
+    pub check_latent: usize,
+    /// Max |GPU − CPU reference| / max(1, max |reference|) at the check size.
+    pub embedded_error: f64,
+    pub edited_error: f64,
+    /// Both errors within `tolerance`.
+    pub tolerance: f64,
+    pub edited_ok: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CompareReport {
+    pub adapter: String,
+    pub dtype: &'static str,
+    pub timing: &'static str,
+    pub shader_dir: String,
+    pub edited_shaders: Vec<String>,
+    pub peak: Peak,
+    pub rows: Vec<CompareRow>,
+}
+
+/// Relative error of `got` against `want` (scaled by the output's magnitude).
+fn relative_error(got: &[f32], want: &[f32]) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    let scale = want.iter().fold(1.0f64, |m, &w| m.max(w.abs() as f64));
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| {
+            let e = (g as f64 - w as f64).abs();
+            if e.is_nan() {
+                f64::INFINITY
+            } else {
+                e
+            }
+        })
+        .fold(0.0, f64::max)
+        / scale
+}
+
+/// Error of the case's output on `gpu` against its CPU reference.
+fn case_error(gpu: &Gpu, case: &Case, want: &[f32]) -> Result<f64> {
+    let plan = plan_case(gpu, case)?;
+    plan.run()?;
+    Ok(relative_error(&plan.read_output("out")?, want))
+}
+
+/// Time and check the cases that use a shader of `edited`'s directory, embedded vs edited.
+pub fn run_kernel_compare(
+    embedded: &Gpu,
+    edited: &Gpu,
+    o: &KernelBenchOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<CompareReport> {
+    check_options(o)?;
+    let dir = edited
+        .kernels
+        .shader_dir()
+        .ok_or_else(|| Error::InvalidArgument {
+            name: "--compare".into(),
+            message: "no shader directory given".into(),
+        })?;
+    let names: Vec<String> = dir.names().map(String::from).collect();
+    let kinds: Vec<CaseKind> = selected(o)
+        .into_iter()
+        .filter(|k| k.shaders().iter().any(|s| names.iter().any(|n| n == s)))
+        .collect();
+    if kinds.is_empty() {
+        return Err(Error::InvalidArgument {
+            name: format!("--compare {}", dir.dir.display()),
+            message: format!(
+                "no benchmark case uses the edited shaders ({}); cases use matmul, conv2d, \
+                 attention and group_norm",
+                names.join(", ")
+            ),
+        });
+    }
+    progress("peak probes");
+    let peak = measure_peak(embedded, o.iters)?;
+    // Checks at a small size (CPU references are slow at SD shapes).
+    let check_latent = o.latent.min(8);
+    let tolerance = match o.dtype {
+        DType::F32 => 1e-3,
+        DType::F16 => 3e-2,
+    };
+    let mut rows = Vec::new();
+    for kind in kinds {
+        let label = kind.label();
+        progress(&format!("{label}: checking"));
+        let small = cases::build(embedded, kind, o.dtype, o.batch, check_latent)?;
+        let want = small.reference();
+        let embedded_error = case_error(embedded, &small, &want)?;
+        let edited_error = case_error(edited, &small, &want)?;
+        progress(&format!("{label}: timing"));
+        let case = cases::build(embedded, kind, o.dtype, o.batch, o.latent)?;
+        let (a, b) = (plan_case(embedded, &case)?, plan_case(edited, &case)?);
+        // Alternate runs so drift (other load, clocks) hits both alike.
+        a.run_timed()?;
+        b.run_timed()?;
+        let (mut ta, mut tb) = (Vec::new(), Vec::new());
+        for _ in 0..o.iters.max(1) {
+            ta.push(a.run_timed()?);
+            tb.push(b.run_timed()?);
+        }
+        let median = |mut t: Vec<f64>| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        };
+        let (sa, sb) = (median(ta), median(tb));
+        rows.push(CompareRow {
+            kernel: label.clone(),
+            shape: case.shape.clone(),
+            embedded: result(&case, label.clone(), sa, &peak),
+            edited: result(&case, label, sb, &peak),
+            speedup: sa / sb,
+            check_latent,
+            embedded_error,
+            edited_error,
+            tolerance,
+            edited_ok: edited_error <= tolerance,
+        });
+    }
+    Ok(CompareReport {
+        adapter: embedded.info.name.clone(),
+        dtype: o.dtype.name(),
+        timing: timing(embedded),
+        shader_dir: dir.dir.display().to_string(),
+        edited_shaders: names,
+        peak,
+        rows,
     })
 }

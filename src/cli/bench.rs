@@ -1,6 +1,7 @@
 //! `stipple bench kernels`: prints the kernel table (or JSON).
 
-use stipple::bench::{run_kernel_bench, KernelBenchOptions};
+use stipple::bench::{run_kernel_bench, run_kernel_compare, CompareReport, KernelBenchOptions};
+use stipple::gpu::kernels::ShaderDir;
 use stipple::{DType, Gpu, GpuOptions};
 
 #[derive(clap::Args)]
@@ -20,6 +21,17 @@ pub struct KernelBenchArgs {
     /// Latent side: 64 for 512×512 images.
     #[arg(long, default_value_t = 64)]
     pub latent: usize,
+    /// Also time every attention kernel variant (one query per invocation; workgroup-memory
+    /// tiles), side by side.
+    #[arg(long)]
+    pub variants: bool,
+    /// Time the embedded shaders against edited copies in DIR (`<shader>.wgsl`), alternating
+    /// runs on the same inputs, after checking both against the CPU reference.
+    #[arg(long, value_name = "DIR")]
+    pub compare: Option<std::path::PathBuf>,
+    /// Only the kernels whose name contains this (e.g. `attention`).
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 pub fn run_kernels(options: &GpuOptions, args: &KernelBenchArgs) -> anyhow::Result<()> {
@@ -36,7 +48,19 @@ pub fn run_kernels(options: &GpuOptions, args: &KernelBenchArgs) -> anyhow::Resu
         batch: args.batch,
         latent: args.latent,
         iters: args.iters,
+        variants: args.variants,
+        only: args.only.clone(),
     };
+    if let Some(dir) = &args.compare {
+        let edited = gpu.with_shader_dir(Some(ShaderDir::load(dir)?));
+        let embedded = gpu.with_shader_dir(None);
+        let report = run_kernel_compare(&embedded, &edited, &opts, |stage| {
+            if !args.json {
+                eprintln!("  {stage} …");
+            }
+        })?;
+        return print_compare(&report, args.json);
+    }
     let report = run_kernel_bench(&gpu, &opts, |stage| {
         if !args.json {
             eprintln!("  running {stage} …");
@@ -47,8 +71,13 @@ pub fn run_kernels(options: &GpuOptions, args: &KernelBenchArgs) -> anyhow::Resu
         return Ok(());
     }
     println!(
-        "adapter: {} ({}, {}); dtype {}; timing: {}",
-        report.adapter, report.backend, report.device_type, report.dtype, report.timing
+        "adapter: {} ({}, {}); {} kernels; dtype {}; timing: {}",
+        report.adapter,
+        report.backend,
+        report.device_type,
+        report.variant,
+        report.dtype,
+        report.timing
     );
     println!(
         "measured peak: FMA {:.1} GFLOP/s, copy {:.2} GB/s",
@@ -70,6 +99,62 @@ pub fn run_kernels(options: &GpuOptions, args: &KernelBenchArgs) -> anyhow::Resu
             100.0 * k.fraction_of_peak
         );
     }
+    Ok(())
+}
+
+/// The `--compare` table; fails when an edited shader misses the CPU reference.
+fn print_compare(report: &CompareReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!(
+            "adapter: {}; dtype {}; timing: {}; measured peak FMA {:.1} GFLOP/s, copy {:.2} GB/s",
+            report.adapter,
+            report.dtype,
+            report.timing,
+            report.peak.fma_gflops,
+            report.peak.copy_gbps
+        );
+        println!(
+            "embedded shaders vs {} ({})\n",
+            report.shader_dir,
+            report.edited_shaders.join(", ")
+        );
+        println!(
+            "{:<30} {:>12} {:>12} {:>8} {:>13} {:>13}",
+            "kernel", "embedded ms", "edited ms", "speedup", "embedded err", "edited err"
+        );
+        for r in &report.rows {
+            println!(
+                "{:<30} {:>12.2} {:>12.2} {:>7.2}× {:>13.2e} {:>13.2e}{}",
+                r.kernel,
+                r.embedded.median_ms,
+                r.edited.median_ms,
+                r.speedup,
+                r.embedded_error,
+                r.edited_error,
+                if r.edited_ok { "" } else { "  WRONG" }
+            );
+        }
+        if let Some(r) = report.rows.first() {
+            println!(
+                "\nerrors: max |GPU − CPU reference| / max(1, max |reference|) at latent {}, \
+                 tolerance {:.0e}; speedup = embedded ms / edited ms",
+                r.check_latent, r.tolerance
+            );
+        }
+    }
+    let wrong: Vec<&str> = report
+        .rows
+        .iter()
+        .filter(|r| !r.edited_ok)
+        .map(|r| r.kernel.as_str())
+        .collect();
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "the edited shaders disagree with the CPU reference in: {}",
+        wrong.join(", ")
+    );
     Ok(())
 }
 

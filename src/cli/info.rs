@@ -25,6 +25,17 @@ pub fn run(options: &GpuOptions) -> anyhow::Result<()> {
         "\nChosen: {} ({:?}, {:?})",
         i.name, i.backend, i.device_type
     );
+    println!(
+        "Graphs built for: {} kernels, loop budget {}{}",
+        gpu.target.variant.name(),
+        gpu.target
+            .loop_budget
+            .map_or("none".to_string(), |b| b.to_string()),
+        gpu.kernels
+            .shader_dir()
+            .map(|d| format!("; shaders from {}", d.dir.display()))
+            .unwrap_or_default()
+    );
     let yes_no = |f: wgpu::Features| {
         if gpu.features.contains(f) {
             "yes"

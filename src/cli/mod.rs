@@ -1,8 +1,8 @@
 //! Subcommands of the `stipple` binary.
 
 pub mod bench;
-pub mod convert;
 pub mod bench_serve;
+pub mod convert;
 pub mod generate;
 pub mod info;
 pub mod init_random;

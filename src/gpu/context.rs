@@ -2,14 +2,18 @@
 //!
 //! The adapter is chosen by backend (`vulkan|metal|dx12|gl`) and by a name substring or an index
 //! into the listed adapters (`--backend`, `--adapter`; env `STIPPLE_BACKEND`, `STIPPLE_ADAPTER`).
+//! `--shaders DIR` (`STIPPLE_SHADERS`) compiles edited shaders from DIR instead of the embedded
+//! ones; `STIPPLE_FORCE_VARIANT=cpu|gpu` forces the kernel variant (see [`Target`]).
 //! The device is requested with the adapter's own limits and the optional features stipple uses.
 //! wgpu's default uncaptured-error handler panics; ours records the error so that the next
 //! [`Gpu::check`] returns it as a [`crate::Error`], and the device-lost callback does the same.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::Kernels;
+use crate::gpu::kernels::{Kernels, ShaderDir};
+use crate::gpu::target::Target;
 
 /// Features used when the adapter has them; none is required.
 const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
@@ -25,6 +29,8 @@ pub struct GpuOptions {
     pub backend: Option<String>,
     /// An index into the listed adapters, or a case-insensitive substring of the adapter name.
     pub adapter: Option<String>,
+    /// A directory of edited `<shader>.wgsl` files used instead of the embedded ones.
+    pub shaders: Option<PathBuf>,
 }
 
 impl GpuOptions {
@@ -34,6 +40,7 @@ impl GpuOptions {
         GpuOptions {
             backend: var("STIPPLE_BACKEND"),
             adapter: var("STIPPLE_ADAPTER"),
+            shaders: var("STIPPLE_SHADERS").map(PathBuf::from),
         }
     }
 }
@@ -148,6 +155,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
+    /// What graphs built for this device are shaped for (kernel variant, loop budget).
+    pub target: Target,
     pub kernels: Arc<Kernels>,
     faults: Arc<Mutex<Faults>>,
 }
@@ -155,6 +164,13 @@ pub struct Gpu {
 impl Gpu {
     /// Open the adapter the options select (see [`GpuOptions`]).
     pub fn new(options: &GpuOptions) -> Result<Gpu> {
+        // Bad shaders and variant names fail before any adapter is opened.
+        let shaders = options
+            .shaders
+            .as_deref()
+            .map(ShaderDir::load)
+            .transpose()?;
+        let force = Target::forced_variant_from_env()?;
         let (_instance, adapters) = sorted_adapters(options.backend.as_deref())?;
         let filter = options
             .backend
@@ -168,10 +184,14 @@ impl Gpu {
             None | Some("") => &adapters[0],
             Some(selector) => select(&adapters, selector)?,
         };
-        Self::open(adapter)
+        Self::open(adapter, force, shaders)
     }
 
-    fn open(adapter: &wgpu::Adapter) -> Result<Gpu> {
+    fn open(
+        adapter: &wgpu::Adapter,
+        force: Option<crate::gpu::Variant>,
+        shaders: Option<ShaderDir>,
+    ) -> Result<Gpu> {
         let info = adapter.get_info();
         let features = adapter.features() & OPTIONAL_FEATURES;
         let desc = wgpu::DeviceDescriptor {
@@ -203,8 +223,10 @@ impl Gpu {
         });
 
         let limits = device.limits();
+        let target = Target::from_adapter(&info, features, &limits, force);
         Ok(Gpu {
-            kernels: Arc::new(Kernels::new(features)),
+            target,
+            kernels: Arc::new(Kernels::new(features).with_shader_dir(shaders)),
             device,
             queue,
             info,
@@ -212,6 +234,16 @@ impl Gpu {
             limits,
             faults,
         })
+    }
+
+    /// The same device compiling its kernels from `shaders` (embedded ones where it has none, or
+    /// all embedded for `None`), with a cache of its own: tensors are shared, so one benchmark
+    /// can time embedded and edited shaders on the same data.
+    pub fn with_shader_dir(&self, shaders: Option<ShaderDir>) -> Gpu {
+        Gpu {
+            kernels: Arc::new(Kernels::new(self.features).with_shader_dir(shaders)),
+            ..self.clone()
+        }
     }
 
     /// Whether kernels can store f16 (SHADER_F16).

@@ -5,8 +5,13 @@
 //! its own. The f16 variant replaces that line with `alias T = f16;` and prepends `enable f16;`.
 //! Tile and workgroup sizes are `override` constants given per pipeline. Pipelines are cached by
 //! (shader, entry point, dtype, overrides).
+//!
+//! A [`ShaderDir`] (`--shaders DIR`, `STIPPLE_SHADERS`) replaces embedded shaders with edited
+//! copies read at run time (`DIR/<name>.wgsl`), validated with naga when loaded, so a kernel idea
+//! can be tried and benchmarked (`stipple bench kernels --compare DIR`) without rebuilding.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -36,7 +41,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// The line each shader declares its storage type with.
 const F32_ALIAS: &str = "alias T = f32;";
 
-/// WGSL source of `shader` for storage dtype `dtype`.
+/// WGSL source of embedded shader `shader` for storage dtype `dtype`.
 pub fn shader_source(shader: &str, dtype: DType) -> Result<String> {
     let (_, source) = SHADERS
         .iter()
@@ -45,6 +50,12 @@ pub fn shader_source(shader: &str, dtype: DType) -> Result<String> {
             shader: shader.to_string(),
             message: "no such shader in shaders/".into(),
         })?;
+    variant_source(shader, source, dtype)
+}
+
+/// `source` (written for f32) as the `dtype` variant. The f16 prelude goes on the first line, so
+/// line numbers are the file's in both variants.
+fn variant_source(shader: &str, source: &str, dtype: DType) -> Result<String> {
     if source.lines().filter(|l| l.trim() == F32_ALIAS).count() != 1 {
         return Err(Error::Shader {
             shader: shader.to_string(),
@@ -54,10 +65,121 @@ pub fn shader_source(shader: &str, dtype: DType) -> Result<String> {
     Ok(match dtype {
         DType::F32 => source.to_string(),
         DType::F16 => format!(
-            "enable f16;\n{}",
+            "enable f16; {}",
             source.replacen(F32_ALIAS, "alias T = f16;", 1)
         ),
     })
+}
+
+/// Parse and validate WGSL with naga (the capabilities stipple's device may have: f16,
+/// subgroups). Errors start with `path:line:column` and include naga's annotated excerpt.
+pub fn validate_wgsl(source: &str, path: &str) -> std::result::Result<naga::Module, String> {
+    let at = |loc: Option<naga::SourceLocation>| {
+        loc.map(|l| format!("{path}:{}:{}", l.line_number, l.line_position))
+            .unwrap_or_else(|| path.to_string())
+    };
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| {
+        format!(
+            "{}: {e}\n{}",
+            at(e.location(source)),
+            e.emit_to_string_with_path(source, path)
+        )
+    })?;
+    let caps = naga::valid::Capabilities::default()
+        | naga::valid::Capabilities::SHADER_FLOAT16
+        | naga::valid::Capabilities::SUBGROUP
+        | naga::valid::Capabilities::SUBGROUP_BARRIER;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .map_err(|e| {
+            format!(
+                "{}: {}\n{}",
+                at(e.location(source)),
+                e.as_inner(),
+                e.emit_to_string_with_path(source, path)
+            )
+        })?;
+    Ok(module)
+}
+
+/// Edited shaders read from a directory, replacing the embedded ones of the same name.
+#[derive(Clone, Debug, Default)]
+pub struct ShaderDir {
+    pub dir: PathBuf,
+    /// (shader name, f32 source), for each `DIR/<name>.wgsl`.
+    pub sources: Vec<(String, String)>,
+}
+
+impl ShaderDir {
+    /// Read every `*.wgsl` in `dir`. Each must be named after an embedded shader (a typo would
+    /// otherwise silently benchmark the embedded copy) and validate in its f32 and f16 variants;
+    /// errors name the file, line and column.
+    pub fn load(dir: &Path) -> Result<ShaderDir> {
+        let io = |e: std::io::Error| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        };
+        let mut files = std::fs::read_dir(dir)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(io)?;
+        files.retain(|p| p.extension().is_some_and(|e| e == "wgsl"));
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::InvalidArgument {
+                name: format!("shader directory {}", dir.display()),
+                message: "contains no .wgsl files".into(),
+            });
+        }
+        let mut sources = Vec::new();
+        for path in files {
+            let shown = path.display().to_string();
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if !SHADERS.iter().any(|(n, _)| *n == name) {
+                let known: Vec<&str> = SHADERS.iter().map(|(n, _)| *n).collect();
+                return Err(Error::Shader {
+                    shader: shown,
+                    message: format!(
+                        "not the name of a stipple shader (expected one of {})",
+                        known.join(", ")
+                    ),
+                });
+            }
+            let source = std::fs::read_to_string(&path).map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            for dtype in [DType::F32, DType::F16] {
+                let variant = variant_source(&shown, &source, dtype)?;
+                validate_wgsl(&variant, &shown).map_err(|message| Error::Shader {
+                    shader: format!("{shown} ({} variant)", dtype.name()),
+                    message,
+                })?;
+            }
+            sources.push((name, source));
+        }
+        Ok(ShaderDir {
+            dir: dir.to_path_buf(),
+            sources,
+        })
+    }
+
+    /// Names of the replaced shaders.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sources.iter().map(|(n, _)| n.as_str())
+    }
+
+    fn get(&self, shader: &str) -> Option<&str> {
+        self.sources
+            .iter()
+            .find(|(n, _)| n == shader)
+            .map(|(_, s)| s.as_str())
+    }
 }
 
 /// Identifies one compute pipeline.
@@ -91,6 +213,8 @@ pub struct Kernels {
     modules: Mutex<HashMap<(&'static str, DType), Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<KernelKey, Arc<wgpu::ComputePipeline>>>,
     supports_f16: bool,
+    /// Edited shaders replacing embedded ones.
+    shader_dir: Option<ShaderDir>,
 }
 
 impl Kernels {
@@ -99,6 +223,33 @@ impl Kernels {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             supports_f16: features.contains(wgpu::Features::SHADER_F16),
+            shader_dir: None,
+        }
+    }
+
+    /// Kernels compiled from `dir`'s shaders where it has them, embedded ones elsewhere.
+    pub fn with_shader_dir(mut self, dir: Option<ShaderDir>) -> Self {
+        self.shader_dir = dir;
+        self
+    }
+
+    /// The directory whose shaders replace embedded ones, if any.
+    pub fn shader_dir(&self) -> Option<&ShaderDir> {
+        self.shader_dir.as_ref()
+    }
+
+    /// The source a pipeline of `shader` is compiled from, and a label naming where it is from.
+    fn source(&self, shader: &str, dtype: DType) -> Result<(String, String)> {
+        match self
+            .shader_dir
+            .as_ref()
+            .and_then(|d| d.get(shader).map(|s| (d, s)))
+        {
+            Some((dir, src)) => {
+                let path = dir.dir.join(format!("{shader}.wgsl")).display().to_string();
+                Ok((variant_source(&path, src, dtype)?, path))
+            }
+            None => Ok((shader_source(shader, dtype)?, shader.to_string())),
         }
     }
 
@@ -167,17 +318,17 @@ impl Kernels {
                         .into(),
             });
         }
-        let source = shader_source(shader, dtype)?;
+        let (source, origin) = self.source(shader, dtype)?;
         let module = gpu
-            .scoped(&format!("compiling shader {shader}"), || {
+            .scoped(&format!("compiling shader {origin}"), || {
                 gpu.device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader),
+                        label: Some(&origin),
                         source: wgpu::ShaderSource::Wgsl(source.into()),
                     })
             })
             .map_err(|e| Error::Shader {
-                shader: shader.to_string(),
+                shader: origin.clone(),
                 message: e.to_string(),
             })?;
         let module = Arc::new(module);

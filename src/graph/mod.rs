@@ -17,7 +17,7 @@ pub use plan::{Plan, PlanMemory};
 
 use crate::error::{Error, Result};
 use crate::gpu::tensor::numel;
-use crate::gpu::{DType, KernelKey, Tensor};
+use crate::gpu::{DType, KernelKey, Target, Tensor};
 
 /// Handle to a value in a [`Graph`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,6 +80,8 @@ pub struct Dispatch {
 pub struct Graph {
     /// Storage dtype of activations (f32 accumulation inside every kernel regardless).
     pub dtype: DType,
+    /// What the ops shape their kernels for (variant, loop budget, limits).
+    pub target: Target,
     pub(crate) values: Vec<Value>,
     pub(crate) dispatches: Vec<Dispatch>,
     /// Output names and their values.
@@ -88,9 +90,17 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// A graph for the conservative default [`Target`] (CPU-shaped kernels under the loop
+    /// budget: runs on every adapter). Models use [`Graph::for_target`].
     pub fn new(dtype: DType) -> Self {
+        Self::for_target(dtype, &Target::default())
+    }
+
+    /// A graph whose ops pick their kernels for `target` (usually `gpu.target`).
+    pub fn for_target(dtype: DType, target: &Target) -> Self {
         Graph {
             dtype,
+            target: target.clone(),
             values: Vec::new(),
             dispatches: Vec::new(),
             outputs: Vec::new(),

@@ -16,6 +16,8 @@ use crate::weights::{Weights, WeightsView};
 
 pub struct AutoencoderKL {
     pub config: AutoencoderKLConfig,
+    /// What its graphs are built for (from the load context).
+    pub target: crate::gpu::Target,
     encoder: Encoder,
     decoder: Decoder,
     quant_conv: Option<Conv2dWeight>,
@@ -38,6 +40,7 @@ impl AutoencoderKL {
         let l2 = 2 * config.latent_channels;
         let l = config.latent_channels;
         Ok(AutoencoderKL {
+            target: ctx.target.clone(),
             encoder: Encoder::load(ctx, &w.pp("encoder"), &config)?,
             decoder: Decoder::load(ctx, &w.pp("decoder"), &config)?,
             quant_conv: config
@@ -84,7 +87,7 @@ impl AutoencoderKL {
         latent: [usize; 2],
         probes: bool,
     ) -> Result<Graph> {
-        let mut g = Graph::new(dtype);
+        let mut g = Graph::for_target(dtype, &self.target);
         if probes {
             g = g.with_probes();
         }
@@ -112,7 +115,7 @@ impl AutoencoderKL {
                 format!("image size {size:?} must be a multiple of {f}"),
             ));
         }
-        let mut g = Graph::new(dtype);
+        let mut g = Graph::for_target(dtype, &self.target);
         if probes {
             g = g.with_probes();
         }

@@ -151,6 +151,8 @@ impl HostTable {
 
 pub struct ClipTextModel {
     pub config: ClipTextConfig,
+    /// What its graphs are built for (from the load context).
+    pub target: crate::gpu::Target,
     /// (vocab, D) on the CPU, in the file's dtype.
     token_embedding: HostTable,
     /// (max_positions, D).
@@ -230,6 +232,7 @@ impl ClipTextModel {
             })
             .transpose()?;
         Ok(ClipTextModel {
+            target: ctx.target.clone(),
             token_embedding,
             position_embedding,
             layers,
@@ -346,7 +349,7 @@ impl ClipTextModel {
 
     /// A graph with input `inputs_embeds` (B, T, D) and the encoder in it, outputs not yet set.
     fn forward_graph(&self, dtype: DType, batch: usize) -> Result<(Graph, ClipTextOutput)> {
-        let mut g = Graph::new(dtype);
+        let mut g = Graph::for_target(dtype, &self.target);
         let x = g.input(
             "inputs_embeds",
             &[

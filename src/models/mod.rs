@@ -21,7 +21,7 @@ pub mod unet_2d_condition;
 pub mod vae;
 
 use crate::error::Result;
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::{DType, Gpu, Target, Tensor};
 use crate::weights::{TensorData, WeightsView};
 
 /// Where and how weights are uploaded.
@@ -38,6 +38,8 @@ pub struct Ctx<'a> {
     pub lora_targets: Option<&'a crate::lora::Targets>,
     /// Told the file bytes of each weight once it is on the GPU (a loading progress bar).
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// What the models' graphs are built for (defaults to `gpu.target`).
+    pub target: &'a Target,
 }
 
 impl<'a> Ctx<'a> {
@@ -48,6 +50,7 @@ impl<'a> Ctx<'a> {
             placeholders: false,
             lora_targets: None,
             progress: None,
+            target: &gpu.target,
         }
     }
 
@@ -59,6 +62,7 @@ impl<'a> Ctx<'a> {
             placeholders: true,
             lora_targets: None,
             progress: None,
+            target: &gpu.target,
         }
     }
 

@@ -35,6 +35,8 @@ pub struct AddedCond {
 
 pub struct UNet2DConditionModel {
     pub config: UNet2DConditionConfig,
+    /// What its graphs are built for (from the load context).
+    pub target: crate::gpu::Target,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     /// `text_time` only: sinusoidal embedding of each time id, and the MLP over
@@ -136,6 +138,7 @@ impl UNet2DConditionModel {
 
         let text_time = c.text_time();
         Ok(UNet2DConditionModel {
+            target: ctx.target.clone(),
             time_proj: Timesteps::new("time_proj", ch[0], c.flip_sin_to_cos, c.freq_shift),
             time_embedding: TimestepEmbedding::load(ctx, &w.pp("time_embedding"), ch[0], temb)?,
             add_time_proj: text_time.map(|t| {
@@ -288,7 +291,7 @@ impl UNet2DConditionModel {
         context_len: usize,
         probes: bool,
     ) -> Result<Graph> {
-        let mut g = Graph::new(dtype);
+        let mut g = Graph::for_target(dtype, &self.target);
         if probes {
             g = g.with_probes();
         }

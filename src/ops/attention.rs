@@ -1,11 +1,22 @@
-//! Scaled dot-product attention (`shaders/attention.wgsl`), flash style: online softmax, the
-//! (queries × keys) score matrix is never stored. Self- and cross-attention, optional causal mask.
+//! Scaled dot-product attention (`shaders/attention.wgsl`), flash style: online softmax, the (queries × keys) score matrix is never stored. Self- and
+//! cross-attention, optional causal mask.
+//!
+//! Two kernels compute the same partial results; the graph's [`Target`] picks one
+//! ([`AttentionKernel::for_target`]):
+//! - `attention::partial` (CPU adapters such as lavapipe, and any head dim ≤ 512, e.g. the SD
+//!   VAE's single head of 512): one query per invocation, K/V read straight from memory
+//!   (workgroup memory buys nothing on a CPU, and each barrier is a coroutine switch there);
+//! - `attention::partial_tiled` (GPUs, head dim ≤ 160): K/V tiles in workgroup memory shared by
+//!   the workgroup's 64 queries.
+//!
+//! Under a loop budget (lavapipe) the keys are split across invocations and a `combine` pass
+//! merges the partial softmax states.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, params, to_u32, LOOP_BUDGET};
+use super::{grid_1d, params, to_u32};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, KernelKey};
+use crate::gpu::{DType, KernelKey, Target, Variant};
 use crate::graph::{Dispatch, Graph, ValueId};
 
 const WG: usize = 64;
@@ -15,9 +26,65 @@ const PARTIAL_BYTES: usize = 32 << 20;
 const UNROLLED_HEAD_DIM: usize = 160;
 /// Keys scored between two rescales of the accumulator (TILE_KEYS in the shader).
 const TILE_KEYS: usize = 32;
+/// Keys per workgroup-memory tile of `partial_tiled` (at most; fewer when D is wide).
+const TILED_KEYS: usize = 32;
+/// Workgroup memory `partial_tiled` may use for its K and V tiles (f32): fits every adapter's
+/// minimum (16 KiB on the web).
+const TILED_BYTES: usize = 16 << 10;
 /// The shader keeps a query and its accumulator in registers: head_dim ≤ 512 (the SD VAE's
 /// mid-block attention has one head of 512).
 pub const MAX_HEAD_DIM: usize = 512;
+
+/// Which kernel computes the attention partials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// `attention::partial`: one query per invocation; any head dim.
+    OneQuery,
+    /// `attention::partial_tiled`: K/V tiles in workgroup memory; head dim ≤ 160.
+    Tiled,
+}
+
+impl AttentionKernel {
+    /// The kernel the target's variant uses for this head dim.
+    pub fn for_target(target: &Target, head_dim: usize) -> AttentionKernel {
+        match target.variant {
+            Variant::Gpu if head_dim <= UNROLLED_HEAD_DIM => AttentionKernel::Tiled,
+            _ => AttentionKernel::OneQuery,
+        }
+    }
+
+    /// Keys per workgroup-memory tile of the tiled kernel for head dim `d`.
+    fn tiled_keys(d: usize) -> usize {
+        let per_key = 2 * d.div_ceil(4) * 16;
+        (TILED_BYTES / per_key).clamp(1, TILED_KEYS)
+    }
+
+    /// Keys one invocation may process within `budget` loop iterations (all keys without a
+    /// budget). Counted as if no loop were unrolled: drivers need not unroll.
+    pub fn keys_per_split(self, head_dim: usize, budget: usize) -> usize {
+        if budget == usize::MAX {
+            return usize::MAX;
+        }
+        let d4 = head_dim.div_ceil(4);
+        let (per_tile, tile, fixed) = match self {
+            // Per key two key-loop iterations and 2·⌈D/4⌉ head-loop iterations, plus ⌈D/4⌉ + 1
+            // per tile.
+            AttentionKernel::OneQuery => (TILE_KEYS * (2 + 2 * d4) + d4 + 1, TILE_KEYS, 4 * d4),
+            AttentionKernel::Tiled => {
+                let tk = Self::tiled_keys(head_dim);
+                let loads = (tk * d4).div_ceil(WG);
+                (tk * (2 + 2 * d4) + d4 + 1 + loads + 1, tk, 4 * d4)
+            }
+        };
+        (budget.saturating_sub(fixed) / per_tile).max(1) * tile
+    }
+}
+
+/// Keys per split of the CPU kernel under lavapipe's loop budget.
+pub fn keys_per_split(head_dim: usize) -> usize {
+    let target = Target::default();
+    AttentionKernel::for_target(&target, head_dim).keys_per_split(head_dim, target.loop_budget())
+}
 
 /// A (B, T, C) tensor whose heads start at column `offset` (e.g. a slice of a fused QKV output).
 #[derive(Clone, Copy, Debug)]
@@ -64,15 +131,6 @@ struct Params {
     q_rows: u32,
 }
 
-/// Keys one invocation may process within [`LOOP_BUDGET`] loop iterations: per key the shader
-/// runs two key-loop iterations and 2·⌈D/4⌉ head-loop iterations, plus ⌈D/4⌉ + 1 per tile.
-pub fn keys_per_split(head_dim: usize) -> usize {
-    let d4 = head_dim.div_ceil(4);
-    let per_tile = TILE_KEYS * (2 + 2 * d4) + d4 + 1;
-    let budget = LOOP_BUDGET - 4 * d4;
-    (budget / per_tile).max(1) * TILE_KEYS
-}
-
 /// Attention of q (B, Tq, ·) over k, v (B, Tk, ·) with `heads` heads of `head_dim` each:
 /// output (B, Tq, heads · head_dim).
 pub fn attention(
@@ -83,19 +141,22 @@ pub fn attention(
     v: HeadsOf,
     opts: AttentionOptions,
 ) -> Result<ValueId> {
-    attention_with_partial_limit(g, name, q, k, v, opts, PARTIAL_BYTES)
+    let kernel = AttentionKernel::for_target(&g.target, opts.head_dim);
+    attention_with(g, name, q, k, v, opts, kernel, PARTIAL_BYTES)
 }
 
-/// [`attention`] with a chosen bound on the partial results per dispatch (tests use a small one
-/// to exercise query chunking at small sizes).
+/// [`attention`] with a chosen kernel and bound on the partial results per dispatch (tests and
+/// benchmarks compare kernels, and use a small bound to exercise query chunking).
 #[doc(hidden)]
-pub fn attention_with_partial_limit(
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
     g: &mut Graph,
     name: &str,
     q: HeadsOf,
     k: HeadsOf,
     v: HeadsOf,
     opts: AttentionOptions,
+    kernel: AttentionKernel,
     partial_bytes: usize,
 ) -> Result<ValueId> {
     let AttentionOptions {
@@ -104,10 +165,14 @@ pub fn attention_with_partial_limit(
         scale,
         causal,
     } = opts;
-    if d == 0 || d > MAX_HEAD_DIM || heads == 0 {
+    let wide = d > UNROLLED_HEAD_DIM && kernel != AttentionKernel::OneQuery;
+    if d == 0 || d > MAX_HEAD_DIM || heads == 0 || wide {
         return Err(Error::shape(
             name,
-            format!("head_dim {d} with {heads} heads: head_dim must be 1..={MAX_HEAD_DIM}"),
+            format!(
+                "head_dim {d} with {heads} heads for kernel {kernel:?}: head_dim must be \
+                 1..={MAX_HEAD_DIM} (1..={UNROLLED_HEAD_DIM} for the tiled kernel)"
+            ),
         ));
     }
     let (qs, ks, vs) = (g.shape(q.value)?, g.shape(k.value)?, g.shape(v.value)?);
@@ -161,7 +226,9 @@ pub fn attention_with_partial_limit(
     let y = g.intermediate(name, &[b, tq, width], g.dtype)?;
     // Causal attention only ever reads the first Tq keys.
     let keys_read = if causal { tq.min(tk) } else { tk };
-    let split_keys = keys_per_split(d);
+    let split_keys = kernel
+        .keys_per_split(d, g.target.loop_budget())
+        .min(keys_read.max(1));
     let splits = keys_read.div_ceil(split_keys).max(1);
     let p = Params {
         batch: u("batch", b)?,
@@ -197,11 +264,19 @@ pub fn attention_with_partial_limit(
     } else {
         0
     };
-    let kernel = KernelKey::new("attention", "partial", g.dtype)
+    let (shader, entry) = match kernel {
+        AttentionKernel::OneQuery => ("attention", "partial"),
+        AttentionKernel::Tiled => ("attention", "partial_tiled"),
+    };
+    let mut key = KernelKey::new(shader, entry, g.dtype)
         .with("CAUSAL", causal as u32)
         .with("FINAL", final_pass as u32)
         .with("D4", unrolled_d4)
         .with("ALIGNED", aligned as u32);
+    match kernel {
+        AttentionKernel::OneQuery => {}
+        AttentionKernel::Tiled => key = key.with("KV_TILE", AttentionKernel::tiled_keys(d) as u32),
+    }
     for q_row0 in (0..tq).step_by(q_chunk) {
         let q_rows = q_chunk.min(tq - q_row0);
         let p = Params {
@@ -236,7 +311,7 @@ pub fn attention_with_partial_limit(
         };
         g.dispatch(Dispatch {
             label,
-            kernel: kernel.clone(),
+            kernel: key.clone(),
             params: params(&p),
             buffers,
             workgroups,

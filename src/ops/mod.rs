@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 /// (`LP_MAX_TGSI_LOOP_ITERATIONS`), leaving its outputs partly written. Kernels with long loops
 /// (attention over many keys, GEMMs with a long reduction) split their work to stay below this,
 /// with a margin for the short loops around the main one.
-pub const LOOP_BUDGET: usize = 60_000;
+pub const LOOP_BUDGET: usize = crate::gpu::target::CPU_LOOP_BUDGET;
 
 /// Workgroup counts for `groups` workgroups laid out 2-D (x ≤ 65535); shaders flatten them as
 /// `wid.y · num_workgroups.x + wid.x` and skip the excess.

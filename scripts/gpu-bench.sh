@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# GPU benchmark run: build, adapter info, tests, kernel table, UNet step at SD1.5 size in f16 and
+# f32, and, where PyTorch + diffusers see a CUDA GPU, diffusers' fp16 UNet forward (SDPA) on the
+# same GPU — everything into one log.
+#
+#   scripts/gpu-bench.sh [LOG]          full run (SD1.5 512×512, batch 2 = CFG)
+#   TINY=1 scripts/gpu-bench.sh [LOG]   dry run at tiny sizes (lavapipe, CI): checks the script
+#
+# Environment: SIZE (image side, default 512), ITERS (kernel timing runs, default 3),
+# SKIP_TESTS=1, SKIP_BUILD=1, STIPPLE (binary, default target/release/stipple),
+# MODEL (a diffusers folder to profile instead of a random SD1.5 one), STEP_TIMEOUT (s per step).
+# A step that fails is logged with its exit code and the run goes on; the script exits non-zero
+# if any step failed.
+
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+LOG=${1:-gpu-bench-$(date -u +%Y%m%dT%H%M%SZ).log}
+TINY=${TINY:-0}
+if [ "$TINY" = 1 ]; then
+    SIZE=${SIZE:-64}
+    ITERS=${ITERS:-1}
+    KERNEL_LATENT=4
+else
+    SIZE=${SIZE:-512}
+    ITERS=${ITERS:-3}
+    KERNEL_LATENT=$((SIZE / 8))
+fi
+STIPPLE=${STIPPLE:-target/release/stipple}
+STEP_TIMEOUT=${STEP_TIMEOUT:-3600}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+FAILED=()
+
+log() { echo "$*" | tee -a "$LOG"; }
+
+# run NAME CMD...: log the command, its output and exit code; remember failures.
+run() {
+    local name=$1
+    shift
+    log ""
+    log "=== $name ($(date -u +%H:%M:%S) UTC)"
+    log "\$ $*"
+    local start=$SECONDS
+    timeout "$STEP_TIMEOUT" "$@" 2>&1 | tee -a "$LOG"
+    local rc=${PIPESTATUS[0]}
+    log "[$name: exit $rc after $((SECONDS - start)) s]"
+    [ "$rc" = 0 ] || FAILED+=("$name")
+    return "$rc"
+}
+
+has_subcommand() { "$STIPPLE" "$@" --help >/dev/null 2>&1; }
+
+: >"$LOG"
+log "stipple GPU benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), size $SIZE, tiny=$TINY"
+log "host: $(uname -srm), $(nproc) CPUs, git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+command -v nvidia-smi >/dev/null && run "nvidia-smi" nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+
+# 1. Build.
+if [ "${SKIP_BUILD:-0}" != 1 ] && command -v cargo >/dev/null; then
+    run "build" cargo build --release || { log "build failed"; exit 1; }
+elif [ ! -x "$STIPPLE" ]; then
+    log "no cargo and no $STIPPLE: nothing to run"
+    exit 1
+else
+    log "using the prebuilt $STIPPLE (no cargo here or SKIP_BUILD=1)"
+fi
+
+# 2. Adapter.
+run "info" "$STIPPLE" info
+
+# 3. Tests (on this machine's default adapter; CI=true: no test may skip for want of one).
+if [ "${SKIP_TESTS:-0}" != 1 ] && command -v cargo >/dev/null; then
+    CI=true run "tests" cargo test --release
+fi
+
+# 4. Kernels, f16 and f32, every attention variant side by side.
+for dtype in f16 f32; do
+    run "bench kernels $dtype" "$STIPPLE" bench kernels --dtype "$dtype" --variants \
+        --latent "$KERNEL_LATENT" --iters "$ITERS"
+done
+
+# 5. A UNet step. Model: $MODEL, else a random full-size SD1.5 folder (`stipple init-random`),
+#    else (TINY, or no init-random in this build) the tiny test pipeline.
+MODEL_DIR=${MODEL:-}
+if [ -z "$MODEL_DIR" ]; then
+    if [ "$TINY" != 1 ] && has_subcommand init-random; then
+        MODEL_DIR=$WORK/sd15
+        run "init-random sd15" "$STIPPLE" init-random --family sd15 --layout folder "$MODEL_DIR" ||
+            MODEL_DIR=""
+    fi
+    if [ -z "$MODEL_DIR" ]; then
+        MODEL_DIR=tests/fixtures/models/tiny-pipe
+        log "no full-size model (set MODEL=DIR, or build with \`stipple init-random\`): profiling $MODEL_DIR"
+    fi
+fi
+UNET_SIZE=()
+[ "$TINY" = 1 ] || UNET_SIZE=(--size "$SIZE")
+for dtype in f16 f32; do
+    run "bench unet $dtype" "$STIPPLE" bench unet -m "$MODEL_DIR" --dtype "$dtype" "${UNET_SIZE[@]}"
+done
+if has_subcommand bench vae; then
+    for dtype in f16 f32; do
+        run "bench vae $dtype" "$STIPPLE" bench vae -m "$MODEL_DIR" --dtype "$dtype" "${UNET_SIZE[@]}"
+    done
+else
+    log "(no \`stipple bench vae\` in this build)"
+fi
+
+# 6. diffusers' fp16 UNet forward on the same GPU (random weights from the same config: no
+#    download), batch 2, SDPA attention.
+if python3 -c "import torch, diffusers" >/dev/null 2>&1; then
+    CONFIG=$MODEL_DIR/unet/config.json
+    run "diffusers UNet fp16" env CONFIG="$CONFIG" SIZE="$SIZE" TINY="$TINY" python3 - <<'PY'
+import json, os, time
+import torch
+import diffusers
+from diffusers import UNet2DConditionModel
+
+tiny = os.environ["TINY"] == "1"
+if torch.cuda.is_available():
+    device, dtype = "cuda", torch.float16
+elif tiny:
+    device, dtype = "cpu", torch.float32  # dry run of the script only
+else:
+    raise SystemExit("no CUDA device: diffusers timing skipped")
+with open(os.environ["CONFIG"]) as f:
+    config = json.load(f)
+torch.manual_seed(0)
+unet = UNet2DConditionModel.from_config(config).to(device=device, dtype=dtype).eval()
+unet.set_default_attn_processor()  # AttnProcessor2_0: scaled_dot_product_attention
+latent = int(os.environ["SIZE"]) // 8 if not tiny else config.get("sample_size", 8)
+if not isinstance(latent, int):
+    latent = latent[0]
+sample = torch.randn(2, config["in_channels"], latent, latent, device=device, dtype=dtype)
+context = torch.randn(2, 77, config["cross_attention_dim"], device=device, dtype=dtype)
+t = torch.tensor([500, 500], device=device)
+sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+with torch.inference_mode():
+    for _ in range(3):
+        unet(sample, t, encoder_hidden_states=context)
+    sync()
+    n = 3 if tiny else 20
+    start = time.perf_counter()
+    for _ in range(n):
+        unet(sample, t, encoder_hidden_states=context)
+    sync()
+    ms = (time.perf_counter() - start) / n * 1e3
+name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+print(f"diffusers {diffusers.__version__} torch {torch.__version__} on {name}: "
+      f"UNet forward batch 2, latent {latent}x{latent}, {dtype}: {ms:.1f} ms/step")
+PY
+else
+    log "(PyTorch + diffusers not installed: diffusers timing skipped)"
+fi
+
+log ""
+if [ ${#FAILED[@]} -gt 0 ]; then
+    log "FAILED steps: ${FAILED[*]}"
+    exit 1
+fi
+log "all steps passed; log: $LOG"

@@ -1,0 +1,239 @@
+//! The kernel benchmark cases: one op at an SD1.5 shape (batch 2 for CFG), its random inputs
+//! and weights, the work it does, and its CPU reference (for the correctness checks of
+//! `bench kernels --compare`, run at a small latent size).
+
+use crate::error::Result;
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::graph::{Graph, ValueId};
+use crate::ops::attention::{self, AttentionKernel, AttentionOptions};
+use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
+use crate::ops::elementwise::Activation;
+use crate::ops::group_norm::{self, GroupNorm};
+use crate::ops::matmul::{self, LinearOptions, LinearWeight};
+
+/// Which op a case runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CaseKind {
+    /// Attention projection at the first level: (B·HW, 320) · (320, 320) + bias.
+    Linear,
+    /// 320 → 320 channels at the first level, kernel 3 (padding 1) or 1.
+    Conv(usize),
+    /// 8 heads × 40 at the first level, over its own tokens (`cross: false`) or 77 text tokens;
+    /// `kernel: None` = the one the target picks.
+    Attention {
+        cross: bool,
+        kernel: Option<AttentionKernel>,
+    },
+    /// GroupNorm(32) + SiLU over (B, HW, 320).
+    GroupNorm,
+}
+
+impl CaseKind {
+    /// The cases of the kernel table; with `variants`, every attention kernel too (side by side
+    /// in one run).
+    pub fn table(variants: bool) -> Vec<CaseKind> {
+        let mut cases = vec![CaseKind::Linear, CaseKind::Conv(3), CaseKind::Conv(1)];
+        for cross in [false, true] {
+            cases.push(CaseKind::Attention {
+                cross,
+                kernel: None,
+            });
+            if variants {
+                for kernel in [AttentionKernel::OneQuery, AttentionKernel::Tiled] {
+                    cases.push(CaseKind::Attention {
+                        cross,
+                        kernel: Some(kernel),
+                    });
+                }
+            }
+        }
+        cases.push(CaseKind::GroupNorm);
+        cases
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            CaseKind::Linear => "matmul (linear + bias)".into(),
+            CaseKind::Conv(k) => format!("conv2d {k}x{k}"),
+            CaseKind::Attention { cross, kernel } => {
+                let what = if *cross {
+                    "attention cross"
+                } else {
+                    "attention self"
+                };
+                match kernel {
+                    None => what.into(),
+                    Some(AttentionKernel::OneQuery) => format!("{what} [1 query]"),
+                    Some(AttentionKernel::Tiled) => format!("{what} [tiled]"),
+                }
+            }
+            CaseKind::GroupNorm => "group norm + SiLU".into(),
+        }
+    }
+
+    /// Shader files the case's dispatches come from.
+    pub fn shaders(&self) -> &'static [&'static str] {
+        match self {
+            CaseKind::Linear => &["matmul"],
+            CaseKind::Conv(_) => &["conv2d"],
+            CaseKind::Attention { .. } => &["attention"],
+            CaseKind::GroupNorm => &["group_norm"],
+        }
+    }
+}
+
+/// A built case: the graph (output `out`), its inputs, its work and its CPU reference.
+pub struct Case {
+    pub graph: Graph,
+    pub inputs: Vec<(String, Vec<f32>)>,
+    pub shape: String,
+    /// FLOPs (compute-bound) or bytes moved (memory-bound).
+    pub work: f64,
+    pub compute_bound: bool,
+    reference: Box<dyn Fn() -> Vec<f32>>,
+}
+
+impl Case {
+    /// The expected `out` (f64 CPU math on the same inputs; slow at full size).
+    pub fn reference(&self) -> Vec<f32> {
+        (self.reference)()
+    }
+}
+
+/// Deterministic pseudo-random values in [-scale, scale) (weights and inputs for timing only).
+pub fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Build `kind` at batch `b` and latent side `s` for `gpu`'s target (weights uploaded to it).
+pub fn build(gpu: &Gpu, kind: CaseKind, dtype: DType, b: usize, s: usize) -> Result<Case> {
+    let mut g = Graph::for_target(dtype, &gpu.target);
+    let input = |g: &mut Graph, name: &str, shape: &[usize], seed: u64| -> Result<_> {
+        let id = g.input(name, shape)?;
+        Ok((id, noise(shape.iter().product(), seed, 1.0)))
+    };
+    let finish = |g: &mut Graph, out: ValueId| g.output("out", out);
+    let case = match kind {
+        CaseKind::Linear => {
+            let (m, k, n) = (b * s * s, 320, 320);
+            let (w, bias) = (noise(n * k, 7, 0.05), noise(n, 8, 0.1));
+            let weight = LinearWeight::upload(gpu, "bench.linear", &w, Some(&bias), n, k, dtype)?;
+            let (x, xd) = input(&mut g, "x", &[m, k], 1)?;
+            let y = matmul::linear(&mut g, "linear", x, &weight, LinearOptions::default())?;
+            finish(&mut g, y)?;
+            let x2 = xd.clone();
+            Case {
+                graph: g,
+                inputs: vec![("x".into(), xd)],
+                shape: format!("({m}, {k}) · ({k}, {n})"),
+                work: 2.0 * (m * n * k) as f64,
+                compute_bound: true,
+                reference: Box::new(move || {
+                    matmul::reference(&x2, &w, Some(&bias), None, Activation::Identity, n, k)
+                }),
+            }
+        }
+        CaseKind::Conv(ksize) => {
+            let (c, pad) = (320, ksize / 2);
+            let shape = [c, c, ksize, ksize];
+            let (w, bias) = (noise(c * c * ksize * ksize, 9, 0.02), noise(c, 10, 0.1));
+            let weight = Conv2dWeight::upload(gpu, "bench.conv", &w, Some(&bias), shape, dtype)?;
+            let (x, xd) = input(&mut g, "x", &[b, s, s, c], 1)?;
+            let y = conv2d::conv2d(&mut g, "conv", x, &weight, Conv2dOptions::padded(pad))?;
+            finish(&mut g, y)?;
+            let x2 = xd.clone();
+            Case {
+                graph: g,
+                inputs: vec![("x".into(), xd)],
+                shape: format!("({b}, {s}, {s}, {c}) → {c}"),
+                work: 2.0 * (b * s * s * c * c * ksize * ksize) as f64,
+                compute_bound: true,
+                reference: Box::new(move || {
+                    conv2d::reference(&x2, [b, s, s, c], &w, Some(&bias), shape, 1, (pad, 0), None)
+                }),
+            }
+        }
+        CaseKind::Attention { cross, kernel } => {
+            let (t, heads, d) = (s * s, 8, 40);
+            let tk = if cross { 77 } else { t };
+            let opts = AttentionOptions {
+                heads,
+                head_dim: d,
+                scale: None,
+                causal: false,
+            };
+            let kernel = kernel.unwrap_or_else(|| AttentionKernel::for_target(&gpu.target, d));
+            let (q, qd) = input(&mut g, "q", &[b, t, heads * d], 1)?;
+            let (kv, kvd) = input(&mut g, "kv", &[b, tk, heads * d], 2)?;
+            let y = attention::attention_with(
+                &mut g,
+                "attn",
+                q.into(),
+                kv.into(),
+                kv.into(),
+                opts,
+                kernel,
+                32 << 20,
+            )?;
+            finish(&mut g, y)?;
+            let (q2, kv2) = (qd.clone(), kvd.clone());
+            Case {
+                graph: g,
+                inputs: vec![("q".into(), qd), ("kv".into(), kvd)],
+                shape: format!("B{b} H{heads} D{d}: {t} queries × {tk} keys"),
+                work: 4.0 * (b * heads * t * tk * d) as f64,
+                compute_bound: true,
+                reference: Box::new(move || {
+                    let rows: Vec<(usize, usize)> =
+                        (0..b).flat_map(|bb| (0..t).map(move |i| (bb, i))).collect();
+                    let scale = 1.0 / (d as f32).sqrt();
+                    attention::reference_rows(
+                        &q2,
+                        &kv2,
+                        &kv2,
+                        [t, tk],
+                        heads,
+                        d,
+                        scale,
+                        false,
+                        &rows,
+                    )
+                }),
+            }
+        }
+        CaseKind::GroupNorm => {
+            let c = 320;
+            let (gamma, beta) = (noise(c, 11, 1.0), noise(c, 12, 1.0));
+            let norm = GroupNorm {
+                groups: 32,
+                eps: 1e-5,
+                weight: Tensor::from_f32(gpu, "bench.gn.weight", &[c], dtype, &gamma)?,
+                bias: Tensor::from_f32(gpu, "bench.gn.bias", &[c], dtype, &beta)?,
+            };
+            let (x, xd) = input(&mut g, "x", &[b, s * s, c], 1)?;
+            let y = group_norm::group_norm(&mut g, "norm", x, &norm, true)?;
+            finish(&mut g, y)?;
+            let x2 = xd.clone();
+            Case {
+                graph: g,
+                inputs: vec![("x".into(), xd)],
+                shape: format!("({b}, {}, {c}), 32 groups", s * s),
+                // Two reads and one write.
+                work: 3.0 * (b * s * s * c) as f64 * dtype.size() as f64,
+                compute_bound: false,
+                reference: Box::new(move || {
+                    group_norm::reference(&x2, [b, s * s, c], 32, 1e-5, &gamma, &beta, true)
+                }),
+            }
+        }
+    };
+    Ok(case)
+}
