@@ -25,7 +25,7 @@ use super::api_error::ApiError;
 use super::body::parse_json;
 use super::generation;
 use super::images::decode_init_image;
-use super::queue::{GenerateJob, JobError, Reply, Work};
+use super::queue::{JobError, Reply, Work};
 use super::samplers::{self, SAMPLERS, SCHEDULES};
 use super::AppState;
 use crate::pipeline::GenerateOptions;
@@ -194,21 +194,17 @@ async fn generate(
         scheduler,
         ..GenerateOptions::default()
     };
-    let job = GenerateJob {
-        model: model.clone(),
-        options: options.clone(),
+    let denoising_strength = img2img.then_some(strength);
+    let finished = generation::run(
+        state,
+        &model,
+        &options,
         seeds,
         init_images,
-    };
-    let finished = generation::run(state, job, field_of).await?;
-
-    // Infotexts as the CLI writes them (img2img adds "Denoising strength").
-    let denoising_strength = img2img.then_some(strength);
-    let infotexts: Vec<String> = finished
-        .images
-        .iter()
-        .map(|g| generation::infotext(&options, g, &model, denoising_strength))
-        .collect();
+        denoising_strength,
+        field_of,
+    )
+    .await?;
     let all_seeds: Vec<u64> = finished.images.iter().map(|g| g.seed).collect();
     let first = finished.images.first();
     let sampler_name = first.map_or("", |g| samplers::a1111_name(&g.scheduler));
@@ -238,7 +234,7 @@ async fn generate(
         "seed_resize_from_h": -1,
         "extra_generation_params": {},
         "index_of_first_image": 0,
-        "infotexts": infotexts,
+        "infotexts": finished.infotexts,
         "styles": [],
         "interrupted": finished.interrupted,
         "version": concat!("stipple ", env!("CARGO_PKG_VERSION")),
@@ -259,7 +255,7 @@ async fn generate(
             map.entry(key).or_insert(value);
         }
     }
-    let images = generation::encode(finished.images, infotexts).await?;
+    let images = generation::encode(finished.images, finished.infotexts).await?;
     Ok(Json(json!({
         "images": images,
         "parameters": echo,

@@ -9,26 +9,42 @@ use super::queue::{GenerateJob, Generated, JobError, Reply, Work};
 use super::samplers;
 use super::AppState;
 use crate::image_io::{a1111_parameters, A1111Parameters};
-use crate::pipeline::GenerateOptions;
+use crate::pipeline::{GenerateOptions, InitImage};
 
-/// Images of a finished job, and whether `/interrupt` cut it short.
+/// Images of a finished job with their infotexts, and whether `/interrupt` cut it short.
 pub struct Finished {
     pub images: Vec<Generated>,
+    pub infotexts: Vec<String>,
     pub interrupted: bool,
 }
 
-/// Runs `job` on the worker. `field_of` maps the library's argument names (`width`,
+/// Runs `options` once per seed on the worker with `model` (img2img: `init_images` and their
+/// `denoising_strength`). `field_of` maps the library's argument names (`width`,
 /// `guidance scale`, …) to the request's field names for 422 errors.
 pub async fn run(
     state: &AppState,
-    job: GenerateJob,
+    model: &str,
+    options: &GenerateOptions,
+    seeds: Vec<u64>,
+    init_images: Vec<InitImage>,
+    denoising_strength: Option<f32>,
     field_of: impl Fn(&str) -> String,
 ) -> Result<Finished, ApiError> {
+    let job = GenerateJob {
+        model: model.to_string(),
+        options: options.clone(),
+        seeds,
+        init_images,
+    };
     match state.queue.run(Work::Generate(Box::new(job))).await? {
         Ok(Reply::Images {
             images,
             interrupted,
         }) => Ok(Finished {
+            infotexts: images
+                .iter()
+                .map(|g| infotext(options, g, model, denoising_strength))
+                .collect(),
             images,
             interrupted,
         }),

@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 use super::api_error::{ApiError, OpenAiError};
 use super::body::parse_json;
 use super::generation;
-use super::queue::GenerateJob;
 use super::samplers;
 use super::status::unix_now;
 use super::AppState;
@@ -125,19 +124,9 @@ async fn generations(
         scheduler,
         ..GenerateOptions::default()
     };
-    let job = GenerateJob {
-        model: model.clone(),
-        options: options.clone(),
-        seeds,
-        init_images: Vec::new(),
-    };
-    let finished = generation::run(&state, job, field_of).await?;
-    let infotexts: Vec<String> = finished
-        .images
-        .iter()
-        .map(|g| generation::infotext(&options, g, &model, None))
-        .collect();
-    let images = generation::encode(finished.images, infotexts).await?;
+    let finished =
+        generation::run(&state, &model, &options, seeds, Vec::new(), None, field_of).await?;
+    let images = generation::encode(finished.images, finished.infotexts).await?;
     let data: Vec<Value> = images
         .into_iter()
         .map(|b64| json!({"b64_json": b64, "revised_prompt": prompt}))
