@@ -26,6 +26,7 @@ fn load(gpu: &stipple::Gpu, dir: &Path, variant: Option<&str>) -> stipple::Resul
     let options = LoadOptions {
         dtype: Some(DType::F32),
         variant: variant.map(String::from),
+        ..LoadOptions::default()
     };
     Pipeline::load_with(gpu, dir, &options).map(|(_, notes)| notes)
 }

@@ -130,6 +130,7 @@ fn tiny_pipe_image(pipe: &mut Pipeline) -> Vec<f32> {
         scheduler: Some("ddim".into()),
         latents: None,
         init_image: None,
+        ..Default::default()
     };
     let out = pipe
         .generate(&options, |_, _| Progress::Continue)
@@ -168,7 +169,11 @@ fn loading_reports_progress_up_to_the_file_bytes() {
     let Some(gpu) = gpu() else { return };
     let dir = fixture("tiny-pipe");
     let seen = std::sync::Mutex::new(Vec::new());
-    Pipeline::load_with_progress(&gpu, &dir, Some(DType::F32), &|done, total| {
+    let options = stipple::pipeline::LoadOptions {
+        dtype: Some(DType::F32),
+        ..Default::default()
+    };
+    Pipeline::load_with_progress(&gpu, &dir, &options, &|done, total| {
         seen.lock().unwrap().push((done, total));
     })
     .expect("load");

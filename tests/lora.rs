@@ -44,6 +44,7 @@ fn options(latents: Vec<f32>) -> GenerateOptions {
         scheduler: Some("ddim".into()),
         latents: Some(latents),
         init_image: None,
+        ..Default::default()
     }
 }
 

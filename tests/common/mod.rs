@@ -35,17 +35,6 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// Runs the `stipple` binary: (success, stderr); fails the test if it panicked.
-pub fn stipple(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stipple"))
-        .args(args)
-        .output()
-        .expect("run stipple");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "stipple panicked: {stderr}");
-    (out.status.success(), stderr)
-}
-
 /// Storage dtypes to test on this adapter: f32 always, f16 where SHADER_F16 exists.
 pub fn dtypes(gpu: &Gpu) -> Vec<DType> {
     if gpu.supports_f16() {
