@@ -35,11 +35,5 @@ pub mod weights;
 
 pub use error::{Error, Result};
 
-/// The former name of [`output_file`]'s writers, kept so code written against it still builds.
-pub mod atomic_file {
-    pub use crate::output_file::{
-        write_output as write_atomic, write_output_bytes as write_atomic_bytes,
-    };
-}
 pub use gpu::{DType, Gpu, GpuOptions, Tensor};
 pub use graph::{Graph, Plan, ValueId};

@@ -1,14 +1,16 @@
-//! `stipple::image_io` and `stipple::atomic_file`: PNG with A1111 parameters, atomic writes and
+//! `stipple::image_io` and `stipple::output_file`: PNG with A1111 parameters, atomic writes and
 //! their failure modes, image input, f32 safetensors files, float → pixel conversion.
 //! No GPU needed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use stipple::atomic_file::{write_atomic, write_atomic_bytes};
 use stipple::image_io::{
     a1111_parameters, float_image_to_rgb8, read_image_rgb, read_tensor_safetensors, to_unit_range,
     write_png, write_tensor_safetensors, A1111Parameters,
+};
+use stipple::output_file::{
+    write_output as write_atomic, write_output_bytes as write_atomic_bytes,
 };
 use stipple::Error;
 

@@ -1,7 +1,7 @@
 //! Writing `.safetensors` files streaming: the header first (every tensor's name, dtype, shape
 //! and offsets are known up front), then each tensor's values produced chunk by chunk, so a
 //! multi-gigabyte checkpoint is written with a few MiB of memory. The file appears atomically
-//! (temporary file + rename, see [`crate::atomic_file`]): never half-written.
+//! (temporary file + rename, see [`crate::output_file`]): never half-written.
 //!
 //! Layout (as the `safetensors` library writes it): `u64` little-endian header length, the JSON
 //! header padded with spaces to a multiple of 8 bytes, then the tensors back to back in the
@@ -72,7 +72,7 @@ pub fn write_safetensors(
     let mut text = Value::Object(header).to_string().into_bytes();
     text.resize(text.len().div_ceil(8) * 8, b' ');
 
-    crate::atomic_file::write_atomic(path, |w| {
+    crate::output_file::write_output(path, |w| {
         let io = |e| Error::io(path, e);
         w.write_all(&(text.len() as u64).to_le_bytes())
             .map_err(io)?;

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use half::{bf16, f16};
 
-use crate::atomic_file::write_atomic;
 use crate::error::{Error, Result};
+use crate::output_file::write_output;
 use crate::weights::{to_f32, FileDtype};
 
 /// One tensor to write: its bytes are the concatenation of `parts` (e.g. q, k and v rows
@@ -88,7 +88,7 @@ pub fn write_safetensors(
     }
     let mut header = serde_json::Value::Object(header).to_string().into_bytes();
     header.resize(header.len().div_ceil(8) * 8, b' ');
-    write_atomic(path, |w| {
+    write_output(path, |w| {
         let io = |e| Error::io(path, e);
         w.write_all(&(header.len() as u64).to_le_bytes())
             .map_err(io)?;
