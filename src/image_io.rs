@@ -112,6 +112,23 @@ fn png_error(path: &Path, e: png::EncodingError) -> Error {
     }
 }
 
+/// The scheduler settings an infotext records beyond A1111's standard fields (the same for the
+/// CLI and the server): the prediction type always, the timestep spacing and Karras sigmas when set.
+pub fn scheduler_parameters(
+    overrides: &crate::schedulers::SchedulerOverrides,
+    prediction_type: crate::schedulers::PredictionType,
+) -> Vec<(String, String)> {
+    let mut extra = vec![("Prediction type".into(), prediction_type.to_string())];
+    if let Some(spacing) = overrides.timestep_spacing {
+        extra.push(("Timestep spacing".into(), spacing.to_string()));
+    }
+    if overrides.karras {
+        // A1111's key for the sigma schedule.
+        extra.push(("Schedule type".into(), "Karras".into()));
+    }
+    extra
+}
+
 /// Writes an 8-bit RGB PNG (see [`write_output`] for what each kind of path gets), with
 /// `parameters` (if any) in a text chunk keyed `parameters`: `tEXt` when the text is Latin-1,
 /// else `iTXt` (UTF-8), as PIL does for A1111.

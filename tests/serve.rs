@@ -173,7 +173,7 @@ fn sillytavern_and_open_webui_call_sequences() {
     assert_eq!(
         text,
         "a red apple\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, CFG scale: 7.5, \
-         Seed: 42, Size: 16x16, Model: tiny-pipe"
+         Seed: 42, Size: 16x16, Model: tiny-pipe, Prediction type: epsilon"
     );
     let dir = std::env::temp_dir().join(format!("stipple-serve-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -220,7 +220,10 @@ fn sillytavern_and_open_webui_call_sequences() {
     assert_eq!(info["sd_model_name"], "tiny-pipe-b");
     let switched = decode_png_base64(switched["images"][0].as_str().unwrap());
     assert_eq!(switched.rgb, png.rgb);
-    assert!(switched.parameters.unwrap().ends_with("Model: tiny-pipe-b"));
+    assert!(switched
+        .parameters
+        .unwrap()
+        .contains("Model: tiny-pipe-b, "));
     assert_eq!(
         client.get("/sdapi/v1/options").json()["sd_model_checkpoint"],
         "tiny-pipe"

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use stipple::image_io::{self, A1111Parameters};
+use stipple::image_io::{self, scheduler_parameters, A1111Parameters};
 use stipple::output_file::{self, NamedPath};
 use stipple::pipeline::{
     GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, SizeConditioning, Timings,
@@ -508,7 +508,7 @@ fn write_images(
             height: h as u32,
             model: model_name.to_string(),
             denoising_strength: options.init_image.as_ref().map(|i| i.strength),
-            extra: scheduler_parameters(options, out),
+            extra: scheduler_parameters(&options.scheduler_overrides, out.prediction_type),
         });
         image_io::write_png(path, w as u32, h as u32, &rgb, Some(&params))?;
         if to_stdout {
@@ -521,19 +521,6 @@ fn write_images(
 }
 
 /// PNG parameters for the scheduler choices beyond the sampler's name.
-fn scheduler_parameters(options: &GenerateOptions, out: &GenerateOutput) -> Vec<(String, String)> {
-    let o = &options.scheduler_overrides;
-    let mut extra = vec![("Prediction type".into(), out.prediction_type.to_string())];
-    if let Some(spacing) = o.timestep_spacing {
-        extra.push(("Timestep spacing".into(), spacing.to_string()));
-    }
-    if o.karras {
-        // A1111's key for the sigma schedule.
-        extra.push(("Schedule type".into(), "Karras".into()));
-    }
-    extra
-}
-
 fn parse_prediction_type(s: &str) -> Result<PredictionType, String> {
     match s.parse() {
         Ok(PredictionType::Sample) => Err("only epsilon or v_prediction".into()),

@@ -8,7 +8,7 @@ use super::api_error::ApiError;
 use super::queue::{GenerateJob, Generated, JobError, Reply, Work};
 use super::samplers;
 use super::AppState;
-use crate::image_io::{a1111_parameters, A1111Parameters};
+use crate::image_io::{a1111_parameters, scheduler_parameters, A1111Parameters};
 use crate::pipeline::{GenerateOptions, InitImage};
 
 /// Images of a finished job with their infotexts, and whether `/interrupt` cut it short.
@@ -83,7 +83,7 @@ pub fn infotext(
         height: image.height as u32,
         model: model.to_string(),
         denoising_strength,
-        extra: Vec::new(),
+        extra: scheduler_parameters(&options.scheduler_overrides, image.prediction_type),
     })
 }
 

@@ -50,6 +50,8 @@ pub struct Generated {
     pub rgb: Vec<u8>,
     /// The scheduler that ran (short name or diffusers class name).
     pub scheduler: String,
+    /// What the model predicted (written into the infotext, as the CLI does).
+    pub prediction_type: crate::schedulers::PredictionType,
 }
 
 /// A successful job.

@@ -162,6 +162,7 @@ impl Worker {
                     height: out.height,
                     rgb: super::images::unit_to_rgb8(&out.images),
                     scheduler: out.scheduler,
+                    prediction_type: out.prediction_type,
                 }),
                 Err(Error::Cancelled) if status.is_shutting_down() => {
                     return Err(JobError::ShuttingDown)

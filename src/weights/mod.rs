@@ -464,7 +464,7 @@ impl<'a> WeightsView<'a> {
             } else {
                 ""
             };
-            let source = self.weights.source_name(&full);
+            let source = self.weights.source_name(full);
             let read_as = if source == full {
                 String::new()
             } else {

@@ -187,8 +187,8 @@ pub fn autoencoder_kl(c: &AutoencoderKLConfig) -> TensorList {
 
     b.conv("encoder.conv_in", c.in_channels, ch[0], 3);
     let mut out = ch[0];
-    for i in 0..n {
-        let (cin, cout) = (out, ch[i]);
+    for (i, &cout) in ch.iter().enumerate().take(n) {
+        let cin = out;
         out = cout;
         for j in 0..c.layers_per_block {
             let res_in = if j == 0 { cin } else { cout };
