@@ -1,0 +1,244 @@
+//! Inpainting vs diffusers' StableDiffusionInpaintPipeline (tools/golden/inpaint_golden.py):
+//! a tiny 9-channel inpainting UNet (tiny-pipe with unet/ from tests/fixtures/models/
+//! tiny-inpaint) and the latent-blend fallback on tiny-pipe's 4-channel UNet, from the same
+//! seed (the pipeline draws the start noise, both VAE samples and euler-a's noise from one
+//! torch-compatible generator), plus the mask preprocessing and the errors.
+//! Tolerance on the [0, 1] image: f32 max abs error 1e-4, as tests/pipeline.rs.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::golden::{fixture, Golden};
+use common::scratch::Scratch;
+use common::*;
+use stipple::pipeline::{GenerateOptions, InitImage, Mask, Pipeline, Progress};
+use stipple::DType;
+
+const PROMPT: &str = "a red apple on a wooden table";
+const NEGATIVE: &str = "blurry";
+const SEED: u64 = 1234;
+const TOLERANCE: f32 = 1e-4;
+
+fn golden() -> Golden {
+    Golden::open(fixture("tiny-inpaint").join("golden_inpaint.safetensors"))
+}
+
+/// A u8 tensor of the golden file: (shape, bytes).
+fn u8_tensor(name: &str) -> (Vec<usize>, Vec<u8>) {
+    let path = fixture("tiny-inpaint").join("golden_inpaint.safetensors");
+    let bytes = std::fs::read(&path).expect("read golden");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse golden");
+    let t = st.tensor(name).expect(name);
+    (t.shape().to_vec(), t.data().to_vec())
+}
+
+fn init_image(strength: f32) -> InitImage {
+    let (shape, rgb) = u8_tensor("init_image");
+    InitImage {
+        width: shape[1],
+        height: shape[0],
+        pixels: rgb.iter().map(|&u| u as f32 / 255.0 * 2.0 - 1.0).collect(),
+        strength,
+    }
+}
+
+fn mask(name: &str) -> Mask {
+    let (shape, rgb) = u8_tensor(name);
+    Mask::from_rgb8(shape[1], shape[0], &rgb).expect("mask")
+}
+
+/// tiny-pipe with its UNet replaced by the 9-channel inpainting one.
+fn inpainting_folder(scratch: &Scratch) -> PathBuf {
+    let dir = scratch.copy_of(&fixture("tiny-pipe"), "tiny-inpaint-pipe");
+    std::fs::remove_dir_all(dir.join("unet")).expect("remove unet");
+    scratch::copy_dir(&fixture("tiny-inpaint").join("unet"), &dir.join("unet"));
+    dir
+}
+
+fn options(scheduler: &str, strength: f32, mask_name: &str, batch: usize) -> GenerateOptions {
+    GenerateOptions {
+        prompt: PROMPT.into(),
+        negative_prompt: NEGATIVE.into(),
+        steps: 6,
+        guidance_scale: 7.5,
+        seed: SEED,
+        width: 24,
+        height: 16,
+        batch,
+        scheduler: Some(scheduler.into()),
+        init_image: Some(init_image(strength)),
+        mask: Some(mask(mask_name)),
+        ..Default::default()
+    }
+}
+
+/// Runs (golden name, scheduler, strength, mask, batch) on `pipe`; returns the failures.
+fn run_all(pipe: &mut Pipeline, runs: &[(&str, &str, f32, &str, usize)]) -> Vec<String> {
+    let golden = golden();
+    let mut failures = Vec::new();
+    for &(name, scheduler, strength, mask_name, batch) in runs {
+        let out = pipe
+            .generate(&options(scheduler, strength, mask_name, batch), |_, _| {
+                Progress::Continue
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (_, want) = golden.f32(&format!("image.{name}"));
+        let err = max_abs_diff(&out.images, &want);
+        eprintln!("{name:>18}: max abs error {err:.2e} on the [0, 1] image");
+        if err.is_nan() || err > TOLERANCE {
+            failures.push(format!("{name}: {err:.3e}"));
+        }
+    }
+    failures
+}
+
+#[test]
+fn inpainting_unet_matches_diffusers() {
+    let Some(gpu) = gpu() else { return };
+    let scratch = Scratch::new("inpaint9");
+    let dir = inpainting_folder(&scratch);
+    let mut pipe = Pipeline::load(&gpu, &dir, Some(DType::F32)).expect("load");
+    assert_eq!(pipe.unet.config.in_channels, 9);
+    let failures = run_all(
+        &mut pipe,
+        &[
+            ("unet9_ddim", "ddim", 1.0, "mask", 1),
+            ("unet9_ddim_s06", "ddim", 0.6, "mask", 1),
+            ("unet9_euler_a", "euler-a", 1.0, "mask", 1),
+            ("unet9_small_mask", "ddim", 1.0, "mask_small", 1),
+            ("unet9_batch2", "ddim", 0.6, "mask", 2),
+        ],
+    );
+    assert!(failures.is_empty(), "off diffusers: {failures:?}");
+}
+
+#[test]
+fn latent_blend_matches_diffusers() {
+    let Some(gpu) = gpu() else { return };
+    let mut pipe = Pipeline::load(&gpu, &fixture("tiny-pipe"), Some(DType::F32)).expect("load");
+    let failures = run_all(
+        &mut pipe,
+        &[
+            ("unet4_ddim_s06", "ddim", 0.6, "mask", 1),
+            ("unet4_euler_a", "euler-a", 1.0, "mask", 1),
+        ],
+    );
+    assert!(failures.is_empty(), "off diffusers: {failures:?}");
+}
+
+#[test]
+fn mask_preprocessing_matches_diffusers() {
+    let golden = golden();
+    for (run, name) in [("unet9_ddim", "mask"), ("unet9_small_mask", "mask_small")] {
+        let (shape, want) = golden.f32(&format!("mask_condition.{run}"));
+        assert_eq!(shape, [1, 1, 16, 24]);
+        let got = mask(name).condition(24, 16);
+        let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differ, 0,
+            "{name}: {differ} pixels differ from diffusers' mask"
+        );
+    }
+}
+
+#[test]
+fn inpainting_errors_name_what_is_wrong() {
+    let Some(gpu) = gpu() else { return };
+    let scratch = Scratch::new("inpaint-errors");
+    let dir = inpainting_folder(&scratch);
+    let mut pipe = Pipeline::load(&gpu, &dir, Some(DType::F32)).expect("load");
+    let message = |pipe: &mut Pipeline, o: &GenerateOptions| {
+        pipe.generate(o, |_, _| Progress::Continue)
+            .expect_err("must fail")
+            .to_string()
+    };
+    // A mask without an init image.
+    let o = GenerateOptions {
+        init_image: None,
+        ..options("ddim", 1.0, "mask", 1)
+    };
+    let m = message(&mut pipe, &o);
+    assert!(m.contains("mask") && m.contains("--init-image"), "{m}");
+    // An inpainting model without a mask.
+    let o = GenerateOptions {
+        mask: None,
+        ..options("ddim", 1.0, "mask", 1)
+    };
+    let m = message(&mut pipe, &o);
+    assert!(
+        m.contains("inpainting model") && m.contains("--mask"),
+        "{m}"
+    );
+    // A mask whose values do not fill its size.
+    let mut o = options("ddim", 1.0, "mask", 1);
+    o.mask.as_mut().unwrap().values.pop();
+    let m = message(&mut pipe, &o);
+    assert!(m.contains("mask") && m.contains("16"), "{m}");
+}
+
+#[test]
+fn cli_inpaints_and_refuses_bad_masks() {
+    if gpu().is_none() {
+        return;
+    }
+    let scratch = Scratch::new("inpaint-cli");
+    let dir = inpainting_folder(&scratch);
+    let (shape, rgb) = u8_tensor("init_image");
+    let init = scratch.path().join("init.png");
+    image::save_buffer(
+        &init,
+        &rgb,
+        shape[1] as u32,
+        shape[0] as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .expect("write init");
+    let (shape, rgb) = u8_tensor("mask_small");
+    let mask_png = scratch.path().join("mask.png");
+    image::save_buffer(
+        &mask_png,
+        &rgb,
+        shape[1] as u32,
+        shape[0] as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .expect("write mask");
+    let out = scratch.path().join("out.png");
+    let s = |p: &PathBuf| p.display().to_string();
+    let base = [
+        "generate",
+        PROMPT,
+        "-m",
+        &s(&dir),
+        "-W",
+        "24",
+        "-H",
+        "16",
+        "--steps",
+        "2",
+        "--dtype",
+        "f32",
+        "-o",
+        &s(&out),
+        "--init-image",
+        &s(&init),
+    ];
+    let (ok, err) = stipple(&[&base[..], &["--mask", &s(&mask_png), "--strength", "1"]].concat());
+    assert!(ok, "{err}");
+    assert!(out.is_file());
+    std::fs::remove_file(&out).expect("remove out");
+
+    // --mask without --init-image: clap names the missing flag.
+    let (ok, err) = stipple(&[&base[..14], &["--mask", &s(&mask_png)]].concat());
+    assert!(!ok && err.contains("--init-image"), "{err}");
+    // A mask file that is not an image: the error names it, and nothing is written.
+    let not_png = scratch.path().join("mask.txt");
+    std::fs::write(&not_png, "not an image").expect("write");
+    let (ok, err) = stipple(&[&base[..], &["--mask", &s(&not_png)]].concat());
+    assert!(!ok && err.contains("mask.txt"), "{err}");
+    // The inpainting model without --mask.
+    let (ok, err) = stipple(&base);
+    assert!(!ok && err.contains("--mask"), "{err}");
+    assert!(!out.exists(), "no output after a failure");
+}
