@@ -9,6 +9,10 @@ mod common;
 
 use std::path::PathBuf;
 
+use base64::Engine;
+use common::server::{decode_png_base64, Client, ServerProcess};
+use serde_json::{json, Value};
+
 use common::golden::{fixture, Golden};
 use common::scratch::Scratch;
 use common::*;
@@ -241,4 +245,79 @@ fn cli_inpaints_and_refuses_bad_masks() {
     let (ok, err) = stipple(&base);
     assert!(!ok && err.contains("--mask"), "{err}");
     assert!(!out.exists(), "no output after a failure");
+}
+
+/// A u8 image of the golden file as a base64 PNG.
+fn png_base64(name: &str) -> String {
+    let (shape, rgb) = u8_tensor(name);
+    let mut png = Vec::new();
+    image::write_buffer_with_format(
+        &mut std::io::Cursor::new(&mut png),
+        &rgb,
+        shape[1] as u32,
+        shape[0] as u32,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .expect("encode png");
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
+#[test]
+fn a1111_img2img_inpaints_over_http() {
+    let Some(server) = ServerProcess::start(&[]) else {
+        return;
+    };
+    let client = Client::new(&server.url);
+    let request = |extra: Value| {
+        let mut body = json!({
+            "prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": 6, "cfg_scale": 7.5,
+            "seed": SEED, "sampler_name": "DDIM", "denoising_strength": 0.6,
+            "init_images": [png_base64("init_image")], "mask": png_base64("mask"),
+            "mask_blur": 0, "inpainting_fill": 1,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        client.post("/sdapi/v1/img2img", &body)
+    };
+    // tiny-pipe has a 4-channel UNet: the latent blend, as diffusers' unet4_ddim_s06 run.
+    let reply = request(json!({}));
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let body = reply.json();
+    assert_eq!(
+        body["parameters"]["mask"],
+        Value::Null,
+        "the echo drops the mask"
+    );
+    let png = decode_png_base64(body["images"][0].as_str().unwrap());
+    assert_eq!((png.width, png.height), (24, 16));
+    let (_, want) = golden().f32("image.unet4_ddim_s06");
+    let off = png
+        .rgb
+        .iter()
+        .zip(&want)
+        .map(|(&g, &w)| (g as f32 - w * 255.0).abs())
+        .fold(0.0f32, f32::max);
+    assert!(off <= 0.5 + 1e-2, "PNG off diffusers by {off} levels");
+
+    // Inverted, the other part is repainted: a different image.
+    let inverted = request(json!({"inpainting_mask_invert": 1}));
+    assert_eq!(inverted.status, 200, "{}", inverted.text);
+    let other = decode_png_base64(inverted.json()["images"][0].as_str().unwrap());
+    assert_ne!(other.rgb, png.rgb);
+
+    // Bad fields are 422s naming them.
+    for (extra, field) in [
+        (json!({"mask": "@@@"}), "mask"),
+        (json!({"mask_blur": -2}), "mask_blur"),
+        (
+            json!({"inpainting_mask_invert": "yes"}),
+            "inpainting_mask_invert",
+        ),
+    ] {
+        let reply = request(extra);
+        assert_eq!(reply.status, 422, "{}", reply.text);
+        assert_eq!(reply.json()["field"], field, "{}", reply.text);
+    }
 }
