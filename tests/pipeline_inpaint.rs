@@ -16,7 +16,10 @@ use serde_json::{json, Value};
 use common::golden::{fixture, Golden};
 use common::scratch::Scratch;
 use common::*;
-use stipple::pipeline::{GenerateOptions, InitImage, Mask, Pipeline, Progress};
+use stipple::pipeline::{GenerateOptions, InitImage, Mask, Pipeline, Progress, SingleFileOptions};
+use stipple::weights::single_file::configs::Configs;
+use stipple::weights::single_file::convert::folder_to_single_file;
+use stipple::weights::single_file::{inpainting, Family, LdmCheckpoint};
 use stipple::DType;
 
 const PROMPT: &str = "a red apple on a wooden table";
@@ -320,4 +323,34 @@ fn a1111_img2img_inpaints_over_http() {
         assert_eq!(reply.status, 422, "{}", reply.text);
         assert_eq!(reply.json()["field"], field, "{}", reply.text);
     }
+}
+
+#[test]
+fn inpainting_single_file_loads_and_matches_diffusers() {
+    let Some(gpu) = gpu() else { return };
+    let scratch = Scratch::new("inpaint-single");
+    let folder = inpainting_folder(&scratch);
+    let file = scratch.path().join("inpaint.safetensors");
+    folder_to_single_file(&folder, &file, None).expect("write single file");
+    // The SD1.x preset (SD1.5's configs, in_channels from the file): tiny shapes need the
+    // folder's configs, as `--config DIR` gives them.
+    let single = SingleFileOptions {
+        config: Some(folder.clone()),
+    };
+    let configs = Configs::resolve(Family::Sd1, None).expect("preset");
+    assert_eq!(configs.unet.in_channels, 4);
+    let ckpt = LdmCheckpoint::open(&file).expect("open");
+    let mut adapted = configs.clone();
+    inpainting::adapt(&mut adapted, &ckpt).expect("adapt");
+    assert_eq!(adapted.unet.in_channels, 9);
+    assert!(adapted.texts[0].contains("\"in_channels\": 9"));
+    let options = stipple::pipeline::LoadOptions {
+        dtype: Some(DType::F32),
+        config: single.config,
+        ..Default::default()
+    };
+    let (mut pipe, _) = Pipeline::load_with(&gpu, &file, &options).expect("load single file");
+    assert_eq!(pipe.unet.config.in_channels, 9);
+    let failures = run_all(&mut pipe, &[("unet9_ddim", "ddim", 1.0, "mask", 1)]);
+    assert!(failures.is_empty(), "off diffusers: {failures:?}");
 }
