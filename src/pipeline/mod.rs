@@ -1,6 +1,6 @@
 //! The text-to-image pipeline (diffusers `StableDiffusionPipeline`, `StableDiffusionXLPipeline`
-//! and their img2img and inpainting ([`inpaint`]) variants): tokenizer(s) → text encoder(s) → UNet under a scheduler with
-//! classifier-free guidance → VAE decoder. What differs between families (encoders, the UNet's
+//! and their img2img and inpainting ([`inpaint`]) variants): tokenizer(s) → text encoder(s) →
+//! UNet under a scheduler with classifier-free guidance → VAE decoder. What differs between families (encoders, the UNet's
 //! conditioning, VAE dtype) is described in [`family`] and built in `conditioning.rs`; the
 //! denoising loop below is shared.
 //!
