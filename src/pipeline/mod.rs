@@ -1,8 +1,8 @@
 //! The text-to-image pipeline (diffusers `StableDiffusionPipeline`, `StableDiffusionXLPipeline`
 //! and their img2img and inpainting ([`inpaint`]) variants): tokenizer(s) → text encoder(s) →
-//! UNet under a scheduler with classifier-free guidance → VAE decoder. What differs between families (encoders, the UNet's
-//! conditioning, VAE dtype) is described in [`family`] and built in `conditioning.rs`; the
-//! denoising loop below is shared.
+//! UNet under a scheduler with classifier-free guidance → VAE decoder. What differs between
+//! families (encoders, the UNet's conditioning, VAE dtype) is described in [`family`] and built
+//! in `conditioning.rs`; the denoising loop below is shared.
 //!
 //! Plans are built once per (batch, size) and replayed for every step and every later call with
 //! the same shapes. Per step the UNet output (a few hundred KB) is read back and the scheduler
