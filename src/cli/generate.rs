@@ -7,7 +7,8 @@ use anyhow::Context;
 use stipple::image_io::{self, scheduler_parameters, A1111Parameters};
 use stipple::output_file::{self, NamedPath};
 use stipple::pipeline::{
-    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, SizeConditioning, Timings,
+    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Mask, Progress, SizeConditioning,
+    Timings,
 };
 use stipple::schedulers::{PredictionType, SchedulerConfig, SchedulerOverrides, TimestepSpacing};
 use stipple::{DType, Gpu, GpuOptions};
@@ -88,6 +89,11 @@ pub struct GenerateArgs {
     /// img2img: how much of the init image to re-noise, in [0, 1].
     #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
     pub strength: f32,
+    /// Inpainting: repaint where this image is white, keep the rest of --init-image (resized
+    /// to the init image's size when it differs). 9-channel inpainting models use it as
+    /// conditioning; other models blend the kept area back after each step.
+    #[arg(long, requires = "init_image")]
+    pub mask: Option<PathBuf>,
     /// Initial latents: safetensors with tensor `latents`, f32 NCHW (batch, channels, h, w).
     #[arg(long)]
     pub latents: Option<PathBuf>,
@@ -173,6 +179,7 @@ fn check_outputs(args: &GenerateArgs, jobs: &[Job]) -> anyhow::Result<()> {
     }
     let inputs: Vec<NamedPath> = [
         ("--init-image", &args.init_image),
+        ("--mask", &args.mask),
         ("--latents", &args.latents),
         ("--prompts-file", &args.prompts_file),
     ]
@@ -314,6 +321,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
             target_size: args.target_size,
         },
         clip_skip: args.clip_skip,
+        mask: args.mask.as_deref().map(Mask::read).transpose()?,
     };
     if let Some((shape, data)) = latents {
         anyhow::ensure!(

@@ -1,8 +1,8 @@
 //! The text-to-image pipeline (diffusers `StableDiffusionPipeline`, `StableDiffusionXLPipeline`
-//! and their img2img variants): tokenizer(s) → text encoder(s) → UNet under a scheduler with
-//! classifier-free guidance → VAE decoder. What differs between families (encoders, the UNet's
-//! conditioning, VAE dtype) is described in [`family`] and built in `conditioning.rs`; the
-//! denoising loop below is shared.
+//! and their img2img and inpainting ([`inpaint`]) variants): tokenizer(s) → text encoder(s) →
+//! UNet under a scheduler with classifier-free guidance → VAE decoder. What differs between
+//! families (encoders, the UNet's conditioning, VAE dtype) is described in [`family`] and built
+//! in `conditioning.rs`; the denoising loop below is shared.
 //!
 //! Plans are built once per (batch, size) and replayed for every step and every later call with
 //! the same shapes. Per step the UNet output (a few hundred KB) is read back and the scheduler
@@ -12,6 +12,7 @@
 mod conditioning;
 pub mod family;
 mod folder;
+pub mod inpaint;
 pub mod layout;
 pub mod limits;
 pub mod lora;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use family::{Family, SizeConditioning};
+pub use inpaint::Mask;
 pub use options::{GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings};
 pub use single_file::{SingleFileInfo, SingleFileOptions};
 
@@ -285,7 +287,8 @@ impl Pipeline {
         self.check_fits(options.batch, width, height, options.do_cfg(), img2img)?;
         let f = self.vae_scale_factor();
         let (lh, lw) = (height / f, width / f);
-        let c = self.unet.config.in_channels;
+        let c = self.vae.config.latent_channels; // the UNet may take more (inpainting)
+        self.check_inpaint(options)?;
         let b = options.batch;
         let nchw = [b, c, lh, lw];
         let numel = b * c * lh * lw;
@@ -300,6 +303,7 @@ impl Pipeline {
 
         // 2. initial latents (NHWC), and the steps to run
         let timesteps: Vec<f64> = scheduler.timesteps().to_vec();
+        let mut inpaint = None;
         let (mut latents, first_step) = match &options.init_image {
             None => {
                 let noise = match &options.latents {
@@ -318,6 +322,20 @@ impl Pipeline {
                 let sigma = scheduler.init_noise_sigma();
                 let scaled: Vec<f32> = noise.iter().map(|&x| (x as f64 * sigma) as f32).collect();
                 (layout::nchw_to_nhwc(&scaled, nchw), 0)
+            }
+            Some(init) if options.mask.is_some() => {
+                let mask = options.mask.as_ref().expect("matched is_some");
+                let (latents, first, state) = self.inpaint_latents(
+                    init,
+                    mask,
+                    options,
+                    scheduler.as_ref(),
+                    &mut rng,
+                    [lh, lw],
+                    [height, width],
+                )?;
+                inpaint = Some(state);
+                (latents, first)
             }
             Some(init) => self.img2img_latents(
                 init,
@@ -359,6 +377,10 @@ impl Pipeline {
             } else {
                 input
             };
+            let batch_input = match &inpaint {
+                Some(state) => state.unet_input(batch_input), // (rows, h, w, 2C + 1)
+                None => batch_input,
+            };
             plan.write_input("sample", &batch_input)?;
             plan.write_input("timestep", &vec![timesteps[i] as f32; rows])?;
             plan.run()?;
@@ -380,6 +402,9 @@ impl Pipeline {
                 None
             };
             latents = scheduler.step(&noise_pred, i, &latents, step_noise.as_deref())?;
+            if let Some(state) = &inpaint {
+                latents = state.after_step(latents, scheduler.as_ref(), i)?;
+            }
             if progress(done + 1, total) == Progress::Cancel {
                 return Err(Error::Cancelled);
             }
@@ -507,6 +532,27 @@ impl Pipeline {
         width: usize,
         height: usize,
     ) -> Result<(Vec<f32>, usize)> {
+        self.check_init_size(init, width, height)?;
+        let steps = scheduler.timesteps().len();
+        let init_steps = img2img_steps(steps, init.strength).min(steps);
+        let first_step = steps - init_steps;
+        if first_step >= steps {
+            return Err(no_denoising_step(init.strength, steps));
+        }
+        let b = options.batch;
+        let l = self.vae.config.latent_channels;
+        let nchw = [b, l, lh, lw];
+        let pixels: Vec<f32> = (0..b).flat_map(|_| init.pixels.iter().copied()).collect();
+        let latents = self.encode_latents(&pixels, b, [height, width], rng)?;
+        let noise = layout::nchw_to_nhwc(&rng.randn(b * l * lh * lw), nchw);
+        Ok((
+            scheduler.add_noise(&latents, &noise, first_step)?,
+            first_step,
+        ))
+    }
+
+    /// The init image must have the output size (the CLI and server resize or default to it).
+    fn check_init_size(&self, init: &InitImage, width: usize, height: usize) -> Result<()> {
         if (init.width, init.height) != (width, height) {
             return Err(Error::invalid(
                 "init image",
@@ -516,14 +562,23 @@ impl Pipeline {
                 ),
             ));
         }
-        let steps = scheduler.timesteps().len();
-        let init_steps = img2img_steps(steps, init.strength).min(steps);
-        let first_step = steps - init_steps;
-        if first_step >= steps {
-            return Err(no_denoising_step(init.strength, steps));
-        }
-        let b = options.batch;
+        Ok(())
+    }
+
+    /// VAE-encodes `b` images (B, H, W, 3) in [-1, 1] and samples their latent distribution
+    /// with one generator draw (diffusers' `retrieve_latents(vae.encode(x), generator)`):
+    /// `scaling_factor · (mean + exp(0.5·clamp(logvar, -30, 20))·ε)`, ε drawn NCHW.
+    /// Returns (B, h, w, C) NHWC.
+    fn encode_latents(
+        &mut self,
+        pixels: &[f32],
+        b: usize,
+        [height, width]: [usize; 2],
+        rng: &mut TorchRng,
+    ) -> Result<Vec<f32>> {
         let l = self.vae.config.latent_channels;
+        let f = self.vae_scale_factor();
+        let (lh, lw) = (height / f, width / f);
         let key = (b, height, width);
         if !self.plans.encode.contains_key(&key) {
             let g = self
@@ -532,27 +587,19 @@ impl Pipeline {
             self.plans.encode.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.encode[&key];
-        let pixels: Vec<f32> = (0..b).flat_map(|_| init.pixels.iter().copied()).collect();
-        plan.write_input("image", &pixels)?;
+        plan.write_input("image", pixels)?;
         plan.run()?;
         let moments = plan.read_output("moments")?; // (B, h, w, 2L) NHWC
-        let nchw = [b, l, lh, lw];
-        // latent_dist.sample(generator): mean + exp(0.5·clamp(logvar, -30, 20))·ε, ε drawn NCHW.
-        let eps = layout::nchw_to_nhwc(&rng.randn(b * l * lh * lw), nchw);
+        let eps = layout::nchw_to_nhwc(&rng.randn(b * l * lh * lw), [b, l, lh, lw]);
         let scaling = self.vae.config.scaling_factor;
-        let latents: Vec<f32> = (0..b * lh * lw * l)
+        Ok((0..b * lh * lw * l)
             .map(|i| {
                 let (pixel, ch) = (i / l, i % l);
                 let mean = moments[pixel * 2 * l + ch];
                 let logvar = moments[pixel * 2 * l + l + ch].clamp(-30.0, 20.0);
                 (mean + (0.5 * logvar).exp() * eps[i]) * scaling
             })
-            .collect();
-        let noise = layout::nchw_to_nhwc(&rng.randn(b * l * lh * lw), nchw);
-        Ok((
-            scheduler.add_noise(&latents, &noise, first_step)?,
-            first_step,
-        ))
+            .collect())
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a generation is asked to do ([`GenerateOptions`]), its checks, and what it returns.
 
 use super::family::SizeConditioning;
+use super::inpaint::Mask;
 use crate::error::{Error, Result};
 use crate::gpu::DType;
 use crate::schedulers::{PredictionType, SchedulerOverrides};
@@ -59,6 +60,9 @@ pub struct GenerateOptions {
     /// diffusers' `clip_skip`: take the prompt embedding this many layers before the text
     /// encoder's usual one (the negative prompt keeps the usual one, as in diffusers).
     pub clip_skip: Option<usize>,
+    /// Inpainting: repaint where the mask is white, keep the rest of `init_image` (needs
+    /// `init_image`; see [`crate::pipeline::inpaint`]).
+    pub mask: Option<Mask>,
 }
 
 impl Default for GenerateOptions {
@@ -78,6 +82,7 @@ impl Default for GenerateOptions {
             init_image: None,
             size_conditioning: SizeConditioning::default(),
             clip_skip: None,
+            mask: None,
         }
     }
 }
@@ -128,6 +133,33 @@ impl GenerateOptions {
                 return Err(Error::invalid(
                     "strength",
                     format!("{} is outside [0, 1]", init.strength),
+                ));
+            }
+        }
+        if let Some(mask) = &self.mask {
+            if self.init_image.is_none() {
+                return Err(Error::invalid(
+                    "mask",
+                    "inpainting needs an init image to repaint: pass --init-image with --mask",
+                ));
+            }
+            if mask.width == 0 || mask.height == 0 || mask.values.len() != mask.width * mask.height
+            {
+                return Err(Error::invalid(
+                    "mask",
+                    format!(
+                        "{} values for a {}×{} mask (expected {}, not empty)",
+                        mask.values.len(),
+                        mask.width,
+                        mask.height,
+                        mask.width * mask.height
+                    ),
+                ));
+            }
+            if let Some(bad) = mask.values.iter().find(|v| !v.is_finite()) {
+                return Err(Error::invalid(
+                    "mask",
+                    format!("holds {bad}: values must be finite (0 = keep, 1 = repaint)"),
                 ));
             }
         }
