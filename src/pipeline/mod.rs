@@ -17,6 +17,7 @@ pub mod limits;
 pub mod lora;
 pub mod options;
 pub mod plan_cache;
+pub mod prompt_weights;
 pub mod single_file;
 pub mod tiled_decode;
 
@@ -24,6 +25,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use conditioning::Conditioning;
 pub use family::{Family, SizeConditioning};
 pub use options::{GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings};
 pub use single_file::{SingleFileInfo, SingleFileOptions};
@@ -48,7 +50,8 @@ use plan_cache::Lru;
 struct PlanCache {
     /// By (text encoder: 0 or 1 for text_encoder_2, rows, clip skip).
     text: Lru<(usize, usize, Option<usize>), Plan>,
-    unet: Lru<(usize, usize, usize), Plan>,
+    /// By (rows, latent h, latent w, context length: 77 × prompt chunks).
+    unet: Lru<(usize, usize, usize, usize), Plan>,
     decode: Lru<(usize, usize, usize), Plan>,
     encode: Lru<(usize, usize, usize), Plan>,
     /// Decode tile side chosen per (batch, h, w) and binding limit (building the graphs that
@@ -273,6 +276,15 @@ impl Pipeline {
         Ok((scheduler, name, config.prediction_type))
     }
 
+    /// The UNet conditioning [`Pipeline::generate`] would use for `options` (prompt encoding
+    /// only, at the requested or native size): context rows are [negative × batch, prompt ×
+    /// batch] with CFG, else prompt × batch.
+    pub fn encode_text(&mut self, options: &GenerateOptions) -> Result<Conditioning> {
+        options.validate()?;
+        let (width, height) = self.resolve_size(options.width, options.height)?;
+        self.encode_prompt(options, height, width)
+    }
+
     /// Run the pipeline. `progress(step, total)` is called after each denoising step.
     pub fn generate(
         &mut self,
@@ -334,15 +346,11 @@ impl Pipeline {
         let t1 = Instant::now();
         let cfg = options.do_cfg();
         let rows = if cfg { 2 * b } else { b };
-        let key = (rows, lh, lw);
+        let key = (rows, lh, lw, cond.context_len);
         if !self.plans.unet.contains_key(&key) {
-            let g = self.unet.graph(
-                self.dtype,
-                rows,
-                [lh, lw],
-                self.tokenizer.max_length(),
-                false,
-            )?;
+            let g = self
+                .unet
+                .graph(self.dtype, rows, [lh, lw], cond.context_len, false)?;
             self.plans.unet.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.unet[&key];

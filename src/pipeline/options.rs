@@ -59,6 +59,12 @@ pub struct GenerateOptions {
     /// diffusers' `clip_skip`: take the prompt embedding this many layers before the text
     /// encoder's usual one (the negative prompt keeps the usual one, as in diffusers).
     pub clip_skip: Option<usize>,
+    /// diffusers' prompt handling: truncate at 75 tokens (reported in
+    /// [`GenerateOutput::truncated_tokens`]) instead of encoding 75-token chunks (A1111).
+    pub no_chunking: bool,
+    /// diffusers' prompt handling: parentheses, brackets and `BREAK` are plain text instead of
+    /// A1111's emphasis syntax (`docs/prompts.md`).
+    pub no_emphasis: bool,
 }
 
 impl Default for GenerateOptions {
@@ -78,6 +84,8 @@ impl Default for GenerateOptions {
             init_image: None,
             size_conditioning: SizeConditioning::default(),
             clip_skip: None,
+            no_chunking: false,
+            no_emphasis: false,
         }
     }
 }
@@ -134,6 +142,14 @@ impl GenerateOptions {
         Ok(())
     }
 
+    /// How the prompts become text encoder rows (chunking, emphasis).
+    pub fn prompt_mode(&self) -> super::prompt_weights::PromptMode {
+        super::prompt_weights::PromptMode {
+            chunking: !self.no_chunking,
+            emphasis: !self.no_emphasis,
+        }
+    }
+
     /// Whether classifier-free guidance runs (diffusers: `guidance_scale > 1`).
     pub fn do_cfg(&self) -> bool {
         self.guidance_scale > 1.0
@@ -161,7 +177,8 @@ pub struct GenerateOutput {
     /// What the UNet was taken to predict (the scheduler config's, or the override).
     pub prediction_type: PredictionType,
     pub steps: usize,
-    /// Prompt tokens dropped because the prompt exceeded the tokenizer's 75-token window.
+    /// Prompt tokens dropped because the prompt exceeded the tokenizer's 75-token window
+    /// (only with [`GenerateOptions::no_chunking`]).
     pub truncated_tokens: usize,
     pub timings: Timings,
 }
