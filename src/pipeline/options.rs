@@ -183,6 +183,27 @@ pub struct GenerateOutput {
     pub timings: Timings,
 }
 
+impl GenerateOutput {
+    /// Image `index` of the batch as 8-bit RGB (H, W, 3), rounded as diffusers' `numpy_to_pil`
+    /// (the bytes the CLI writes). Panics if `index` ≥ the batch.
+    pub fn rgb8(&self, index: usize) -> Vec<u8> {
+        let n = self.width * self.height * 3;
+        crate::serve::images::unit_to_rgb8(&self.images[index * n..(index + 1) * n])
+    }
+
+    /// Write image `index` as a PNG (atomically: no partial file on failure).
+    pub fn save_png(&self, index: usize, path: &std::path::Path) -> Result<()> {
+        if index * self.width * self.height * 3 >= self.images.len() {
+            return Err(Error::invalid(
+                "image index",
+                format!("{index} is past the batch of {}", self.images.len() / (self.width * self.height * 3).max(1)),
+            ));
+        }
+        let (w, h) = (self.width as u32, self.height as u32);
+        crate::image_io::write_png(path, w, h, &self.rgb8(index), None)
+    }
+}
+
 /// Progress reported after each denoising step; return [`Progress::Cancel`] to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
