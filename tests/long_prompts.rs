@@ -105,7 +105,10 @@ fn long_prompt_chunks_equal_the_encoder_on_each_piece() {
             ..options(&prompt)
         })
         .unwrap();
-    assert_eq!((truncated.context_len, truncated.truncated_tokens), (77, 15));
+    assert_eq!(
+        (truncated.context_len, truncated.truncated_tokens),
+        (77, 15)
+    );
     assert_close(
         "no-chunking prompt",
         &truncated.context[row..],
@@ -145,16 +148,21 @@ fn weights_scale_tokens_and_restore_the_mean() {
     let mut w = vec![1.0f32; 77];
     w[2] = 1.5;
     w[3] = (1.0f64 / 1.1) as f32;
-    let scaled: Vec<f32> = z
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| x * w[i / d])
-        .collect();
+    let scaled: Vec<f32> = z.iter().enumerate().map(|(i, &x)| x * w[i / d]).collect();
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     let ratio = mean(z) / mean(&scaled);
     let want: Vec<f32> = scaled.iter().map(|&x| (x as f64 * ratio) as f32).collect();
-    assert_close("weighted prompt", &weighted.context[row..], &want, TOL, 1e-5);
-    assert!(max_abs_diff(&weighted.context[row..], z) > 1e-3, "weights had no effect");
+    assert_close(
+        "weighted prompt",
+        &weighted.context[row..],
+        &want,
+        TOL,
+        1e-5,
+    );
+    assert!(
+        max_abs_diff(&weighted.context[row..], z) > 1e-3,
+        "weights had no effect"
+    );
 
     // --no-emphasis: the parentheses are text, the tokens differ from the plain prompt's.
     let literal = pipe

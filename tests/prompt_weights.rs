@@ -37,7 +37,11 @@ fn plain_prompts_split_every_75_tokens() {
             let prompt = words(n);
             assert_eq!(tok.tokenize(&prompt).unwrap().len(), n);
             let got = weighted_prompt(&tok, &prompt, A1111).unwrap();
-            assert_eq!(ids(&got), tok.encode_chunks(&prompt).unwrap(), "{model} {n}");
+            assert_eq!(
+                ids(&got),
+                tok.encode_chunks(&prompt).unwrap(),
+                "{model} {n}"
+            );
             assert_eq!(got.chunks.len(), n.div_ceil(75).max(1), "{model} {n}");
             assert_eq!(got.truncated, 0);
             for c in &got.chunks {
@@ -89,7 +93,10 @@ fn break_starts_a_new_chunk() {
 fn tokens_carry_their_run_weight() {
     let tok = tokenizer("tiny-pipe");
     let got = weighted_prompt(&tok, "a (red:1.5) [apple] ((table))", A1111).unwrap();
-    assert_eq!(ids(&got), vec![tok.encode("a red apple table").unwrap().ids]);
+    assert_eq!(
+        ids(&got),
+        vec![tok.encode("a red apple table").unwrap().ids]
+    );
     let w = &got.chunks[0].weights;
     // BOS, a, red, apple, table, EOS, padding.
     let square = (1.0f64 / 1.1) as f32;
@@ -151,7 +158,10 @@ fn padding_appends_empty_chunks() {
     pad_to_common_length(&tok, &mut prompts, 2);
     assert_eq!(
         ids(&prompts[0]),
-        vec![tok.encode("blurry").unwrap().ids, tok.encode("").unwrap().ids]
+        vec![
+            tok.encode("blurry").unwrap().ids,
+            tok.encode("").unwrap().ids
+        ]
     );
     assert_eq!(ids(&prompts[1]), tok.encode_chunks(&words(100)).unwrap());
 }

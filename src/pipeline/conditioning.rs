@@ -95,7 +95,11 @@ impl Pipeline {
             let p = all.len() / rows;
             Some(
                 (0..texts.len())
-                    .flat_map(|k| all[k * per_text * p..(k * per_text + 1) * p].iter().copied())
+                    .flat_map(|k| {
+                        all[k * per_text * p..(k * per_text + 1) * p]
+                            .iter()
+                            .copied()
+                    })
                     .collect(),
             )
         } else {

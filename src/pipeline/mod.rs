@@ -59,7 +59,22 @@ struct PlanCache {
     decode_tile: HashMap<(usize, usize, usize, u64), usize>,
 }
 
-/// A loaded Stable Diffusion model folder (diffusers layout).
+/// A loaded Stable Diffusion model folder (diffusers layout) or single-file checkpoint, with
+/// the plans built so far. `Send`: a worker thread may own it (`examples/embed_thread.rs`).
+///
+/// ```
+/// # fn main() -> stipple::Result<()> {
+/// use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
+/// let gpu = stipple::Gpu::new(&stipple::GpuOptions::from_env())?;
+/// let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-pipe");
+/// let mut pipeline = Pipeline::load(&gpu, &model, Some(stipple::DType::F32))?;
+/// assert_eq!(pipeline.native_size(), 16); // UNet sample_size 8 × VAE factor 2
+/// let options = GenerateOptions { prompt: "a red apple".into(), steps: 2, ..Default::default() };
+/// let output = pipeline.generate(&options, |_, _| Progress::Continue)?;
+/// assert_eq!((output.width, output.height), (16, 16));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Pipeline {
     pub gpu: Gpu,
     pub dtype: DType,
