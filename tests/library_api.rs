@@ -1,6 +1,6 @@
-//! The library as an app embeds it: the logic of examples/generate.rs and
-//! examples/embed_thread.rs run here on the default model (2 steps), and the types an app moves
-//! between threads are `Send`.
+//! The library as an app embeds it: the logic of examples/generate.rs (default model, 2 steps)
+//! and examples/embed_thread.rs (tiny-pipe) run here, and the types an app moves between
+//! threads are `Send`.
 
 mod common;
 
@@ -52,11 +52,14 @@ fn generate_example_writes_a_png() {
 #[test]
 fn embed_thread_example_answers_each_request() {
     let Some(gpu) = gpu() else { return };
-    let (worker, handle) = embed_thread_example::spawn_worker(default_model());
+    let tiny = common::golden::fixture("tiny-pipe");
+    let (worker, handle) = embed_thread_example::spawn_worker(tiny.clone());
     let options = |seed| GenerateOptions {
-        prompt: "an emoji of a red apple".into(),
+        prompt: "a red apple".into(),
         steps: 2,
         seed,
+        width: 16,
+        height: 16,
         ..Default::default()
     };
     let threads: Vec<_> = [1u64, 2]
@@ -73,7 +76,7 @@ fn embed_thread_example_answers_each_request() {
         .collect();
     handle.join().expect("worker");
     // Each answer is the image of its own request: the same as generating it directly.
-    let mut direct = Pipeline::load(&gpu, &default_model(), None).expect("load");
+    let mut direct = Pipeline::load(&gpu, &tiny, None).expect("load");
     for (out, seed) in outs.iter().zip([1u64, 2]) {
         let want = direct
             .generate(&options(seed), |_, _| Progress::Continue)
