@@ -266,7 +266,8 @@ impl GenerateOutput {
 /// let gpu = stipple::Gpu::new(&stipple::GpuOptions::from_env())?;
 /// let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-pipe");
 /// let mut pipeline = Pipeline::load(&gpu, &model, None)?;
-/// let options = GenerateOptions { prompt: "a red apple".into(), steps: 10, width: 16, height: 16, ..Default::default() };
+/// let scheduler = Some("euler".to_string()); // (tiny-pipe's own PNDM takes one more step)
+/// let options = GenerateOptions { prompt: "a red apple".into(), steps: 10, scheduler, ..Default::default() };
 /// let mut seen = Vec::new();
 /// let result = pipeline.generate(&options, |step, total| {
 ///     seen.push((step, total));
