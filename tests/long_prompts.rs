@@ -257,3 +257,37 @@ fn server_txt2img_accepts_a_long_weighted_prompt() {
     assert_eq!((png.width, png.height), (16, 16));
     assert!(body["info"].as_str().unwrap().contains("apple:1.3"));
 }
+
+#[test]
+fn cli_warns_about_truncation_only_with_no_chunking() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = scratch("long-prompt-cli");
+    let model = fixture("tiny-pipe").display().to_string();
+    let prompt = long_prompt();
+    let run = |extra: &[&str], name: &str| {
+        let out = dir.join(name).display().to_string();
+        let mut args = vec![
+            "generate", &prompt, "-m", &model, "--steps", "2", "-W", "16", "-H", "16", "-o", &out,
+        ];
+        args.extend_from_slice(extra);
+        let (ok, stderr) = stipple(&args);
+        assert!(ok, "{stderr}");
+        assert!(dir.join(name).exists());
+        stderr
+    };
+    let chunked = run(&[], "chunked.png");
+    assert!(!chunked.contains("truncated"), "{chunked}");
+    let truncated = run(&["--no-chunking", "--no-emphasis"], "truncated.png");
+    assert!(
+        truncated.contains("15 tokens past the 75-token window were dropped"),
+        "{truncated}"
+    );
+    // Too long even for chunks: a clear error, no file.
+    let huge = "cat ".repeat(75 * 20 + 1);
+    let out = dir.join("huge.png").display().to_string();
+    let (ok, stderr) = stipple(&["generate", &huge, "-m", &model, "-o", &out]);
+    assert!(!ok && stderr.contains("chunks of 75 tokens"), "{stderr}");
+    assert!(!dir.join("huge.png").exists());
+}
