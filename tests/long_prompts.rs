@@ -256,6 +256,14 @@ fn server_txt2img_accepts_a_long_weighted_prompt() {
     let png = decode_png_base64(body["images"][0].as_str().expect("an image"));
     assert_eq!((png.width, png.height), (16, 16));
     assert!(body["info"].as_str().unwrap().contains("apple:1.3"));
+
+    // Past the chunk limit: 422 naming the field, not a huge plan.
+    let reply = client.post(
+        "/sdapi/v1/txt2img",
+        &json!({"prompt": "cat ".repeat(75 * 20 + 1), "steps": 2, "width": 16, "height": 16}),
+    );
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert!(reply.text.contains("prompt"), "{}", reply.text);
 }
 
 #[test]
