@@ -7,7 +7,8 @@ mod common;
 
 use common::golden::fixture;
 use stipple::pipeline::prompt_weights::{
-    apply_emphasis, pad_to_common_length, weighted_prompt, PromptMode, WeightedPrompt, MAX_CHUNKS,
+    apply_emphasis, pad_to_common_length, weighted_prompt, PromptMode, WeightedPrompt,
+    COMMA_BACKTRACK, MAX_CHUNKS,
 };
 use stipple::tokenizer::ClipTokenizer;
 
@@ -50,6 +51,50 @@ fn plain_prompts_split_every_75_tokens() {
             }
         }
     }
+}
+
+#[test]
+fn a_comma_near_the_end_moves_the_words_after_it() {
+    let tok = tokenizer("tiny-pipe");
+    let enc = |s: &str| tok.encode(s).unwrap().ids;
+    // 75 tokens with a comma at position 60 (15 from the end), then one more word: the 14
+    // words after the comma go to the second chunk with it.
+    let prompt = format!("{}, {} dog", words(60), words(14));
+    assert_eq!(tok.tokenize(&prompt).unwrap().len(), 76);
+    let got = weighted_prompt(&tok, &prompt, A1111).unwrap();
+    assert_eq!(
+        ids(&got),
+        vec![
+            enc(&format!("{},", words(60))),
+            enc(&format!("{} dog", words(14)))
+        ]
+    );
+    // The comma exactly COMMA_BACKTRACK tokens from the end still moves; one further does not.
+    let at = 75 - COMMA_BACKTRACK;
+    let prompt = format!("{}, {} dog", words(at), words(74 - at));
+    let got = weighted_prompt(&tok, &prompt, A1111).unwrap();
+    assert_eq!(
+        got.chunks[1].ids[..3],
+        [tok.bos_id(), enc("cat")[1], enc("cat")[1]]
+    );
+    assert_eq!(ids(&got)[0], enc(&format!("{},", words(at))));
+    let prompt = format!("{}, {} dog", words(at - 1), words(75 - at));
+    let got = weighted_prompt(&tok, &prompt, A1111).unwrap();
+    assert_eq!(
+        ids(&got),
+        vec![
+            enc(&format!("{}, {}", words(at - 1), words(75 - at))),
+            enc("dog")
+        ]
+    );
+    // Weights move with their tokens; a comma that fills the chunk moves nothing.
+    let prompt = format!("{}, (dog:1.5) dog", words(73));
+    let got = weighted_prompt(&tok, &prompt, A1111).unwrap();
+    assert_eq!(ids(&got)[1], enc("dog dog"));
+    assert_eq!(got.chunks[1].weights[..3], [1.0, 1.5, 1.0]);
+    let prompt = format!("{}, dog", words(74));
+    let got = weighted_prompt(&tok, &prompt, A1111).unwrap();
+    assert_eq!(ids(&got), vec![enc(&format!("{},", words(74))), enc("dog")]);
 }
 
 #[test]

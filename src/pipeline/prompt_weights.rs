@@ -5,14 +5,15 @@
 //! 1. The prompt is parsed into runs of text with a weight ([`parse_prompt_attention`]); each run
 //!    is tokenized on its own and every token carries its run's weight.
 //! 2. Tokens fill chunks of `max_length − 2` (75); a full chunk starts the next one, and a
-//!    `BREAK` starts the next one early. Each chunk is wrapped as `[BOS, tokens…, EOS, pad…]`
+//!    `BREAK` starts the next one early. When a chunk is full and its last comma is at most
+//!    [`COMMA_BACKTRACK`] tokens from its end, the tokens after the comma move to the next
+//!    chunk (A1111's `comma_padding_backtrack`). Each chunk is wrapped as `[BOS, tokens…, EOS, pad…]`
 //!    (weights 1 on BOS/EOS/padding), and every chunk is encoded as one row of the text encoder;
 //!    the rows' hidden states are concatenated along the sequence axis (77 × chunks).
 //! 3. Emphasis scales each token's hidden state by its weight, then rescales the whole chunk so
 //!    its mean (over tokens and channels) is the mean before weighting.
 //!
-//! Differences from A1111: no comma backtracking (`comma_padding_backtrack`: A1111 moves the
-//! last ≤ 20 tokens after a comma into the next chunk), no textual inversion embeddings.
+//! Differences from A1111: no textual inversion embeddings.
 //! With chunking off, tokens past the first 75 are dropped (and counted) as diffusers does, and
 //! `BREAK` has no effect.
 
@@ -23,6 +24,10 @@ use crate::tokenizer::ClipTokenizer;
 /// Most chunks one prompt may take (1500 tokens): each chunk lengthens every cross-attention of
 /// every UNet step, and a server must not be made to build arbitrarily large plans.
 pub const MAX_CHUNKS: usize = 20;
+
+/// A full chunk whose last comma is at most this many tokens from its end moves the tokens
+/// after that comma to the next chunk (A1111's `comma_padding_backtrack`, default 20).
+pub const COMMA_BACKTRACK: usize = 20;
 
 /// How prompt text becomes encoder rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,42 +111,82 @@ pub fn weighted_prompt(
         }]
     };
     let room = tokenizer.max_length() - 2;
-    let mut chunks = Vec::new();
-    let (mut tokens, mut weights): (Vec<u32>, Vec<f32>) = (Vec::new(), Vec::new());
+    let comma = tokenizer.token_to_id(",</w>");
+    let mut b = Builder {
+        tokenizer,
+        prompt,
+        chunks: Vec::new(),
+        tokens: Vec::new(),
+        weights: Vec::new(),
+        last_comma: None,
+    };
     let mut truncated = 0;
     for run in &runs {
         if run.is_break() {
             if mode.chunking {
-                if chunks.len() + 1 == MAX_CHUNKS {
-                    return Err(too_long(prompt));
-                }
-                chunks.push(wrap_chunk(tokenizer, &tokens, &weights));
-                tokens.clear();
-                weights.clear();
+                b.next_chunk()?;
             }
             continue;
         }
         for id in tokenizer.tokenize(&run.text)? {
-            if tokens.len() == room {
-                if !mode.chunking {
-                    truncated += 1;
-                    continue;
-                }
-                if chunks.len() + 1 == MAX_CHUNKS {
-                    return Err(too_long(prompt));
-                }
-                chunks.push(wrap_chunk(tokenizer, &tokens, &weights));
-                tokens.clear();
-                weights.clear();
+            if !mode.chunking && b.tokens.len() == room {
+                truncated += 1;
+                continue;
             }
-            tokens.push(id);
-            weights.push(run.weight as f32);
+            if mode.chunking {
+                if Some(id) == comma {
+                    b.last_comma = Some(b.tokens.len());
+                } else if b.tokens.len() == room {
+                    // A1111's comma_padding_backtrack: the words after a comma near the end
+                    // move to the next chunk rather than being cut in two.
+                    if let Some(at) = b.last_comma.filter(|&at| room - at <= COMMA_BACKTRACK) {
+                        let tokens = b.tokens.split_off(at + 1);
+                        let weights = b.weights.split_off(at + 1);
+                        b.next_chunk()?;
+                        (b.tokens, b.weights) = (tokens, weights);
+                    }
+                }
+                if b.tokens.len() == room {
+                    b.next_chunk()?;
+                }
+            }
+            b.tokens.push(id);
+            b.weights.push(run.weight as f32);
         }
     }
-    if !tokens.is_empty() || chunks.is_empty() {
-        chunks.push(wrap_chunk(tokenizer, &tokens, &weights));
+    if !b.tokens.is_empty() || b.chunks.is_empty() {
+        b.chunks.push(wrap_chunk(tokenizer, &b.tokens, &b.weights));
     }
-    Ok(WeightedPrompt { chunks, truncated })
+    Ok(WeightedPrompt {
+        chunks: b.chunks,
+        truncated,
+    })
+}
+
+/// The chunks so far and the one being filled.
+struct Builder<'a> {
+    tokenizer: &'a ClipTokenizer,
+    prompt: &'a str,
+    chunks: Vec<WeightedChunk>,
+    tokens: Vec<u32>,
+    weights: Vec<f32>,
+    /// Position of the last comma in `tokens`.
+    last_comma: Option<usize>,
+}
+
+impl Builder<'_> {
+    /// Close the chunk being filled (it will not be the last: the limit counts the next).
+    fn next_chunk(&mut self) -> Result<()> {
+        if self.chunks.len() + 1 == MAX_CHUNKS {
+            return Err(too_long(self.prompt));
+        }
+        let chunk = wrap_chunk(self.tokenizer, &self.tokens, &self.weights);
+        self.chunks.push(chunk);
+        self.tokens.clear();
+        self.weights.clear();
+        self.last_comma = None;
+        Ok(())
+    }
 }
 
 fn too_long(prompt: &str) -> Error {
