@@ -109,6 +109,14 @@ pub struct GenerateArgs {
     /// the final-layer-normed hidden_states[-(N+1)], SDXL hidden_states[-(N+2)]).
     #[arg(long)]
     pub clip_skip: Option<usize>,
+    /// diffusers' prompt length: truncate at 75 tokens (with a warning) instead of encoding
+    /// longer prompts as 75-token chunks (A1111's way, the default).
+    #[arg(long)]
+    pub no_chunking: bool,
+    /// Take parentheses, brackets and BREAK literally (diffusers) instead of A1111's emphasis
+    /// syntax `(word:1.3)`, `(word)`, `[word]`, `\(`, `BREAK` (the default).
+    #[arg(long)]
+    pub no_emphasis: bool,
     /// SDXL micro-conditioning: the size the model is told the source image had, HEIGHT,WIDTH
     /// (default: the output size).
     #[arg(long, value_parser = parse_pair, value_name = "HEIGHT,WIDTH")]
@@ -322,6 +330,8 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         },
         clip_skip: args.clip_skip,
         mask: args.mask.as_deref().map(Mask::read).transpose()?,
+        no_chunking: args.no_chunking,
+        no_emphasis: args.no_emphasis,
     };
     if let Some((shape, data)) = latents {
         anyhow::ensure!(
@@ -455,7 +465,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         if out.truncated_tokens > 0 {
             bar.suspend(|| {
                 eprintln!(
-                    "warning: prompt {:?} was truncated: {} tokens past the 75-token window were dropped",
+                    "warning: prompt {:?} was truncated: {} tokens past the 75-token window were dropped (--no-chunking)",
                     job.prompt, out.truncated_tokens
                 )
             });

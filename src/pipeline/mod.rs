@@ -18,6 +18,7 @@ pub mod limits;
 pub mod lora;
 pub mod options;
 pub mod plan_cache;
+pub mod prompt_weights;
 pub mod single_file;
 pub mod tiled_decode;
 
@@ -25,6 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use conditioning::Conditioning;
 pub use family::{Family, SizeConditioning};
 pub use inpaint::Mask;
 pub use options::{GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings};
@@ -50,7 +52,8 @@ use plan_cache::Lru;
 struct PlanCache {
     /// By (text encoder: 0 or 1 for text_encoder_2, rows, clip skip).
     text: Lru<(usize, usize, Option<usize>), Plan>,
-    unet: Lru<(usize, usize, usize), Plan>,
+    /// By (rows, latent h, latent w, context length: 77 × prompt chunks).
+    unet: Lru<(usize, usize, usize, usize), Plan>,
     decode: Lru<(usize, usize, usize), Plan>,
     encode: Lru<(usize, usize, usize), Plan>,
     /// Decode tile side chosen per (batch, h, w) and binding limit (building the graphs that
@@ -58,7 +61,22 @@ struct PlanCache {
     decode_tile: HashMap<(usize, usize, usize, u64), usize>,
 }
 
-/// A loaded Stable Diffusion model folder (diffusers layout).
+/// A loaded Stable Diffusion model folder (diffusers layout) or single-file checkpoint, with
+/// the plans built so far. `Send`: a worker thread may own it (`examples/embed_thread.rs`).
+///
+/// ```
+/// # fn main() -> stipple::Result<()> {
+/// use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
+/// let gpu = stipple::Gpu::new(&stipple::GpuOptions::from_env())?;
+/// let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-pipe");
+/// let mut pipeline = Pipeline::load(&gpu, &model, Some(stipple::DType::F32))?;
+/// assert_eq!(pipeline.native_size(), 16); // UNet sample_size 8 × VAE factor 2
+/// let options = GenerateOptions { prompt: "a red apple".into(), steps: 2, ..Default::default() };
+/// let output = pipeline.generate(&options, |_, _| Progress::Continue)?;
+/// assert_eq!((output.width, output.height), (16, 16));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Pipeline {
     pub gpu: Gpu,
     pub dtype: DType,
@@ -275,6 +293,15 @@ impl Pipeline {
         Ok((scheduler, name, config.prediction_type))
     }
 
+    /// The UNet conditioning [`Pipeline::generate`] would use for `options` (prompt encoding
+    /// only, at the requested or native size): context rows are [negative × batch, prompt ×
+    /// batch] with CFG, else prompt × batch.
+    pub fn encode_text(&mut self, options: &GenerateOptions) -> Result<Conditioning> {
+        options.validate()?;
+        let (width, height) = self.resolve_size(options.width, options.height)?;
+        self.encode_prompt(options, height, width)
+    }
+
     /// Run the pipeline. `progress(step, total)` is called after each denoising step.
     pub fn generate(
         &mut self,
@@ -352,15 +379,11 @@ impl Pipeline {
         let t1 = Instant::now();
         let cfg = options.do_cfg();
         let rows = if cfg { 2 * b } else { b };
-        let key = (rows, lh, lw);
+        let key = (rows, lh, lw, cond.context_len);
         if !self.plans.unet.contains_key(&key) {
-            let g = self.unet.graph(
-                self.dtype,
-                rows,
-                [lh, lw],
-                self.tokenizer.max_length(),
-                false,
-            )?;
+            let g = self
+                .unet
+                .graph(self.dtype, rows, [lh, lw], cond.context_len, false)?;
             self.plans.unet.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.unet[&key];
