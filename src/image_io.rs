@@ -210,6 +210,15 @@ pub fn encode_png(
     Ok(bytes)
 }
 
+/// The pipeline's `[0, 1]` output to 8-bit as diffusers' `numpy_to_pil`: `round(v · 255)`
+/// with ties to even, as the CLI writes its PNGs.
+pub fn unit_to_rgb8(image: &[f32]) -> Vec<u8> {
+    image
+        .iter()
+        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
+        .collect()
+}
+
 /// diffusers' `denormalize`: `(x * 0.5 + 0.5).clamp(0, 1)` in f32. NaN stays NaN.
 #[inline]
 fn denormalize(x: f32) -> f32 {
@@ -248,6 +257,16 @@ pub fn float_image_to_rgb8(image: &[f32]) -> Vec<u8> {
 /// missing/unreadable files are [`Error::Io`] with the OS error, undecodable or truncated
 /// content [`Error::Io`] saying it cannot be decoded (kind `InvalidData` or `UnexpectedEof`).
 pub fn read_image_rgb(path: &Path) -> Result<(u32, u32, Vec<f32>)> {
+    let (width, height, rgb) = read_image_rgb8(path)?;
+    let values = rgb
+        .iter()
+        .map(|&b| 2.0 * (b as f32 / 255.0) - 1.0)
+        .collect();
+    Ok((width, height, values))
+}
+
+/// An image file as 8-bit RGB (H, W, 3): width, height, bytes. Errors name the file.
+pub fn read_image_rgb8(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
     let reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
@@ -262,12 +281,7 @@ pub fn read_image_rgb(path: &Path) -> Result<(u32, u32, Vec<f32>)> {
     })?;
     let rgb = decoded.to_rgb8();
     let (width, height) = rgb.dimensions();
-    let values = rgb
-        .as_raw()
-        .iter()
-        .map(|&b| 2.0 * (b as f32 / 255.0) - 1.0)
-        .collect();
-    Ok((width, height, values))
+    Ok((width, height, rgb.into_raw()))
 }
 
 /// Writes one f32 tensor as a minimal safetensors file (through [`write_output`]): an 8-byte

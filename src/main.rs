@@ -54,6 +54,9 @@ enum BenchCommand {
     Soak(cli::bench::SoakArgs),
     /// One UNet step of a model, profiled dispatch by dispatch and grouped by kernel.
     Unet(cli::bench::UnetArgs),
+    /// One run of a model folder's text encoder, UNet or VAE decoder, profiled dispatch by
+    /// dispatch and grouped by kernel.
+    Profile(cli::bench::ProfileArgs),
     /// Load a model folder: time, GPU weight bytes, peak host memory, text encoder time.
     Load(cli::bench::LoadArgs),
     /// Load test of `stipple serve`: concurrent clients, requests/s, latency, errors, RSS.
@@ -86,6 +89,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench {
             what: BenchCommand::Unet(args),
         } => cli::bench::run_unet(&options, &args),
+        Command::Bench {
+            what: BenchCommand::Profile(args),
+        } => cli::bench::run_profile(&options, &args),
         Command::Bench {
             what: BenchCommand::Load(args),
         } => cli::bench::run_load(&options, &args),

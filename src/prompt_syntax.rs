@@ -11,8 +11,9 @@
 //! - Neighbouring runs of equal weight are merged; an empty prompt is `[("", 1.0)]`.
 //!
 //! Weights are f64 multiplied in A1111's order, so they equal Python's floats bit for bit.
-//! Not wired into the pipeline yet: applying the weights (scale the token embeddings' hidden
-//! states, restore the mean) is the text encoder's part.
+//! The number of `(text:1.3)` follows A1111 ≥ 1.6 (`:\s*([+-]?[.\d]+)\s*\)`, spaces allowed);
+//! a number Python's `float()` rejects (`1.2.3`), where A1111 fails, keeps the weight 1.
+//! The pipeline turns the runs into weighted token chunks in `pipeline::prompt_weights`.
 
 /// One run of prompt text and its emphasis weight.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,6 +276,48 @@ mod tests {
         let chunks = parse_prompt_attention("cat BREAK dog");
         assert!(chunks[1].is_break());
         assert!(!parse_prompt_attention("(cat BREAK dog)")[1].is_break());
+    }
+
+    /// Nesting, unbalanced and mismatched brackets, weights that do not close, escapes next
+    /// to brackets and BREAK between weighted runs: expected runs worked out by hand from
+    /// A1111's algorithm (regex `re_attention` of A1111 ≥ 1.6, which allows spaces around the
+    /// number; stacks of open brackets; a weight multiplies from its opening bracket to the end
+    /// of the result; leftover opens multiply, round ones first; equal neighbours merge).
+    #[test]
+    fn hand_worked_a1111_cases() {
+        let cases: [(&str, &[(&str, f64)]); 11] = [
+            ("((a) b)", &[("a", 1.1 * 1.1), (" b", 1.1)]),
+            ("[a:1.5]", &[("a:1.5", 1.0 / 1.1)]),
+            ("(a:1.5", &[("a:1.5", 1.1)]),
+            (
+                "a [b (c:2)] d",
+                &[
+                    ("a ", 1.0),
+                    ("b ", 1.0 / 1.1),
+                    ("c", 2.0 * (1.0 / 1.1)),
+                    (" d", 1.0),
+                ],
+            ),
+            ("\\(a\\) (b)", &[("(a) ", 1.0), ("b", 1.1)]),
+            ("(a]", &[("a]", 1.1)]),
+            ("a)(b", &[("a)", 1.0), ("b", 1.1)]),
+            ("(a:1.2:1.3)", &[("a:1.2", 1.3)]),
+            (
+                "(a) BREAK [b]",
+                &[
+                    ("a", 1.1),
+                    ("", 1.0),
+                    ("BREAK", -1.0),
+                    ("", 1.0),
+                    ("b", 1.0 / 1.1),
+                ],
+            ),
+            ("BREAK", &[("", 1.0), ("BREAK", -1.0), ("", 1.0)]),
+            ("[(a:0.5)", &[("a", 0.5 * (1.0 / 1.1))]),
+        ];
+        for (prompt, expected) in cases {
+            assert_eq!(parsed(prompt), want(expected), "{prompt:?}");
+        }
     }
 
     #[test]

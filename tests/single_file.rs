@@ -6,7 +6,7 @@
 //! - through `Pipeline`, the single file gives the same image as its folder (bit-identical:
 //!   the same bytes reach the same kernels), for an SD1-layout and an SD2-layout (OpenCLIP)
 //!   tiny pipe, and so does the round-tripped folder;
-//! - refusals with their messages and no output file: pickles, inpainting, SDXL, unknown,
+//! - refusals with their messages and no output file: pickles, SDXL, unknown,
 //!   truncated, a missing block (named by its LDM key).
 //!
 //! tiny-sd1/tiny-sd2 have 1000-token text encoders (the CLIP tokenizer's EOS is 49407), so
@@ -268,12 +268,14 @@ fn unsupported_files_are_refused_by_name() {
         &dir,
         "inpaint.safetensors",
         &[conv_in],
-        &[(conv_in, vec![32, 9, 3, 3])],
+        &[(conv_in, vec![16, 9, 3, 3])],
     );
-    let m = open_error(&inpaint);
-    assert!(
-        m.contains("inpainting checkpoints are not supported yet"),
-        "{m}"
+    // Inpainting files (9-channel conv_in) open: tests/pipeline_inpaint.rs generates with one.
+    let ckpt = LdmCheckpoint::open(&inpaint).unwrap();
+    assert_eq!(ckpt.family, Family::Sd1);
+    assert_eq!(
+        stipple::weights::single_file::inpainting::unet_in_channels(&ckpt),
+        Some(9)
     );
 
     let sdxl = edited_file(
@@ -427,9 +429,10 @@ fn cli_refusals_leave_no_output_file() {
             &dir,
             "inpaint.safetensors",
             &[conv_in],
-            &[(conv_in, vec![32, 9, 3, 3])],
+            &[(conv_in, vec![16, 9, 3, 3])],
         );
-        cases.push((inpaint, "inpainting"));
+        // Loads with SD1.5's configs, in_channels 9 from the file; the tiny shapes do not fit them.
+        cases.push((inpaint, "UNet in_channels 9 from the file"));
     }
     let out = dir.join("out.png");
     for (model, expected) in cases {

@@ -286,7 +286,7 @@ pub fn run_soak(options: &GpuOptions, args: &SoakArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct UnetArgs {
     /// A diffusers model folder (its unet/ is profiled).
     #[arg(short, long)]
@@ -305,36 +305,62 @@ pub struct UnetArgs {
     pub json: bool,
 }
 
+#[derive(clap::Args)]
+pub struct ProfileArgs {
+    /// text-encoder, unet or vae-decoder.
+    #[arg(long, default_value = "unet")]
+    pub component: String,
+    #[command(flatten)]
+    pub common: UnetArgs,
+}
+
 pub fn run_unet(options: &GpuOptions, args: &UnetArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    run_profile(
+        options,
+        &ProfileArgs {
+            component: "unet".into(),
+            common: args.clone(),
+        },
+    )
+}
+
+pub fn run_profile(options: &GpuOptions, args: &ProfileArgs) -> anyhow::Result<()> {
+    use stipple::bench::profile::{profile_component, Component};
+    let component = Component::parse(&args.component)?;
+    let args_c = &args.common;
+    anyhow::ensure!(args_c.batch > 0, "--batch must be at least 1");
     anyhow::ensure!(
-        args.size.is_none_or(|s| s >= 8 && s % 8 == 0),
+        args_c.size.is_none_or(|s| s >= 8 && s % 8 == 0),
         "--size must be a positive multiple of 8"
     );
-    let dtype = match args.dtype.as_str() {
+    let dtype = match args_c.dtype.as_str() {
         "auto" => None,
         other => Some(other.parse::<DType>()?),
     };
     let gpu = Gpu::new(options)?;
-    let p = stipple::bench::profile::profile_unet(
+    let p = profile_component(
         &gpu,
-        &args.model.join("unet"),
+        &args_c.model,
+        component,
         dtype,
-        args.batch,
-        args.size.map(|s| [s / 8, s / 8]),
+        args_c.batch,
+        args_c.size.map(|s| [s / 8, s / 8]),
     )?;
-    if args.json {
+    if args_c.json {
         println!("{}", serde_json::to_string_pretty(&p)?);
         return Ok(());
     }
     let total: f64 = p.by_kernel.iter().map(|k| k.seconds).sum();
+    let what = match component {
+        Component::TextEncoder => format!("tokens {}, width {}", p.latent[0], p.latent[1]),
+        _ => format!("latent {}×{}", p.latent[0], p.latent[1]),
+    };
     println!(
-        "UNet of {} on {}: batch {}, latent {}×{}, {}: one step {:.1} ms (sum of dispatches {:.1} ms)",
-        args.model.display(),
+        "{} of {} on {}: batch {}, {what}, {}: one run {:.1} ms (sum of dispatches {:.1} ms)",
+        component.folder(),
+        args_c.model.display(),
         gpu.info.name,
         p.batch,
-        p.latent[0],
-        p.latent[1],
         p.dtype,
         p.step_seconds * 1e3,
         total * 1e3

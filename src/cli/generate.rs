@@ -7,7 +7,8 @@ use anyhow::Context;
 use stipple::image_io::{self, scheduler_parameters, A1111Parameters};
 use stipple::output_file::{self, NamedPath};
 use stipple::pipeline::{
-    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, SizeConditioning, Timings,
+    GenerateOptions, GenerateOutput, InitImage, LoadOptions, Mask, Progress, SizeConditioning,
+    Timings,
 };
 use stipple::schedulers::{PredictionType, SchedulerConfig, SchedulerOverrides, TimestepSpacing};
 use stipple::{DType, Gpu, GpuOptions};
@@ -88,6 +89,11 @@ pub struct GenerateArgs {
     /// img2img: how much of the init image to re-noise, in [0, 1].
     #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
     pub strength: f32,
+    /// Inpainting: repaint where this image is white, keep the rest of --init-image (resized
+    /// to the init image's size when it differs). 9-channel inpainting models use it as
+    /// conditioning; other models blend the kept area back after each step.
+    #[arg(long, requires = "init_image")]
+    pub mask: Option<PathBuf>,
     /// Initial latents: safetensors with tensor `latents`, f32 NCHW (batch, channels, h, w).
     #[arg(long)]
     pub latents: Option<PathBuf>,
@@ -103,6 +109,14 @@ pub struct GenerateArgs {
     /// the final-layer-normed hidden_states[-(N+1)], SDXL hidden_states[-(N+2)]).
     #[arg(long)]
     pub clip_skip: Option<usize>,
+    /// diffusers' prompt length: truncate at 75 tokens (with a warning) instead of encoding
+    /// longer prompts as 75-token chunks (A1111's way, the default).
+    #[arg(long)]
+    pub no_chunking: bool,
+    /// Take parentheses, brackets and BREAK literally (diffusers) instead of A1111's emphasis
+    /// syntax `(word:1.3)`, `(word)`, `[word]`, `\(`, `BREAK` (the default).
+    #[arg(long)]
+    pub no_emphasis: bool,
     /// SDXL micro-conditioning: the size the model is told the source image had, HEIGHT,WIDTH
     /// (default: the output size).
     #[arg(long, value_parser = parse_pair, value_name = "HEIGHT,WIDTH")]
@@ -173,6 +187,7 @@ fn check_outputs(args: &GenerateArgs, jobs: &[Job]) -> anyhow::Result<()> {
     }
     let inputs: Vec<NamedPath> = [
         ("--init-image", &args.init_image),
+        ("--mask", &args.mask),
         ("--latents", &args.latents),
         ("--prompts-file", &args.prompts_file),
     ]
@@ -314,6 +329,9 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
             target_size: args.target_size,
         },
         clip_skip: args.clip_skip,
+        mask: args.mask.as_deref().map(Mask::read).transpose()?,
+        no_chunking: args.no_chunking,
+        no_emphasis: args.no_emphasis,
     };
     if let Some((shape, data)) = latents {
         anyhow::ensure!(
@@ -447,7 +465,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         if out.truncated_tokens > 0 {
             bar.suspend(|| {
                 eprintln!(
-                    "warning: prompt {:?} was truncated: {} tokens past the 75-token window were dropped",
+                    "warning: prompt {:?} was truncated: {} tokens past the 75-token window were dropped (--no-chunking)",
                     job.prompt, out.truncated_tokens
                 )
             });

@@ -18,7 +18,7 @@ pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 /// Parse config text read from `file` (named in errors). Python json's `NaN`, `Infinity` and
-/// `-Infinity` are accepted wherever a value stands (see [`super::python_json`]): numeric
+/// `-Infinity` are accepted wherever a value stands (see `models::python_json`): numeric
 /// fields get that float, other fields a type error naming the field.
 pub fn parse_config<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T> {
     let error = |e: serde_json::Error, value: Option<serde_json::Value>| Error::Config {

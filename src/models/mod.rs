@@ -1,6 +1,6 @@
 //! The networks of the Stable Diffusion family as graph builders, one file per diffusers module
 //! with diffusers' type, field and weight names (candle's `stable_diffusion/` is the model for
-//! this layout). Each module is loaded once from a [`WeightsView`](crate::weights::WeightsView)
+//! this layout). Each module is loaded once from a [`WeightsView`]
 //! (weights repacked for the kernels and uploaded in the compute dtype) and adds its nodes to a
 //! [`Graph`](crate::graph::Graph) with `forward`. Node names are the weight prefixes, so GPU
 //! captures and errors read like the checkpoint.

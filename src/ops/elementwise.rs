@@ -185,7 +185,7 @@ pub enum BinaryOp {
     Mul = 1,
 }
 
-/// `a ⊕ b` with `b` broadcast over `a` (see [`broadcast`]).
+/// `a ⊕ b` with `b` broadcast over `a` (see `broadcast`).
 pub fn binary(g: &mut Graph, name: &str, a: ValueId, b: ValueId, op: BinaryOp) -> Result<ValueId> {
     let shape = g.shape(a)?;
     let (inner, rep) = broadcast(name, &shape, &g.shape(b)?)?;

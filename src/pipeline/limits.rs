@@ -65,7 +65,10 @@ impl Pipeline {
         };
         let rows = if cfg { 2 * batch } else { batch };
         let cached = self.plans.text.contains_key(&(0, rows, None))
-            && self.plans.unet.contains_key(&(rows, r.lh, r.lw))
+            && self
+                .plans
+                .unet
+                .contains_key(&(rows, r.lh, r.lw, self.tokenizer.max_length()))
             && (!img2img || self.plans.encode.contains_key(&(batch, height, width)));
         if cached {
             return Ok(());
@@ -83,6 +86,7 @@ impl Pipeline {
         if let Some(o) = self.graph_overflow("text encoder", &text) {
             return Ok(Some(o));
         }
+        // One prompt chunk: longer prompts only lengthen the (small) cross-attention keys.
         let context_len = self.tokenizer.max_length();
         let unet = self
             .unet

@@ -1,8 +1,8 @@
 //! The text-to-image pipeline (diffusers `StableDiffusionPipeline`, `StableDiffusionXLPipeline`
-//! and their img2img variants): tokenizer(s) → text encoder(s) → UNet under a scheduler with
-//! classifier-free guidance → VAE decoder. What differs between families (encoders, the UNet's
-//! conditioning, VAE dtype) is described in [`family`] and built in `conditioning.rs`; the
-//! denoising loop below is shared.
+//! and their img2img and inpainting ([`inpaint`]) variants): tokenizer(s) → text encoder(s) →
+//! UNet under a scheduler with classifier-free guidance → VAE decoder. What differs between
+//! families (encoders, the UNet's conditioning, VAE dtype) is described in [`family`] and built
+//! in `conditioning.rs`; the denoising loop below is shared.
 //!
 //! Plans are built once per (batch, size) and replayed for every step and every later call with
 //! the same shapes. Per step the UNet output (a few hundred KB) is read back and the scheduler
@@ -12,11 +12,13 @@
 mod conditioning;
 pub mod family;
 mod folder;
+pub mod inpaint;
 pub mod layout;
 pub mod limits;
 pub mod lora;
 pub mod options;
 pub mod plan_cache;
+pub mod prompt_weights;
 pub mod single_file;
 pub mod tiled_decode;
 
@@ -24,7 +26,9 @@ use crate::time::Instant;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+pub use conditioning::Conditioning;
 pub use family::{Family, SizeConditioning};
+pub use inpaint::Mask;
 pub use options::{GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings};
 pub use single_file::{SingleFileInfo, SingleFileOptions};
 
@@ -48,7 +52,8 @@ use plan_cache::Lru;
 struct PlanCache {
     /// By (text encoder: 0 or 1 for text_encoder_2, rows, clip skip).
     text: Lru<(usize, usize, Option<usize>), Plan>,
-    unet: Lru<(usize, usize, usize), Plan>,
+    /// By (rows, latent h, latent w, context length: 77 × prompt chunks).
+    unet: Lru<(usize, usize, usize, usize), Plan>,
     decode: Lru<(usize, usize, usize), Plan>,
     encode: Lru<(usize, usize, usize), Plan>,
     /// Decode tile side chosen per (batch, h, w) and binding limit (building the graphs that
@@ -56,7 +61,22 @@ struct PlanCache {
     decode_tile: HashMap<(usize, usize, usize, u64), usize>,
 }
 
-/// A loaded Stable Diffusion model folder (diffusers layout).
+/// A loaded Stable Diffusion model folder (diffusers layout) or single-file checkpoint, with
+/// the plans built so far. `Send`: a worker thread may own it (`examples/embed_thread.rs`).
+///
+/// ```
+/// # fn main() -> stipple::Result<()> {
+/// use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
+/// let gpu = stipple::Gpu::new(&stipple::GpuOptions::from_env())?;
+/// let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-pipe");
+/// let mut pipeline = Pipeline::load(&gpu, &model, Some(stipple::DType::F32))?;
+/// assert_eq!(pipeline.native_size(), 16); // UNet sample_size 8 × VAE factor 2
+/// let options = GenerateOptions { prompt: "a red apple".into(), steps: 2, ..Default::default() };
+/// let output = pipeline.generate(&options, |_, _| Progress::Continue)?;
+/// assert_eq!((output.width, output.height), (16, 16));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Pipeline {
     pub gpu: Gpu,
     pub dtype: DType,
@@ -273,6 +293,21 @@ impl Pipeline {
         Ok((scheduler, name, config.prediction_type))
     }
 
+    /// The UNet conditioning [`Pipeline::generate`] would use for `options` (prompt encoding
+    /// only, at the requested or native size): context rows are [negative × batch, prompt ×
+    /// batch] with CFG, else prompt × batch. Blocking (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn encode_text(&mut self, options: &GenerateOptions) -> Result<Conditioning> {
+        pollster::block_on(self.encode_text_async(options))
+    }
+
+    /// [`Pipeline::encode_text`], awaiting the text encoders' outputs.
+    pub async fn encode_text_async(&mut self, options: &GenerateOptions) -> Result<Conditioning> {
+        options.validate()?;
+        let (width, height) = self.resolve_size(options.width, options.height)?;
+        self.encode_prompt(options, height, width).await
+    }
+
     /// Run the pipeline, blocking until the image is read back (native only; the web awaits
     /// [`Pipeline::generate_async`]). `progress(step, total)` is called after each denoising step.
     #[cfg(not(target_arch = "wasm32"))]
@@ -297,7 +332,8 @@ impl Pipeline {
         self.check_fits(options.batch, width, height, options.do_cfg(), img2img)?;
         let f = self.vae_scale_factor();
         let (lh, lw) = (height / f, width / f);
-        let c = self.unet.config.in_channels;
+        let c = self.vae.config.latent_channels; // the UNet may take more (inpainting)
+        self.check_inpaint(options)?;
         let b = options.batch;
         let nchw = [b, c, lh, lw];
         let numel = b * c * lh * lw;
@@ -312,6 +348,7 @@ impl Pipeline {
 
         // 2. initial latents (NHWC), and the steps to run
         let timesteps: Vec<f64> = scheduler.timesteps().to_vec();
+        let mut inpaint = None;
         let (mut latents, first_step) = match &options.init_image {
             None => {
                 let noise = match &options.latents {
@@ -331,6 +368,22 @@ impl Pipeline {
                 let scaled: Vec<f32> = noise.iter().map(|&x| (x as f64 * sigma) as f32).collect();
                 (layout::nchw_to_nhwc(&scaled, nchw), 0)
             }
+            Some(init) if options.mask.is_some() => {
+                let mask = options.mask.as_ref().expect("matched is_some");
+                let (latents, first, state) = self
+                    .inpaint_latents(
+                        init,
+                        mask,
+                        options,
+                        scheduler.as_ref(),
+                        &mut rng,
+                        [lh, lw],
+                        [height, width],
+                    )
+                    .await?;
+                inpaint = Some(state);
+                (latents, first)
+            }
             Some(init) => {
                 self.img2img_latents(
                     init,
@@ -349,15 +402,11 @@ impl Pipeline {
         let t1 = Instant::now();
         let cfg = options.do_cfg();
         let rows = if cfg { 2 * b } else { b };
-        let key = (rows, lh, lw);
+        let key = (rows, lh, lw, cond.context_len);
         if !self.plans.unet.contains_key(&key) {
-            let g = self.unet.graph(
-                self.dtype,
-                rows,
-                [lh, lw],
-                self.tokenizer.max_length(),
-                false,
-            )?;
+            let g = self
+                .unet
+                .graph(self.dtype, rows, [lh, lw], cond.context_len, false)?;
             self.plans.unet.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.unet[&key];
@@ -373,6 +422,10 @@ impl Pipeline {
                 [input.clone(), input].concat()
             } else {
                 input
+            };
+            let batch_input = match &inpaint {
+                Some(state) => state.unet_input(batch_input), // (rows, h, w, 2C + 1)
+                None => batch_input,
             };
             plan.write_input("sample", &batch_input)?;
             plan.write_input("timestep", &vec![timesteps[i] as f32; rows])?;
@@ -395,6 +448,9 @@ impl Pipeline {
                 None
             };
             latents = scheduler.step(&noise_pred, i, &latents, step_noise.as_deref())?;
+            if let Some(state) = &inpaint {
+                latents = state.after_step(latents, scheduler.as_ref(), i)?;
+            }
             if progress(done + 1, total) == Progress::Cancel {
                 return Err(Error::Cancelled);
             }
@@ -533,6 +589,29 @@ impl Pipeline {
         width: usize,
         height: usize,
     ) -> Result<(Vec<f32>, usize)> {
+        self.check_init_size(init, width, height)?;
+        let steps = scheduler.timesteps().len();
+        let init_steps = img2img_steps(steps, init.strength).min(steps);
+        let first_step = steps - init_steps;
+        if first_step >= steps {
+            return Err(no_denoising_step(init.strength, steps));
+        }
+        let b = options.batch;
+        let l = self.vae.config.latent_channels;
+        let nchw = [b, l, lh, lw];
+        let pixels: Vec<f32> = (0..b).flat_map(|_| init.pixels.iter().copied()).collect();
+        let latents = self
+            .encode_latents(&pixels, b, [height, width], rng)
+            .await?;
+        let noise = layout::nchw_to_nhwc(&rng.randn(b * l * lh * lw), nchw);
+        Ok((
+            scheduler.add_noise(&latents, &noise, first_step)?,
+            first_step,
+        ))
+    }
+
+    /// The init image must have the output size (the CLI and server resize or default to it).
+    fn check_init_size(&self, init: &InitImage, width: usize, height: usize) -> Result<()> {
         if (init.width, init.height) != (width, height) {
             return Err(Error::invalid(
                 "init image",
@@ -542,14 +621,23 @@ impl Pipeline {
                 ),
             ));
         }
-        let steps = scheduler.timesteps().len();
-        let init_steps = img2img_steps(steps, init.strength).min(steps);
-        let first_step = steps - init_steps;
-        if first_step >= steps {
-            return Err(no_denoising_step(init.strength, steps));
-        }
-        let b = options.batch;
+        Ok(())
+    }
+
+    /// VAE-encodes `b` images (B, H, W, 3) in [-1, 1] and samples their latent distribution
+    /// with one generator draw (diffusers' `retrieve_latents(vae.encode(x), generator)`):
+    /// `scaling_factor · (mean + exp(0.5·clamp(logvar, -30, 20))·ε)`, ε drawn NCHW.
+    /// Returns (B, h, w, C) NHWC.
+    async fn encode_latents(
+        &mut self,
+        pixels: &[f32],
+        b: usize,
+        [height, width]: [usize; 2],
+        rng: &mut TorchRng,
+    ) -> Result<Vec<f32>> {
         let l = self.vae.config.latent_channels;
+        let f = self.vae_scale_factor();
+        let (lh, lw) = (height / f, width / f);
         let key = (b, height, width);
         if !self.plans.encode.contains_key(&key) {
             let g = self
@@ -558,27 +646,19 @@ impl Pipeline {
             self.plans.encode.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.encode[&key];
-        let pixels: Vec<f32> = (0..b).flat_map(|_| init.pixels.iter().copied()).collect();
-        plan.write_input("image", &pixels)?;
+        plan.write_input("image", pixels)?;
         plan.run()?;
         let moments = plan.read_output_async("moments").await?; // (B, h, w, 2L) NHWC
-        let nchw = [b, l, lh, lw];
-        // latent_dist.sample(generator): mean + exp(0.5·clamp(logvar, -30, 20))·ε, ε drawn NCHW.
-        let eps = layout::nchw_to_nhwc(&rng.randn(b * l * lh * lw), nchw);
+        let eps = layout::nchw_to_nhwc(&rng.randn(b * l * lh * lw), [b, l, lh, lw]);
         let scaling = self.vae.config.scaling_factor;
-        let latents: Vec<f32> = (0..b * lh * lw * l)
+        Ok((0..b * lh * lw * l)
             .map(|i| {
                 let (pixel, ch) = (i / l, i % l);
                 let mean = moments[pixel * 2 * l + ch];
                 let logvar = moments[pixel * 2 * l + l + ch].clamp(-30.0, 20.0);
                 (mean + (0.5 * logvar).exp() * eps[i]) * scaling
             })
-            .collect();
-        let noise = layout::nchw_to_nhwc(&rng.randn(b * l * lh * lw), nchw);
-        Ok((
-            scheduler.add_noise(&latents, &noise, first_step)?,
-            first_step,
-        ))
+            .collect())
     }
 }
 

@@ -1,11 +1,27 @@
 //! What a generation is asked to do ([`GenerateOptions`]), its checks, and what it returns.
 
 use super::family::SizeConditioning;
+use super::inpaint::Mask;
 use crate::error::{Error, Result};
 use crate::gpu::DType;
 use crate::schedulers::{PredictionType, SchedulerOverrides};
 
 /// How to load a model.
+///
+/// ```
+/// # fn main() -> stipple::Result<()> {
+/// use stipple::pipeline::{LoadOptions, Pipeline};
+/// let gpu = stipple::Gpu::new(&stipple::GpuOptions::from_env())?;
+/// let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-pipe");
+/// let options = LoadOptions { dtype: Some(stipple::DType::F32), ..Default::default() };
+/// let (pipeline, notes) = Pipeline::load_with(&gpu, &model, &options)?;
+/// assert_eq!(pipeline.dtype, stipple::DType::F32);
+/// for note in notes {
+///     eprintln!("{note}"); // e.g. a weights variant chosen, folders left unused
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// None = f16 on GPUs with SHADER_F16, f32 on CPU adapters.
@@ -31,7 +47,23 @@ pub struct InitImage {
 }
 
 /// One `generate` call. `Default` gives diffusers' StableDiffusionPipeline defaults except the
-/// size, which defaults to the model's own (`sample_size` × VAE factor) when 0.
+/// size, which defaults to the model's own (`sample_size` × VAE factor) when 0, and the prompt
+/// handling, which is A1111's (long prompts in chunks, emphasis; see `docs/prompts.md`).
+///
+/// ```
+/// use stipple::pipeline::GenerateOptions;
+/// let options = GenerateOptions {
+///     prompt: "a (red:1.3) apple BREAK on a wooden table".into(),
+///     negative_prompt: "blurry".into(),
+///     steps: 20,
+///     seed: 42,
+///     scheduler: Some("euler-a".into()),
+///     ..Default::default()
+/// };
+/// assert!(options.validate().is_ok() && options.do_cfg()); // guidance 7.5
+/// let bad = GenerateOptions { steps: 0, ..options };
+/// assert!(bad.validate().unwrap_err().to_string().contains("steps"));
+/// ```
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
     pub prompt: String,
@@ -59,6 +91,15 @@ pub struct GenerateOptions {
     /// diffusers' `clip_skip`: take the prompt embedding this many layers before the text
     /// encoder's usual one (the negative prompt keeps the usual one, as in diffusers).
     pub clip_skip: Option<usize>,
+    /// Inpainting: repaint where the mask is white, keep the rest of `init_image` (needs
+    /// `init_image`; see [`crate::pipeline::inpaint`]).
+    pub mask: Option<Mask>,
+    /// diffusers' prompt handling: truncate at 75 tokens (reported in
+    /// [`GenerateOutput::truncated_tokens`]) instead of encoding 75-token chunks (A1111).
+    pub no_chunking: bool,
+    /// diffusers' prompt handling: parentheses, brackets and `BREAK` are plain text instead of
+    /// A1111's emphasis syntax (`docs/prompts.md`).
+    pub no_emphasis: bool,
 }
 
 impl Default for GenerateOptions {
@@ -78,6 +119,9 @@ impl Default for GenerateOptions {
             init_image: None,
             size_conditioning: SizeConditioning::default(),
             clip_skip: None,
+            mask: None,
+            no_chunking: false,
+            no_emphasis: false,
         }
     }
 }
@@ -131,7 +175,42 @@ impl GenerateOptions {
                 ));
             }
         }
+        if let Some(mask) = &self.mask {
+            if self.init_image.is_none() {
+                return Err(Error::invalid(
+                    "mask",
+                    "inpainting needs an init image to repaint: pass --init-image with --mask",
+                ));
+            }
+            if mask.width == 0 || mask.height == 0 || mask.values.len() != mask.width * mask.height
+            {
+                return Err(Error::invalid(
+                    "mask",
+                    format!(
+                        "{} values for a {}×{} mask (expected {}, not empty)",
+                        mask.values.len(),
+                        mask.width,
+                        mask.height,
+                        mask.width * mask.height
+                    ),
+                ));
+            }
+            if let Some(bad) = mask.values.iter().find(|v| !v.is_finite()) {
+                return Err(Error::invalid(
+                    "mask",
+                    format!("holds {bad}: values must be finite (0 = keep, 1 = repaint)"),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// How the prompts become text encoder rows (chunking, emphasis).
+    pub fn prompt_mode(&self) -> super::prompt_weights::PromptMode {
+        super::prompt_weights::PromptMode {
+            chunking: !self.no_chunking,
+            emphasis: !self.no_emphasis,
+        }
     }
 
     /// Whether classifier-free guidance runs (diffusers: `guidance_scale > 1`).
@@ -149,6 +228,25 @@ pub struct Timings {
 }
 
 /// The generated images and what produced them.
+///
+/// ```
+/// # fn main() -> stipple::Result<()> {
+/// use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
+/// let gpu = stipple::Gpu::new(&stipple::GpuOptions::from_env())?;
+/// let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-pipe");
+/// let mut pipeline = Pipeline::load(&gpu, &model, None)?;
+/// let options = GenerateOptions { prompt: "a red apple".into(), steps: 2, batch: 2, width: 16, height: 16, ..Default::default() };
+/// let output = pipeline.generate(&options, |_, _| Progress::Continue)?;
+/// assert_eq!(output.images.len(), 2 * 16 * 16 * 3);
+/// assert_eq!(output.rgb8(1).len(), 16 * 16 * 3);
+/// let dir = std::env::temp_dir();
+/// for i in 0..options.batch {
+///     output.save_png(i, &dir.join(format!("stipple-doc-{i}.png")))?;
+/// }
+/// eprintln!("{} steps of {}, text encoding {:.3} s", output.steps, output.scheduler, output.timings.text_encode);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct GenerateOutput {
     pub width: usize,
@@ -161,32 +259,33 @@ pub struct GenerateOutput {
     /// What the UNet was taken to predict (the scheduler config's, or the override).
     pub prediction_type: PredictionType,
     pub steps: usize,
-    /// Prompt tokens dropped because the prompt exceeded the tokenizer's 75-token window.
+    /// Prompt tokens dropped because the prompt exceeded the tokenizer's 75-token window
+    /// (only with [`GenerateOptions::no_chunking`]).
     pub truncated_tokens: usize,
     pub timings: Timings,
 }
 
-/// Progress reported after each denoising step; return [`Progress::Cancel`] to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Progress {
-    Continue,
-    Cancel,
-}
-
 impl GenerateOutput {
-    /// Image `index` of the batch as 8-bit RGB `(H, W, 3)`, rounded half to even as diffusers'
-    /// `numpy_to_pil` (what `stipple generate` writes). `None` past the batch.
-    pub fn rgb8(&self, index: usize) -> Option<Vec<u8>> {
-        let per_image = self.width * self.height * 3;
-        let image = self
-            .images
-            .get(index * per_image..(index + 1) * per_image)?;
-        Some(
-            image
-                .iter()
-                .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
-                .collect(),
-        )
+    /// Image `index` of the batch as 8-bit RGB (H, W, 3), rounded as diffusers' `numpy_to_pil`
+    /// (the bytes the CLI writes). Panics if `index` ≥ the batch.
+    pub fn rgb8(&self, index: usize) -> Vec<u8> {
+        let n = self.width * self.height * 3;
+        crate::image_io::unit_to_rgb8(&self.images[index * n..(index + 1) * n])
+    }
+
+    /// Write image `index` as a PNG (atomically: no partial file on failure).
+    pub fn save_png(&self, index: usize, path: &std::path::Path) -> Result<()> {
+        if index * self.width * self.height * 3 >= self.images.len() {
+            return Err(Error::invalid(
+                "image index",
+                format!(
+                    "{index} is past the batch of {}",
+                    self.images.len() / (self.width * self.height * 3).max(1)
+                ),
+            ));
+        }
+        let (w, h) = (self.width as u32, self.height as u32);
+        crate::image_io::write_png(path, w, h, &self.rgb8(index), None)
     }
 
     /// Image `index` as the PNG `stipple generate` writes for `options`: 8-bit RGB with the
@@ -200,12 +299,14 @@ impl GenerateOutput {
         model_name: &str,
     ) -> crate::Result<Vec<u8>> {
         use crate::image_io::{a1111_parameters, encode_png, scheduler_parameters};
-        let rgb = self.rgb8(index).ok_or_else(|| {
-            crate::Error::invalid(
+        if index >= options.batch || (index + 1) * self.width * self.height * 3 > self.images.len()
+        {
+            return Err(crate::Error::invalid(
                 "image index",
                 format!("{index} is past the batch of {}", options.batch),
-            )
-        })?;
+            ));
+        }
+        let rgb = self.rgb8(index);
         let params = a1111_parameters(&crate::image_io::A1111Parameters {
             prompt: options.prompt.clone(),
             negative_prompt: options.negative_prompt.clone(),
@@ -221,4 +322,31 @@ impl GenerateOutput {
         });
         encode_png(self.width as u32, self.height as u32, &rgb, Some(&params))
     }
+}
+
+/// Progress reported after each denoising step; return [`Progress::Cancel`] to stop: the
+/// generation then ends with [`Error::Cancelled`] and returns no image.
+///
+/// ```
+/// # fn main() -> stipple::Result<()> {
+/// use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
+/// let gpu = stipple::Gpu::new(&stipple::GpuOptions::from_env())?;
+/// let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-pipe");
+/// let mut pipeline = Pipeline::load(&gpu, &model, None)?;
+/// let scheduler = Some("euler".to_string()); // (tiny-pipe's own PNDM takes one more step)
+/// let options = GenerateOptions { prompt: "a red apple".into(), steps: 10, scheduler, ..Default::default() };
+/// let mut seen = Vec::new();
+/// let result = pipeline.generate(&options, |step, total| {
+///     seen.push((step, total));
+///     if step == 3 { Progress::Cancel } else { Progress::Continue }
+/// });
+/// assert!(matches!(result, Err(stipple::Error::Cancelled)));
+/// assert_eq!(seen, [(1, 10), (2, 10), (3, 10)]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Continue,
+    Cancel,
 }

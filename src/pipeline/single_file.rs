@@ -40,7 +40,8 @@ pub(super) fn load(
 ) -> Result<(Pipeline, SingleFileInfo)> {
     let ckpt = LdmCheckpoint::open(path)?;
     let family = ckpt.family;
-    let configs = Configs::resolve(family, options.config.as_deref())?;
+    let mut configs = Configs::resolve(family, options.config.as_deref())?;
+    crate::weights::single_file::inpainting::adapt(&mut configs, &ckpt)?;
     let table = ckpt.table(&configs.unet, &configs.vae, &configs.text_encoder);
     let weights = ckpt.into_weights(table)?;
 

@@ -25,6 +25,7 @@ use super::api_error::ApiError;
 use super::body::parse_json;
 use super::generation;
 use super::images::decode_init_image;
+use super::inpaint::request_mask;
 use super::queue::{JobError, Reply, Work};
 use super::samplers::{self, SAMPLERS, SCHEDULES};
 use super::AppState;
@@ -56,6 +57,10 @@ struct GenerationRequest {
     n_iter: Option<u32>,
     denoising_strength: Option<f32>,
     init_images: Option<Vec<String>>,
+    /// img2img inpainting: a base64 mask, white = repaint (src/serve/inpaint.rs).
+    mask: Option<String>,
+    mask_blur: Option<f32>,
+    inpainting_mask_invert: Option<Value>,
     override_settings: Option<OverrideSettings>,
 }
 
@@ -184,7 +189,17 @@ async fn generate(
             request.height.unwrap_or(0) as usize,
         ),
     };
+    let mask = match (&request.mask, img2img) {
+        (Some(text), true) => Some(request_mask(
+            text,
+            request.mask_blur,
+            request.inpainting_mask_invert.as_ref(),
+            state.limits.max_pixels,
+        )?),
+        _ => None,
+    };
     let options = GenerateOptions {
+        mask,
         prompt: request.prompt.clone().unwrap_or_default(),
         negative_prompt: request.negative_prompt.clone().unwrap_or_default(),
         steps: steps as usize,
@@ -239,9 +254,13 @@ async fn generate(
         "interrupted": finished.interrupted,
         "version": concat!("stipple ", env!("CARGO_PKG_VERSION")),
     });
-    // Echo the request (A1111 drops the init images from it), with the defaults used filled in.
+    // Echo the request (A1111 drops the init images and the mask from it), with the defaults
+    // used filled in.
     if let Some(map) = echo.as_object_mut() {
         map.insert("init_images".into(), Value::Null);
+        if map.contains_key("mask") {
+            map.insert("mask".into(), Value::Null);
+        }
         for (key, value) in [
             ("prompt", json!(options.prompt)),
             ("negative_prompt", json!(options.negative_prompt)),

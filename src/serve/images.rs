@@ -8,16 +8,9 @@ use base64::Engine;
 
 use super::api_error::ApiError;
 use crate::image_io;
-use crate::pipeline::InitImage;
+use crate::pipeline::{InitImage, Mask};
 
-/// The pipeline's `[0, 1]` output to 8-bit as diffusers' `numpy_to_pil`: `round(v · 255)`
-/// with ties to even, as the CLI writes its PNGs.
-pub fn unit_to_rgb8(image: &[f32]) -> Vec<u8> {
-    image
-        .iter()
-        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
-        .collect()
-}
+pub use crate::image_io::unit_to_rgb8;
 
 /// An RGB image as a base64 PNG carrying `parameters`.
 pub fn png_base64(
@@ -52,6 +45,35 @@ pub fn decode_init_image(
     max_pixels: u64,
     strength: f32,
 ) -> Result<InitImage, ApiError> {
+    let mut rgb = decode_rgb8(text, field, max_pixels)?;
+    let (w, h) = rgb.dimensions();
+    let (width, height) = target.unwrap_or((w, h));
+    if (width, height) != (w, h) {
+        rgb = image::imageops::resize(&rgb, width, height, image::imageops::FilterType::Lanczos3);
+    }
+    Ok(InitImage {
+        width: width as usize,
+        height: height as usize,
+        pixels: rgb
+            .as_raw()
+            .iter()
+            .map(|&b| 2.0 * (b as f32 / 255.0) - 1.0)
+            .collect(),
+        strength,
+    })
+}
+
+/// An inpainting mask (A1111's `mask`: white = repaint): decoded at its own size (the
+/// pipeline resizes it to the image's, as diffusers does). Refused over `max_pixels`.
+pub fn decode_mask(text: &str, field: &str, max_pixels: u64) -> Result<Mask, ApiError> {
+    let rgb = decode_rgb8(text, field, max_pixels)?;
+    let (w, h) = rgb.dimensions();
+    Mask::from_rgb8(w as usize, h as usize, rgb.as_raw())
+        .map_err(|e| ApiError::field(field, e.to_string()))
+}
+
+/// A base64 image as 8-bit RGB; images over `max_pixels` are refused from their header.
+fn decode_rgb8(text: &str, field: &str, max_pixels: u64) -> Result<image::RgbImage, ApiError> {
     let bytes = decode_base64(text, field)?;
     let reader = || {
         image::ImageReader::new(Cursor::new(&bytes))
@@ -68,21 +90,7 @@ pub fn decode_init_image(
             format!("is {w}×{h}, over the server's limit of {max_pixels} pixels (--max-pixels)"),
         ));
     }
-    let mut rgb = reader()?.decode().map_err(undecodable)?.to_rgb8();
-    let (width, height) = target.unwrap_or((w, h));
-    if (width, height) != (w, h) {
-        rgb = image::imageops::resize(&rgb, width, height, image::imageops::FilterType::Lanczos3);
-    }
-    Ok(InitImage {
-        width: width as usize,
-        height: height as usize,
-        pixels: rgb
-            .as_raw()
-            .iter()
-            .map(|&b| 2.0 * (b as f32 / 255.0) - 1.0)
-            .collect(),
-        strength,
-    })
+    Ok(reader()?.decode().map_err(undecodable)?.to_rgb8())
 }
 
 #[cfg(test)]

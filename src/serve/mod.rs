@@ -19,6 +19,7 @@ pub mod auth;
 pub mod body;
 pub mod generation;
 pub mod images;
+pub mod inpaint;
 pub mod limits;
 pub mod models;
 pub mod openai;

@@ -1,6 +1,6 @@
 //! The models a server offers: the `-m` model plus every diffusers folder (one holding
 //! `model_index.json`) directly inside `--models-dir`, each named by its folder name. A1111
-//! clients select one by `sd_model_checkpoint` (its name, or A1111's `title` "name [hash]").
+//! clients select one by `sd_model_checkpoint` (its name, or A1111's `title` "name \[hash\]").
 
 use std::path::{Path, PathBuf};
 

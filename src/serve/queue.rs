@@ -3,7 +3,7 @@
 //! A handler submits a [`Work`] item and awaits the worker's reply. When `--queue` jobs are
 //! already waiting the submission fails at once with 503 + `Retry-After` (clients and load
 //! balancers retry later or elsewhere) instead of piling up. A waiting or running job whose
-//! client disconnects is cancelled: hyper drops the handler's future, and [`DisconnectGuard`]'s
+//! client disconnects is cancelled: hyper drops the handler's future, and `DisconnectGuard`'s
 //! `Drop` raises the job's flag, which the worker checks before starting it and between steps.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -168,7 +168,8 @@ pub fn single_file_to_folder(
         ));
     }
     let ckpt = LdmCheckpoint::open(file)?;
-    let configs = Configs::resolve(ckpt.family, config_dir)?;
+    let mut configs = Configs::resolve(ckpt.family, config_dir)?;
+    super::inpainting::adapt(&mut configs, &ckpt)?;
     let table = ckpt.table(&configs.unet, &configs.vae, &configs.text_encoder);
     let weights = ckpt.into_weights(table)?;
     let names = weights.names();

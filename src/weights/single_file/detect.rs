@@ -5,7 +5,8 @@
 //!
 //! 1. any `conditioner.embedders.*` → SDXL: refused (not supported yet);
 //! 2. no `model.diffusion_model.input_blocks.0.0.weight` (the UNet's `conv_in`) → unknown;
-//! 3. that weight's input channels ≠ 4 (9 = inpainting: latents + mask + masked image) → refused;
+//! 3. that weight's input channels other than 4, or 9 (inpainting: latents + mask + masked
+//!    image, see `inpainting.rs`; an SD2.x one is SD2-base) → refused;
 //! 4. no `first_stage_model.*` → no VAE: unknown;
 //! 5. `cond_stage_model.transformer.*` → **SD1.x** (OpenAI CLIP ViT-L/14, context 768);
 //! 6. `cond_stage_model.model.*` → **SD2.x** (OpenCLIP ViT-H/14, context 1024);
@@ -96,21 +97,12 @@ pub fn detect<'a>(
         ));
     };
     match conv_in.get(1) {
-        Some(4) => {}
-        Some(9) => {
-            return Err(refuse(
-                file,
-                format!(
-                    "inpainting checkpoints are not supported yet: {CONV_IN} {conv_in:?} takes 9 \
-                     input channels (latents + mask + masked image) where text-to-image takes 4"
-                ),
-            ))
-        }
+        Some(4 | 9) => {}
         _ => {
             return Err(refuse(
                 file,
                 format!(
-                "{CONV_IN} has shape {conv_in:?}: expected (C, 4, 3, 3), a 4-channel latent input"
+                "{CONV_IN} has shape {conv_in:?}: expected (C, 4, 3, 3), a 4-channel latent input, or (C, 9, 3, 3) for inpainting"
             ),
             ))
         }
@@ -125,7 +117,8 @@ pub fn detect<'a>(
         return Ok(Family::Sd1);
     }
     if any("cond_stage_model.model.") {
-        return Ok(if global_step == Some(SD2_BASE_GLOBAL_STEP) {
+        let inpainting = conv_in.get(1) == Some(&9);
+        return Ok(if global_step == Some(SD2_BASE_GLOBAL_STEP) || inpainting {
             Family::Sd2Base
         } else {
             Family::Sd2V
@@ -221,15 +214,16 @@ mod tests {
     }
 
     #[test]
-    fn inpainting_refused() {
+    fn inpainting_detected() {
         let mut t = base("cond_stage_model.transformer.text_model.x");
         t[0].1 = vec![320, 9, 3, 3];
-        let m = message(run(&t, None));
-        assert!(
-            m.contains("inpainting checkpoints are not supported yet"),
-            "{m}"
-        );
-        assert!(m.contains("9 input channels"), "{m}");
+        assert_eq!(run(&t, None).unwrap(), Family::Sd1);
+        // SD2 inpainting is the 512 ε-prediction model, whatever its global_step.
+        let mut t = base("cond_stage_model.model.token_embedding.weight");
+        t[0].1 = vec![320, 9, 3, 3];
+        assert_eq!(run(&t, None).unwrap(), Family::Sd2Base);
+        t[0].1 = vec![320, 5, 3, 3];
+        assert!(message(run(&t, None)).contains("(C, 9, 3, 3) for inpainting"));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 pub mod configs;
 pub mod convert;
 pub mod detect;
+pub mod inpainting;
 pub mod ldm_clip;
 pub mod ldm_unet;
 pub mod ldm_vae;
