@@ -64,6 +64,13 @@
 //! the types above), [`serve`], [`bench`](mod@bench), and the graph executor and kernels (`graph`, `ops`,
 //! hidden from these docs; see `docs/architecture.md`).
 
+// On the web wgpu's handles are neither Send nor Sync (one thread), so the `Arc`s shared with
+// native threads are plain shared pointers there; `std::fs::File` has no `Drop` there.
+#![cfg_attr(
+    target_arch = "wasm32",
+    allow(clippy::arc_with_non_send_sync, clippy::drop_non_drop)
+)]
+
 // Benchmarks read /proc and time with threads: native tooling.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
