@@ -9,6 +9,7 @@
 
 pub mod attention;
 pub mod autoencoder_kl;
+pub mod autoencoder_tiny;
 pub mod clip;
 pub mod config;
 pub mod embeddings;

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod lora;
 pub mod options;
 pub mod plan_cache;
+pub mod preview;
 pub mod single_file;
 pub mod tiled_decode;
 
@@ -26,6 +27,7 @@ use std::time::Instant;
 
 pub use family::{Family, SizeConditioning};
 pub use options::{GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings};
+pub use preview::{PreviewImage, PreviewMethod, PreviewOptions, StepInfo};
 pub use single_file::{SingleFileInfo, SingleFileOptions};
 
 use crate::error::{Error, Result};
@@ -82,6 +84,8 @@ pub struct Pipeline {
     plans: PlanCache,
     /// The LoRA-able weights of the text encoder and UNet, and the LoRAs merged into them.
     lora: LoraState,
+    /// The TAESD for live previews, if any, and its plans.
+    preview: preview::PreviewState,
 }
 
 impl Pipeline {
@@ -279,7 +283,22 @@ impl Pipeline {
         options: &GenerateOptions,
         mut progress: impl FnMut(usize, usize) -> Progress,
     ) -> Result<GenerateOutput> {
+        self.generate_with_previews(options, None, |info| progress(info.step, info.total))
+    }
+
+    /// [`Pipeline::generate`] with live previews: `progress` gets a [`StepInfo`] after each
+    /// denoising step, carrying a preview of the first image's predicted x̂₀ every
+    /// `previews.every` steps (see [`preview`]).
+    pub fn generate_with_previews(
+        &mut self,
+        options: &GenerateOptions,
+        previews: Option<&PreviewOptions>,
+        mut progress: impl FnMut(&StepInfo) -> Progress,
+    ) -> Result<GenerateOutput> {
         options.validate()?;
+        if let Some(p) = previews {
+            self.preview.check(p, self.unet.config.out_channels)?;
+        }
         let (width, height) = self.resolve_size(options.width, options.height)?;
         let img2img = options.init_image.is_some();
         self.check_fits(options.batch, width, height, options.do_cfg(), img2img)?;
@@ -379,8 +398,31 @@ impl Pipeline {
             } else {
                 None
             };
+            let due = previews.filter(|p| p.due(done + 1));
+            let x0 = due
+                .map(|_| scheduler.predicted_original(&noise_pred, i, &latents))
+                .transpose()?;
             latents = scheduler.step(&noise_pred, i, &latents, step_noise.as_deref())?;
-            if progress(done + 1, total) == Progress::Cancel {
+            let preview = match (due, x0) {
+                (Some(p), Some(x0)) => {
+                    let lc = self.unet.config.out_channels;
+                    let target = preview::PreviewTarget {
+                        family: self.family,
+                        latent: [lh, lw, lc],
+                        vae_factor: f,
+                        binding_limit: self.binding_limit,
+                    };
+                    let first = &x0[..lh * lw * lc]; // (h, w, C) of image 0
+                    Some(self.preview.image(&self.gpu, p.method, first, &target)?)
+                }
+                _ => None,
+            };
+            let info = StepInfo {
+                step: done + 1,
+                total,
+                preview,
+            };
+            if progress(&info) == Progress::Cancel {
                 return Err(Error::Cancelled);
             }
         }
