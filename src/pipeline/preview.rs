@@ -256,3 +256,43 @@ impl Pipeline {
         self.preview.has_taesd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_projection_by_hand() {
+        // Two latent pixels (1×2), enlarged ×2 → 2×4 RGB.
+        let x0 = [1.0, 0.0, 0.0, 0.0, 0.5, -1.0, 2.0, 0.25];
+        let rgb = SDXL_LATENT_RGB.project(&x0, [1, 2], 2).unwrap();
+        assert_eq!(rgb.len(), 2 * 4 * 3);
+        let f = SDXL_LATENT_RGB.factors;
+        let b = SDXL_LATENT_RGB.bias;
+        for ch in 0..3 {
+            let left = f[0][ch] + b[ch];
+            let right = 0.5 * f[0][ch] - f[1][ch] + 2.0 * f[2][ch] + 0.25 * f[3][ch] + b[ch];
+            for row in 0..2 {
+                for col in 0..4 {
+                    let want = if col < 2 { left } else { right };
+                    let got = rgb[(row * 4 + col) * 3 + ch];
+                    assert!(
+                        (got - want).abs() < 1e-6,
+                        "({row}, {col}, {ch}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+        assert!(SD_LATENT_RGB.project(&x0[..7], [1, 2], 1).is_err());
+    }
+
+    #[test]
+    fn previews_are_due_every_n_steps() {
+        let p = PreviewOptions {
+            every: 3,
+            method: PreviewMethod::Linear,
+        };
+        let due: Vec<usize> = (1..=10).filter(|&s| p.due(s)).collect();
+        assert_eq!(due, [3, 6, 9]);
+    }
+}

@@ -18,6 +18,9 @@ upscale x2, the factor of the tiny-pipe test model's VAE, so the CLI tests can p
 model with it. Weights: torch's default init, then every conv weight x2 and bias ~ N(0, 0.1)
 so activations neither die nor vanish through the ReLUs.
 
+tests/fixtures/taesd/tiny-x4/: the same kind of model with three decoder stages (x4), no golden:
+the pipeline must refuse it for the x2 tiny-pipe model.
+
 golden_taesd.safetensors (float32, NCHW as PyTorch):
   latents  (2, 4, 5, 7)   randn x 2.5 (values past +-3 exercise the 3*tanh(x/3) clamp)
   image    (2, 3, 10, 14) AutoencoderTiny.decode(latents).sample, in about [-1, 1]
@@ -37,14 +40,14 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "taesd")
 
 
-def build():
+def build(stages=2):
     torch.manual_seed(0)
     model = AutoencoderTiny(
         latent_channels=4,
-        encoder_block_out_channels=(8, 8),
-        num_encoder_blocks=(1, 1),
-        decoder_block_out_channels=(8, 8),
-        num_decoder_blocks=(2, 1),
+        encoder_block_out_channels=(8,) * stages,
+        num_encoder_blocks=(1,) * stages,
+        decoder_block_out_channels=(8,) * stages,
+        num_decoder_blocks=(2,) + (1,) * (stages - 1),
         act_fn="relu",
         upsampling_scaling_factor=2,
     ).eval()
@@ -76,6 +79,7 @@ def main():
         return
     os.makedirs(ROOT, exist_ok=True)
     model.save_pretrained(os.path.join(ROOT, "tiny"), safe_serialization=True)
+    build(stages=3)[0].save_pretrained(os.path.join(ROOT, "tiny-x4"), safe_serialization=True)
     save_file(golden, path)
     img = golden["image"]
     print(f"image {tuple(img.shape)} min {img.min():.3f} max {img.max():.3f} std {img.std():.3f}")
