@@ -371,6 +371,7 @@ impl Pipeline {
             plan.write_input("time_ids", time_ids)?;
         }
         let total = timesteps.len() - first_step;
+        let preview_target = self.preview_target([lh, lw]);
         for (done, i) in (first_step..timesteps.len()).enumerate() {
             let input = scheduler.scale_model_input(&latents, i)?;
             let batch_input = if cfg {
@@ -398,31 +399,19 @@ impl Pipeline {
             } else {
                 None
             };
-            let due = previews.filter(|p| p.due(done + 1));
-            let x0 = due
-                .map(|_| scheduler.predicted_original(&noise_pred, i, &latents))
-                .transpose()?;
+            let x0 = preview::due_x0(
+                previews,
+                done + 1,
+                scheduler.as_ref(),
+                &noise_pred,
+                i,
+                &latents,
+            )?;
             latents = scheduler.step(&noise_pred, i, &latents, step_noise.as_deref())?;
-            let preview = match (due, x0) {
-                (Some(p), Some(x0)) => {
-                    let lc = self.unet.config.out_channels;
-                    let target = preview::PreviewTarget {
-                        family: self.family,
-                        latent: [lh, lw, lc],
-                        vae_factor: f,
-                        binding_limit: self.binding_limit,
-                    };
-                    let first = &x0[..lh * lw * lc]; // (h, w, C) of image 0
-                    Some(self.preview.image(&self.gpu, p.method, first, &target)?)
-                }
-                _ => None,
-            };
-            let info = StepInfo {
-                step: done + 1,
-                total,
-                preview,
-            };
-            if progress(&info) == Progress::Cancel {
+            let preview = x0
+                .map(|(method, x0)| self.preview.image(&self.gpu, method, &x0, &preview_target))
+                .transpose()?;
+            if progress(&StepInfo::new(done + 1, total, preview)) == Progress::Cancel {
                 return Err(Error::Cancelled);
             }
         }

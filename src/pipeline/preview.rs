@@ -23,6 +23,7 @@ use crate::graph::Plan;
 use crate::image_io::float_image_to_rgb8;
 use crate::models::autoencoder_tiny::AutoencoderTiny;
 use crate::models::Ctx;
+use crate::schedulers::Scheduler;
 
 /// How a preview is made from the predicted x̂₀.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +65,35 @@ pub struct StepInfo {
     pub total: usize,
     /// The first image's predicted x̂₀ on steps where [`PreviewOptions::due`].
     pub preview: Option<PreviewImage>,
+}
+
+impl StepInfo {
+    pub fn new(step: usize, total: usize, preview: Option<PreviewImage>) -> Self {
+        StepInfo {
+            step,
+            total,
+            preview,
+        }
+    }
+}
+
+/// When step `step` (1-based) is due for a preview: its method and the predicted x̂₀ of the
+/// whole batch (B, h, w, C), from the scheduler at `step_index` (before its step).
+pub(crate) fn due_x0(
+    previews: Option<&PreviewOptions>,
+    step: usize,
+    scheduler: &dyn Scheduler,
+    noise_pred: &[f32],
+    step_index: usize,
+    latents: &[f32],
+) -> Result<Option<(PreviewMethod, Vec<f32>)>> {
+    match previews.filter(|p| p.due(step)) {
+        Some(p) => Ok(Some((
+            p.method,
+            scheduler.predicted_original(noise_pred, step_index, latents)?,
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// A latent→RGB projection: rgb = Σ_c latent[c]·factors[c] + bias, in about [-1, 1].
@@ -175,7 +205,7 @@ impl PreviewState {
         }
     }
 
-    /// The preview of `x0`, the first image's x̂₀ (h, w, C) NHWC. A TAESD whose decode would
+    /// The preview of the first image of `x0` (B, h, w, C) NHWC. A TAESD whose decode would
     /// exceed the binding limit falls back to the linear projection.
     pub(crate) fn image(
         &mut self,
@@ -184,7 +214,13 @@ impl PreviewState {
         x0: &[f32],
         t: &PreviewTarget,
     ) -> Result<PreviewImage> {
-        let [h, w, _] = t.latent;
+        let [h, w, c] = t.latent;
+        let x0 = x0.get(..h * w * c).ok_or_else(|| {
+            Error::invalid(
+                "preview",
+                format!("{} values for a {h}×{w}×{c} latent", x0.len()),
+            )
+        })?; // (h, w, C) of image 0
         if let (PreviewMethod::Taesd, Some(taesd)) = (method, &self.taesd) {
             if !self.plans.contains_key(&(h, w)) {
                 let g = taesd.decode_graph(1, [h, w], false)?;
@@ -226,6 +262,16 @@ fn linear(t: &PreviewTarget, x0: &[f32]) -> Result<PreviewImage> {
 }
 
 impl Pipeline {
+    /// What previews of a (h, w) latent are drawn for.
+    pub(crate) fn preview_target(&self, [h, w]: [usize; 2]) -> PreviewTarget {
+        PreviewTarget {
+            family: self.family,
+            latent: [h, w, self.unet.config.out_channels],
+            vae_factor: self.vae_scale_factor(),
+            binding_limit: self.binding_limit,
+        }
+    }
+
     /// Load the TAESD of folder `dir` (a diffusers `AutoencoderTiny`: `config.json` +
     /// `diffusion_pytorch_model.safetensors`) for [`PreviewMethod::Taesd`] previews. Its latent
     /// channels and upscale factor must be the model's (taesd for SD1.x/2.x, taesdxl for SDXL).
