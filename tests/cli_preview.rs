@@ -22,14 +22,17 @@ fn taesd() -> String {
         .to_string()
 }
 
-/// Generates with `extra` flags into `dir`; asserts success.
+/// `stipple generate "a red apple" -m MODEL -o OUT`, then `extra`.
+fn generate_args<'a>(model: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["generate", "a red apple", "-m", model, "-o", out];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Generates 4 Euler steps at 24×16 with `extra` flags into `dir`; asserts success.
 fn generate(dir: &Path, out: &str, tensor: &str, extra: &[&str]) {
     let model = model();
-    let mut args = vec![
-        "generate",
-        "a red apple",
-        "-m",
-        &model,
+    let mut flags = vec![
         "--steps",
         "4",
         "-W",
@@ -40,12 +43,11 @@ fn generate(dir: &Path, out: &str, tensor: &str, extra: &[&str]) {
         "3",
         "--scheduler",
         "euler",
-        "-o",
-        out,
         "--save-tensor",
         tensor,
     ];
-    args.extend_from_slice(extra);
+    flags.extend_from_slice(extra);
+    let args = generate_args(&model, out, &flags);
     let run = run_stipple(&args, dir);
     assert!(
         run.status.success(),
@@ -146,17 +148,9 @@ fn bad_preview_flags_fail_cleanly() {
         (&["--taesd", &missing], "--preview"),
     ];
     for (extra, needle) in cases {
-        let mut args = vec![
-            "generate",
-            "a red apple",
-            "-m",
-            &model,
-            "--steps",
-            "2",
-            "-o",
-            "out.png",
-        ];
-        args.extend_from_slice(extra);
+        let mut flags = vec!["--steps", "2"];
+        flags.extend_from_slice(extra);
+        let args = generate_args(&model, "out.png", &flags);
         let run = run_stipple(&args, dir.path());
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{extra:?} succeeded");

@@ -29,11 +29,14 @@ fn options() -> GenerateOptions {
     }
 }
 
-/// Runs with previews; returns the images and (step, width, height, first bytes) per preview.
+/// (step, width, height, RGB bytes) of one preview.
+type Seen = (usize, usize, usize, Vec<u8>);
+
+/// Runs with previews; returns the images and what each preview was.
 fn run(
     pipeline: &mut Pipeline,
     previews: Option<&PreviewOptions>,
-) -> stipple::Result<(Vec<f32>, Vec<(usize, usize, usize, Vec<u8>)>)> {
+) -> stipple::Result<(Vec<f32>, Vec<Seen>)> {
     let mut seen = Vec::new();
     let out = pipeline.generate_with_previews(&options(), previews, |info: &StepInfo| {
         assert_eq!(info.total, 5);

@@ -31,19 +31,9 @@ impl PreviewArgs {
                 !output_file::is_stdout(path),
                 "--preview - is not possible: previews replace a file, name one"
             );
-            anyhow::ensure!(
-                self.preview_every >= 1,
-                "--preview-every 0: use 1 or more steps"
-            );
+            check_every(self.preview_every)?;
         }
-        if let Some(dir) = &self.taesd {
-            anyhow::ensure!(
-                dir.join("config.json").is_file(),
-                "--taesd {}: no config.json there (a diffusers AutoencoderTiny folder)",
-                dir.display()
-            );
-        }
-        Ok(())
+        check_taesd(self.taesd.as_deref())
     }
 
     /// The library's preview options, None without --preview.
@@ -57,6 +47,24 @@ impl PreviewArgs {
             },
         })
     }
+}
+
+/// `--preview-every N`: at least 1.
+pub fn check_every(every: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(every >= 1, "--preview-every 0: use 1 or more steps");
+    Ok(())
+}
+
+/// `--taesd DIR`: a folder with a config.json (the rest is checked when it loads).
+pub fn check_taesd(dir: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(dir) = dir {
+        anyhow::ensure!(
+            dir.join("config.json").is_file(),
+            "--taesd {}: no config.json there (a diffusers AutoencoderTiny folder)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The preview as a PNG at `path` (temporary file + rename; see `output_file`).

@@ -69,17 +69,8 @@ pub fn run(gpu: &GpuOptions, args: &ServeArgs) -> anyhow::Result<()> {
         "model folder {} not found (pass --model PATH)",
         model.display()
     );
-    anyhow::ensure!(
-        args.preview_every >= 1,
-        "--preview-every 0: use 1 or more steps"
-    );
-    if let Some(dir) = &args.taesd {
-        anyhow::ensure!(
-            dir.join("config.json").is_file(),
-            "--taesd {}: no config.json there (a diffusers AutoencoderTiny folder)",
-            dir.display()
-        );
-    }
+    super::preview::check_every(args.preview_every)?;
+    super::preview::check_taesd(args.taesd.as_deref())?;
     let dtype = match args.dtype.as_str() {
         "auto" => None,
         other => Some(other.parse::<DType>()?),

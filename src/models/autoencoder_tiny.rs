@@ -163,7 +163,7 @@ impl AutoencoderTinyBlock {
 enum Layer {
     Conv(String, Conv2dWeight),
     Activation(String),
-    Block(AutoencoderTinyBlock),
+    Block(Box<AutoencoderTinyBlock>),
     Upsample(String),
 }
 
@@ -189,7 +189,11 @@ impl DecoderTiny {
         for (k, (&c, &blocks)) in channels.iter().zip(&config.num_decoder_blocks).enumerate() {
             for _ in 0..blocks {
                 let i = layers.len();
-                layers.push(Layer::Block(AutoencoderTinyBlock::load(ctx, &w.pp(i), c)?));
+                layers.push(Layer::Block(Box::new(AutoencoderTinyBlock::load(
+                    ctx,
+                    &w.pp(i),
+                    c,
+                )?)));
             }
             let last = k + 1 == stages;
             if !last {
@@ -281,16 +285,8 @@ impl AutoencoderTiny {
 
     /// Graph with input `z` (B, h, w, latent_channels) and output `image`.
     pub fn decode_graph(&self, batch: usize, latent: [usize; 2], probes: bool) -> Result<Graph> {
-        let mut g = Graph::for_target(self.dtype, &self.target);
-        if probes {
-            g = g.with_probes();
-        }
-        let z = g.input(
-            "z",
-            &[batch, latent[0], latent[1], self.config.latent_channels],
-        )?;
-        let image = self.decode(&mut g, z)?;
-        g.output("image", image)?;
-        Ok(g)
+        let z = [batch, latent[0], latent[1], self.config.latent_channels];
+        let (dtype, target) = (self.dtype, &self.target);
+        super::latent_decoder_graph(dtype, target, probes, z, |g, z| self.decode(g, z))
     }
 }
