@@ -134,6 +134,8 @@ pub struct GenerateArgs {
     /// Warn about LoRA keys that match no module of the model instead of failing.
     #[arg(long)]
     pub lora_lenient: bool,
+    #[command(flatten)]
+    pub previews: super::preview::PreviewArgs,
 }
 
 /// "A,B" → [A, B] (SDXL's (height, width) / (top, left) pairs, in diffusers' order).
@@ -184,6 +186,9 @@ fn check_outputs(args: &GenerateArgs, jobs: &[Job]) -> anyhow::Result<()> {
     }
     if let Some(t) = &args.save_tensor {
         outputs.push(NamedPath::new("--save-tensor", t));
+    }
+    if let Some(p) = &args.previews.preview {
+        outputs.push(NamedPath::new("--preview", p));
     }
     let inputs: Vec<NamedPath> = [
         ("--init-image", &args.init_image),
@@ -354,6 +359,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
             .with_name(name)?
             .with_overrides(&options.scheduler_overrides)?;
     }
+    args.previews.check()?;
     let jobs = jobs(args, seed)?;
     check_outputs(args, &jobs)?;
     // With `-` the image bytes own stdout: every human-readable line goes to stderr.
@@ -388,6 +394,11 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         pipeline
             .set_vae(vae)
             .with_context(|| format!("loading the VAE {}", vae.display()))?;
+    }
+    if let Some(taesd) = &args.previews.taesd {
+        pipeline
+            .set_taesd(taesd)
+            .with_context(|| format!("loading the TAESD {}", taesd.display()))?;
     }
     if !loras.is_empty() {
         let t = Instant::now();
@@ -437,9 +448,16 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         if jobs.len() > 1 {
             bar.set_message(format!("prompt {}/{}", k + 1, jobs.len()));
         }
-        let out = pipeline.generate(&options, |step, len| {
+        let previews = args.previews.options();
+        let out = pipeline.generate_with_previews(&options, previews.as_ref(), |info| {
+            let (step, len) = (info.step, info.total);
             bar.set_length((len * jobs.len()) as u64);
             bar.set_position((k * len + step) as u64);
+            if let (Some(path), Some(image)) = (&args.previews.preview, &info.preview) {
+                if let Err(e) = super::preview::write_preview(path, image) {
+                    bar.suspend(|| eprintln!("warning: preview not written: {e}"));
+                }
+            }
             if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
                 Progress::Cancel
             } else {

@@ -161,6 +161,7 @@ pub(crate) fn load(
             .limits
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size),
+        preview: Default::default(),
         plans: PlanCache::default(),
         lora,
     };

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod lora;
 pub mod options;
 pub mod plan_cache;
+pub mod preview;
 pub mod prompt_weights;
 pub mod single_file;
 pub mod tiled_decode;
@@ -30,6 +31,7 @@ pub use conditioning::Conditioning;
 pub use family::{Family, SizeConditioning};
 pub use inpaint::Mask;
 pub use options::{GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings};
+pub use preview::{PreviewImage, PreviewMethod, PreviewOptions, StepInfo};
 pub use single_file::{SingleFileInfo, SingleFileOptions};
 
 use crate::error::{Error, Result};
@@ -102,6 +104,8 @@ pub struct Pipeline {
     plans: PlanCache,
     /// The LoRA-able weights of the text encoder and UNet, and the LoRAs merged into them.
     lora: LoraState,
+    /// The TAESD for live previews, if any, and its plans.
+    preview: preview::PreviewState,
 }
 
 impl Pipeline {
@@ -308,7 +312,22 @@ impl Pipeline {
         options: &GenerateOptions,
         mut progress: impl FnMut(usize, usize) -> Progress,
     ) -> Result<GenerateOutput> {
+        self.generate_with_previews(options, None, |info| progress(info.step, info.total))
+    }
+
+    /// [`Pipeline::generate`] with live previews: `progress` gets a [`StepInfo`] after each
+    /// denoising step, carrying a preview of the first image's predicted x̂₀ every
+    /// `previews.every` steps (see [`preview`]).
+    pub fn generate_with_previews(
+        &mut self,
+        options: &GenerateOptions,
+        previews: Option<&PreviewOptions>,
+        mut progress: impl FnMut(&StepInfo) -> Progress,
+    ) -> Result<GenerateOutput> {
         options.validate()?;
+        if let Some(p) = previews {
+            self.preview.check(p, self.unet.config.out_channels)?;
+        }
         let (width, height) = self.resolve_size(options.width, options.height)?;
         let img2img = options.init_image.is_some();
         self.check_fits(options.batch, width, height, options.do_cfg(), img2img)?;
@@ -393,6 +412,7 @@ impl Pipeline {
             plan.write_input("time_ids", time_ids)?;
         }
         let total = timesteps.len() - first_step;
+        let preview_target = self.preview_target([lh, lw]);
         for (done, i) in (first_step..timesteps.len()).enumerate() {
             let input = scheduler.scale_model_input(&latents, i)?;
             let batch_input = if cfg {
@@ -424,11 +444,22 @@ impl Pipeline {
             } else {
                 None
             };
+            let x0 = preview::due_x0(
+                previews,
+                done + 1,
+                scheduler.as_ref(),
+                &noise_pred,
+                i,
+                &latents,
+            )?;
             latents = scheduler.step(&noise_pred, i, &latents, step_noise.as_deref())?;
             if let Some(state) = &inpaint {
                 latents = state.after_step(latents, scheduler.as_ref(), i)?;
             }
-            if progress(done + 1, total) == Progress::Cancel {
+            let preview = x0
+                .map(|(method, x0)| self.preview.image(&self.gpu, method, &x0, &preview_target))
+                .transpose()?;
+            if progress(&StepInfo::new(done + 1, total, preview)) == Progress::Cancel {
                 return Err(Error::Cancelled);
             }
         }

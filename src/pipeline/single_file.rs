@@ -110,6 +110,7 @@ pub(super) fn load(
             .limits
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size),
+        preview: Default::default(),
         plans: PlanCache::default(),
         // No base recorded: LoRAs need a folder's files to restore from (set_loras says so).
         lora: crate::lora::LoraState::default(),
