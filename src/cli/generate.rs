@@ -38,6 +38,18 @@ pub struct GenerateArgs {
     /// diffusers folder instead of the detected family's built-in ones.
     #[arg(long, value_name = "DIR")]
     pub config: Option<PathBuf>,
+    /// For a single-file --model: a built-in preset instead of the detected family's default:
+    /// sdxl-turbo (SDXL-Turbo: 512 px, Euler ancestral, trailing; the file cannot say it is
+    /// Turbo), sdxl, sd15, sd21 (2.1-base, epsilon), sd21-768.
+    #[arg(long, conflicts_with = "config")]
+    pub preset: Option<String>,
+    /// Storage dtype of the text encoder(s): f32 or f16 (default: --dtype).
+    #[arg(long)]
+    pub text_dtype: Option<String>,
+    /// Storage dtype of the VAE: f32 or f16 (default: --dtype; SDXL: f32 when --dtype is f16
+    /// and the VAE's config says force_upcast).
+    #[arg(long)]
+    pub vae_dtype: Option<String>,
     /// What to avoid (classifier-free guidance's unconditional prompt).
     #[arg(short, long, default_value = "")]
     pub negative: String,
@@ -273,6 +285,21 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         "auto" => None,
         other => Some(other.parse::<DType>()?),
     };
+    anyhow::ensure!(
+        args.preset.is_none() || model.is_file(),
+        "--preset is for a single-file --model; {} is a folder",
+        model.display()
+    );
+    let text_dtype = args
+        .text_dtype
+        .as_deref()
+        .map(str::parse::<DType>)
+        .transpose()?;
+    let vae_dtype = args
+        .vae_dtype
+        .as_deref()
+        .map(str::parse::<DType>)
+        .transpose()?;
     for (name, value) in [("width", args.width), ("height", args.height)] {
         anyhow::ensure!(
             value != Some(0),
@@ -383,6 +410,9 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         dtype,
         variant: args.variant.clone(),
         config: args.config.clone(),
+        preset: args.preset.clone(),
+        text_dtype,
+        vae_dtype,
     };
     let (mut pipeline, notes) = super::load_progress::load_pipeline(&gpu, &model, &load_options)
         .with_context(|| format!("loading {}", model.display()))?;

@@ -82,6 +82,8 @@ struct PlanCache {
 pub struct Pipeline {
     pub gpu: Gpu,
     pub dtype: DType,
+    /// The text encoders' storage dtype (`LoadOptions::text_dtype`, else `dtype`).
+    pub text_dtype: DType,
     /// The VAE's storage dtype: `dtype`, or f32 when the family honours the VAE's
     /// `force_upcast` and `dtype` is f16 (the SDXL VAE overflows in f16).
     pub vae_dtype: DType,
@@ -143,8 +145,14 @@ impl Pipeline {
         if path.is_file() {
             let single = SingleFileOptions {
                 config: options.config.clone(),
+                preset: options.preset.clone(),
             };
-            let (pipeline, info) = single_file::load(gpu, path, options.dtype, &single)?;
+            let dtypes = single_file::Dtypes {
+                unet: options.dtype,
+                text: options.text_dtype,
+                vae: options.vae_dtype,
+            };
+            let (pipeline, info) = single_file::load(gpu, path, dtypes, &single)?;
             let note = format!(
                 "single file: {} ({}), prediction type {}",
                 info.family.name(),
@@ -152,6 +160,15 @@ impl Pipeline {
                 pipeline.scheduler_config.prediction_type
             );
             return Ok((pipeline, vec![note]));
+        }
+        if options.preset.is_some() {
+            return Err(Error::invalid(
+                "preset",
+                format!(
+                    "is for single-file checkpoints; {} is a folder with its own configs",
+                    path.display()
+                ),
+            ));
         }
         if options.config.is_some() {
             return Err(Error::invalid(
@@ -173,7 +190,12 @@ impl Pipeline {
         dtype: Option<DType>,
         options: &SingleFileOptions,
     ) -> Result<(Pipeline, SingleFileInfo)> {
-        single_file::load(gpu, path, dtype, options)
+        let dtypes = single_file::Dtypes {
+            unet: dtype,
+            text: None,
+            vae: None,
+        };
+        single_file::load(gpu, path, dtypes, options)
     }
 
     /// Swap in the VAE of folder `dir` (`config.json` + weights), e.g. an fp16-fix SDXL VAE
