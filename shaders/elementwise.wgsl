@@ -2,7 +2,8 @@
 //
 //   unary:  dst[i] = act(src[i]) * alpha + beta
 //           act (override ACT): 0 identity, 1 SiLU x·σ(x), 2 GELU erf 0.5x(1+erf(x/√2)),
-//           3 GELU tanh 0.5x(1+tanh(√(2/π)(x+0.044715x³))), 4 quick-GELU x·σ(1.702x)
+//           3 GELU tanh 0.5x(1+tanh(√(2/π)(x+0.044715x³))), 4 quick-GELU x·σ(1.702x),
+//           5 ReLU max(x, 0), 6 tanh(x) (TAESD's input clamp 3·tanh(x/3))
 //   binary: dst[i] = src[i] ⊕ other[j],  j = (i / (inner·rep))·inner + i mod inner
 //           ⊕ (override OP): 0 add, 1 mul. rep = 1 is same-shape; inner = C, rep = HW broadcasts a
 //           (B, 1, C) tensor over (B, HW, C); inner = C, rep = B·HW broadcasts a (C) vector.
@@ -57,6 +58,9 @@ fn activate(x: f32) -> f32 {
             return 0.5 * x * (1.0 + tanh(inner));
         }
         case 4u: { return x * sigmoid(1.702 * x); }
+        case 5u: { return max(x, 0.0); }
+        // Clamped: tanh is ±1 to f32 precision past |x| = 10, and large arguments overflow.
+        case 6u: { return tanh(clamp(x, -15.0, 15.0)); }
         default: { return x; }
     }
 }

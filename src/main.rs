@@ -48,7 +48,7 @@ enum Command {
 enum BenchCommand {
     /// Kernels at Stable Diffusion 1.5 shapes, against the adapter's measured peak.
     Kernels(cli::bench::KernelBenchArgs),
-    /// GPU memory of the Stable Diffusion 1.5 plans (placeholder weights; nothing runs).
+    /// GPU memory of the SD1.5 or SDXL plans (placeholder weights; nothing runs).
     Memory(cli::bench::MemoryBenchArgs),
     /// Many generations in one process: memory stays flat, equal seeds give equal images.
     Soak(cli::bench::SoakArgs),

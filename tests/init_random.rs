@@ -5,13 +5,15 @@
 //!   transformers build from the same configs (tests/fixtures/full_size/*.json, written by
 //!   tools/golden/full_size_names_golden.py; parameter counts 859,520,964 (SD1.5 UNet),
 //!   865,910,724 (SD2.1 UNet), 83,653,863 (VAE), 123,060,480 (CLIP ViT-L/14 text),
-//!   340,387,840 (OpenCLIP-H text, 23 layers)).
+//!   340,387,840 (OpenCLIP-H text, 23 layers), 2,567,463,684 (SDXL UNet), 694,659,840
+//!   (OpenCLIP-bigG text with projection, 32 layers)).
 //! - Each family's configs load into stipple's config types, pass validation, and carry the
 //!   published values that set the family apart (prediction type, size, scheduler, spacing).
 //! - The CLI refuses bad arguments and existing outputs without writing anything.
 //! - Slow (`#[ignore]`, minutes and 5 GB of disk per family):
 //!   `cargo test --release --test init_random -- --ignored` writes each family as a folder and
-//!   as a single file, loads both and checks they generate the same 128×128 image in 2 steps.
+//!   as a single file, loads both and checks they generate the same 128×128 image in 2 steps
+//!   (SD families; SDXL's slow test is in tests/sdxl_single_file.rs).
 
 mod common;
 
@@ -27,7 +29,13 @@ use stipple::weights::random_init::family_tensors;
 type Shapes = BTreeMap<String, Vec<usize>>;
 
 fn fixture(family: Family) -> BTreeMap<String, Shapes> {
-    let name = if family.is_sd2() { "sd21" } else { "sd15" };
+    let name = if family.is_sdxl() {
+        "sdxl"
+    } else if family.is_sd2() {
+        "sd21"
+    } else {
+        "sd15"
+    };
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/full_size")
         .join(format!("{name}.json"));
@@ -85,6 +93,14 @@ fn configs_load_and_carry_the_published_values() {
             Family::Sd21Base => ("PNDMScheduler", "epsilon", 64, false, 1024),
             Family::Sd21_768 => ("DDIMScheduler", "v_prediction", 96, true, 1024),
             Family::SdTurbo => ("EulerDiscreteScheduler", "epsilon", 64, false, 1024),
+            Family::SdxlBase => ("EulerDiscreteScheduler", "epsilon", 128, false, 2048),
+            Family::SdxlTurbo => (
+                "EulerAncestralDiscreteScheduler",
+                "epsilon",
+                64,
+                false,
+                2048,
+            ),
         };
         let prediction = c.scheduler["prediction_type"].as_str().unwrap_or("epsilon");
         let got = (
@@ -98,10 +114,22 @@ fn configs_load_and_carry_the_published_values() {
         let spacing = c.scheduler["timestep_spacing"]
             .as_str()
             .unwrap_or("leading");
-        assert_eq!(spacing == "trailing", family == Family::SdTurbo, "{name}");
+        let turbo = matches!(family, Family::SdTurbo | Family::SdxlTurbo);
+        assert_eq!(spacing == "trailing", turbo, "{name}");
         assert_eq!(c.scheduler["steps_offset"], 1, "{name}");
         assert_eq!(c.scheduler["beta_schedule"], "scaled_linear", "{name}");
-        assert_eq!(vae.scaling_factor, 0.18215, "{name}");
+        let scaling = if family.is_sdxl() { 0.13025 } else { 0.18215 };
+        assert_eq!(vae.scaling_factor, scaling, "{name}");
+        let text_2 = c.text_encoder_2.as_ref().map(|v| {
+            let t: ClipTextConfig = serde_json::from_value(v.clone()).unwrap();
+            t.validate(&file).unwrap();
+            (t.hidden_size, t.num_hidden_layers, t.projection_dim)
+        });
+        assert_eq!(
+            text_2,
+            family.is_sdxl().then_some((1280, 32, 1280)),
+            "{name}"
+        );
         assert_eq!(
             text.num_hidden_layers,
             if family.is_sd2() { 23 } else { 12 }
@@ -168,7 +196,7 @@ fn every_family_loads_and_generates_at_full_size_in_both_layouts() {
     std::fs::create_dir_all(&dir).unwrap();
     let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clip_tokenizer");
     let f16 = stipple::weights::FileDtype::F16;
-    for (name, family) in FAMILIES {
+    for (name, family) in FAMILIES.into_iter().filter(|(_, f)| !f.is_sdxl()) {
         let folder = dir.join(name);
         let file = dir.join(format!("{name}.safetensors"));
         use stipple::weights::random_init::{write_random_folder, write_random_single_file};

@@ -1,4 +1,4 @@
-//! Elementwise kernels vs the CPU references: SiLU, GELU (erf and tanh), quick-GELU, scale,
+//! Elementwise kernels vs the CPU references: SiLU, GELU (erf and tanh), quick-GELU, ReLU, tanh, scale,
 //! add/mul with broadcasting, GEGLU; odd sizes, sizes off the workgroup, an SD-sized tensor.
 //! Tolerances: f32 atol 2e-6 + rtol 1e-5 (GELU's erf approximation is within 1.5e-7);
 //! f16 atol 2e-3 + rtol 2e-3 (output rounding).
@@ -26,6 +26,8 @@ fn activations() {
         Activation::Gelu,
         Activation::GeluTanh,
         Activation::QuickGelu,
+        Activation::Relu,
+        Activation::Tanh,
     ];
     for dtype in dtypes(&gpu) {
         for (n, magnitude) in [(1usize, 1.0f32), (257, 4.0), (3 * 77 * 5, 12.0)] {
@@ -58,6 +60,8 @@ fn extreme_inputs_stay_finite() {
         Activation::Gelu,
         Activation::GeluTanh,
         Activation::QuickGelu,
+        Activation::Relu,
+        Activation::Tanh,
     ] {
         let got = run_graph(&gpu, DType::F32, &[("x", &[x.len()], &x)], |g, ids| {
             elementwise::activation(g, "act", ids[0], act)

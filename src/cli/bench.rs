@@ -169,6 +169,12 @@ pub struct MemoryBenchArgs {
     /// Image height in pixels (multiple of 64).
     #[arg(short = 'H', long, default_value_t = 512)]
     pub height: usize,
+    /// sd15 or sdxl (both text encoders, the SDXL UNet, the VAE decoding in f32).
+    #[arg(long, default_value = "sd15")]
+    pub family: String,
+    /// Images per prompt (the UNet runs twice this batch with CFG).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }
 
 pub fn run_memory(options: &GpuOptions, args: &MemoryBenchArgs) -> anyhow::Result<()> {
@@ -179,14 +185,18 @@ pub fn run_memory(options: &GpuOptions, args: &MemoryBenchArgs) -> anyhow::Resul
     {
         anyhow::bail!("--width and --height must be positive multiples of 64 (SD1.5: 8× VAE, 3 UNet downsamplings)");
     }
+    let family = stipple::bench::memory::PlanFamily::parse(&args.family)?;
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     let gpu = Gpu::new(options)?;
-    let rows = stipple::bench::memory::plan_sd15_memory(&gpu, args.height, args.width)?;
+    let rows =
+        stipple::bench::memory::plan_memory(&gpu, family, args.height, args.width, args.batch)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
-        "Stable Diffusion 1.5 plans (placeholder weights, nothing run); adapter {}",
+        "{} plans (placeholder weights, nothing run); adapter {}",
+        family.name(),
         gpu.info.name
     );
     println!(

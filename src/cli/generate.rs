@@ -38,6 +38,18 @@ pub struct GenerateArgs {
     /// diffusers folder instead of the detected family's built-in ones.
     #[arg(long, value_name = "DIR")]
     pub config: Option<PathBuf>,
+    /// For a single-file --model: a built-in preset instead of the detected family's default:
+    /// sdxl-turbo (SDXL-Turbo: 512 px, Euler ancestral, trailing; the file cannot say it is
+    /// Turbo), sdxl, sd15, sd21 (2.1-base, epsilon), sd21-768.
+    #[arg(long, conflicts_with = "config")]
+    pub preset: Option<String>,
+    /// Storage dtype of the text encoder(s): f32 or f16 (default: --dtype).
+    #[arg(long)]
+    pub text_dtype: Option<String>,
+    /// Storage dtype of the VAE: f32 or f16 (default: --dtype; SDXL: f32 when --dtype is f16
+    /// and the VAE's config says force_upcast).
+    #[arg(long)]
+    pub vae_dtype: Option<String>,
     /// What to avoid (classifier-free guidance's unconditional prompt).
     #[arg(short, long, default_value = "")]
     pub negative: String,
@@ -134,6 +146,8 @@ pub struct GenerateArgs {
     /// Warn about LoRA keys that match no module of the model instead of failing.
     #[arg(long)]
     pub lora_lenient: bool,
+    #[command(flatten)]
+    pub previews: super::preview::PreviewArgs,
 }
 
 /// "A,B" → [A, B] (SDXL's (height, width) / (top, left) pairs, in diffusers' order).
@@ -184,6 +198,9 @@ fn check_outputs(args: &GenerateArgs, jobs: &[Job]) -> anyhow::Result<()> {
     }
     if let Some(t) = &args.save_tensor {
         outputs.push(NamedPath::new("--save-tensor", t));
+    }
+    if let Some(p) = &args.previews.preview {
+        outputs.push(NamedPath::new("--preview", p));
     }
     let inputs: Vec<NamedPath> = [
         ("--init-image", &args.init_image),
@@ -268,6 +285,21 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         "auto" => None,
         other => Some(other.parse::<DType>()?),
     };
+    anyhow::ensure!(
+        args.preset.is_none() || model.is_file(),
+        "--preset is for a single-file --model; {} is a folder",
+        model.display()
+    );
+    let text_dtype = args
+        .text_dtype
+        .as_deref()
+        .map(str::parse::<DType>)
+        .transpose()?;
+    let vae_dtype = args
+        .vae_dtype
+        .as_deref()
+        .map(str::parse::<DType>)
+        .transpose()?;
     for (name, value) in [("width", args.width), ("height", args.height)] {
         anyhow::ensure!(
             value != Some(0),
@@ -354,6 +386,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
             .with_name(name)?
             .with_overrides(&options.scheduler_overrides)?;
     }
+    args.previews.check()?;
     let jobs = jobs(args, seed)?;
     check_outputs(args, &jobs)?;
     // With `-` the image bytes own stdout: every human-readable line goes to stderr.
@@ -377,6 +410,9 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         dtype,
         variant: args.variant.clone(),
         config: args.config.clone(),
+        preset: args.preset.clone(),
+        text_dtype,
+        vae_dtype,
     };
     let (mut pipeline, notes) = super::load_progress::load_pipeline(&gpu, &model, &load_options)
         .with_context(|| format!("loading {}", model.display()))?;
@@ -388,6 +424,11 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         pipeline
             .set_vae(vae)
             .with_context(|| format!("loading the VAE {}", vae.display()))?;
+    }
+    if let Some(taesd) = &args.previews.taesd {
+        pipeline
+            .set_taesd(taesd)
+            .with_context(|| format!("loading the TAESD {}", taesd.display()))?;
     }
     if !loras.is_empty() {
         let t = Instant::now();
@@ -437,9 +478,16 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         if jobs.len() > 1 {
             bar.set_message(format!("prompt {}/{}", k + 1, jobs.len()));
         }
-        let out = pipeline.generate(&options, |step, len| {
+        let previews = args.previews.options();
+        let out = pipeline.generate_with_previews(&options, previews.as_ref(), |info| {
+            let (step, len) = (info.step, info.total);
             bar.set_length((len * jobs.len()) as u64);
             bar.set_position((k * len + step) as u64);
+            if let (Some(path), Some(image)) = (&args.previews.preview, &info.preview) {
+                if let Err(e) = super::preview::write_preview(path, image) {
+                    bar.suspend(|| eprintln!("warning: preview not written: {e}"));
+                }
+            }
             if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
                 Progress::Cancel
             } else {

@@ -14,7 +14,8 @@ const TOKENIZER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/clip_token
 
 #[derive(Args, Debug)]
 pub struct InitRandomArgs {
-    /// Model family: sd15, sd21 (2.1-base, 512 px), sd21-768 (2.1, v-prediction), sd-turbo.
+    /// Model family: sd15, sd21 (2.1-base, 512 px), sd21-768 (2.1, v-prediction), sd-turbo,
+    /// sdxl (SDXL base 1.0), sdxl-turbo.
     #[arg(long)]
     pub family: String,
     /// Checkpoint layout: folder (diffusers) or single-file (one LDM-layout .safetensors, as

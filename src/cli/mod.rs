@@ -7,5 +7,6 @@ pub mod generate;
 pub mod info;
 pub mod init_random;
 pub mod load_progress;
+pub mod preview;
 pub mod prompts_file;
 pub mod serve;

@@ -46,6 +46,17 @@ pub struct ServeArgs {
     /// Largest request body in MiB (base64 init images included).
     #[arg(long, default_value_t = 32)]
     pub max_body_mib: usize,
+    /// Live previews: /sdapi/v1/progress carries the image being drawn as current_image
+    /// (clients may also switch them with the live_previews_enable option).
+    #[arg(long)]
+    pub previews: bool,
+    /// Steps between live previews (A1111's show_progress_every_n_steps).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub preview_every: usize,
+    /// A TAESD folder (diffusers AutoencoderTiny) that decodes the previews; without it they
+    /// come from a latent→RGB projection. Its factor must match every served model's VAE.
+    #[arg(long, value_name = "DIR")]
+    pub taesd: Option<PathBuf>,
 }
 
 pub fn run(gpu: &GpuOptions, args: &ServeArgs) -> anyhow::Result<()> {
@@ -58,6 +69,8 @@ pub fn run(gpu: &GpuOptions, args: &ServeArgs) -> anyhow::Result<()> {
         "model folder {} not found (pass --model PATH)",
         model.display()
     );
+    super::preview::check_every(args.preview_every)?;
+    super::preview::check_taesd(args.taesd.as_deref())?;
     let dtype = match args.dtype.as_str() {
         "auto" => None,
         other => Some(other.parse::<DType>()?),
@@ -85,6 +98,11 @@ pub fn run(gpu: &GpuOptions, args: &ServeArgs) -> anyhow::Result<()> {
             max_images: args.max_images,
             max_body_bytes: args.max_body_mib.saturating_mul(1 << 20),
         },
+        live_previews: stipple::serve::status::LivePreviews {
+            enabled: args.previews,
+            every: args.preview_every,
+        },
+        taesd: args.taesd.clone(),
     };
     stipple::serve::run(&config, |server| {
         // First line of stdout: scripts and tests read the address from it.

@@ -101,6 +101,9 @@ pub struct LoraState {
     text_encoder_2: Targets,
     /// How to reopen the weights each component was loaded from.
     bases: BTreeMap<Component, BaseWeights>,
+    /// The prefix of a component's names in its weights, when it shares them with other
+    /// components (a single file's `unet.`, `text_encoder.`): stripped to get module names.
+    prefixes: BTreeMap<Component, String>,
     /// Weights currently holding a delta (restored to base when no LoRA touches them).
     applied: BTreeSet<(Component, String)>,
 }
@@ -140,6 +143,21 @@ impl LoraState {
         self.bases.insert(c, open);
     }
 
+    /// The component was loaded from `weights.pp(prefix)` of weights holding several
+    /// components (single files: `unet`, `text_encoder`, …): its weight names start with
+    /// `prefix.`, which is not part of the module names LoRA files use.
+    pub fn set_prefix(&mut self, c: Component, prefix: &str) {
+        self.prefixes.insert(c, format!("{prefix}."));
+    }
+
+    /// A recorded weight name without the component's prefix.
+    fn module_weight<'n>(&self, c: Component, weight: &'n str) -> &'n str {
+        self.prefixes
+            .get(&c)
+            .and_then(|p| weight.strip_prefix(p.as_str()))
+            .unwrap_or(weight)
+    }
+
     /// Whether any LoRA delta is in the GPU weights.
     pub fn is_active(&self) -> bool {
         !self.applied.is_empty()
@@ -162,13 +180,14 @@ impl LoraState {
             let list = self.targets(c).snapshot();
             for t in &list {
                 for p in &t.parts {
-                    parts.insert((c, p.weight.clone()), p.shape.clone());
+                    let name = self.module_weight(c, &p.weight).to_string();
+                    parts.insert((c, name), p.shape.clone());
                 }
             }
             let modules: Vec<&str> = list
                 .iter()
                 .flat_map(|t| &t.parts)
-                .filter_map(|p| p.weight.strip_suffix(".weight"))
+                .filter_map(|p| self.module_weight(c, &p.weight).strip_suffix(".weight"))
                 .collect();
             tables.insert(c, ModuleTable::new(c, modules));
             targets.insert(c, list);
@@ -221,9 +240,9 @@ impl LoraState {
             let dirty: Vec<&Target> = list
                 .iter()
                 .filter(|t| {
-                    t.parts
-                        .iter()
-                        .any(|p| touched.contains(&(*c, p.weight.clone())))
+                    t.parts.iter().any(|p| {
+                        touched.contains(&(*c, self.module_weight(*c, &p.weight).to_string()))
+                    })
                 })
                 .collect();
             if dirty.is_empty() {
@@ -236,8 +255,9 @@ impl LoraState {
                 )
             })?;
             let base = open()?;
+            let strip = |w: &str| self.module_weight(*c, w).to_string();
             for t in dirty {
-                let packed = repack(&base, *c, t, &deltas)?;
+                let packed = repack(&base, *c, t, &deltas, &strip)?;
                 t.tensor.write_f32(gpu, &packed)?;
             }
         }
@@ -249,8 +269,15 @@ impl LoraState {
 /// Per weight, the modules adding to it and their scales.
 type Deltas<'f> = BTreeMap<(Component, String), Vec<(&'f LoraModule, f32)>>;
 
-/// The packed data of `t`: base weights read from `base` plus their deltas.
-fn repack(base: &Weights, c: Component, t: &Target, deltas: &Deltas) -> Result<Vec<f32>> {
+/// The packed data of `t`: base weights read from `base` plus their deltas (keyed by the
+/// weight's name without its component prefix, `module_weight`).
+fn repack(
+    base: &Weights,
+    c: Component,
+    t: &Target,
+    deltas: &Deltas,
+    module_weight: &dyn Fn(&str) -> String,
+) -> Result<Vec<f32>> {
     let mut w = Vec::new();
     let mut out = 0;
     for p in &t.parts {
@@ -265,7 +292,11 @@ fn repack(base: &Weights, c: Component, t: &Target, deltas: &Deltas) -> Result<V
                 ),
             });
         }
-        for (m, scale) in deltas.get(&(c, p.weight.clone())).into_iter().flatten() {
+        for (m, scale) in deltas
+            .get(&(c, module_weight(&p.weight)))
+            .into_iter()
+            .flatten()
+        {
             add_delta(&mut data, m, *scale);
         }
         out += shape[0];

@@ -87,17 +87,8 @@ impl AutoencoderKL {
         latent: [usize; 2],
         probes: bool,
     ) -> Result<Graph> {
-        let mut g = Graph::for_target(dtype, &self.target);
-        if probes {
-            g = g.with_probes();
-        }
-        let z = g.input(
-            "z",
-            &[batch, latent[0], latent[1], self.config.latent_channels],
-        )?;
-        let image = self.decode(&mut g, z)?;
-        g.output("image", image)?;
-        Ok(g)
+        let z = [batch, latent[0], latent[1], self.config.latent_channels];
+        super::latent_decoder_graph(dtype, &self.target, probes, z, |g, z| self.decode(g, z))
     }
 
     /// Graph with input `image` (B, H, W, in_channels) and output `moments`.

@@ -224,6 +224,18 @@ pub fn conv2d(
     cout: usize,
     kernel: usize,
 ) -> Result<Conv2dWeight> {
+    conv2d_bias(ctx, w, cin, cout, kernel, true)
+}
+
+/// [`conv2d`] with or without `bias` (`nn.Conv2d(…, bias=False)` has no `bias` tensor).
+pub fn conv2d_bias(
+    ctx: Ctx,
+    w: &WeightsView,
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    bias: bool,
+) -> Result<Conv2dWeight> {
     let name = w.prefix();
     if ctx.placeholders {
         return Ok(Conv2dWeight {
@@ -233,12 +245,9 @@ pub fn conv2d(
                 &[kernel * kernel * cin, pad8(cout)],
                 ctx.dtype,
             )?,
-            bias: Some(Tensor::placeholder(
-                ctx.gpu,
-                &format!("{name}.bias"),
-                &[cout],
-                ctx.dtype,
-            )?),
+            bias: bias
+                .then(|| Tensor::placeholder(ctx.gpu, &format!("{name}.bias"), &[cout], ctx.dtype))
+                .transpose()?,
             in_channels: cin,
             out_channels: cout,
             kernel: [kernel, kernel],
@@ -262,7 +271,7 @@ pub fn conv2d(
     ctx.record_conv(w.full_name("weight"), shape, &weight);
     Ok(Conv2dWeight {
         weight,
-        bias: Some(ctx.tensor(w, "bias", &[cout])?),
+        bias: bias.then(|| ctx.tensor(w, "bias", &[cout])).transpose()?,
         in_channels: cin,
         out_channels: cout,
         kernel: [kernel, kernel],

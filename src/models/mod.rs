@@ -9,6 +9,7 @@
 
 pub mod attention;
 pub mod autoencoder_kl;
+pub mod autoencoder_tiny;
 pub mod clip;
 pub mod config;
 pub mod embeddings;
@@ -23,6 +24,28 @@ pub mod vae;
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Target, Tensor};
 use crate::weights::{TensorData, WeightsView};
+
+/// A decoder's graph: input `z` of `z_shape` (B, h, w, latent channels), output `image`
+/// from `decode`; probes at block boundaries when `probes`.
+pub fn latent_decoder_graph(
+    dtype: DType,
+    target: &Target,
+    probes: bool,
+    z_shape: [usize; 4],
+    decode: impl FnOnce(
+        &mut crate::graph::Graph,
+        crate::graph::ValueId,
+    ) -> Result<crate::graph::ValueId>,
+) -> Result<crate::graph::Graph> {
+    let mut g = crate::graph::Graph::for_target(dtype, target);
+    if probes {
+        g = g.with_probes();
+    }
+    let z = g.input("z", &z_shape)?;
+    let image = decode(&mut g, z)?;
+    g.output("image", image)?;
+    Ok(g)
+}
 
 /// Where and how weights are uploaded.
 #[derive(Clone, Copy)]

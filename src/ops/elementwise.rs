@@ -22,6 +22,10 @@ pub enum Activation {
     GeluTanh = 3,
     /// x · σ(1.702x), the original CLIP's activation.
     QuickGelu = 4,
+    /// max(x, 0) (TAESD's `act_fn = "relu"`). Elementwise kernel only (not fused in matmul).
+    Relu = 5,
+    /// tanh(x) (TAESD's input clamp). Elementwise kernel only.
+    Tanh = 6,
 }
 
 impl Activation {
@@ -32,6 +36,7 @@ impl Activation {
             "gelu" => Activation::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_tanh" => Activation::GeluTanh,
             "quick_gelu" => Activation::QuickGelu,
+            "relu" => Activation::Relu,
             "identity" | "linear" => Activation::Identity,
             _ => {
                 return Err(Error::invalid(
@@ -54,6 +59,8 @@ impl Activation {
                 0.5 * x64 * (1.0 + (c * (x64 + 0.044715 * x64.powi(3))).tanh())
             }
             Activation::QuickGelu => x64 / (1.0 + (-1.702 * x64).exp()),
+            Activation::Relu => x64.max(0.0),
+            Activation::Tanh => x64.tanh(),
         }) as f32
     }
 }

@@ -212,6 +212,15 @@ pub fn linear(
         (4, opts.residual.unwrap_or(x)),
         (5, y),
     ];
+    if matches!(opts.activation, Activation::Relu | Activation::Tanh) {
+        return Err(Error::invalid(
+            name,
+            format!(
+                "{:?} is not fused into matmul: apply it with an elementwise op",
+                opts.activation
+            ),
+        ));
+    }
     let workgroups = gemm_grid(name, rows, np)?;
     let kernel = KernelKey::new("matmul", "linear", g.dtype).with("ACT", opts.activation as u32);
     g.dispatch(Dispatch {

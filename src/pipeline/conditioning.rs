@@ -72,7 +72,7 @@ impl Pipeline {
         }
         let key = (which, rows, clip_skip);
         if !self.plans.text.contains_key(&key) {
-            let g = encoder.prompt_graph(self.dtype, rows, &states)?;
+            let g = encoder.prompt_graph(self.text_dtype, rows, &states)?;
             self.plans.text.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.text[&key];

@@ -78,8 +78,13 @@ pub(crate) fn load(
     };
     // LoRA-able weights are recorded while loading, with where their base comes from.
     let mut lora = LoraState::default();
+    let text_dtype = options.text_dtype.unwrap_or(dtype);
+    let text_ctx = Ctx {
+        dtype: text_dtype,
+        ..ctx
+    };
     let (tokenizer, text_encoder, base) = load_text_encoder(
-        ctx.with_lora_targets(lora.targets(Component::TextEncoder)),
+        text_ctx.with_lora_targets(lora.targets(Component::TextEncoder)),
         path,
         "",
         variant,
@@ -89,7 +94,7 @@ pub(crate) fn load(
     let (tokenizer_2, text_encoder_2) = match family {
         Family::StableDiffusionXL => {
             let (t, e, base) = load_text_encoder(
-                ctx.with_lora_targets(lora.targets(Component::TextEncoder2)),
+                text_ctx.with_lora_targets(lora.targets(Component::TextEncoder2)),
                 path,
                 "_2",
                 variant,
@@ -121,11 +126,13 @@ pub(crate) fn load(
     )?;
     let force_upcast =
         read_config::<AutoencoderKLConfig>(&path.join("vae").join("config.json"))?.force_upcast;
-    let vae_dtype = if family.honours_force_upcast() && force_upcast {
-        DType::F32
-    } else {
-        dtype
-    };
+    let vae_dtype = options
+        .vae_dtype
+        .unwrap_or(if family.honours_force_upcast() && force_upcast {
+            DType::F32
+        } else {
+            dtype
+        });
     let vae_ctx = Ctx {
         dtype: vae_dtype,
         ..ctx
@@ -146,6 +153,7 @@ pub(crate) fn load(
     let pipeline = Pipeline {
         gpu: gpu.clone(),
         dtype,
+        text_dtype,
         vae_dtype,
         family,
         path: path.to_path_buf(),
@@ -161,6 +169,7 @@ pub(crate) fn load(
             .limits
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size),
+        preview: Default::default(),
         plans: PlanCache::default(),
         lora,
     };

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod lora;
 pub mod options;
 pub mod plan_cache;
+pub mod preview;
 pub mod prompt_weights;
 pub mod single_file;
 pub mod tiled_decode;
@@ -30,6 +31,7 @@ pub use conditioning::Conditioning;
 pub use family::{Family, SizeConditioning};
 pub use inpaint::Mask;
 pub use options::{GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings};
+pub use preview::{PreviewImage, PreviewMethod, PreviewOptions, StepInfo};
 pub use single_file::{SingleFileInfo, SingleFileOptions};
 
 use crate::error::{Error, Result};
@@ -80,6 +82,8 @@ struct PlanCache {
 pub struct Pipeline {
     pub gpu: Gpu,
     pub dtype: DType,
+    /// The text encoders' storage dtype (`LoadOptions::text_dtype`, else `dtype`).
+    pub text_dtype: DType,
     /// The VAE's storage dtype: `dtype`, or f32 when the family honours the VAE's
     /// `force_upcast` and `dtype` is f16 (the SDXL VAE overflows in f16).
     pub vae_dtype: DType,
@@ -102,6 +106,8 @@ pub struct Pipeline {
     plans: PlanCache,
     /// The LoRA-able weights of the text encoder and UNet, and the LoRAs merged into them.
     lora: LoraState,
+    /// The TAESD for live previews, if any, and its plans.
+    preview: preview::PreviewState,
 }
 
 impl Pipeline {
@@ -139,8 +145,14 @@ impl Pipeline {
         if crate::files::is_file(path) {
             let single = SingleFileOptions {
                 config: options.config.clone(),
+                preset: options.preset.clone(),
             };
-            let (pipeline, info) = single_file::load(gpu, path, options.dtype, &single)?;
+            let dtypes = single_file::Dtypes {
+                unet: options.dtype,
+                text: options.text_dtype,
+                vae: options.vae_dtype,
+            };
+            let (pipeline, info) = single_file::load(gpu, path, dtypes, &single)?;
             let note = format!(
                 "single file: {} ({}), prediction type {}",
                 info.family.name(),
@@ -148,6 +160,15 @@ impl Pipeline {
                 pipeline.scheduler_config.prediction_type
             );
             return Ok((pipeline, vec![note]));
+        }
+        if options.preset.is_some() {
+            return Err(Error::invalid(
+                "preset",
+                format!(
+                    "is for single-file checkpoints; {} is a folder with its own configs",
+                    path.display()
+                ),
+            ));
         }
         if options.config.is_some() {
             return Err(Error::invalid(
@@ -169,7 +190,12 @@ impl Pipeline {
         dtype: Option<DType>,
         options: &SingleFileOptions,
     ) -> Result<(Pipeline, SingleFileInfo)> {
-        single_file::load(gpu, path, dtype, options)
+        let dtypes = single_file::Dtypes {
+            unet: dtype,
+            text: None,
+            vae: None,
+        };
+        single_file::load(gpu, path, dtypes, options)
     }
 
     /// Swap in the VAE of folder `dir` (`config.json` + weights), e.g. an fp16-fix SDXL VAE
@@ -326,7 +352,22 @@ impl Pipeline {
         options: &GenerateOptions,
         mut progress: impl FnMut(usize, usize) -> Progress,
     ) -> Result<GenerateOutput> {
+        self.generate_with_previews(options, None, |info| progress(info.step, info.total))
+    }
+
+    /// [`Pipeline::generate`] with live previews: `progress` gets a [`StepInfo`] after each
+    /// denoising step, carrying a preview of the first image's predicted x̂₀ every
+    /// `previews.every` steps (see [`preview`]).
+    pub fn generate_with_previews(
+        &mut self,
+        options: &GenerateOptions,
+        previews: Option<&PreviewOptions>,
+        mut progress: impl FnMut(&StepInfo) -> Progress,
+    ) -> Result<GenerateOutput> {
         options.validate()?;
+        if let Some(p) = previews {
+            self.preview.check(p, self.unet.config.out_channels)?;
+        }
         let (width, height) = self.resolve_size(options.width, options.height)?;
         let img2img = options.init_image.is_some();
         self.check_fits(options.batch, width, height, options.do_cfg(), img2img)?;
@@ -416,6 +457,7 @@ impl Pipeline {
             plan.write_input("time_ids", time_ids)?;
         }
         let total = timesteps.len() - first_step;
+        let preview_target = self.preview_target([lh, lw]);
         for (done, i) in (first_step..timesteps.len()).enumerate() {
             let input = scheduler.scale_model_input(&latents, i)?;
             let batch_input = if cfg {
@@ -447,11 +489,22 @@ impl Pipeline {
             } else {
                 None
             };
+            let x0 = preview::due_x0(
+                previews,
+                done + 1,
+                scheduler.as_ref(),
+                &noise_pred,
+                i,
+                &latents,
+            )?;
             latents = scheduler.step(&noise_pred, i, &latents, step_noise.as_deref())?;
             if let Some(state) = &inpaint {
                 latents = state.after_step(latents, scheduler.as_ref(), i)?;
             }
-            if progress(done + 1, total) == Progress::Cancel {
+            let preview = x0
+                .map(|(method, x0)| self.preview.image(&self.gpu, method, &x0, &preview_target))
+                .transpose()?;
+            if progress(&StepInfo::new(done + 1, total, preview)) == Progress::Cancel {
                 return Err(Error::Cancelled);
             }
         }

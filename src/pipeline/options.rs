@@ -33,6 +33,14 @@ pub struct LoadOptions {
     /// For a single-file checkpoint: a diffusers folder whose component configs (and tokenizer)
     /// replace the family's built-in ones (diffusers' `from_single_file(config=…)`).
     pub config: Option<std::path::PathBuf>,
+    /// For a single-file checkpoint: a built-in preset by name instead of the detected
+    /// family's default (`sdxl-turbo`, `sd21`, …; see `weights::single_file::presets::NAMED`).
+    pub preset: Option<String>,
+    /// Storage dtype of the text encoder(s); None = `dtype`.
+    pub text_dtype: Option<DType>,
+    /// Storage dtype of the VAE; None = `dtype`, or f32 when the family honours the VAE's
+    /// `force_upcast` and `dtype` is f16 (SDXL).
+    pub vae_dtype: Option<DType>,
 }
 
 /// Image-to-image input: the start image and how much of it to re-noise.

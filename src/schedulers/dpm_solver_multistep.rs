@@ -205,6 +205,11 @@ impl Scheduler for DPMSolverMultistepScheduler {
         1.0
     }
 
+    fn pred_original_coefficients(&self, step_index: usize) -> Option<(f64, f64)> {
+        self.timesteps.get(step_index)?;
+        Some(self.x0_coefficients(self.sigmas[step_index]))
+    }
+
     fn step(
         &mut self,
         model_output: &[f32],

@@ -64,6 +64,11 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         self.schedule.init_noise_sigma
     }
 
+    fn pred_original_coefficients(&self, step_index: usize) -> Option<(f64, f64)> {
+        let sigma = *self.schedule.sigmas.get(step_index)?;
+        Some(SigmaSchedule::x0_coefficients(self.prediction_type, sigma))
+    }
+
     fn input_scale(&self, step_index: usize) -> f64 {
         self.schedule.input_scale(step_index)
     }

@@ -116,6 +116,14 @@ impl Scheduler for LCMScheduler {
         1.0
     }
 
+    fn pred_original_coefficients(&self, step_index: usize) -> Option<(f64, f64)> {
+        let t = *self.timesteps.get(step_index)? as i64;
+        Some(x0_coefficients(
+            self.prediction_type,
+            self.schedule.alpha_cumprod_at(t),
+        ))
+    }
+
     fn needs_noise(&self, step_index: usize) -> bool {
         // The last step returns the denoised estimate itself.
         step_index + 1 < self.timesteps.len()

@@ -113,6 +113,31 @@ pub trait Scheduler: Send + std::fmt::Debug {
         noise: Option<&[f32]>,
     ) -> Result<Vec<f32>>;
 
+    /// diffusers' `pred_original_sample` at `step_index` as `(cx, cm)`: the denoised estimate
+    /// x̂₀ = cx·sample + cm·model_output (sample as the scheduler holds it, before
+    /// `scale_model_input`). None past the schedule.
+    fn pred_original_coefficients(&self, step_index: usize) -> Option<(f64, f64)>;
+
+    /// The predicted x̂₀ (live previews): [`Scheduler::pred_original_coefficients`] applied
+    /// to `model_output` and `sample`. Takes `&self`: call it before [`Scheduler::step`].
+    fn predicted_original(
+        &self,
+        model_output: &[f32],
+        step_index: usize,
+        sample: &[f32],
+    ) -> Result<Vec<f32>> {
+        check_step_inputs_no_noise(self, model_output, step_index, sample)?;
+        let (cx, cm) = self
+            .pred_original_coefficients(step_index)
+            .ok_or_else(|| Error::invalid("step index", format!("{step_index} has no x̂₀")))?;
+        let c = StepCoefficients {
+            sample: cx,
+            model_output: cm,
+            noise: 0.0,
+        };
+        Ok(c.apply(sample, model_output, None))
+    }
+
     /// img2img: `original` noised to the level of `timesteps()[step_index]`.
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>>;
 
@@ -132,13 +157,12 @@ pub trait Scheduler: Send + std::fmt::Debug {
     }
 }
 
-/// Checks that the step's tensors agree in length and that noise is there when needed.
-pub(crate) fn check_step_inputs(
-    scheduler: &dyn Scheduler,
+/// Checks the step index and that `model_output` and `sample` agree in length.
+fn check_step_inputs_no_noise<S: Scheduler + ?Sized>(
+    scheduler: &S,
     model_output: &[f32],
     step_index: usize,
     sample: &[f32],
-    noise: Option<&[f32]>,
 ) -> Result<()> {
     scheduler.check_index(step_index)?;
     if model_output.len() != sample.len() {
@@ -151,6 +175,18 @@ pub(crate) fn check_step_inputs(
             ),
         ));
     }
+    Ok(())
+}
+
+/// Checks that the step's tensors agree in length and that noise is there when needed.
+pub(crate) fn check_step_inputs(
+    scheduler: &dyn Scheduler,
+    model_output: &[f32],
+    step_index: usize,
+    sample: &[f32],
+    noise: Option<&[f32]>,
+) -> Result<()> {
+    check_step_inputs_no_noise(scheduler, model_output, step_index, sample)?;
     match noise {
         Some(n) if n.len() != sample.len() => Err(Error::invalid(
             "noise",

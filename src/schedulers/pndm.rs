@@ -4,7 +4,7 @@
 //! Ports diffusers' `schedulers/scheduling_pndm.py` (`PNDMScheduler`). Stable Diffusion's
 //! default config sets `skip_prk_steps`, so its first PLMS steps use lower orders instead.
 
-use super::ddim::add_noise_ddpm;
+use super::ddim::{add_noise_ddpm, x0_coefficients};
 use super::noise_schedule::{arange, check_num_steps, linspace, ClassDefaults, NoiseSchedule};
 use super::{
     check_same_len, check_step_inputs, unsupported, PredictionType, Scheduler, SchedulerConfig,
@@ -264,6 +264,14 @@ impl Scheduler for PNDMScheduler {
 
     fn init_noise_sigma(&self) -> f64 {
         1.0
+    }
+
+    fn pred_original_coefficients(&self, step_index: usize) -> Option<(f64, f64)> {
+        let t = *self.timesteps.get(step_index)? as i64;
+        Some(x0_coefficients(
+            self.prediction_type,
+            self.schedule.alpha_cumprod_at(t),
+        ))
     }
 
     fn step(

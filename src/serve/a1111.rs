@@ -36,6 +36,10 @@ use crate::pipeline::GenerateOptions;
 #[serde(default)]
 struct OverrideSettings {
     sd_model_checkpoint: Option<String>,
+    /// `/options` only: live previews in `/progress` on or off.
+    live_previews_enable: Option<bool>,
+    /// `/options` only: steps between previews; < 1 turns them off (A1111's -1).
+    show_progress_every_n_steps: Option<i64>,
 }
 
 /// The fields of `txt2img` / `img2img` that stipple reads.
@@ -292,13 +296,15 @@ async fn interrupt(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 async fn get_options(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let live = state.status.live_previews();
     Json(json!({
         "sd_model_checkpoint": state.status.selected_model(),
         "sd_checkpoint_hash": null,
         "sd_vae": "Automatic",
         "CLIP_stop_at_last_layers": 1,
         "samples_format": "png",
-        "live_previews_enable": false,
+        "live_previews_enable": live.enabled,
+        "show_progress_every_n_steps": live.every,
     }))
 }
 
@@ -309,6 +315,18 @@ async fn set_options(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let (settings, _) = parse_json::<OverrideSettings>(body)?;
+    if settings.live_previews_enable.is_some() || settings.show_progress_every_n_steps.is_some() {
+        let mut live = state.status.live_previews();
+        if let Some(enabled) = settings.live_previews_enable {
+            live.enabled = enabled;
+        }
+        match settings.show_progress_every_n_steps {
+            Some(n) if n < 1 => live.enabled = false,
+            Some(n) => live.every = usize::try_from(n).unwrap_or(usize::MAX),
+            None => {}
+        }
+        state.status.set_live_previews(live);
+    }
     if let Some(requested) = settings.sd_model_checkpoint {
         let name = state.model_named(&requested, "sd_model_checkpoint")?;
         match state.queue.run(Work::LoadModel(name.clone())).await? {

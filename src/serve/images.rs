@@ -23,6 +23,13 @@ pub fn png_base64(
     Ok(BASE64.encode(png))
 }
 
+/// A live preview as a base64 PNG (no text chunk).
+pub fn preview_png_base64(preview: &crate::pipeline::PreviewImage) -> crate::Result<String> {
+    let (w, h) = (preview.width as u32, preview.height as u32);
+    let png = image_io::encode_png(w, h, &preview.rgb, None)?;
+    Ok(BASE64.encode(png))
+}
+
 /// Decodes base64 (a bare string or a `data:…;base64,` URL), naming `field` on failure.
 fn decode_base64(text: &str, field: &str) -> Result<Vec<u8>, ApiError> {
     let data = match text.split_once(";base64,") {

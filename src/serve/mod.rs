@@ -68,6 +68,10 @@ pub struct ServeConfig {
     /// `Access-Control-Allow-Origin` value (`*` for any); None = no CORS headers.
     pub cors: Option<String>,
     pub limits: Limits,
+    /// Live previews in `/sdapi/v1/progress` at start (clients may switch them).
+    pub live_previews: status::LivePreviews,
+    /// A TAESD folder for the previews (else the latent→RGB projection).
+    pub taesd: Option<PathBuf>,
 }
 
 /// What every handler shares.
@@ -185,11 +189,13 @@ impl Server {
         }
         let catalog = ModelCatalog::scan(&config.model, config.models_dir.as_deref())?;
         let status = Arc::new(Status::new(catalog.default_model().name.clone()));
+        status.set_live_previews(config.live_previews);
         let (tx, rx) = std::sync::mpsc::sync_channel(config.queue);
         let worker_config = worker::WorkerConfig {
             gpu: config.gpu.clone(),
             dtype: config.dtype,
             catalog: catalog.clone(),
+            taesd: config.taesd.clone(),
         };
         let spawn_status = status.clone();
         let (worker, adapter) =

@@ -1,6 +1,7 @@
 //! What the server is doing, shared by the GPU worker (writes) and the HTTP handlers (read):
 //! the running job's progress for `/sdapi/v1/progress`, its interrupt flag for
-//! `/sdapi/v1/interrupt`, the queue length, the loaded and the selected model.
+//! `/sdapi/v1/interrupt`, the queue length, the loaded and the selected model, and the live
+//! preview setting with the running job's latest preview.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +27,26 @@ struct Running {
     image: usize,
     step: usize,
     steps: usize,
+    /// The latest live preview, a base64 PNG.
+    preview: Option<String>,
+}
+
+/// Live previews for `/sdapi/v1/progress` (`stipple serve --previews --preview-every N`, or
+/// A1111's `live_previews_enable` and `show_progress_every_n_steps` options).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LivePreviews {
+    pub enabled: bool,
+    /// Steps between previews (≥ 1).
+    pub every: usize,
+}
+
+impl Default for LivePreviews {
+    fn default() -> Self {
+        LivePreviews {
+            enabled: false,
+            every: 5,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +56,7 @@ struct Inner {
     loaded: Option<String>,
     /// The model new jobs use (A1111 `sd_model_checkpoint`).
     selected: String,
+    live_previews: LivePreviews,
 }
 
 /// One `/sdapi/v1/progress` answer.
@@ -43,7 +65,8 @@ pub struct ProgressReport {
     pub progress: f64,
     pub eta_relative: f64,
     pub state: ProgressState,
-    /// A base64 PNG preview; null: stipple has no previews yet.
+    /// The running job's latest preview, a base64 PNG; null when previews are off or none
+    /// has been made yet.
     pub current_image: Option<String>,
     pub textinfo: Option<String>,
 }
@@ -144,6 +167,7 @@ impl Status {
             image: 0,
             step: 0,
             steps: 0,
+            preview: None,
         });
     }
 
@@ -152,6 +176,25 @@ impl Status {
         if let Some(r) = self.lock().running.as_mut() {
             (r.image, r.step, r.steps) = (image, step, steps);
         }
+    }
+
+    /// The running job's latest preview (base64 PNG).
+    pub fn set_preview(&self, png_base64: String) {
+        if let Some(r) = self.lock().running.as_mut() {
+            r.preview = Some(png_base64);
+        }
+    }
+
+    pub fn live_previews(&self) -> LivePreviews {
+        self.lock().live_previews
+    }
+
+    /// Turns previews on or off and sets their period (values < 1 are raised to 1).
+    pub fn set_live_previews(&self, previews: LivePreviews) {
+        self.lock().live_previews = LivePreviews {
+            every: previews.every.max(1),
+            ..previews
+        };
     }
 
     pub fn end_job(&self) {
@@ -221,7 +264,7 @@ impl Status {
                 sampling_step: r.step,
                 sampling_steps: r.steps,
             },
-            current_image: None,
+            current_image: r.preview.clone(),
             textinfo: None,
         }
     }
@@ -249,9 +292,13 @@ mod tests {
         assert!((p.progress - 0.75).abs() < 1e-12);
         assert_eq!(p.state.sampling_step, 5);
         assert_eq!(p.state.job_count, 1);
+        assert_eq!(p.current_image, None);
+        status.set_preview("cG5n".into());
+        assert_eq!(status.progress().current_image.as_deref(), Some("cG5n"));
         assert!(status.interrupt());
         assert!(flags.interrupted.load(Ordering::SeqCst));
         status.end_job();
+        assert_eq!(status.progress().current_image, None);
         assert!(!status.interrupt());
     }
 }

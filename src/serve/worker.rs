@@ -12,7 +12,7 @@ use super::queue::{GenerateJob, Generated, Job, JobError, Reply, Work};
 use super::status::{JobFlags, Status};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuOptions};
-use crate::pipeline::{Pipeline, Progress};
+use crate::pipeline::{Pipeline, PreviewMethod, PreviewOptions, Progress};
 
 /// What the worker needs to start.
 #[derive(Clone, Debug)]
@@ -21,6 +21,8 @@ pub struct WorkerConfig {
     /// None = auto (f16 on GPUs with shader-f16, f32 on CPU adapters).
     pub dtype: Option<DType>,
     pub catalog: ModelCatalog,
+    /// A TAESD folder that decodes live previews (else the latent→RGB projection).
+    pub taesd: Option<std::path::PathBuf>,
 }
 
 struct Worker {
@@ -100,7 +102,10 @@ impl Worker {
                     ),
                 )
             })?;
-            let pipeline = Pipeline::load(&self.gpu, &entry.path, self.config.dtype)?;
+            let mut pipeline = Pipeline::load(&self.gpu, &entry.path, self.config.dtype)?;
+            if let Some(taesd) = &self.config.taesd {
+                pipeline.set_taesd(taesd)?;
+            }
             self.status.set_loaded_model(Some(&entry.name));
             self.loaded = Some((entry.name.clone(), pipeline));
         }
@@ -136,6 +141,15 @@ impl Worker {
     fn generate(&mut self, job: GenerateJob, flags: &JobFlags) -> Result<Reply, JobError> {
         let status = self.status.clone();
         let pipeline = self.ensure_loaded(&job.model).map_err(JobError::Failed)?;
+        let live = status.live_previews();
+        let previews = live.enabled.then(|| PreviewOptions {
+            every: live.every,
+            method: if pipeline.has_taesd() {
+                PreviewMethod::Taesd
+            } else {
+                PreviewMethod::Linear
+            },
+        });
         let mut images = Vec::with_capacity(job.seeds.len());
         for (k, &seed) in job.seeds.iter().enumerate() {
             let mut options = job.options.clone();
@@ -144,8 +158,14 @@ impl Worker {
                 options.init_image = Some(job.init_images[k % job.init_images.len()].clone());
             }
             status.set_progress(k, 0, 0);
-            let out = pipeline.generate(&options, |step, steps| {
-                status.set_progress(k, step, steps);
+            let out = pipeline.generate_with_previews(&options, previews.as_ref(), |info| {
+                status.set_progress(k, info.step, info.total);
+                if let Some(preview) = &info.preview {
+                    // A preview that cannot be encoded is skipped, not fatal.
+                    if let Ok(png) = super::images::preview_png_base64(preview) {
+                        status.set_preview(png);
+                    }
+                }
                 let stop = flags.disconnected.load(Ordering::SeqCst)
                     || flags.interrupted.load(Ordering::SeqCst)
                     || status.is_shutting_down();

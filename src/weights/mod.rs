@@ -28,7 +28,7 @@ pub mod writer;
 
 pub use dtype::{to_f32, FileDtype};
 pub use resolve::{resolve_dir, ResolvedWeights};
-pub use tensor_data::TensorData;
+pub use tensor_data::{transpose_bytes, TensorData};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -50,6 +50,9 @@ struct Entry {
     shape: Vec<usize>,
     range: Range<usize>,
     used: AtomicBool,
+    /// A 2-D tensor stored as its transpose (`shape` is the shape read; the file holds
+    /// `(shape[1], shape[0])`): OpenCLIP's `text_projection` read as a Linear weight.
+    transposed: bool,
 }
 
 /// The tensors of one model (one file, or the shards of one index), memory-mapped.
@@ -163,7 +166,28 @@ impl Weights {
         Ok(weights)
     }
 
-    /// The on-disk dtype, shape and bytes of a tensor (for copying it unchanged).
+    /// Declares the 2-D tensor `full_name` (already renamed) to be stored transposed in the
+    /// file: it is read as the `(cols, rows)` transpose of the file's `(rows, cols)`. Returns
+    /// false (and changes nothing) when there is no such 2-D tensor.
+    pub(crate) fn read_transposed(&mut self, full_name: &str) -> bool {
+        match self.tensors.get_mut(full_name) {
+            Some(e) if e.shape.len() == 2 && !e.transposed => {
+                e.shape.swap(0, 1);
+                e.transposed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `full_name` is read transposed from the file ([`Weights::raw`] gives the
+    /// file's bytes, in the file's `(shape[1], shape[0])` order).
+    pub fn is_transposed(&self, full_name: &str) -> bool {
+        self.tensors.get(full_name).is_some_and(|e| e.transposed)
+    }
+
+    /// The on-disk dtype, shape and bytes of a tensor (for copying it unchanged; see
+    /// [`Weights::is_transposed`] for the one exception to "the shape describes the bytes").
     pub fn raw(&self, full_name: &str) -> Option<(FileDtype, &[usize], &[u8])> {
         let e = self.tensors.get(full_name)?;
         Some((e.dtype, &e.shape, self.files[e.file].bytes(e.range.clone())))
@@ -290,6 +314,7 @@ impl Weights {
                     shape: t.shape,
                     range: t.range,
                     used: AtomicBool::new(false),
+                    transposed: false,
                 },
             );
         }
@@ -348,12 +373,21 @@ impl Weights {
 
     fn read(&self, full: &str, entry: &Entry) -> Result<Vec<f32>> {
         let file = &self.files[entry.file];
-        let data =
-            to_f32(entry.dtype, file.bytes(entry.range.clone())).map_err(|message| Error::Weight {
-                file: self.file_of(entry),
-                tensor: full.to_string(),
-                message,
-            });
+        let bytes = file.bytes(entry.range.clone());
+        let transposed;
+        let bytes = if entry.transposed {
+            // The file holds (shape[1], shape[0]).
+            let element = entry.dtype.byte_size(1).unwrap_or(1);
+            transposed = transpose_bytes(bytes, entry.shape[1], entry.shape[0], element);
+            &transposed[..]
+        } else {
+            bytes
+        };
+        let data = to_f32(entry.dtype, bytes).map_err(|message| Error::Weight {
+            file: self.file_of(entry),
+            tensor: full.to_string(),
+            message,
+        });
         file.release(entry.range.clone());
         data
     }
@@ -361,16 +395,16 @@ impl Weights {
     /// `entry` as a [`TensorData`] borrowed from the map (F32, F16 and BF16 only).
     fn data(&self, full: &str, entry: &Entry) -> Result<TensorData<'_>> {
         let file = &self.files[entry.file];
-        TensorData::new(file, entry.range.clone(), entry.dtype, entry.shape.clone()).ok_or_else(
-            || Error::Weight {
+        let data = TensorData::new(file, entry.range.clone(), entry.dtype, entry.shape.clone());
+        data.map(|d| if entry.transposed { d.transposed() } else { d })
+            .ok_or_else(|| Error::Weight {
                 file: self.file_of(entry),
                 tensor: full.to_string(),
                 message: format!(
                     "dtype {} cannot be converted to f32 (supported: F32, F16, BF16)",
                     entry.dtype
                 ),
-            },
-        )
+            })
     }
 }
 

@@ -102,6 +102,12 @@ pub fn unet(c: &UNet2DConditionConfig) -> TensorList {
     b.conv("conv_in", c.in_channels, ch[0], c.conv_in_kernel);
     b.linear("time_embedding.linear_1", ch[0], temb, true);
     b.linear("time_embedding.linear_2", temb, temb, true);
+    if c.addition_embed_type.as_deref() == Some("text_time") {
+        // SDXL: pooled text embedding ‖ sinusoidal time ids → the time embedding's width.
+        let input = c.projection_class_embeddings_input_dim.unwrap_or(0);
+        b.linear("add_embedding.linear_1", input, temb, true);
+        b.linear("add_embedding.linear_2", temb, temb, true);
+    }
 
     let mut out = ch[0];
     for (i, kind) in c.down_block_types.iter().enumerate() {
@@ -273,4 +279,15 @@ pub fn clip_text_model(c: &ClipTextConfig) -> TensorList {
     }
     b.norm("text_model.final_layer_norm", d);
     b.tensors
+}
+
+/// `CLIPTextModelWithProjection` (SDXL's `text_encoder_2`): the text model and
+/// `text_projection` (no bias).
+pub fn clip_text_model_with_projection(c: &ClipTextConfig) -> TensorList {
+    let mut list = clip_text_model(c);
+    list.push((
+        "text_projection.weight".into(),
+        vec![c.projection_dim, c.hidden_size],
+    ));
+    list
 }

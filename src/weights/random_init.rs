@@ -31,12 +31,20 @@ pub fn family_tensors(family: Family) -> Result<Vec<(&'static str, &'static str,
     let unet: UNet2DConditionConfig = parse(family, "unet", &c.unet)?;
     let vae: AutoencoderKLConfig = parse(family, "vae", &c.vae)?;
     let text: ClipTextConfig = parse(family, "text_encoder", &c.text_encoder)?;
-    Ok(vec![
-        (
-            "text_encoder",
+    let mut files = vec![(
+        "text_encoder",
+        "model.safetensors",
+        module_tensors::clip_text_model(&text),
+    )];
+    if let Some(config) = &c.text_encoder_2 {
+        let text_2: ClipTextConfig = parse(family, "text_encoder_2", config)?;
+        files.push((
+            "text_encoder_2",
             "model.safetensors",
-            module_tensors::clip_text_model(&text),
-        ),
+            module_tensors::clip_text_model_with_projection(&text_2),
+        ));
+    }
+    files.extend([
         (
             "unet",
             "diffusion_pytorch_model.safetensors",
@@ -47,7 +55,8 @@ pub fn family_tensors(family: Family) -> Result<Vec<(&'static str, &'static str,
             "diffusion_pytorch_model.safetensors",
             module_tensors::autoencoder_kl(&vae),
         ),
-    ])
+    ]);
+    Ok(files)
 }
 
 /// A family's component config as stipple's config type.
@@ -90,8 +99,10 @@ pub fn write_random_folder(
 /// Writes a random `family` checkpoint as one LDM-layout `.safetensors` file `out` (the
 /// layout AUTOMATIC1111 and ComfyUI load): the diffusers folder is written next to it first
 /// (as `.NAME.partial`), converted with [`super::single_file::convert::folder_to_single_file`]
-/// and removed. Same seed, same values as [`write_random_folder`]. SD-Turbo's Euler/trailing
-/// scheduler config does not travel in a single file (it loads as SD2.1-base).
+/// and removed. Same seed, same values as [`write_random_folder`]. SD-Turbo's and SDXL-Turbo's
+/// Euler/trailing scheduler configs do not travel in a single file (they load as SD2.1-base and
+/// SDXL base: pass the Turbo preset or scheduler flags when generating). The weights stream
+/// through memory maps (folder → file), so host memory stays far below the model's size.
 pub fn write_random_single_file(
     family: Family,
     dtype: FileDtype,
@@ -155,6 +166,12 @@ fn write_into(
         write_json(dir.join(component).join(file), config)?;
     }
     copy_tokenizer(tokenizer, &dir.join("tokenizer"), family.is_sd2())?;
+    if let Some(config) = &configs.text_encoder_2 {
+        // SDXL: OpenCLIP bigG's tokenizer pads with `!`.
+        mkdir(&dir.join("text_encoder_2"))?;
+        write_json(dir.join("text_encoder_2").join("config.json"), config)?;
+        copy_tokenizer(tokenizer, &dir.join("tokenizer_2"), true)?;
+    }
 
     let files = family_tensors(family)?;
     let total: u64 = files

@@ -19,6 +19,8 @@ pub struct TensorData<'a> {
     elements: Elements<'a>,
     pub dtype: FileDtype,
     pub shape: Vec<usize>,
+    /// Read as the transpose of the file's `(shape[1], shape[0])` bytes.
+    transposed: bool,
 }
 
 /// The bytes as little-endian elements (byte arrays: the map gives no alignment).
@@ -60,7 +62,26 @@ impl<'a> TensorData<'a> {
             elements,
             dtype,
             shape,
+            transposed: false,
         })
+    }
+
+    /// This 2-D tensor read as the transpose of the bytes: `self.shape` is the shape read, the
+    /// file holds `(shape[1], shape[0])` row-major.
+    pub(super) fn transposed(mut self) -> Self {
+        self.transposed = self.shape.len() == 2;
+        self
+    }
+
+    /// The file element behind element `i` of the tensor as read.
+    #[inline]
+    fn source_index(&self, i: usize) -> usize {
+        if self.transposed {
+            let (rows, cols) = (self.shape[0], self.shape[1]);
+            (i % cols) * rows + i / cols
+        } else {
+            i
+        }
     }
 
     pub fn numel(&self) -> usize {
@@ -75,6 +96,7 @@ impl<'a> TensorData<'a> {
     /// Element `i` (row-major) as `f32`. Panics if `i >= numel` (a caller invariant).
     #[inline]
     pub fn get(&self, i: usize) -> f32 {
+        let i = self.source_index(i);
         match self.elements {
             Elements::F32(e) => f32::from_le_bytes(e[i]),
             Elements::F16(e) => half::f16::from_le_bytes(e[i]).to_f32(),
@@ -85,6 +107,12 @@ impl<'a> TensorData<'a> {
 
     /// Elements `start..start + out.len()` as `f32`, converted in one pass.
     pub fn read(&self, start: usize, out: &mut [f32]) {
+        if self.transposed {
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = self.get(start + k);
+            }
+            return;
+        }
         let end = start + out.len();
         match self.elements {
             Elements::F32(e) => {
@@ -122,6 +150,18 @@ impl<'a> TensorData<'a> {
         self.read(0, &mut out);
         out
     }
+}
+
+/// The `(cols, rows)` transpose of a row-major `(rows, cols)` matrix of `element`-byte values.
+pub fn transpose_bytes(bytes: &[u8], rows: usize, cols: usize, element: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for c in 0..cols {
+        for r in 0..rows {
+            let at = (r * cols + c) * element;
+            out.extend_from_slice(&bytes[at..at + element]);
+        }
+    }
+    out
 }
 
 impl Drop for TensorData<'_> {

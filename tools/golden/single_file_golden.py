@@ -9,9 +9,11 @@ safetensors==0.8.0 (the other golden scripts' pins).
   python3 tools/golden/single_file_golden.py                  # uses target/release/stipple
 
 For each fixture folder (tiny-sd1: SD1 layout, f32; tiny-sd2: SD2/OpenCLIP layout, f16;
-tiny-pipe: SD1 layout with layers_per_block 1, f16) it runs `stipple convert` into a temporary
+tiny-pipe: SD1 layout with layers_per_block 1, f16; tiny-sdxl: SDXL layout, CLIP-L +
+OpenCLIP-bigG-style encoders, text_time UNet, f16) it runs `stipple convert` into a temporary
 directory, then loads the file with `StableDiffusionPipeline.from_single_file(file,
-config=folder)` (diffusers' own LDM converter: `convert_ldm_unet_checkpoint`,
+config=folder)` (`StableDiffusionXLPipeline` for tiny-sdxl, which also compares text_encoder_2,
+`text_projection` included) (diffusers' own LDM converter: `convert_ldm_unet_checkpoint`,
 `convert_ldm_vae_checkpoint`, `convert_open_clip_checkpoint`, …) and the folder with
 `from_pretrained(folder)`, and compares the UNet, VAE and text encoder state dicts exactly
 (same names, shapes and bits, both loaded as float32, which f16 converts to exactly;
@@ -34,10 +36,10 @@ import sys
 import tempfile
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-FIXTURES = ["tiny-sd1", "tiny-sd2", "tiny-pipe"]
+FIXTURES = ["tiny-sd1", "tiny-sd2", "tiny-pipe", "tiny-sdxl"]
 
 
 def compare(name, a, b):
@@ -159,11 +161,15 @@ def main():
             subprocess.run([args.stipple, "convert", str(folder), str(file)], check=True)
             print(f"{fixture}: {file.stat().st_size} bytes")
             # Both in float32: f16 → f32 is exact, so equality stays bit-for-bit.
-            ref = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, torch_dtype=torch.float32)
-            single = StableDiffusionPipeline.from_single_file(
+            xl = fixture == "tiny-sdxl"
+            cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+            extra = {} if xl else {"safety_checker": None}
+            ref = cls.from_pretrained(folder, torch_dtype=torch.float32, **extra)
+            single = cls.from_single_file(
                 str(file), config=str(folder), local_files_only=True, torch_dtype=torch.float32
             )
-            for part in ["unet", "vae", "text_encoder"]:
+            parts = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if xl else [])
+            for part in parts:
                 total += compare(part, getattr(ref, part).state_dict(), getattr(single, part).state_dict())
     print("OK: every tensor equal" if total == 0 else f"FAILED: {total} differences")
     sys.exit(1 if total else 0)

@@ -1,11 +1,13 @@
 //! The component configs a single file is loaded with: the family's built-in [`Preset`], or
 //! those of a diffusers folder given with `--config DIR` (as diffusers'
 //! `from_single_file(path, config=DIR)` does: `unet/config.json`, `vae/config.json`,
-//! `text_encoder/config.json`, `scheduler/scheduler_config.json`, and `tokenizer/` when present).
+//! `text_encoder/config.json`, `scheduler/scheduler_config.json`, and `tokenizer/` when present;
+//! for SDXL also `text_encoder_2/config.json` and `tokenizer_2/`).
 //!
 //! A single file carries no tokenizer: without one from `--config`, the CLIP vocabulary in
 //! `weights/clip_tokenizer` is used, padded with `!` for SD2.x (OpenCLIP) and `<|endoftext|>`
-//! for SD1.x, as the published tokenizers are.
+//! for SD1.x, as the published tokenizers are (SDXL: `<|endoftext|>` for the first tokenizer,
+//! `!` for the second).
 
 use std::path::{Path, PathBuf};
 
@@ -30,19 +32,28 @@ pub const CONFIG_FILES: [(&str, &str); 4] = [
     ("scheduler", "scheduler/scheduler_config.json"),
 ];
 
+/// SDXL's second text encoder config, relative to a diffusers folder.
+pub const TEXT_ENCODER_2_FILE: &str = "text_encoder_2/config.json";
+
 /// Everything a single file needs besides its tensors.
 #[derive(Clone, Debug)]
 pub struct Configs {
     pub unet: UNet2DConditionConfig,
     pub vae: AutoencoderKLConfig,
     pub text_encoder: ClipTextConfig,
+    /// SDXL: `CLIPTextModelWithProjection` (OpenCLIP bigG).
+    pub text_encoder_2: Option<ClipTextConfig>,
     pub scheduler: SchedulerConfig,
     /// The JSON text of each of [`CONFIG_FILES`], in that order (written by `stipple convert`).
     pub texts: [String; 4],
+    /// The JSON text of [`TEXT_ENCODER_2_FILE`] (SDXL).
+    pub text_2: Option<String>,
     /// `vocab.json` + `merges.txt` (+ optional special-token files).
     pub tokenizer_dir: PathBuf,
     /// Pad token to set when the tokenizer folder does not say (the built-in vocabulary).
     pub pad_token: Option<&'static str>,
+    /// SDXL's second tokenizer and its pad token (as for the first).
+    pub tokenizer_2: Option<(PathBuf, Option<&'static str>)>,
     /// Where the configs come from, for messages: a preset name or the folder.
     pub origin: String,
 }
@@ -64,15 +75,25 @@ impl Configs {
     }
 
     pub fn preset(family: Family) -> Result<Configs> {
-        let p = Preset::for_family(family);
+        Self::from_preset(Preset::for_family(family))
+    }
+
+    /// The configs of a preset (e.g. [`Preset::named`]).
+    pub fn from_preset(p: Preset) -> Result<Configs> {
         let label = PathBuf::from(format!("<built-in {} config>", p.name));
-        Self::from_texts(
+        let mut configs = Self::from_texts(
             [p.unet, p.vae, p.text_encoder, p.scheduler],
-            &[label.clone(), label.clone(), label.clone(), label],
+            &[label.clone(), label.clone(), label.clone(), label.clone()],
             PathBuf::from(CLIP_TOKENIZER_DIR),
             Some(p.pad_token),
             format!("built-in {} configs", p.name),
-        )
+        )?;
+        if let Some(text) = p.text_encoder_2 {
+            configs.text_encoder_2 = Some(parse(&text, &label)?);
+            configs.text_2 = Some(text);
+            configs.tokenizer_2 = Some((PathBuf::from(CLIP_TOKENIZER_DIR), Some("!")));
+        }
+        Ok(configs)
     }
 
     /// `family` only decides the pad token when `dir` has no `tokenizer/`.
@@ -91,7 +112,7 @@ impl Configs {
             let pad = Preset::for_family(family).pad_token;
             (PathBuf::from(CLIP_TOKENIZER_DIR), Some(pad))
         };
-        let configs = Self::from_texts(
+        let mut configs = Self::from_texts(
             texts,
             &paths,
             tokenizer_dir,
@@ -101,6 +122,20 @@ impl Configs {
         configs.unet.validate(&paths[0])?;
         configs.vae.validate(&paths[1])?;
         configs.text_encoder.validate(&paths[2])?;
+        let path_2 = dir.join(TEXT_ENCODER_2_FILE);
+        if family.is_sdxl() || path_2.is_file() {
+            let config: ClipTextConfig = read_config(&path_2)?;
+            config.validate(&path_2)?;
+            configs.text_encoder_2 = Some(config);
+            configs.text_2 =
+                Some(std::fs::read_to_string(&path_2).map_err(|e| Error::io(&path_2, e))?);
+            let tokenizer_2 = dir.join("tokenizer_2");
+            configs.tokenizer_2 = Some(if tokenizer_2.is_dir() {
+                (tokenizer_2, None)
+            } else {
+                (PathBuf::from(CLIP_TOKENIZER_DIR), Some("!"))
+            });
+        }
         Ok(configs)
     }
 
@@ -120,10 +155,13 @@ impl Configs {
             unet: parse(&texts[0], &labels[0])?,
             vae: parse(&texts[1], &labels[1])?,
             text_encoder: parse(&texts[2], &labels[2])?,
+            text_encoder_2: None,
             scheduler,
             texts,
+            text_2: None,
             tokenizer_dir,
             pad_token,
+            tokenizer_2: None,
             origin,
         })
     }
@@ -135,8 +173,13 @@ mod tests {
 
     #[test]
     fn presets_parse_and_use_the_shipped_vocabulary() {
-        for family in [Family::Sd1, Family::Sd2Base, Family::Sd2V] {
+        for family in [Family::Sd1, Family::Sd2Base, Family::Sd2V, Family::Sdxl] {
             let c = Configs::resolve(family, None).unwrap();
+            assert_eq!(c.text_encoder_2.is_some(), family.is_sdxl());
+            assert_eq!(
+                c.tokenizer_2.as_ref().map(|(_, pad)| *pad),
+                family.is_sdxl().then_some(Some("!"))
+            );
             assert_eq!(c.tokenizer_dir, Path::new(CLIP_TOKENIZER_DIR));
             assert!(c.tokenizer_dir.join("vocab.json").is_file());
             assert_eq!(

@@ -3,7 +3,11 @@
 //!
 //! The rule, checked in this order (names after stripping a top-level `state_dict.`):
 //!
-//! 1. any `conditioner.embedders.*` → SDXL: refused (not supported yet);
+//! 1. any `conditioner.embedders.*` → SDXL ([`detect_sdxl`]): **SDXL base / Turbo** when
+//!    `conditioner.embedders.0.transformer.*` (CLIP ViT-L/14) and
+//!    `conditioner.embedders.1.model.*` (OpenCLIP ViT-bigG/14) are there with a 4-channel UNet
+//!    `conv_in` and a VAE; the refiner (`conditioner.embedders.0.model.*`: bigG only, 2560-wide
+//!    `label_emb`) is refused; so is SDXL inpainting (9 input channels);
 //! 2. no `model.diffusion_model.input_blocks.0.0.weight` (the UNet's `conv_in`) → unknown;
 //! 3. that weight's input channels other than 4, or 9 (inpainting: latents + mask + masked
 //!    image, see `inpainting.rs`; an SD2.x one is SD2-base) → refused;
@@ -35,6 +39,8 @@ pub enum Family {
     Sd2Base,
     /// Stable Diffusion 2.x at 768 px, v-prediction.
     Sd2V,
+    /// SDXL base 1.0 architecture (also SDXL-Turbo: same tensors; see `presets`).
+    Sdxl,
 }
 
 impl Family {
@@ -43,18 +49,23 @@ impl Family {
             Family::Sd1 => "SD1.x",
             Family::Sd2Base => "SD2.x (512, epsilon)",
             Family::Sd2V => "SD2.x (768, v_prediction)",
+            Family::Sdxl => "SDXL",
         }
     }
 
     pub fn prediction_type(self) -> PredictionType {
         match self {
             Family::Sd2V => PredictionType::VPrediction,
-            Family::Sd1 | Family::Sd2Base => PredictionType::Epsilon,
+            Family::Sd1 | Family::Sd2Base | Family::Sdxl => PredictionType::Epsilon,
         }
     }
 
     pub fn is_sd2(self) -> bool {
-        self != Family::Sd1
+        matches!(self, Family::Sd2Base | Family::Sd2V)
+    }
+
+    pub fn is_sdxl(self) -> bool {
+        self == Family::Sdxl
     }
 }
 
@@ -75,11 +86,7 @@ pub fn detect<'a>(
     let looked_for = "looked for model.diffusion_model.* (UNet), first_stage_model.* (VAE) and \
                       cond_stage_model.transformer.* (SD1.x) or cond_stage_model.model.* (SD2.x)";
     if any("conditioner.embedders.") {
-        return Err(refuse(
-            file,
-            "SDXL single files are not supported yet (found conditioner.embedders.*); \
-             stipple loads SD1.x and SD2.x single files",
-        ));
+        return detect_sdxl(file, tensors);
     }
     let Some((_, conv_in)) = tensors.clone().find(|(n, _)| *n == CONV_IN) else {
         let sample: Vec<&str> = tensors.clone().take(5).map(|(n, _)| n).collect();
@@ -128,6 +135,60 @@ pub fn detect<'a>(
         file,
         format!("no text encoder found (no cond_stage_model.* tensor); {looked_for}"),
     ))
+}
+
+/// The SDXL part of the rule (step 1 of the module docs).
+fn detect_sdxl<'a>(
+    file: &Path,
+    tensors: impl Iterator<Item = (&'a str, &'a [usize])> + Clone,
+) -> Result<Family> {
+    let any = |prefix: &str| tensors.clone().any(|(n, _)| n.starts_with(prefix));
+    if any("conditioner.embedders.0.model.") {
+        return Err(refuse(
+            file,
+            "SDXL refiner checkpoints are not supported: conditioner.embedders.0 is OpenCLIP \
+             ViT-bigG alone (no CLIP ViT-L) and its UNet takes 2560-wide label_emb inputs; \
+             stipple loads SDXL base and SDXL-Turbo single files",
+        ));
+    }
+    let clip_l = "conditioner.embedders.0.transformer.";
+    let big_g = "conditioner.embedders.1.model.";
+    for (prefix, what) in [(clip_l, "CLIP ViT-L/14"), (big_g, "OpenCLIP ViT-bigG/14")] {
+        if !any(prefix) {
+            return Err(refuse(
+                file,
+                format!(
+                    "an SDXL checkpoint (conditioner.embedders.*) without {prefix}* ({what}): \
+                     SDXL base and Turbo files hold {clip_l}* and {big_g}*"
+                ),
+            ));
+        }
+    }
+    match tensors.clone().find(|(n, _)| *n == CONV_IN).map(|(_, s)| s) {
+        Some([_, 4, ..]) => {}
+        Some(shape) => {
+            return Err(refuse(
+                file,
+                format!(
+                    "SDXL {CONV_IN} has shape {shape:?}: only text-to-image SDXL (4 input \
+                     channels) is supported; 9 channels is an inpainting checkpoint"
+                ),
+            ))
+        }
+        None => {
+            return Err(refuse(
+                file,
+                format!("an SDXL checkpoint without its UNet (no {CONV_IN})"),
+            ))
+        }
+    }
+    if !any("first_stage_model.") {
+        return Err(refuse(
+            file,
+            "an SDXL checkpoint without its VAE (no first_stage_model.* tensor)",
+        ));
+    }
+    Ok(Family::Sdxl)
 }
 
 /// Top-level names of a checkpoint, normalised: `state_dict.` stripped; `None` for the EMA copy
@@ -206,11 +267,43 @@ mod tests {
         assert_eq!(Family::Sd2Base.prediction_type(), PredictionType::Epsilon);
     }
 
-    #[test]
-    fn sdxl_refused() {
-        let mut t = base("cond_stage_model.model.token_embedding.weight");
+    fn sdxl_base() -> Vec<(&'static str, Vec<usize>)> {
+        let mut t = base("conditioner.embedders.0.transformer.text_model.final_layer_norm.weight");
         t.push(("conditioner.embedders.1.model.ln_final.weight", vec![1280]));
-        assert!(message(run(&t, None)).contains("SDXL single files are not supported yet"));
+        t
+    }
+
+    #[test]
+    fn sdxl_base_and_refusals() {
+        assert_eq!(run(&sdxl_base(), None).unwrap(), Family::Sdxl);
+        assert_eq!(Family::Sdxl.prediction_type(), PredictionType::Epsilon);
+        assert!(!Family::Sdxl.is_sd2());
+        // Refiner: bigG alone at embedders.0.
+        let mut t = base("conditioner.embedders.0.model.ln_final.weight");
+        t[2].1 = vec![1280];
+        let m = message(run(&t, None));
+        assert!(
+            m.contains("SDXL refiner checkpoints are not supported"),
+            "{m}"
+        );
+        // One encoder missing.
+        let t: Vec<_> = sdxl_base()
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("conditioner.embedders.1"))
+            .collect();
+        let m = message(run(&t, None));
+        assert!(m.contains("without conditioner.embedders.1.model.*"), "{m}");
+        // Inpainting, no UNet, no VAE.
+        let mut t = sdxl_base();
+        t[0].1 = vec![320, 9, 3, 3];
+        assert!(message(run(&t, None)).contains("9 channels is an inpainting"));
+        let t: Vec<_> = sdxl_base().into_iter().skip(1).collect();
+        assert!(message(run(&t, None)).contains("without its UNet"));
+        let t: Vec<_> = sdxl_base()
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("first_stage_model."))
+            .collect();
+        assert!(message(run(&t, None)).contains("without its VAE"));
     }
 
     #[test]

@@ -18,6 +18,13 @@
 //! SD2 uses the output of OpenCLIP's penultimate block: diffusers' SD2 text encoder has 23 of
 //! the 24 layers, so `resblocks.i` for `i ≥ num_hidden_layers`, `text_projection` and
 //! `logit_scale` are ignored.
+//!
+//! - SDXL (`conditioner.embedders.*`): `embedders.0.transformer.` is CLIP ViT-L/14 in
+//!   transformers' layout → `text_encoder.` (a prefix swap, as SD1's);
+//!   `embedders.1.model.` is OpenCLIP ViT-bigG/14 → `text_encoder_2.` with the table above
+//!   for all of its layers (SDXL reads `hidden_states[-2]` itself), and its `text_projection`
+//!   `(D, P)`, applied as `x @ P`, read transposed as the Linear weight
+//!   `text_encoder_2.text_projection.weight` `(P, D)` (`CLIPTextModelWithProjection`).
 
 use super::table::Table;
 use crate::models::config::ClipTextConfig;
@@ -25,6 +32,9 @@ use crate::models::config::ClipTextConfig;
 pub const SD1_LDM: &str = "cond_stage_model.transformer.";
 pub const OPEN_CLIP_LDM: &str = "cond_stage_model.model.";
 pub const DIFFUSERS: &str = "text_encoder.";
+pub const SDXL_CLIP_L_LDM: &str = "conditioner.embedders.0.transformer.";
+pub const SDXL_OPEN_CLIP_LDM: &str = "conditioner.embedders.1.model.";
+pub const DIFFUSERS_2: &str = "text_encoder_2.";
 
 /// How many OpenCLIP blocks past the config's layers are listed as ignored (ViT-bigG has 32).
 const MAX_EXTRA_LAYERS: usize = 64;
@@ -38,8 +48,27 @@ pub fn sd1_table() -> Table {
 
 /// SD2.x: OpenCLIP → CLIPTextModel with `config.num_hidden_layers` layers.
 pub fn open_clip_table(config: &ClipTextConfig) -> Table {
+    open_clip_at(config, OPEN_CLIP_LDM, DIFFUSERS, false)
+}
+
+/// SDXL: CLIP-L → `text_encoder`, OpenCLIP bigG → `text_encoder_2` (`config_2`) with its
+/// projection.
+pub fn sdxl_table(config_2: &ClipTextConfig) -> Table {
     let mut t = Table::default();
-    let (l, d) = (OPEN_CLIP_LDM, format!("{DIFFUSERS}text_model."));
+    t.rename(SDXL_CLIP_L_LDM, DIFFUSERS);
+    t.extend(open_clip_at(
+        config_2,
+        SDXL_OPEN_CLIP_LDM,
+        DIFFUSERS_2,
+        true,
+    ));
+    t
+}
+
+/// OpenCLIP under `ldm` → CLIPTextModel(WithProjection) under `diffusers`.
+fn open_clip_at(config: &ClipTextConfig, ldm: &str, diffusers: &str, projection: bool) -> Table {
+    let mut t = Table::default();
+    let (l, d) = (ldm, format!("{diffusers}text_model."));
     t.rename(
         format!("{l}token_embedding.weight"),
         format!("{d}embeddings.token_embedding.weight"),
@@ -73,6 +102,12 @@ pub fn open_clip_table(config: &ClipTextConfig) -> Table {
     let first_unused = config.num_hidden_layers;
     for i in first_unused..first_unused + MAX_EXTRA_LAYERS {
         t.ignore.push(format!("{l}transformer.resblocks.{i}."));
+    }
+    if projection {
+        t.transpose(
+            format!("{l}text_projection"),
+            format!("{diffusers}text_projection.weight"),
+        );
     }
     for name in ["text_projection", "logit_scale", "attn_mask"] {
         t.ignore.push(format!("{l}{name}"));
@@ -169,6 +204,50 @@ mod tests {
             "cond_stage_model.model.transformer.resblocks.1.attn.in_proj_bias"
         );
         assert_eq!(back.part, Part::Rows { index: 2, count: 3 });
+    }
+
+    #[test]
+    fn sdxl_encoders() {
+        let t = sdxl_table(&ClipTextConfig {
+            num_hidden_layers: 32,
+            ..ClipTextConfig::default()
+        });
+        assert_eq!(
+            t.to_diffusers(
+                "conditioner.embedders.0.transformer.text_model.encoder.layers.11.mlp.fc2.bias"
+            ),
+            Mapped::Rename("text_encoder.text_model.encoder.layers.11.mlp.fc2.bias".into())
+        );
+        let g = |s: &str| t.to_diffusers(&format!("conditioner.embedders.1.model.{s}"));
+        assert_eq!(
+            g("transformer.resblocks.31.ln_1.weight"),
+            Mapped::Rename("text_encoder_2.text_model.encoder.layers.31.layer_norm1.weight".into())
+        );
+        assert_eq!(
+            g("transformer.resblocks.0.attn.in_proj_weight"),
+            Mapped::Rows(
+                ["q_proj", "k_proj", "v_proj"]
+                    .map(|p| format!(
+                        "text_encoder_2.text_model.encoder.layers.0.self_attn.{p}.weight"
+                    ))
+                    .to_vec()
+            )
+        );
+        assert_eq!(
+            g("ln_final.bias"),
+            Mapped::Rename("text_encoder_2.text_model.final_layer_norm.bias".into())
+        );
+        assert_eq!(
+            g("text_projection"),
+            Mapped::Transpose("text_encoder_2.text_projection.weight".into())
+        );
+        assert_eq!(g("logit_scale"), Mapped::Ignored);
+        assert_eq!(
+            t.to_ldm("text_encoder_2.text_projection.weight")
+                .unwrap()
+                .part,
+            Part::Transposed
+        );
     }
 
     #[test]

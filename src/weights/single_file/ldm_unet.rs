@@ -12,11 +12,15 @@
 //! | `output_blocks.{i(L+1)+j}.0` / `.1`   | `up_blocks.i.resnets.j` / `attentions.j`   |
 //! | `output_blocks.{i(L+1)+L}.{1 or 2}.conv` | `up_blocks.i.upsamplers.0.conv` (2 when the block has attention) |
 //! | `out.0` / `out.2`                     | `conv_norm_out` / `conv_out`               |
+//! | `label_emb.0.0` / `label_emb.0.2` (SDXL, `addition_embed_type` `text_time`) | `add_embedding.linear_1` / `linear_2` |
 //!
 //! Inside a resnet: `in_layers.0` → `norm1`, `in_layers.2` → `conv1`, `emb_layers.1` →
 //! `time_emb_proj`, `out_layers.0` → `norm2`, `out_layers.3` → `conv2`, `skip_connection` →
 //! `conv_shortcut`. Inside an attention (SpatialTransformer) the names are already diffusers'
-//! (`norm`, `proj_in`, `transformer_blocks.0.attn1.to_q`, …, `proj_out`).
+//! (`norm`, `proj_in`, `transformer_blocks.k.attn1.to_q`, …, `proj_out`), so one prefix rule per
+//! attention covers any `transformer_layers_per_block` (SDXL: none at level 0, 2 at level 1, 10
+//! at level 2 and in the mid block). Levels without attention (SDXL's first) shift the upsampler
+//! to `.1`, as the table says.
 
 use super::table::Table;
 use crate::models::config::UNet2DConditionConfig;
@@ -59,6 +63,10 @@ pub fn table(config: &UNet2DConditionConfig) -> Table {
     r(&mut t, "time_embed.0", "time_embedding.linear_1");
     r(&mut t, "time_embed.2", "time_embedding.linear_2");
     r(&mut t, "input_blocks.0.0", "conv_in");
+    if config.addition_embed_type.as_deref() == Some("text_time") {
+        r(&mut t, "label_emb.0.0", "add_embedding.linear_1");
+        r(&mut t, "label_emb.0.2", "add_embedding.linear_2");
+    }
     for i in 0..n {
         let attn = has_attention(config.down_block_types.get(i));
         for j in 0..l {
@@ -280,6 +288,62 @@ mod tests {
                     Some("up_blocks.0.upsamplers.0.conv.weight"),
                 ),
             ],
+        );
+    }
+
+    /// SDXL base: 3 levels (no attention at level 0), 2 resnets per level, text_time.
+    fn sdxl() -> UNet2DConditionConfig {
+        let p = crate::weights::published_configs::Family::SdxlBase.configs();
+        serde_json::from_value(p.unet).unwrap()
+    }
+
+    #[test]
+    fn sdxl_blocks_and_label_emb() {
+        check(
+            &sdxl(),
+            &[
+                (
+                    "label_emb.0.0.weight",
+                    Some("add_embedding.linear_1.weight"),
+                ),
+                ("label_emb.0.2.bias", Some("add_embedding.linear_2.bias")),
+                ("input_blocks.1.1.norm.weight", None),
+                (
+                    "input_blocks.3.0.op.weight",
+                    Some("down_blocks.0.downsamplers.0.conv.weight"),
+                ),
+                (
+                    "input_blocks.4.1.transformer_blocks.1.attn2.to_k.weight",
+                    Some("down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k.weight"),
+                ),
+                (
+                    "input_blocks.8.1.transformer_blocks.9.ff.net.2.bias",
+                    Some("down_blocks.2.attentions.1.transformer_blocks.9.ff.net.2.bias"),
+                ),
+                ("input_blocks.9.0.op.weight", None),
+                (
+                    "middle_block.1.transformer_blocks.9.norm3.weight",
+                    Some("mid_block.attentions.0.transformer_blocks.9.norm3.weight"),
+                ),
+                (
+                    "output_blocks.2.2.conv.weight",
+                    Some("up_blocks.0.upsamplers.0.conv.weight"),
+                ),
+                (
+                    "output_blocks.5.2.conv.bias",
+                    Some("up_blocks.1.upsamplers.0.conv.bias"),
+                ),
+                (
+                    "output_blocks.8.0.skip_connection.weight",
+                    Some("up_blocks.2.resnets.2.conv_shortcut.weight"),
+                ),
+                ("output_blocks.8.1.norm.weight", None),
+            ],
+        );
+        let sd15 = table(&UNet2DConditionConfig::stable_diffusion_v1());
+        assert_eq!(
+            sd15.to_diffusers("model.diffusion_model.label_emb.0.0.weight"),
+            Mapped::Unknown
         );
     }
 

@@ -7,7 +7,7 @@
 //! are dropped: the non-EMA weights are used) and detects the family ([`detect`]). Then, once
 //! the component configs are known (built-in [`presets`] or a diffusers folder's),
 //! [`LdmCheckpoint::into_weights`] renames every tensor to its diffusers name under `unet.`,
-//! `vae.` and `text_encoder.` through the [`table`] built for those configs, so each model's
+//! `vae.`, `text_encoder.` (and SDXL's `text_encoder_2.`) through the [`table`] built for those configs, so each model's
 //! usual `load(ctx, &weights.pp("unet"), config)` reads it unchanged. No tensor is copied:
 //! renamed entries point into the same memory map (OpenCLIP's fused q/k/v at row sub-ranges).
 //! Messages about missing or unused tensors use the file's LDM names.
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use super::safetensors_file::{SafetensorsFile, TensorInfo};
 use super::{FileDtype, Weights};
 use crate::error::{Error, Result};
-use crate::models::config::{AutoencoderKLConfig, ClipTextConfig, UNet2DConditionConfig};
+use configs::Configs;
 pub use detect::Family;
 use table::{Mapped, Part, Table};
 
@@ -133,19 +133,15 @@ impl LdmCheckpoint {
     }
 
     /// The rename table of this file's family for these component configs.
-    pub fn table(
-        &self,
-        unet: &UNet2DConditionConfig,
-        vae: &AutoencoderKLConfig,
-        text_encoder: &ClipTextConfig,
-    ) -> Table {
-        full_table(self.family, unet, vae, text_encoder)
+    pub fn table(&self, configs: &Configs) -> Table {
+        full_table(self.family, configs)
     }
 
     /// The tensors under their diffusers names (`unet.*`, `vae.*`, `text_encoder.*`).
     /// Tensors no rule maps keep their LDM name, so [`Weights::finish`] reports them.
     pub fn into_weights(self, table: Table) -> Result<Weights> {
         let mut renamed = Vec::with_capacity(self.tensors.len());
+        let mut transposed = Vec::new();
         for t in self.tensors {
             if detect::is_ignored_extra(&t.name) {
                 continue;
@@ -161,6 +157,10 @@ impl LdmCheckpoint {
                     };
                     renamed.push(TensorInfo { name, shape, ..t });
                 }
+                Mapped::Transpose(name) => {
+                    transposed.push(name.clone());
+                    renamed.push(TensorInfo { name, ..t });
+                }
                 Mapped::Rows(parts) => renamed.extend(split_rows(&self.path, &t, &parts)?),
             }
         }
@@ -171,23 +171,28 @@ impl LdmCheckpoint {
                 _ => s.ldm,
             })
         };
-        Weights::renamed(self.path, self.file, renamed, Box::new(names))
+        let mut weights = Weights::renamed(self.path, self.file, renamed, Box::new(names))?;
+        for name in &transposed {
+            // Not 2-D: left as is, and the model's load reports the shape.
+            weights.read_transposed(name);
+        }
+        Ok(weights)
     }
 }
 
-/// The table for a family: UNet + VAE + the family's text encoder.
-pub fn full_table(
-    family: Family,
-    unet: &UNet2DConditionConfig,
-    vae: &AutoencoderKLConfig,
-    text_encoder: &ClipTextConfig,
-) -> Table {
-    let mut t = ldm_unet::table(unet);
-    t.extend(ldm_vae::table(vae));
-    t.extend(if family.is_sd2() {
-        ldm_clip::open_clip_table(text_encoder)
-    } else {
-        ldm_clip::sd1_table()
+/// The table for a family: UNet + VAE + the family's text encoder(s).
+pub fn full_table(family: Family, configs: &Configs) -> Table {
+    let mut t = ldm_unet::table(&configs.unet);
+    t.extend(ldm_vae::table(&configs.vae));
+    t.extend(match family {
+        Family::Sdxl => ldm_clip::sdxl_table(
+            configs
+                .text_encoder_2
+                .as_ref()
+                .unwrap_or(&configs.text_encoder),
+        ),
+        Family::Sd2Base | Family::Sd2V => ldm_clip::open_clip_table(&configs.text_encoder),
+        Family::Sd1 => ldm_clip::sd1_table(),
     });
     t
 }

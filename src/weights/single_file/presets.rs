@@ -1,13 +1,17 @@
 //! Built-in component configs for single files, which carry none: the published diffusers
-//! configs of `stable-diffusion-v1-5/stable-diffusion-v1-5`, `stabilityai/stable-diffusion-2-1-base`
-//! and `stabilityai/stable-diffusion-2-1`, from [`crate::weights::published_configs`] (the one
+//! configs of `stable-diffusion-v1-5/stable-diffusion-v1-5`, `stabilityai/stable-diffusion-2-1-base`,
+//! `stabilityai/stable-diffusion-2-1`, `stabilityai/stable-diffusion-xl-base-1.0` and
+//! `stabilityai/sdxl-turbo`, from [`crate::weights::published_configs`] (the one
 //! copy `init-random` writes too). Kept as JSON text so `stipple convert` writes them into a
 //! folder as they are.
 //!
 //! Scheduler: PNDM with the SD training schedule (scaled_linear 0.00085–0.012, 1000 steps,
 //! `steps_offset` 1, `set_alpha_to_one` false, `skip_prk_steps` true) for every family, with
 //! the family's prediction type (SD2.1-768 publishes DDIM with the same schedule; `--scheduler`
-//! picks another one).
+//! picks another one). SDXL files get SDXL base's published scheduler (Euler, leading) by
+//! default; SDXL-Turbo files hold the same tensors and cannot be told apart, so the Turbo preset
+//! (Euler ancestral, trailing spacing, 512 px) is chosen by name ([`Preset::named`],
+//! `--preset sdxl-turbo`).
 
 use super::detect::Family;
 use crate::weights::published_configs::Family as Published;
@@ -37,10 +41,21 @@ pub struct Preset {
     pub unet: String,
     pub vae: String,
     pub text_encoder: String,
+    /// SDXL's `CLIPTextModelWithProjection`; its tokenizer pads with `!` (OpenCLIP).
+    pub text_encoder_2: Option<String>,
     pub scheduler: String,
-    /// The tokenizer's pad token: `<|endoftext|>` (SD1.x) or `!` (SD2.x, OpenCLIP).
+    /// The tokenizer's pad token: `<|endoftext|>` (SD1.x, SDXL's first) or `!` (SD2.x, OpenCLIP).
     pub pad_token: &'static str,
 }
+
+/// Presets that can be asked for by name (`--preset`), with the family they fit.
+pub const NAMED: [(&str, Family); 5] = [
+    ("sd15", Family::Sd1),
+    ("sd21", Family::Sd2Base),
+    ("sd21-768", Family::Sd2V),
+    ("sdxl", Family::Sdxl),
+    ("sdxl-turbo", Family::Sdxl),
+];
 
 impl Preset {
     pub fn for_family(family: Family) -> Preset {
@@ -48,23 +63,111 @@ impl Preset {
             Family::Sd1 => ("stable-diffusion-v1-5", Published::Sd15, "epsilon"),
             Family::Sd2Base => ("stable-diffusion-2-1-base", Published::Sd21Base, "epsilon"),
             Family::Sd2V => ("stable-diffusion-2-1", Published::Sd21_768, "v_prediction"),
+            Family::Sdxl => (
+                "stable-diffusion-xl-base-1.0",
+                Published::SdxlBase,
+                "epsilon",
+            ),
         };
         let configs = published.configs();
-        let text = |v: &serde_json::Value| {
-            serde_json::to_string_pretty(v).expect("a JSON value always serialises")
+        // SDXL publishes its own scheduler config; SD files share the PNDM one above.
+        let scheduler = match family {
+            Family::Sdxl => text(&configs.scheduler),
+            _ => SCHEDULER.replace("{PREDICTION}", prediction),
         };
         Preset {
             name,
             unet: text(&configs.unet),
             vae: text(&configs.vae),
             text_encoder: text(&configs.text_encoder),
-            scheduler: SCHEDULER.replace("{PREDICTION}", prediction),
+            text_encoder_2: configs.text_encoder_2.as_ref().map(text),
+            scheduler,
             pad_token: if family.is_sd2() {
                 "!"
             } else {
                 crate::tokenizer::EOS_TOKEN
             },
         }
+    }
+
+    /// The preset called `name` (see [`NAMED`]) for a file of `family`: an error when the
+    /// preset is for another architecture, or unknown.
+    pub fn named(name: &str, family: Family) -> crate::error::Result<Preset> {
+        let known: Vec<&str> = NAMED.iter().map(|(n, _)| *n).collect();
+        let Some(&(_, fits)) = NAMED.iter().find(|(n, _)| *n == name) else {
+            return Err(crate::error::Error::invalid(
+                "preset",
+                format!("{name:?} (known: {})", known.join(", ")),
+            ));
+        };
+        let same_architecture = fits == family || (fits.is_sd2() && family.is_sd2());
+        if !same_architecture {
+            return Err(crate::error::Error::invalid(
+                "preset",
+                format!(
+                    "{name} is for {} checkpoints, this file is {}",
+                    fits.name(),
+                    family.name()
+                ),
+            ));
+        }
+        if name == "sdxl-turbo" {
+            let configs = Published::SdxlTurbo.configs();
+            return Ok(Preset {
+                name: "sdxl-turbo",
+                unet: text(&configs.unet),
+                vae: text(&configs.vae),
+                scheduler: text(&configs.scheduler),
+                ..Preset::for_family(Family::Sdxl)
+            });
+        }
+        Ok(Preset::for_family(fits))
+    }
+}
+
+fn text(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).expect("a JSON value always serialises")
+}
+
+#[cfg(test)]
+mod sdxl_tests {
+    use super::*;
+    use crate::models::config::{AutoencoderKLConfig, ClipTextConfig, UNet2DConditionConfig};
+    use crate::schedulers::SchedulerConfig;
+
+    #[test]
+    fn sdxl_base_and_turbo_presets() {
+        for (preset, size, spacing) in [
+            (Preset::for_family(Family::Sdxl), 128, "leading"),
+            (
+                Preset::named("sdxl-turbo", Family::Sdxl).unwrap(),
+                64,
+                "trailing",
+            ),
+        ] {
+            let unet: UNet2DConditionConfig = serde_json::from_str(&preset.unet).unwrap();
+            assert_eq!(unet.sample_size, Some(size));
+            assert_eq!(unet.cross_attention_dim, 2048);
+            assert_eq!(unet.projection_class_embeddings_input_dim, Some(2816));
+            let vae: AutoencoderKLConfig = serde_json::from_str(&preset.vae).unwrap();
+            assert_eq!((vae.scaling_factor, vae.force_upcast), (0.13025, true));
+            let two: ClipTextConfig =
+                serde_json::from_str(preset.text_encoder_2.as_ref().unwrap()).unwrap();
+            assert_eq!((two.hidden_size, two.num_hidden_layers), (1280, 32));
+            let s: serde_json::Value = serde_json::from_str(&preset.scheduler).unwrap();
+            assert_eq!(s["timestep_spacing"], spacing);
+            let parsed: SchedulerConfig = serde_json::from_str(&preset.scheduler).unwrap();
+            parsed.build(4).unwrap();
+        }
+        let m = Preset::named("sdxl-turbo", Family::Sd1)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("is for SDXL checkpoints"), "{m}");
+        assert!(Preset::named("sd3", Family::Sdxl).is_err());
+        assert_eq!(
+            Preset::named("sd21", Family::Sd2V).unwrap().name,
+            "stable-diffusion-2-1-base"
+        );
     }
 }
 

@@ -8,6 +8,8 @@
 //!   renames `….weight` and `….bias`); any other rule matches one exact name.
 //! - [`Target::Squeeze`]: same bytes, `(C, C, 1, 1)` 1×1-conv weight ↔ `(C, C)` linear weight
 //!   (the VAE's mid-block attention).
+//! - [`Target::Transpose`]: same bytes, a 2-D tensor read transposed (OpenCLIP's
+//!   `text_projection`, applied as `x @ P`, is diffusers' Linear weight `Pᵀ`).
 //! - [`Target::Rows`]: one LDM tensor split into equal blocks of rows, one diffusers tensor
 //!   each (OpenCLIP's fused `in_proj_weight` → q/k/v): each part is a byte sub-range of the
 //!   source, so nothing is copied.
@@ -20,6 +22,7 @@
 pub enum Target {
     Rename(String),
     Squeeze(String),
+    Transpose(String),
     Rows(Vec<String>),
 }
 
@@ -38,6 +41,7 @@ pub enum Mapped {
     Unknown,
     Rename(String),
     Squeeze(String),
+    Transpose(String),
     Rows(Vec<String>),
 }
 
@@ -53,6 +57,8 @@ pub enum Part {
     Whole,
     /// The LDM tensor has two extra trailing 1-sized dimensions.
     Squeezed,
+    /// The LDM tensor is the transpose of the diffusers one (2-D).
+    Transposed,
     /// Row block `index` of `count` equal blocks.
     Rows {
         index: usize,
@@ -87,6 +93,13 @@ impl Table {
         });
     }
 
+    pub fn transpose(&mut self, ldm: impl Into<String>, diffusers: impl Into<String>) {
+        self.rules.push(Rule {
+            ldm: ldm.into(),
+            target: Target::Transpose(diffusers.into()),
+        });
+    }
+
     pub fn rows(&mut self, ldm: impl Into<String>, parts: Vec<String>) {
         self.rules.push(Rule {
             ldm: ldm.into(),
@@ -111,6 +124,7 @@ impl Table {
             return match &rule.target {
                 Target::Rename(d) => Mapped::Rename(format!("{d}{rest}")),
                 Target::Squeeze(d) => Mapped::Squeeze(d.clone()),
+                Target::Transpose(d) => Mapped::Transpose(d.clone()),
                 Target::Rows(parts) => Mapped::Rows(parts.clone()),
             };
         }
@@ -138,6 +152,13 @@ impl Table {
                     Source {
                         ldm: rule.ldm.clone(),
                         part: Part::Squeezed,
+                    },
+                )),
+                Target::Transpose(d) if d == diffusers => Some((
+                    d.len(),
+                    Source {
+                        ldm: rule.ldm.clone(),
+                        part: Part::Transposed,
                     },
                 )),
                 Target::Rows(parts) => parts.iter().position(|p| p == diffusers).map(|index| {
@@ -195,6 +216,7 @@ mod tests {
                 "r.v.weight".into(),
             ],
         );
+        t.transpose("a.text_projection", "p.text_projection.weight");
         t.ignore.push("ema.".into());
         t
     }
@@ -246,6 +268,17 @@ mod tests {
             Some(Source {
                 ldm: "a.in_proj_weight".into(),
                 part: Part::Rows { index: 1, count: 3 }
+            })
+        );
+        assert_eq!(
+            t.to_diffusers("a.text_projection"),
+            Mapped::Transpose("p.text_projection.weight".into())
+        );
+        assert_eq!(
+            t.to_ldm("p.text_projection.weight"),
+            Some(Source {
+                ldm: "a.text_projection".into(),
+                part: Part::Transposed
             })
         );
         assert_eq!(t.to_ldm("nothing"), None);

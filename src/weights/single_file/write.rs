@@ -8,6 +8,7 @@ use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 use crate::output_file::write_output;
+pub use crate::weights::transpose_bytes;
 use crate::weights::{to_f32, FileDtype};
 
 /// One tensor to write: its bytes are the concatenation of `parts` (e.g. q, k and v rows
@@ -151,6 +152,16 @@ mod tests {
         );
         assert_eq!(w.raw("ids").unwrap().2, ids.as_slice());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn transposes_bytes() {
+        // (2, 3) of 2-byte values → (3, 2).
+        let x: Vec<u8> = (0..12).collect();
+        assert_eq!(
+            transpose_bytes(&x, 2, 3, 2),
+            vec![0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11]
+        );
     }
 
     #[test]
