@@ -352,13 +352,26 @@ impl Pipeline {
         options: &GenerateOptions,
         mut progress: impl FnMut(usize, usize) -> Progress,
     ) -> Result<GenerateOutput> {
-        self.generate_with_previews(options, None, |info| progress(info.step, info.total))
+        self.generate_with_previews_async(options, None, |info| progress(info.step, info.total))
+            .await
     }
 
     /// [`Pipeline::generate`] with live previews: `progress` gets a [`StepInfo`] after each
     /// denoising step, carrying a preview of the first image's predicted x̂₀ every
-    /// `previews.every` steps (see [`preview`]).
+    /// `previews.every` steps (see [`preview`]). Blocking (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate_with_previews(
+        &mut self,
+        options: &GenerateOptions,
+        previews: Option<&PreviewOptions>,
+        progress: impl FnMut(&StepInfo) -> Progress,
+    ) -> Result<GenerateOutput> {
+        pollster::block_on(self.generate_with_previews_async(options, previews, progress))
+    }
+
+    /// [`Pipeline::generate_with_previews`], awaiting the GPU at each readback: the loop of
+    /// every generation.
+    pub async fn generate_with_previews_async(
         &mut self,
         options: &GenerateOptions,
         previews: Option<&PreviewOptions>,
@@ -501,9 +514,14 @@ impl Pipeline {
             if let Some(state) = &inpaint {
                 latents = state.after_step(latents, scheduler.as_ref(), i)?;
             }
-            let preview = x0
-                .map(|(method, x0)| self.preview.image(&self.gpu, method, &x0, &preview_target))
-                .transpose()?;
+            let preview = match x0 {
+                Some((method, x0)) => Some(
+                    self.preview
+                        .image(&self.gpu, method, &x0, &preview_target)
+                        .await?,
+                ),
+                None => None,
+            };
             if progress(&StepInfo::new(done + 1, total, preview)) == Progress::Cancel {
                 return Err(Error::Cancelled);
             }

@@ -207,7 +207,7 @@ impl PreviewState {
 
     /// The preview of the first image of `x0` (B, h, w, C) NHWC. A TAESD whose decode would
     /// exceed the binding limit falls back to the linear projection.
-    pub(crate) fn image(
+    pub(crate) async fn image(
         &mut self,
         gpu: &Gpu,
         method: PreviewMethod,
@@ -238,7 +238,7 @@ impl PreviewState {
             let plan = &self.plans[&(h, w)];
             plan.write_input("z", &z)?;
             plan.run()?;
-            let image = plan.read_output("image")?; // (1, H, W, 3) in about [-1, 1]
+            let image = plan.read_output_async("image").await?; // (1, H, W, 3) in about [-1, 1]
             let f = taesd.config.upscale_factor();
             return Ok(PreviewImage {
                 width: w * f,
