@@ -336,6 +336,7 @@ fn inpainting_single_file_loads_and_matches_diffusers() {
     // folder's configs, as `--config DIR` gives them.
     let single = SingleFileOptions {
         config: Some(folder.clone()),
+        ..Default::default()
     };
     let configs = Configs::resolve(Family::Sd1, None).expect("preset");
     assert_eq!(configs.unet.in_channels, 4);
