@@ -12,6 +12,7 @@
 mod conditioning;
 pub mod family;
 mod folder;
+mod infotext;
 pub mod layout;
 pub mod limits;
 pub mod lora;

@@ -6,10 +6,9 @@
 //!
 //! The same library code as the CLI runs underneath (`Pipeline::generate_async`); every wait on
 //! the GPU is an awaited WebGPU promise, so the page repaints between denoising steps. The PNG
-//! carries the CLI's A1111 `parameters` text ([`png::generation_png`]).
+//! carries the CLI's A1111 `parameters` text (`GenerateOutput::png`).
 
 mod files;
-mod png;
 
 use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
 use stipple::{Gpu, GpuOptions};
@@ -93,7 +92,11 @@ impl Generator {
             .pipeline
             .generate_async(&options, |step, total| {
                 let keep_going = on_step
-                    .call2(&JsValue::NULL, &(step as u32).into(), &(total as u32).into())
+                    .call2(
+                        &JsValue::NULL,
+                        &(step as u32).into(),
+                        &(total as u32).into(),
+                    )
                     .map(|r| r.as_bool() != Some(false))
                     .unwrap_or(true);
                 if keep_going {
@@ -104,6 +107,6 @@ impl Generator {
             })
             .await
             .map_err(js_error)?;
-        png::generation_png(&options, &out, &self.model_name).map_err(js_error)
+        out.png(0, &options, &self.model_name).map_err(js_error)
     }
 }
