@@ -1,13 +1,12 @@
 //! The fetched model files, from a JS `Map` to the library's in-memory folder.
 
-use std::collections::BTreeMap;
-
+use stipple::files::MemoryFolder;
 use wasm_bindgen::JsCast;
 
-/// `Map<string, Uint8Array>` → `{relative path → bytes}`. Errors name the entry that is not a
-/// string path with `Uint8Array` contents.
-pub fn model_files(map: &js_sys::Map) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let mut files = BTreeMap::new();
+/// `Map<string, Uint8Array>` (paths relative to the model folder) → an in-memory folder. Errors
+/// name the entry that is not a string path with `Uint8Array` contents.
+pub fn model_folder(map: &js_sys::Map) -> Result<MemoryFolder, String> {
+    let mut files = MemoryFolder::new();
     let mut error = None;
     map.for_each(&mut |value, key| {
         if error.is_some() {

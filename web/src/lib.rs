@@ -10,6 +10,7 @@
 
 mod files;
 
+use stipple::files::Mount;
 use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
 use stipple::{Gpu, GpuOptions};
 use wasm_bindgen::prelude::*;
@@ -21,6 +22,8 @@ const MAX_SEED: f64 = 9_007_199_254_740_992.0;
 #[wasm_bindgen]
 pub struct Generator {
     pipeline: Pipeline,
+    /// The fetched files, readable by the loaders while the generator lives (`stipple::files`).
+    _files: Mount,
     /// Written as `Model:` in the PNG's parameters (the CLI writes the model folder's name).
     model_name: String,
     adapter: String,
@@ -35,16 +38,21 @@ impl Generator {
     /// Opens the WebGPU device and loads a diffusers model folder from fetched files: `files`
     /// maps paths relative to the folder (`"unet/config.json"`) to `Uint8Array`s.
     pub async fn load(files: js_sys::Map, model_name: String) -> Result<Generator, JsError> {
-        let files = files::model_files(&files).map_err(js_error)?;
+        let files = files::model_folder(&files)
+            .map_err(js_error)?
+            .mount("/web-model");
         let gpu = Gpu::new_async(&GpuOptions::default())
             .await
             .map_err(js_error)?;
-        let adapter = gpu.adapter_description();
-        let pipeline = Pipeline::load_from_files_async(&gpu, files, None)
-            .await
-            .map_err(js_error)?;
+        let adapter = match gpu.info.name.as_str() {
+            "" => format!("a WebGPU adapter ({:?})", gpu.info.backend),
+            name => format!("{name} ({:?})", gpu.info.backend),
+        };
+        // The same folder loader as the CLI's, reading the mounted files; dtype as `--dtype auto`.
+        let pipeline = Pipeline::load(&gpu, files.root(), None).map_err(js_error)?;
         Ok(Generator {
             pipeline,
+            _files: files,
             model_name,
             adapter,
         })
