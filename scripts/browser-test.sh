@@ -14,7 +14,8 @@
 #    `parameters` text.
 # Times per image (browser and native) are printed and kept in OUTDIR/browser.json and
 # OUTDIR/native.log. Environment: GENERATE_TIMEOUT (s, default 2400), SKIP_BUILD=1 (reuse
-# target/web-dist and target/release/stipple), STIPPLE_CHROMIUM_FLAGS.
+# target/web-dist and the native binary), STIPPLE (the native binary, default
+# target/release/stipple), STIPPLE_CHROMIUM_FLAGS.
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
 OUT=$1
@@ -23,6 +24,7 @@ mkdir -p "$OUT"
 PROMPT="a green triangle"
 SEED=0
 GENERATE_TIMEOUT=${GENERATE_TIMEOUT:-2400}
+STIPPLE=${STIPPLE:-target/release/stipple}
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 
@@ -46,7 +48,7 @@ timeout $((GENERATE_TIMEOUT + 900)) python3 scripts/browser_test.py run --site t
     --prompt "$PROMPT" --seed "$SEED" --generate-timeout "$GENERATE_TIMEOUT"
 
 start=$(date +%s.%N)
-timeout "$GENERATE_TIMEOUT" target/release/stipple generate "$PROMPT" --seed "$SEED" -o "$OUT/native.png" 2>&1 | tee "$OUT/native.log"
+timeout "$GENERATE_TIMEOUT" "$STIPPLE" generate "$PROMPT" --seed "$SEED" -o "$OUT/native.png" 2>&1 | tee "$OUT/native.log"
 end=$(date +%s.%N)
 echo "browser-test: native CLI $(python3 -c "print(f'{$end - $start:.1f}')") s in all; its timings: $(tail -n 1 "$OUT/native.log")"
 python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); print(f"browser-test: browser {t[\"generate_s\"]:.1f} s per image (model load {t[\"load_s\"]:.1f} s), {t[\"browser\"]}")' "$OUT/browser.json"

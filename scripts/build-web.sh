@@ -17,6 +17,7 @@ ROOT=$PWD
 DIST=${1:-target/web-dist}
 MODEL=${2:-weights/stipple-emoji-64}
 CACHE=${STIPPLE_CACHE:-$HOME/.cache/stipple}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 [ -f "$MODEL/model_index.json" ] || { echo "build-web: $MODEL is not a diffusers model folder (no model_index.json)" >&2; exit 2; }
 
@@ -40,7 +41,7 @@ fi
 
 cargo build --release --target wasm32-unknown-unknown -p stipple-web
 mkdir -p "$DIST"
-"$BINDGEN" --target web --no-typescript --out-dir "$DIST/pkg" target/wasm32-unknown-unknown/release/stipple_web.wasm
+"$BINDGEN" --target web --no-typescript --out-dir "$DIST/pkg" "$TARGET_DIR/wasm32-unknown-unknown/release/stipple_web.wasm"
 cp web/index.html web/main.js "$DIST/"
 ln -sfn "$(cd "$MODEL" && pwd)" "$DIST/model"
 
