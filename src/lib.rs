@@ -16,8 +16,11 @@
 //! with liveness-based buffer reuse, one encoder per run), [`ops`] (one builder per kernel family
 //! with a CPU reference beside it).
 
+// Benchmarks read /proc and time with threads: native tooling.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod error;
+pub mod files;
 pub mod gpu;
 pub mod graph;
 pub mod image_io;
@@ -29,7 +32,9 @@ pub mod pipeline;
 pub mod prompt_syntax;
 pub mod rng;
 pub mod schedulers;
+#[cfg(feature = "serve")]
 pub mod serve;
+pub mod time;
 pub mod tokenizer;
 pub mod weights;
 

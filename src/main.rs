@@ -66,6 +66,7 @@ fn main() -> std::process::ExitCode {
         backend: cli.backend,
         adapter: cli.adapter,
         shaders: cli.shaders,
+        ..Default::default()
     };
     let result = match cli.command {
         Command::Info => cli::info::run(&options),

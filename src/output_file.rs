@@ -24,7 +24,7 @@
 //! or each other.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, Metadata, OpenOptions};
 use std::io::ErrorKind::{InvalidInput, IsADirectory, PermissionDenied, Unsupported};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -335,7 +335,7 @@ where
 /// platforms cannot open or sync a directory, which loses durability, not atomicity).
 fn sync_dir(target: &Path) {
     #[cfg(unix)]
-    if let Ok(d) = File::open(directory(target)) {
+    if let Ok(d) = fs::File::open(directory(target)) {
         let _ = d.sync_all();
     }
     #[cfg(not(unix))]

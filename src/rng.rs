@@ -52,9 +52,9 @@
 //! Step 3 uses f64 `log1p`, `sin`, `cos` from the platform's libm (as torch does): their last-bit
 //! differences between libms almost never survive the rounding to f32.
 
+use crate::time::{SystemTime, UNIX_EPOCH};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Which of torch's two float32 Box–Muller implementations (tensors of ≥ 16 elements) to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -248,6 +248,8 @@ pub fn random_seed() -> u64 {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     h.write_u128(nanos);
+    // No process ids on the web (std panics there): the clock alone varies.
+    #[cfg(not(target_arch = "wasm32"))]
     h.write_u32(std::process::id());
     h.finish() % 0xffff_ffff
 }

@@ -85,7 +85,7 @@ impl ClipTokenizer {
         let mut max_length = None;
         for name in ["tokenizer_config.json", "special_tokens_map.json"] {
             let path = dir.join(name);
-            if !path.exists() {
+            if !crate::files::exists(&path) {
                 continue;
             }
             let config = read_config(&path)?;
@@ -266,7 +266,7 @@ impl ClipTokenizer {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    crate::files::read_to_string(path)
 }
 
 fn read_vocab(path: &Path) -> Result<HashMap<String, u32>> {

@@ -7,6 +7,11 @@
 //! The device is requested with the adapter's own limits and the optional features stipple uses.
 //! wgpu's default uncaptured-error handler panics; ours records the error so that the next
 //! [`Gpu::check`] returns it as a [`crate::Error`], and the device-lost callback does the same.
+//!
+//! Opening is async ([`Gpu::new_async`]): on the web, adapter and device requests are promises.
+//! Native code calls the blocking [`Gpu::new`], a `pollster` wrapper. [`LimitsRequest`] chooses
+//! between the adapter's own limits and WebGPU's defaults (the web's design envelope, see
+//! `docs/web.md`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,6 +36,22 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// A directory of edited `<shader>.wgsl` files used instead of the embedded ones.
     pub shaders: Option<PathBuf>,
+    /// Which limits the device is created with.
+    pub limits: LimitsRequest,
+}
+
+/// The limits a device is requested with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LimitsRequest {
+    /// Everything the adapter offers (native default; on the web, more than WebGPU's defaults
+    /// when the browser offers more).
+    #[default]
+    Adapter,
+    /// WebGPU's default limits (`wgpu::Limits::default()`: 128 MiB per storage binding,
+    /// 256 MiB per buffer, 8 storage buffers per stage, 16 KiB workgroup storage, 256
+    /// invocations per workgroup), as a page gets without asking: tests run the pipeline
+    /// inside this envelope natively.
+    WebGpuDefault,
 }
 
 impl GpuOptions {
@@ -41,6 +62,7 @@ impl GpuOptions {
             backend: var("STIPPLE_BACKEND"),
             adapter: var("STIPPLE_ADAPTER"),
             shaders: var("STIPPLE_SHADERS").map(PathBuf::from),
+            limits: LimitsRequest::default(),
         }
     }
 }
@@ -70,6 +92,10 @@ impl std::fmt::Display for AdapterSummary {
 fn parse_backends(backend: Option<&str>) -> Result<wgpu::Backends> {
     Ok(
         match backend.map(|b| b.trim().to_ascii_lowercase()).as_deref() {
+            // On the web, the browser's WebGPU is the only backend compiled in.
+            None | Some("") | Some("auto") if cfg!(target_arch = "wasm32") => {
+                wgpu::Backends::BROWSER_WEBGPU
+            }
             None | Some("") | Some("auto") => {
                 wgpu::Backends::all() - wgpu::Backends::BROWSER_WEBGPU
             }
@@ -112,24 +138,30 @@ fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
 /// Adapters of the given backend, best first (the order `--adapter N` indexes). Without a
 /// backend, GL is only tried when Vulkan/Metal/DX12 find nothing (it lacks f16 and subgroups, and
 /// probing EGL prints noise on headless machines).
-fn sorted_adapters(backend: Option<&str>) -> Result<(wgpu::Instance, Vec<wgpu::Adapter>)> {
+async fn sorted_adapters(backend: Option<&str>) -> Result<(wgpu::Instance, Vec<wgpu::Adapter>)> {
     let backends = parse_backends(backend)?;
-    let enumerate = |backends: wgpu::Backends| {
+    let enumerate = async |backends: wgpu::Backends| {
         let instance = new_instance(backends);
-        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let adapters = instance.enumerate_adapters(backends).await;
         (instance, adapters)
     };
-    let (mut instance, mut adapters) = enumerate(backends - wgpu::Backends::GL);
+    let (mut instance, mut adapters) = enumerate(backends - wgpu::Backends::GL).await;
     if adapters.is_empty() && backends.contains(wgpu::Backends::GL) {
-        (instance, adapters) = enumerate(wgpu::Backends::GL);
+        (instance, adapters) = enumerate(wgpu::Backends::GL).await;
     }
     adapters.sort_by_key(|a| preference(&a.get_info()));
     Ok((instance, adapters))
 }
 
-/// Every adapter wgpu finds for the backend filter, best first.
+/// Every adapter wgpu finds for the backend filter, best first (blocking; native only).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn adapter_summaries(backend: Option<&str>) -> Result<Vec<AdapterSummary>> {
-    let (_, adapters) = sorted_adapters(backend)?;
+    pollster::block_on(adapter_summaries_async(backend))
+}
+
+/// Every adapter wgpu finds for the backend filter, best first.
+pub async fn adapter_summaries_async(backend: Option<&str>) -> Result<Vec<AdapterSummary>> {
+    let (_, adapters) = sorted_adapters(backend).await?;
     Ok(adapters
         .iter()
         .enumerate()
@@ -143,7 +175,8 @@ pub fn adapter_summaries(backend: Option<&str>) -> Result<Vec<AdapterSummary>> {
 /// Errors reported asynchronously by wgpu (uncaptured errors, device loss).
 #[derive(Default)]
 struct Faults {
-    errors: Vec<wgpu::Error>,
+    /// Kept as (out of memory, message): on the web a `wgpu::Error` is not `Send`.
+    errors: Vec<(bool, String)>,
     lost: Option<String>,
 }
 
@@ -162,8 +195,14 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Open the adapter the options select (see [`GpuOptions`]).
+    /// Open the adapter the options select (see [`GpuOptions`]); blocks (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(options: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    /// Open the adapter the options select (see [`GpuOptions`]).
+    pub async fn new_async(options: &GpuOptions) -> Result<Gpu> {
         // Bad shaders and variant names fail before any adapter is opened.
         let shaders = options
             .shaders
@@ -171,7 +210,7 @@ impl Gpu {
             .map(ShaderDir::load)
             .transpose()?;
         let force = Target::forced_variant_from_env()?;
-        let (_instance, adapters) = sorted_adapters(options.backend.as_deref())?;
+        let (_instance, adapters) = sorted_adapters(options.backend.as_deref()).await?;
         let filter = options
             .backend
             .as_ref()
@@ -184,35 +223,43 @@ impl Gpu {
             None | Some("") => &adapters[0],
             Some(selector) => select(&adapters, selector)?,
         };
-        Self::open(adapter, force, shaders)
+        Self::open(adapter, force, shaders, options.limits).await
     }
 
-    fn open(
+    async fn open(
         adapter: &wgpu::Adapter,
         force: Option<crate::gpu::Variant>,
         shaders: Option<ShaderDir>,
+        limits: LimitsRequest,
     ) -> Result<Gpu> {
         let info = adapter.get_info();
         let features = adapter.features() & OPTIONAL_FEATURES;
+        let required_limits = match limits {
+            LimitsRequest::Adapter => adapter.limits(),
+            LimitsRequest::WebGpuDefault => wgpu::Limits::default(),
+        };
         let desc = wgpu::DeviceDescriptor {
             label: Some("stipple"),
             required_features: features,
-            required_limits: adapter.limits(),
+            required_limits,
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            Error::RequestDevice {
-                adapter: info.name.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let (device, queue) =
+            adapter
+                .request_device(&desc)
+                .await
+                .map_err(|e| Error::RequestDevice {
+                    adapter: info.name.clone(),
+                    message: e.to_string(),
+                })?;
 
         let faults = Arc::new(Mutex::new(Faults::default()));
         let sink = faults.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             if let Ok(mut f) = sink.lock() {
-                f.errors.push(e);
+                let oom = matches!(e, wgpu::Error::OutOfMemory { .. });
+                f.errors.push((oom, e.to_string()));
             }
         }));
         let sink = faults.clone();
@@ -268,11 +315,12 @@ impl Gpu {
         let first = faults.errors.drain(..).next();
         match first {
             None => Ok(()),
-            Some(e) => Err(convert_error(context, e)),
+            Some((oom, message)) => Err(fault(context, oom, message)),
         }
     }
 
     /// Run `f` inside validation and out-of-memory error scopes; the first error becomes an `Err`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -282,6 +330,16 @@ impl Gpu {
         if let Some(e) = oom.or(validation) {
             return Err(convert_error(context, e));
         }
+        self.check(context)?;
+        Ok(value)
+    }
+
+    /// On the web an error scope resolves as a promise, which a synchronous caller cannot
+    /// await: errors reach the uncaptured-error handler instead and the next [`Gpu::check`]
+    /// (here, and before every readback) returns them.
+    #[cfg(target_arch = "wasm32")]
+    pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let value = f();
         self.check(context)?;
         Ok(value)
     }
@@ -305,17 +363,19 @@ pub fn auto_dtype(gpu: &Gpu) -> crate::gpu::DType {
     }
 }
 
-fn convert_error(context: &str, e: wgpu::Error) -> Error {
-    match e {
-        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory {
-            context: context.to_string(),
-            message: e.to_string(),
-        },
-        other => Error::GpuValidation {
-            context: context.to_string(),
-            message: other.to_string(),
-        },
+fn fault(context: &str, out_of_memory: bool, message: String) -> Error {
+    let context = context.to_string();
+    if out_of_memory {
+        Error::OutOfMemory { context, message }
+    } else {
+        Error::GpuValidation { context, message }
     }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn convert_error(context: &str, e: wgpu::Error) -> Error {
+    let oom = matches!(e, wgpu::Error::OutOfMemory { .. });
+    fault(context, oom, e.to_string())
 }
 
 fn select<'a>(adapters: &'a [wgpu::Adapter], selector: &str) -> Result<&'a wgpu::Adapter> {

@@ -2,13 +2,18 @@
 //! pipeline cache ([`kernels`]), GPU timestamps ([`profile`]) and what graphs are built for
 //! ([`target`]).
 
+pub(crate) mod completion;
 pub mod context;
 pub mod kernels;
 pub mod profile;
 pub mod target;
 pub mod tensor;
 
-pub use context::{adapter_summaries, auto_dtype, AdapterSummary, Gpu, GpuOptions};
+#[cfg(not(target_arch = "wasm32"))]
+pub use context::adapter_summaries;
+pub use context::{
+    adapter_summaries_async, auto_dtype, AdapterSummary, Gpu, GpuOptions, LimitsRequest,
+};
 pub use kernels::{KernelKey, Kernels};
 pub use target::{Target, Variant};
 pub use tensor::{DType, Tensor};

@@ -1,6 +1,6 @@
 //! GPU timing of one compute pass with timestamp queries (TIMESTAMP_QUERY).
 
-use crate::error::Result;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::tensor::read_buffer;
 use crate::gpu::Gpu;
 
@@ -38,8 +38,9 @@ impl PassTimer {
         encoder.resolve_query_set(&self.queries, 0..2, &self.resolved, 0);
     }
 
-    /// Seconds between the two timestamps (after the work completed).
-    pub fn read_seconds(&self, gpu: &Gpu) -> Result<f64> {
+    /// Seconds between the two timestamps (after the work completed; native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_seconds(&self, gpu: &Gpu) -> crate::Result<f64> {
         let bytes = read_buffer(gpu, &self.resolved, "pass timer")?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let period_ns = gpu.queue.get_timestamp_period() as f64;

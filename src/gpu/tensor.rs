@@ -264,9 +264,15 @@ impl Tensor {
         Ok(())
     }
 
-    /// Read the tensor back to the host as f32 (blocks until the GPU is done).
+    /// Read the tensor back to the host as f32 (blocks until the GPU is done; native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn to_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        let bytes = read_buffer(gpu, &self.buffer, &self.label)?;
+        pollster::block_on(self.to_f32_async(gpu))
+    }
+
+    /// Read the tensor back to the host as f32 once the GPU is done.
+    pub async fn to_f32_async(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let bytes = read_buffer_async(gpu, &self.buffer, &self.label).await?;
         Ok(self.dtype.decode(&bytes, self.numel()))
     }
 }
@@ -337,8 +343,18 @@ pub fn check_binding_size(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-/// Copy a whole buffer to a staging buffer and map it.
+/// Copy a whole buffer to a staging buffer and map it (blocking; native only).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, label: &str) -> Result<Vec<u8>> {
+    pollster::block_on(read_buffer_async(gpu, buffer, label))
+}
+
+/// Copy a whole buffer to a staging buffer, map it and await the mapping.
+pub(crate) async fn read_buffer_async(
+    gpu: &Gpu,
+    buffer: &wgpu::Buffer,
+    label: &str,
+) -> Result<Vec<u8>> {
     let context = format!("reading back {label}");
     let staging = gpu.scoped(&context, || {
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -352,20 +368,21 @@ pub(crate) fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, label: &str) -> Resu
         gpu.queue.submit([encoder.finish()]);
         staging
     })?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        let _ = tx.send(r);
-    });
+    let (callback, mapped) = crate::gpu::completion::completion();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| callback.complete(r));
+    // Natively the callback runs inside this poll; the browser polls by itself.
     gpu.wait(&context)?;
-    match rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
+    let mapped = mapped.await;
+    gpu.check(&context)?;
+    match mapped {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
             return Err(Error::GpuValidation {
                 context,
                 message: e.to_string(),
             })
         }
-        Err(_) => {
+        None => {
             return Err(Error::DeviceLost(format!(
                 "{context}: map callback dropped"
             )))

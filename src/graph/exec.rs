@@ -32,12 +32,13 @@ impl Plan {
         })
     }
 
-    /// Run once and wait; returns the run's GPU time in seconds (timestamp queries when the
+    /// Run once and wait (native only); returns the run's GPU time in seconds (timestamp queries when the
     /// adapter has them, else wall-clock time from submit to completion).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run_timed(&self) -> Result<f64> {
         let gpu = &self.gpu;
         let timer = gpu.supports_timestamps().then(|| PassTimer::new(gpu));
-        let start = std::time::Instant::now();
+        let start = crate::time::Instant::now();
         gpu.scoped("running plan", || {
             let mut encoder = gpu
                 .device
@@ -71,7 +72,8 @@ pub struct DispatchTime {
 impl Plan {
     /// Run once with a timestamp between every two dispatches (TIMESTAMP_QUERY_INSIDE_PASSES)
     /// and return each dispatch's GPU time. A separate mode: the timestamps themselves cost a
-    /// little, so use [`Plan::run_timed`] for totals.
+    /// little, so use [`Plan::run_timed`] for totals. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run_profiled(&self) -> Result<Vec<DispatchTime>> {
         let gpu = &self.gpu;
         if !gpu

@@ -50,6 +50,7 @@ impl PlanMemory {
 pub(crate) struct Step {
     pub label: String,
     /// `shader::entry`, for grouping profiles by kernel.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // read by the native profiler
     pub kernel: String,
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
@@ -275,8 +276,14 @@ impl Plan {
         self.input_tensor(name)?.write_f32(&self.gpu, data)
     }
 
-    /// Read an output back after a run (blocks until the GPU is done).
+    /// Read an output back after a run (blocks until the GPU is done; native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_output(&self, name: &str) -> Result<Vec<f32>> {
-        self.output_tensor(name)?.to_f32(&self.gpu)
+        pollster::block_on(self.read_output_async(name))
+    }
+
+    /// Read an output back after a run, once the GPU is done.
+    pub async fn read_output_async(&self, name: &str) -> Result<Vec<f32>> {
+        self.output_tensor(name)?.to_f32_async(&self.gpu).await
     }
 }

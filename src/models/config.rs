@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// Read and parse a config file. A value of the wrong type or range is reported with its field
 /// name (serde_json alone gives only the line and column).
 pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_to_string(path)?;
     parse_config(&text, path)
 }
 

@@ -37,7 +37,7 @@ struct Encoded {
 impl Pipeline {
     /// Encode `texts` with text encoder `which` (0: `text_encoder`, 1: `text_encoder_2`);
     /// `clip_skip` applies to the last text (the prompt) only, as in diffusers.
-    fn run_text_encoder(
+    async fn run_text_encoder(
         &mut self,
         which: usize,
         texts: &[&str],
@@ -73,15 +73,16 @@ impl Pipeline {
         let plan = &self.plans.text[&key];
         plan.write_input("inputs_embeds", &embeds_in)?;
         plan.run()?;
-        let mut embeds = plan.read_output("prompt_embeds.0")?; // (rows, T, D)
+        let mut embeds = plan.read_output_async("prompt_embeds.0").await?; // (rows, T, D)
         if clip_skip.is_some() {
             // The prompt's row (the last) from the clip-skipped state.
-            let skipped = plan.read_output("prompt_embeds.1")?;
+            let skipped = plan.read_output_async("prompt_embeds.1").await?;
             let row = embeds.len() / rows;
             embeds[(rows - 1) * row..].copy_from_slice(&skipped[(rows - 1) * row..]);
         }
         let pooled = if encoder.has_projection() {
-            Some(encoder.pool(&ids, &plan.read_output("projected")?))
+            let projected = plan.read_output_async("projected").await?;
+            Some(encoder.pool(&ids, &projected))
         } else {
             None
         };
@@ -97,7 +98,7 @@ impl Pipeline {
     }
 
     /// The UNet conditioning for `options` at an image of `height` × `width`.
-    pub(super) fn encode_prompt(
+    pub(super) async fn encode_prompt(
         &mut self,
         options: &GenerateOptions,
         height: usize,
@@ -117,7 +118,9 @@ impl Pipeline {
         let mut outputs = Vec::with_capacity(encoders);
         let mut truncated_tokens = 0;
         for which in 0..encoders {
-            let (out, truncated) = self.run_text_encoder(which, &texts, options.clip_skip)?;
+            let (out, truncated) = self
+                .run_text_encoder(which, &texts, options.clip_skip)
+                .await?;
             truncated_tokens = truncated_tokens.max(truncated);
             outputs.push(out);
         }

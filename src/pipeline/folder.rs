@@ -36,7 +36,7 @@ pub(crate) fn load(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(Pipeline, Vec<String>)> {
     let index = path.join("model_index.json");
-    if !path.is_dir() {
+    if !crate::files::is_dir(path) {
         return Err(Error::Config {
             file: path.to_path_buf(),
             message: "no such model folder".into(),
@@ -46,7 +46,7 @@ pub(crate) fn load(
     let family = Family::from_model_index(&json);
     let mut notes = Vec::new();
     for &c in family.components() {
-        if json.get(c).is_none() || !path.join(c).is_dir() {
+        if json.get(c).is_none() || !crate::files::is_dir(&path.join(c)) {
             return Err(Error::Config {
                 file: index.clone(),
                 message: format!(

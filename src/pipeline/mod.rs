@@ -21,9 +21,9 @@ pub mod plan_cache;
 pub mod single_file;
 pub mod tiled_decode;
 
+use crate::time::Instant;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 pub use family::{Family, SizeConditioning};
 pub use options::{GenerateOptions, GenerateOutput, InitImage, LoadOptions, Progress, Timings};
@@ -117,7 +117,7 @@ impl Pipeline {
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<(Pipeline, Vec<String>)> {
         crate::weights::single_file::refuse_pickle(path)?;
-        if path.is_file() {
+        if crate::files::is_file(path) {
             let single = SingleFileOptions {
                 config: options.config.clone(),
             };
@@ -274,8 +274,20 @@ impl Pipeline {
         Ok((scheduler, name, config.prediction_type))
     }
 
-    /// Run the pipeline. `progress(step, total)` is called after each denoising step.
+    /// Run the pipeline, blocking until the image is read back (native only; the web awaits
+    /// [`Pipeline::generate_async`]). `progress(step, total)` is called after each denoising step.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate(
+        &mut self,
+        options: &GenerateOptions,
+        progress: impl FnMut(usize, usize) -> Progress,
+    ) -> Result<GenerateOutput> {
+        pollster::block_on(self.generate_async(options, progress))
+    }
+
+    /// Run the pipeline; awaits the GPU at each readback (one per denoising step, the text
+    /// encoders' outputs and the image). `progress(step, total)` is called after each step.
+    pub async fn generate_async(
         &mut self,
         options: &GenerateOptions,
         mut progress: impl FnMut(usize, usize) -> Progress,
@@ -295,7 +307,7 @@ impl Pipeline {
 
         // 1. text
         let t0 = Instant::now();
-        let cond = self.encode_prompt(options, height, width)?;
+        let cond = self.encode_prompt(options, height, width).await?;
         let truncated_tokens = cond.truncated_tokens;
         let text_encode = t0.elapsed().as_secs_f64();
 
@@ -320,15 +332,18 @@ impl Pipeline {
                 let scaled: Vec<f32> = noise.iter().map(|&x| (x as f64 * sigma) as f32).collect();
                 (layout::nchw_to_nhwc(&scaled, nchw), 0)
             }
-            Some(init) => self.img2img_latents(
-                init,
-                options,
-                scheduler.as_ref(),
-                &mut rng,
-                [lh, lw],
-                width,
-                height,
-            )?,
+            Some(init) => {
+                self.img2img_latents(
+                    init,
+                    options,
+                    scheduler.as_ref(),
+                    &mut rng,
+                    [lh, lw],
+                    width,
+                    height,
+                )
+                .await?
+            }
         };
 
         // 3. denoise
@@ -363,7 +378,7 @@ impl Pipeline {
             plan.write_input("sample", &batch_input)?;
             plan.write_input("timestep", &vec![timesteps[i] as f32; rows])?;
             plan.run()?;
-            let out = plan.read_output("out")?;
+            let out = plan.read_output_async("out").await?;
             let noise_pred = if cfg {
                 let (uncond, text) = out.split_at(out.len() / 2);
                 let g = options.guidance_scale;
@@ -389,7 +404,7 @@ impl Pipeline {
 
         // 4. decode
         let t2 = Instant::now();
-        let images = self.decode(&latents, [b, lh, lw])?;
+        let images = self.decode_async(&latents, [b, lh, lw]).await?;
         let decode = t2.elapsed().as_secs_f64();
         if let Some(bad) = images.iter().position(|v| !v.is_finite()) {
             return Err(Error::invalid(
@@ -417,9 +432,19 @@ impl Pipeline {
         })
     }
 
+    /// [`Pipeline::decode_async`], blocking (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn decode(&mut self, latents: &[f32], shape: [usize; 3]) -> Result<Vec<f32>> {
+        pollster::block_on(self.decode_async(latents, shape))
+    }
+
     /// latents (B, h, w, C) → image (B, H, W, 3) in about [-1, 1]. When the whole decode would
     /// need a tensor over the adapter's binding limit, decodes each image in overlapping tiles.
-    pub fn decode(&mut self, latents: &[f32], [b, lh, lw]: [usize; 3]) -> Result<Vec<f32>> {
+    pub async fn decode_async(
+        &mut self,
+        latents: &[f32],
+        [b, lh, lw]: [usize; 3],
+    ) -> Result<Vec<f32>> {
         let scaling = self.vae.config.scaling_factor as f64;
         let shift = self.vae.config.shift_factor.unwrap_or(0.0) as f64;
         let z: Vec<f32> = latents
@@ -436,7 +461,7 @@ impl Pipeline {
             }
         };
         if tile >= lh.max(lw) {
-            return self.decode_plan(&z, [b, lh, lw]);
+            return self.decode_plan(&z, [b, lh, lw]).await;
         }
         let c = self.vae.config.latent_channels;
         let f = self.vae_scale_factor();
@@ -448,8 +473,9 @@ impl Pipeline {
                 tile,
                 tile / 4,
                 f,
-                |t, [th, tw]| self.decode_plan(t, [1, th, tw]),
-            )?;
+                async |t, [th, tw]| self.decode_plan(t, [1, th, tw]).await,
+            )
+            .await?;
             images.extend(decoded);
         }
         Ok(images)
@@ -483,7 +509,7 @@ impl Pipeline {
         })
     }
 
-    fn decode_plan(&mut self, z: &[f32], [b, lh, lw]: [usize; 3]) -> Result<Vec<f32>> {
+    async fn decode_plan(&mut self, z: &[f32], [b, lh, lw]: [usize; 3]) -> Result<Vec<f32>> {
         let key = (b, lh, lw);
         if !self.plans.decode.contains_key(&key) {
             let g = self.vae.decode_graph(self.vae_dtype, b, [lh, lw], false)?;
@@ -492,13 +518,13 @@ impl Pipeline {
         let plan = &self.plans.decode[&key];
         plan.write_input("z", z)?;
         plan.run()?;
-        plan.read_output("image")
+        plan.read_output_async("image").await
     }
 
     /// img2img (diffusers StableDiffusionImg2ImgPipeline): encode the image, sample its latent
     /// distribution, noise it to the first kept timestep. Returns NHWC latents and the first step.
     #[allow(clippy::too_many_arguments)]
-    fn img2img_latents(
+    async fn img2img_latents(
         &mut self,
         init: &InitImage,
         options: &GenerateOptions,
@@ -536,7 +562,7 @@ impl Pipeline {
         let pixels: Vec<f32> = (0..b).flat_map(|_| init.pixels.iter().copied()).collect();
         plan.write_input("image", &pixels)?;
         plan.run()?;
-        let moments = plan.read_output("moments")?; // (B, h, w, 2L) NHWC
+        let moments = plan.read_output_async("moments").await?; // (B, h, w, 2L) NHWC
         let nchw = [b, l, lh, lw];
         // latent_dist.sample(generator): mean + exp(0.5·clamp(logvar, -30, 20))·ε, ε drawn NCHW.
         let eps = layout::nchw_to_nhwc(&rng.randn(b * l * lh * lw), nchw);

@@ -172,3 +172,53 @@ pub enum Progress {
     Continue,
     Cancel,
 }
+
+impl GenerateOutput {
+    /// Image `index` of the batch as 8-bit RGB `(H, W, 3)`, rounded half to even as diffusers'
+    /// `numpy_to_pil` (what `stipple generate` writes). `None` past the batch.
+    pub fn rgb8(&self, index: usize) -> Option<Vec<u8>> {
+        let per_image = self.width * self.height * 3;
+        let image = self
+            .images
+            .get(index * per_image..(index + 1) * per_image)?;
+        Some(
+            image
+                .iter()
+                .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
+                .collect(),
+        )
+    }
+
+    /// Image `index` as the PNG `stipple generate` writes for `options`: 8-bit RGB with the
+    /// AUTOMATIC1111 `parameters` text (prompt, negative prompt, steps, sampler, CFG scale,
+    /// seed, size, `model_name`, scheduler settings). For callers without a file system (the
+    /// web page's download button).
+    pub fn png(
+        &self,
+        index: usize,
+        options: &GenerateOptions,
+        model_name: &str,
+    ) -> crate::Result<Vec<u8>> {
+        use crate::image_io::{a1111_parameters, encode_png, scheduler_parameters};
+        let rgb = self.rgb8(index).ok_or_else(|| {
+            crate::Error::invalid(
+                "image index",
+                format!("{index} is past the batch of {}", options.batch),
+            )
+        })?;
+        let params = a1111_parameters(&crate::image_io::A1111Parameters {
+            prompt: options.prompt.clone(),
+            negative_prompt: options.negative_prompt.clone(),
+            steps: self.steps as u32,
+            sampler: self.scheduler.clone(),
+            cfg_scale: options.guidance_scale,
+            seed: self.seed,
+            width: self.width as u32,
+            height: self.height as u32,
+            model: model_name.to_string(),
+            denoising_strength: options.init_image.as_ref().map(|i| i.strength),
+            extra: scheduler_parameters(&options.scheduler_overrides, self.prediction_type),
+        });
+        encode_png(self.width as u32, self.height as u32, &rgb, Some(&params))
+    }
+}

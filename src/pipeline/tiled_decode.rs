@@ -55,13 +55,13 @@ fn ramp_weight(p: usize, start: usize, len: usize, total: usize, ramp: usize) ->
 
 /// Decode one image's latents (h, w, c) NHWC tile by tile. `decode_tile(latents, [th, tw])`
 /// returns the tile's pixels (th·f, tw·f, 3). Returns (h·f, w·f, 3).
-pub fn decode_tiled(
+pub async fn decode_tiled(
     latents: &[f32],
     [h, w, c]: [usize; 3],
     tile: usize,
     overlap: usize,
     factor: usize,
-    mut decode_tile: impl FnMut(&[f32], [usize; 2]) -> Result<Vec<f32>>,
+    mut decode_tile: impl AsyncFnMut(&[f32], [usize; 2]) -> Result<Vec<f32>>,
 ) -> Result<Vec<f32>> {
     if latents.len() != h * w * c || tile == 0 || overlap >= tile {
         return Err(Error::invalid(
@@ -80,7 +80,7 @@ pub fn decode_tiled(
             for y in y0..y0 + th {
                 tile_latents.extend_from_slice(&latents[(y * w + x0) * c..(y * w + x0 + tw) * c]);
             }
-            let pixels = decode_tile(&tile_latents, [th, tw])?; // (th·f, tw·f, 3)
+            let pixels = decode_tile(&tile_latents, [th, tw]).await?; // (th·f, tw·f, 3)
             let (ph, pw) = (th * factor, tw * factor);
             if pixels.len() != ph * pw * 3 {
                 return Err(Error::invalid(
@@ -137,10 +137,17 @@ mod tests {
         let full = upsample(&latents, [h, w], c);
         for (tile, overlap) in [(4, 1), (5, 2), (8, 3), (13, 4), (32, 8)] {
             let mut calls = 0;
-            let tiled = decode_tiled(&latents, [h, w, c], tile, overlap, 2, |t, [th, tw]| {
-                calls += 1;
-                Ok(upsample(t, [th, tw], c))
-            })
+            let tiled = pollster::block_on(decode_tiled(
+                &latents,
+                [h, w, c],
+                tile,
+                overlap,
+                2,
+                async |t, [th, tw]| {
+                    calls += 1;
+                    Ok(upsample(t, [th, tw], c))
+                },
+            ))
             .expect("decode");
             let err = tiled
                 .iter()

@@ -97,8 +97,14 @@ impl Weights {
     /// present in two shards is an error naming both files.
     pub fn open(path: impl AsRef<Path>) -> Result<Weights> {
         let path = path.as_ref();
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        let resolved = if meta.is_dir() {
+        let is_dir = if crate::files::is_mounted(path) {
+            crate::files::is_dir(path)
+        } else {
+            std::fs::metadata(path)
+                .map_err(|e| Error::io(path, e))?
+                .is_dir()
+        };
+        let resolved = if is_dir {
             resolve_dir(path, None)?.path
         } else {
             path.to_path_buf()
@@ -527,7 +533,7 @@ fn bad(path: &Path, message: impl Into<String>) -> Error {
 
 /// Opens a sharded checkpoint from its `*.safetensors.index.json`.
 fn open_index(index: PathBuf) -> Result<Weights> {
-    let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+    let text = crate::files::read_to_string(&index)?;
     let json: Value = serde_json::from_str(&text)
         .map_err(|e| bad(&index, format!("index is not valid JSON: {e}")))?;
     let Some(map) = json.get("weight_map") else {

@@ -153,22 +153,7 @@ fn pick_one(dir: &Path, candidates: &[&WeightsName]) -> Result<Option<PathBuf>> 
     Ok(Some(dir.join(chosen.name)))
 }
 
-/// Sorted names of the files (and links) in `dir`.
-fn file_names(dir: &Path) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let is_file = entry
-            .file_type()
-            .map(|t| t.is_file() || t.is_symlink())
-            .unwrap_or(false);
-        if let (true, Some(name)) = (is_file, entry.file_name().to_str()) {
-            names.push(name.to_string());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
+use crate::files::file_names;
 
 /// The error for a folder with no usable file: pickles are refused with why and how to convert.
 fn nothing_usable(dir: &Path, names: &[String], variant: Option<&str>) -> Error {

@@ -1,4 +1,6 @@
-//! One memory-mapped `.safetensors` file: header parsing, validation, and tensor byte access.
+//! One `.safetensors` file: header parsing, validation, and tensor byte access. Files on disk
+//! are memory-mapped (feature `mmap`, native default) or read whole; files of a mounted
+//! in-memory folder ([`crate::files`], the web) are used in place.
 //!
 //! Format: a `u64` little-endian header size `N`, then `N` bytes of UTF-8 JSON, then the data
 //! section. The JSON is an object mapping tensor names to
@@ -14,10 +16,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+#[cfg(feature = "mmap")]
 use memmap2::Mmap;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
@@ -50,14 +53,33 @@ pub(crate) struct Header {
 /// every mmap-based loader (safetensors, candle, PyTorch) relies on.
 pub(crate) struct SafetensorsFile {
     path: PathBuf,
-    mmap: Mmap,
+    data: Storage,
+}
+
+/// The file's bytes.
+enum Storage {
+    #[cfg(feature = "mmap")]
+    Mapped(Mmap),
+    /// Read whole, or shared with a mounted in-memory folder.
+    Owned(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Storage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            #[cfg(feature = "mmap")]
+            Storage::Mapped(m) => m,
+            Storage::Owned(b) => b,
+        }
+    }
 }
 
 impl fmt::Debug for SafetensorsFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SafetensorsFile")
             .field("path", &self.path)
-            .field("len", &self.mmap.len())
+            .field("len", &self.data.len())
             .finish()
     }
 }
@@ -66,7 +88,24 @@ impl SafetensorsFile {
     /// Maps `path` and validates its header. I/O failures are [`Error::Io`]; every format
     /// defect is [`Error::Safetensors`] naming the file (and the tensor, where there is one).
     pub fn open(path: &Path) -> Result<(SafetensorsFile, Header)> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        #[cfg(feature = "mmap")]
+        if !crate::files::is_mounted(path) {
+            return Self::map(path);
+        }
+        let bytes = crate::files::read(path)?;
+        let header = parse(path, &bytes)?;
+        Ok((
+            SafetensorsFile {
+                path: path.to_path_buf(),
+                data: Storage::Owned(bytes),
+            },
+            header,
+        ))
+    }
+
+    #[cfg(feature = "mmap")]
+    fn map(path: &Path) -> Result<(SafetensorsFile, Header)> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len < 8 {
             return Err(bad(
@@ -83,7 +122,7 @@ impl SafetensorsFile {
         Ok((
             SafetensorsFile {
                 path: path.to_path_buf(),
-                mmap,
+                data: Storage::Mapped(mmap),
             },
             header,
         ))
@@ -98,7 +137,7 @@ impl SafetensorsFile {
     /// Panics only if `range` did not come from this file's validated header (an invariant of
     /// the caller, not a data-dependent failure).
     pub fn bytes(&self, range: Range<usize>) -> &[u8] {
-        &self.mmap[range]
+        &self.data[range]
     }
 
     /// Hands the pages under `range` back to the kernel (`MADV_DONTNEED`): they stop counting
@@ -106,20 +145,23 @@ impl SafetensorsFile {
     /// them back in with the file's (unchanged) content, so this never changes what is read.
     /// Best effort: a failure only means the pages stay resident.
     pub fn release(&self, range: Range<usize>) {
-        #[cfg(unix)]
-        if !range.is_empty() && range.end <= self.mmap.len() {
+        #[cfg(all(unix, feature = "mmap"))]
+        if let (Storage::Mapped(mmap), false) = (&self.data, range.is_empty()) {
+            if range.end > mmap.len() {
+                return;
+            }
             // SAFETY: the mapping is read-only and file-backed (see the type's invariant), so
             // dropped pages are re-read from the file on the next access; no data is lost and
             // no reference observes a change.
             let _ = unsafe {
-                self.mmap.unchecked_advise_range(
+                mmap.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,
                     range.start,
                     range.len(),
                 )
             };
         }
-        #[cfg(not(unix))]
+        #[cfg(not(all(unix, feature = "mmap")))]
         let _ = range;
     }
 }

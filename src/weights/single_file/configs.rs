@@ -82,10 +82,10 @@ impl Configs {
         for (text, path) in texts.iter_mut().zip(&paths) {
             // read_config names the offending field; this read only keeps the text.
             read_config::<serde_json::Value>(path)?;
-            *text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            *text = crate::files::read_to_string(path)?;
         }
         let tokenizer = dir.join("tokenizer");
-        let (tokenizer_dir, pad) = if tokenizer.is_dir() {
+        let (tokenizer_dir, pad) = if crate::files::is_dir(&tokenizer) {
             (tokenizer, None)
         } else {
             let pad = Preset::for_family(family).pad_token;
