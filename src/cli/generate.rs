@@ -490,7 +490,9 @@ fn write_images(
     let (w, h) = (out.width, out.height);
     for (i, path) in job.outputs.iter().enumerate() {
         // options.prompt and options.seed are this job's (set before generating).
-        let rgb = out.rgb8(i);
+        let rgb = out
+            .rgb8(i)
+            .ok_or_else(|| anyhow::anyhow!("image {i} is past the batch of {}", options.batch))?;
         let params = out.parameters(options, model_name);
         image_io::write_png(path, w as u32, h as u32, &rgb, Some(&params))?;
         if to_stdout {

@@ -1,22 +1,11 @@
-//! What a generated image is saved as: 8-bit pixels and the AUTOMATIC1111 `parameters` text.
-//! One definition for every writer (the CLI's files, the web page's PNGs), so the same
-//! generation gives the same bytes everywhere.
+//! The AUTOMATIC1111 `parameters` text a generated image is saved with. One definition for
+//! every writer (the CLI's files, `GenerateOutput::png` for the web page), so the same
+//! generation gives the same text everywhere.
 
 use super::options::{GenerateOptions, GenerateOutput};
-use crate::error::Result;
-use crate::image_io::{a1111_parameters, encode_png, scheduler_parameters, A1111Parameters};
+use crate::image_io::{a1111_parameters, scheduler_parameters, A1111Parameters};
 
 impl GenerateOutput {
-    /// Image `index` of the batch as 8-bit RGB `(H, W, 3)`: `[0, 1]` values times 255, rounded
-    /// half to even as diffusers' `numpy_to_pil`.
-    pub fn rgb8(&self, index: usize) -> Vec<u8> {
-        let per_image = self.width * self.height * 3;
-        self.images[index * per_image..(index + 1) * per_image]
-            .iter()
-            .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
-            .collect()
-    }
-
     /// The A1111 `parameters` text of this generation (prompt, negative prompt, steps, sampler,
     /// CFG scale, seed, size, model, img2img strength, scheduler choices).
     pub fn parameters(&self, options: &GenerateOptions, model_name: &str) -> String {
@@ -33,19 +22,6 @@ impl GenerateOutput {
             denoising_strength: options.init_image.as_ref().map(|i| i.strength),
             extra: scheduler_parameters(&options.scheduler_overrides, self.prediction_type),
         })
-    }
-
-    /// Image `index` as the PNG bytes `stipple generate` writes: [`Self::rgb8`] with
-    /// [`Self::parameters`] in its `parameters` text chunk.
-    pub fn png(
-        &self,
-        index: usize,
-        options: &GenerateOptions,
-        model_name: &str,
-    ) -> Result<Vec<u8>> {
-        let rgb = self.rgb8(index);
-        let params = self.parameters(options, model_name);
-        encode_png(self.width as u32, self.height as u32, &rgb, Some(&params))
     }
 }
 
@@ -69,11 +45,12 @@ mod tests {
     }
 
     #[test]
-    fn rgb8_rounds_half_to_even_and_saturates_per_image() {
+    fn rgb8_rounds_half_to_even_saturates_and_stops_at_the_batch() {
         // Two 1×1 images; 0.5·255 = 127.5 rounds to 128 (even), 2.5 → 2 by the same rule.
         let out = output(vec![0.0, 0.5, 1.0, -0.2, 1.3, 2.5 / 255.0], 1, 1);
-        assert_eq!(out.rgb8(0), vec![0, 128, 255]);
-        assert_eq!(out.rgb8(1), vec![0, 255, 2]);
+        assert_eq!(out.rgb8(0), Some(vec![0, 128, 255]));
+        assert_eq!(out.rgb8(1), Some(vec![0, 255, 2]));
+        assert_eq!(out.rgb8(2), None);
     }
 
     #[test]

@@ -199,26 +199,14 @@ impl GenerateOutput {
         options: &GenerateOptions,
         model_name: &str,
     ) -> crate::Result<Vec<u8>> {
-        use crate::image_io::{a1111_parameters, encode_png, scheduler_parameters};
+        use crate::image_io::encode_png;
         let rgb = self.rgb8(index).ok_or_else(|| {
             crate::Error::invalid(
                 "image index",
                 format!("{index} is past the batch of {}", options.batch),
             )
         })?;
-        let params = a1111_parameters(&crate::image_io::A1111Parameters {
-            prompt: options.prompt.clone(),
-            negative_prompt: options.negative_prompt.clone(),
-            steps: self.steps as u32,
-            sampler: self.scheduler.clone(),
-            cfg_scale: options.guidance_scale,
-            seed: self.seed,
-            width: self.width as u32,
-            height: self.height as u32,
-            model: model_name.to_string(),
-            denoising_strength: options.init_image.as_ref().map(|i| i.strength),
-            extra: scheduler_parameters(&options.scheduler_overrides, self.prediction_type),
-        });
+        let params = self.parameters(options, model_name);
         encode_png(self.width as u32, self.height as u32, &rgb, Some(&params))
     }
 }
