@@ -51,6 +51,6 @@ start=$(date +%s.%N)
 timeout "$GENERATE_TIMEOUT" "$STIPPLE" generate "$PROMPT" --seed "$SEED" -o "$OUT/native.png" 2>&1 | tee "$OUT/native.log"
 end=$(date +%s.%N)
 echo "browser-test: native CLI $(python3 -c "print(f'{$end - $start:.1f}')") s in all; its timings: $(tail -n 1 "$OUT/native.log")"
-python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); print(f"browser-test: browser {t[\"generate_s\"]:.1f} s per image (model load {t[\"load_s\"]:.1f} s), {t[\"browser\"]}")' "$OUT/browser.json"
+python3 -c 'import json, sys; t = json.load(open(sys.argv[1])); print("browser-test: browser %.1f s per image (model load %.1f s), Chromium %s" % (t["generate_s"], t["load_s"], t["browser"]))' "$OUT/browser.json"
 
 python3 scripts/browser_test.py compare "$OUT/browser.png" "$OUT/native.png" --max-diff 2
