@@ -107,7 +107,8 @@ fn output_save_png_refuses_a_missing_index() {
         truncated_tokens: 0,
         timings: Default::default(),
     };
-    assert_eq!(out.rgb8(0), vec![0, 128, 255, 255, 128, 0]);
+    assert_eq!(out.rgb8(0), Some(vec![0, 128, 255, 255, 128, 0]));
+    assert_eq!(out.rgb8(1), None);
     let path = scratch("save-png").join("x.png");
     let err = out.save_png(1, &path).unwrap_err().to_string();
     assert!(err.contains("past the batch of 1"), "{err}");

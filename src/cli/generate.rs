@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use stipple::image_io::{self, scheduler_parameters, A1111Parameters};
+use stipple::image_io;
 use stipple::output_file::{self, NamedPath};
 use stipple::pipeline::{
     GenerateOptions, GenerateOutput, InitImage, LoadOptions, Mask, Progress, SizeConditioning,
@@ -518,7 +518,7 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
                 )
             });
         }
-        write_images(&options, &out, job, steps, &model_name, to_stdout)?;
+        write_images(&options, &out, job, &model_name, to_stdout)?;
         if let Some(path) = &args.save_tensor {
             let (w, h) = (out.width, out.height);
             image_io::write_tensor_safetensors(
@@ -550,32 +550,16 @@ fn write_images(
     options: &GenerateOptions,
     out: &GenerateOutput,
     job: &Job,
-    steps: usize,
     model_name: &str,
     to_stdout: bool,
 ) -> anyhow::Result<()> {
     let (w, h) = (out.width, out.height);
-    let per_image = w * h * 3;
     for (i, path) in job.outputs.iter().enumerate() {
-        let image = &out.images[i * per_image..(i + 1) * per_image];
-        // As diffusers' numpy_to_pil: round half to even.
-        let rgb: Vec<u8> = image
-            .iter()
-            .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
-            .collect();
-        let params = image_io::a1111_parameters(&A1111Parameters {
-            prompt: job.prompt.clone(),
-            negative_prompt: options.negative_prompt.clone(),
-            steps: steps as u32,
-            sampler: out.scheduler.clone(),
-            cfg_scale: options.guidance_scale,
-            seed: job.seed,
-            width: w as u32,
-            height: h as u32,
-            model: model_name.to_string(),
-            denoising_strength: options.init_image.as_ref().map(|i| i.strength),
-            extra: scheduler_parameters(&options.scheduler_overrides, out.prediction_type),
-        });
+        // options.prompt and options.seed are this job's (set before generating).
+        let rgb = out
+            .rgb8(i)
+            .ok_or_else(|| anyhow::anyhow!("image {i} is past the batch of {}", options.batch))?;
+        let params = out.parameters(options, model_name);
         image_io::write_png(path, w as u32, h as u32, &rgb, Some(&params))?;
         if to_stdout {
             eprintln!("{}", path.display());

@@ -13,6 +13,7 @@ mod conditioning;
 pub mod family;
 mod folder;
 pub mod inpaint;
+mod infotext;
 pub mod layout;
 pub mod limits;
 pub mod lora;

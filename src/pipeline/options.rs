@@ -246,7 +246,7 @@ pub struct Timings {
 /// let options = GenerateOptions { prompt: "a red apple".into(), steps: 2, batch: 2, width: 16, height: 16, ..Default::default() };
 /// let output = pipeline.generate(&options, |_, _| Progress::Continue)?;
 /// assert_eq!(output.images.len(), 2 * 16 * 16 * 3);
-/// assert_eq!(output.rgb8(1).len(), 16 * 16 * 3);
+/// assert_eq!(output.rgb8(1).map(|rgb| rgb.len()), Some(16 * 16 * 3));
 /// let dir = std::env::temp_dir();
 /// for i in 0..options.batch {
 ///     output.save_png(i, &dir.join(format!("stipple-doc-{i}.png")))?;
@@ -275,25 +275,26 @@ pub struct GenerateOutput {
 
 impl GenerateOutput {
     /// Image `index` of the batch as 8-bit RGB (H, W, 3), rounded as diffusers' `numpy_to_pil`
-    /// (the bytes the CLI writes). Panics if `index` ≥ the batch.
-    pub fn rgb8(&self, index: usize) -> Vec<u8> {
+    /// (the bytes the CLI writes); None past the batch.
+    pub fn rgb8(&self, index: usize) -> Option<Vec<u8>> {
         let n = self.width * self.height * 3;
-        crate::image_io::unit_to_rgb8(&self.images[index * n..(index + 1) * n])
+        let image = self.images.get(index * n..(index + 1) * n)?;
+        Some(crate::image_io::unit_to_rgb8(image))
     }
 
     /// Write image `index` as a PNG (atomically: no partial file on failure).
     pub fn save_png(&self, index: usize, path: &std::path::Path) -> Result<()> {
-        if index * self.width * self.height * 3 >= self.images.len() {
-            return Err(Error::invalid(
+        let rgb = self.rgb8(index).ok_or_else(|| {
+            Error::invalid(
                 "image index",
                 format!(
                     "{index} is past the batch of {}",
                     self.images.len() / (self.width * self.height * 3).max(1)
                 ),
-            ));
-        }
+            )
+        })?;
         let (w, h) = (self.width as u32, self.height as u32);
-        crate::image_io::write_png(path, w, h, &self.rgb8(index), None)
+        crate::image_io::write_png(path, w, h, &rgb, None)
     }
 
     /// Image `index` as the PNG `stipple generate` writes for `options`: 8-bit RGB with the
@@ -306,28 +307,14 @@ impl GenerateOutput {
         options: &GenerateOptions,
         model_name: &str,
     ) -> crate::Result<Vec<u8>> {
-        use crate::image_io::{a1111_parameters, encode_png, scheduler_parameters};
-        if index >= options.batch || (index + 1) * self.width * self.height * 3 > self.images.len()
-        {
-            return Err(crate::Error::invalid(
+        use crate::image_io::encode_png;
+        let rgb = self.rgb8(index).ok_or_else(|| {
+            crate::Error::invalid(
                 "image index",
                 format!("{index} is past the batch of {}", options.batch),
-            ));
-        }
-        let rgb = self.rgb8(index);
-        let params = a1111_parameters(&crate::image_io::A1111Parameters {
-            prompt: options.prompt.clone(),
-            negative_prompt: options.negative_prompt.clone(),
-            steps: self.steps as u32,
-            sampler: self.scheduler.clone(),
-            cfg_scale: options.guidance_scale,
-            seed: self.seed,
-            width: self.width as u32,
-            height: self.height as u32,
-            model: model_name.to_string(),
-            denoising_strength: options.init_image.as_ref().map(|i| i.strength),
-            extra: scheduler_parameters(&options.scheduler_overrides, self.prediction_type),
-        });
+            )
+        })?;
+        let params = self.parameters(options, model_name);
         encode_png(self.width as u32, self.height as u32, &rgb, Some(&params))
     }
 }
