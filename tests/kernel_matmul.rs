@@ -1,6 +1,6 @@
 //! Linear layer kernel vs the CPU reference: odd sizes, sizes off every tile, fused bias /
-//! activation / residual, batch > 1, an SD-sized projection; f32 and f16.
-//! Tolerances: f32 atol 1e-4·scale (sums of up to 1280 products); f16 (inputs rounded to f16
+//! activation / residual, batch > 1, an SD-sized projection, both entries (CPU and GPU targets); f32 and f16.
+//! Tolerances: f32 atol 1e-4·scale (sums of up to 7600 products); f16 (inputs rounded to f16
 //! for the reference, output stored in f16) 4e-3·scale.
 
 mod common;
@@ -172,4 +172,51 @@ fn linear_rejects_mismatched_features() {
     .unwrap_err();
     assert!(err.to_string().contains("down_blocks.0.proj"), "{err}");
     assert!(LinearWeight::upload(&gpu, "bad", &[0.0; 11], None, 3, 4, DType::F32).is_err());
+}
+
+/// Both entries (`linear_rows` for CPU targets, `linear` for GPU targets) against the reference,
+/// at odd shapes, a text-encoder-like shape (154 rows, partial last row block) and a K past the
+/// `linear_rows` loop limit (falls back to `linear`).
+#[test]
+fn linear_both_variants() {
+    use stipple::gpu::Variant;
+    let Some(gpu) = gpu() else { return };
+    let shapes = [
+        (1, 1, 1),
+        (5, 3, 7),
+        (37, 33, 9),
+        (154, 96, 200),
+        (66, 130, 65),
+        (3, 7600, 9),
+    ];
+    for dtype in dtypes(&gpu) {
+        for variant in [Variant::Cpu, Variant::Gpu] {
+            for (i, &(m, k, n)) in shapes.iter().enumerate() {
+                let mut rng = Rng::new(500 + i as u64);
+                let x = quantize(&rng.vec(m * k, 1.0), dtype);
+                let w = quantize(&rng.vec(n * k, 1.0 / (k as f32).sqrt()), dtype);
+                let b = quantize(&rng.vec(n, 0.5), dtype);
+                let weight =
+                    LinearWeight::upload(&gpu, "proj", &w, Some(&b), n, k, dtype).expect("upload");
+                let want = matmul::reference(&x, &w, Some(&b), None, Activation::QuickGelu, n, k);
+                let target = gpu.target.clone().with_variant(variant);
+                let mut g = stipple::Graph::for_target(dtype, &target);
+                let xi = g.input("x", &[m, k]).expect("input");
+                let opts = LinearOptions {
+                    activation: Activation::QuickGelu,
+                    residual: None,
+                };
+                let y = matmul::linear(&mut g, "proj", xi, &weight, opts).expect("linear");
+                g.output("out", y).expect("output");
+                let plan = stipple::Plan::new(&gpu, g).expect("plan");
+                plan.write_input("x", &x).expect("write");
+                plan.run().expect("run");
+                let got = plan.read_output("out").expect("read");
+                let scale = max_abs(&want).max(1.0);
+                let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * scale;
+                let label = format!("linear {variant:?} M{m} K{k} N{n} {}", dtype.name());
+                assert_close(&label, &got, &want, atol, 0.0);
+            }
+        }
+    }
 }

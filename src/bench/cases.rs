@@ -16,6 +16,8 @@ use crate::ops::matmul::{self, LinearOptions, LinearWeight};
 pub enum CaseKind {
     /// Attention projection at the first level: (B·HW, 320) · (320, 320) + bias.
     Linear,
+    /// A text-encoder linear layer: (B·77, K) · (K, N) + bias (few rows, wide weights).
+    TextLinear { k: usize, n: usize },
     /// 320 → 320 channels at the first level, kernel 3 (padding 1) or 1.
     Conv(usize),
     /// 8 heads × 40 at the first level, over its own tokens (`cross: false`) or 77 text tokens;
@@ -32,7 +34,12 @@ impl CaseKind {
     /// The cases of the kernel table; with `variants`, every attention kernel too (side by side
     /// in one run).
     pub fn table(variants: bool) -> Vec<CaseKind> {
-        let mut cases = vec![CaseKind::Linear, CaseKind::Conv(3), CaseKind::Conv(1)];
+        let mut cases = vec![CaseKind::Linear];
+        // CLIP-L attention / fc1 / fc2, and SDXL's OpenCLIP-bigG fc1.
+        for (k, n) in [(768, 768), (768, 3072), (3072, 768), (1280, 5120)] {
+            cases.push(CaseKind::TextLinear { k, n });
+        }
+        cases.extend([CaseKind::Conv(3), CaseKind::Conv(1)]);
         for cross in [false, true] {
             cases.push(CaseKind::Attention {
                 cross,
@@ -54,6 +61,7 @@ impl CaseKind {
     pub fn label(&self) -> String {
         match self {
             CaseKind::Linear => "matmul (linear + bias)".into(),
+            CaseKind::TextLinear { k, n } => format!("matmul text {k}→{n}"),
             CaseKind::Conv(k) => format!("conv2d {k}x{k}"),
             CaseKind::Attention { cross, kernel } => {
                 let what = if *cross {
@@ -74,7 +82,7 @@ impl CaseKind {
     /// Shader files the case's dispatches come from.
     pub fn shaders(&self) -> &'static [&'static str] {
         match self {
-            CaseKind::Linear => &["matmul"],
+            CaseKind::Linear | CaseKind::TextLinear { .. } => &["matmul"],
             CaseKind::Conv(_) => &["conv2d"],
             CaseKind::Attention { .. } => &["attention"],
             CaseKind::GroupNorm => &["group_norm"],
@@ -122,25 +130,9 @@ pub fn build(gpu: &Gpu, kind: CaseKind, dtype: DType, b: usize, s: usize) -> Res
     };
     let finish = |g: &mut Graph, out: ValueId| g.output("out", out);
     let case = match kind {
-        CaseKind::Linear => {
-            let (m, k, n) = (b * s * s, 320, 320);
-            let (w, bias) = (noise(n * k, 7, 0.05), noise(n, 8, 0.1));
-            let weight = LinearWeight::upload(gpu, "bench.linear", &w, Some(&bias), n, k, dtype)?;
-            let (x, xd) = input(&mut g, "x", &[m, k], 1)?;
-            let y = matmul::linear(&mut g, "linear", x, &weight, LinearOptions::default())?;
-            finish(&mut g, y)?;
-            let x2 = xd.clone();
-            Case {
-                graph: g,
-                inputs: vec![("x".into(), xd)],
-                shape: format!("({m}, {k}) · ({k}, {n})"),
-                work: 2.0 * (m * n * k) as f64,
-                compute_bound: true,
-                reference: Box::new(move || {
-                    matmul::reference(&x2, &w, Some(&bias), None, Activation::Identity, n, k)
-                }),
-            }
-        }
+        CaseKind::Linear => linear_case(gpu, g, dtype, b * s * s, 320, 320)?,
+        // Independent of the latent size: the text is always 77 tokens.
+        CaseKind::TextLinear { k, n } => linear_case(gpu, g, dtype, b * 77, k, n)?,
         CaseKind::Conv(ksize) => {
             let (c, pad) = (320, ksize / 2);
             let shape = [c, c, ksize, ksize];
@@ -236,4 +228,32 @@ pub fn build(gpu: &Gpu, kind: CaseKind, dtype: DType, b: usize, s: usize) -> Res
         }
     };
     Ok(case)
+}
+
+/// `(m, k) · (k, n) + bias` with random inputs.
+fn linear_case(
+    gpu: &Gpu,
+    mut g: Graph,
+    dtype: DType,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<Case> {
+    let (w, bias) = (noise(n * k, 7, 0.05), noise(n, 8, 0.1));
+    let weight = LinearWeight::upload(gpu, "bench.linear", &w, Some(&bias), n, k, dtype)?;
+    let x = g.input("x", &[m, k])?;
+    let xd = noise(m * k, 1, 1.0);
+    let y = matmul::linear(&mut g, "linear", x, &weight, LinearOptions::default())?;
+    g.output("out", y)?;
+    let x2 = xd.clone();
+    Ok(Case {
+        graph: g,
+        inputs: vec![("x".into(), xd)],
+        shape: format!("({m}, {k}) · ({k}, {n})"),
+        work: 2.0 * (m * n * k) as f64,
+        compute_bound: true,
+        reference: Box::new(move || {
+            matmul::reference(&x2, &w, Some(&bias), None, Activation::Identity, n, k)
+        }),
+    })
 }

@@ -2,9 +2,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, params, to_u32};
+use super::{grid_1d, params, to_u32, LOOP_BUDGET};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Tensor};
+use crate::gpu::{KernelKey, Tensor, Variant};
 use crate::graph::{Dispatch, Graph, ValueId};
 
 #[repr(C)]
@@ -43,13 +43,21 @@ pub fn layer_norm(
     let gv = g.constant(gamma);
     let bv = g.constant(beta);
     let y = g.intermediate(name, &shape, g.dtype)?;
+    // CPU targets: one invocation per row, 64 rows per workgroup, no barriers (each barrier is
+    // a coroutine switch per invocation on lavapipe), while its 3·C loop iterations fit the loop
+    // budget. GPU targets: one workgroup per row (small: 64 invocations).
+    let (entry, workgroups) = match g.target.variant {
+        Variant::Cpu if 3 * c <= LOOP_BUDGET => {
+            ("layer_norm_rows", grid_1d(name, rows.div_ceil(64))?)
+        }
+        _ => ("layer_norm", grid_1d(name, rows)?),
+    };
     g.dispatch(Dispatch {
         label: name.to_string(),
-        // Small workgroups: each barrier costs a coroutine switch per invocation on lavapipe.
-        kernel: KernelKey::new("layer_norm", "layer_norm", g.dtype).with("WG", 64),
+        kernel: KernelKey::new("layer_norm", entry, g.dtype).with("WG", 64),
         params: params(&p),
         buffers: vec![(1, x), (2, gv), (3, bv), (4, y)],
-        workgroups: grid_1d(name, rows)?,
+        workgroups,
     })?;
     Ok(y)
 }

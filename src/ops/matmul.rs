@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use super::elementwise::Activation;
 use super::{gemm_grid, pad8, params, to_u32, LOOP_BUDGET};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, KernelKey, Tensor};
+use crate::gpu::{DType, Gpu, KernelKey, Tensor, Variant};
 use crate::graph::{Dispatch, Graph, ValueId};
 
 /// A linear layer's weight, repacked for the kernel: torch's (N, K) becomes (K, NP) with NP = N
@@ -143,6 +143,11 @@ impl Default for LinearOptions {
     }
 }
 
+/// Groups of 4 rows that one `linear_rows` invocation walks in turn (WGY in the shader).
+const ROW_GROUPS: usize = 8;
+/// Most rows that `linear_rows` is used for on CPU targets.
+const ROWS_MAX: usize = 512;
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
@@ -174,13 +179,20 @@ pub fn linear(
             ),
         ));
     }
+    let rows: usize = shape[..shape.len() - 1].iter().product();
+    // CPU targets with few rows (text encoders: 77 per prompt): `linear_rows` (uniform `src`
+    // loads; its loop runs 8·K iterations, so only while that fits the loop budget). It measured
+    // 1.28× at 154×768×3072 but 0.91× at 8192×320×320 (docs/kernels.md); other shapes: `linear`.
+    let entry = match g.target.variant {
+        Variant::Cpu if rows <= ROWS_MAX && k * ROW_GROUPS <= LOOP_BUDGET => "linear_rows",
+        _ => "linear",
+    };
     if k > LOOP_BUDGET {
         return Err(Error::shape(
             name,
             format!("{k} input features exceed the kernel's reduction limit {LOOP_BUDGET}"),
         ));
     }
-    let rows: usize = shape[..shape.len() - 1].iter().product();
     let mut out_shape = shape.clone();
     *out_shape.last_mut().unwrap_or(&mut 0) = w.out_features;
     if let Some(r) = opts.residual {
@@ -222,7 +234,7 @@ pub fn linear(
         ));
     }
     let workgroups = gemm_grid(name, rows, np)?;
-    let kernel = KernelKey::new("matmul", "linear", g.dtype).with("ACT", opts.activation as u32);
+    let kernel = KernelKey::new("matmul", entry, g.dtype).with("ACT", opts.activation as u32);
     g.dispatch(Dispatch {
         label: name.to_string(),
         kernel,
