@@ -182,9 +182,14 @@ pub fn linear(
     let rows: usize = shape[..shape.len() - 1].iter().product();
     // CPU targets with few rows (text encoders: 77 per prompt): `linear_rows` (uniform `src`
     // loads; its loop runs 8·K iterations, so only while that fits the loop budget). It measured
-    // 1.28× at 154×768×3072 but 0.91× at 8192×320×320 (docs/kernels.md); other shapes: `linear`.
+    // 1.28× at 154×768×3072 but 0.91× at 8192×320×320 (docs/kernels.md), and slowed the tiny
+    // test UNet's 16–32-wide linears (a workgroup spans 64 columns); other shapes: `linear`.
     let entry = match g.target.variant {
-        Variant::Cpu if rows <= ROWS_MAX && k * ROW_GROUPS <= LOOP_BUDGET => "linear_rows",
+        Variant::Cpu
+            if rows <= ROWS_MAX && w.out_features >= 64 && k * ROW_GROUPS <= LOOP_BUDGET =>
+        {
+            "linear_rows"
+        }
         _ => "linear",
     };
     if k > LOOP_BUDGET {
