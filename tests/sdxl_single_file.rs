@@ -76,26 +76,6 @@ fn tiny_sdxl_file(dir: &Path) -> PathBuf {
     file
 }
 
-/// Every tensor of a folder's components: (component/name without `text_model.`) → (dtype,
-/// shape, bytes).
-fn folder_tensors(folder: &Path) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
-    let mut all = Vec::new();
-    for component in ["unet", "vae", "text_encoder", "text_encoder_2"] {
-        let w = Weights::open(folder.join(component)).unwrap();
-        for name in w.names() {
-            let (dtype, shape, bytes) = w.raw(&name).unwrap();
-            let short = name.strip_prefix("text_model.").unwrap_or(&name);
-            all.push((
-                format!("{component}/{short}"),
-                dtype.name().to_string(),
-                shape.to_vec(),
-                bytes.to_vec(),
-            ));
-        }
-    }
-    all.sort();
-    all
-}
 
 #[test]
 fn tiny_sdxl_file_holds_ldm_layout_and_round_trips_bit_identically() {

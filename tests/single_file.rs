@@ -64,26 +64,6 @@ fn tiny_pipe_sd2(dir: &Path) -> PathBuf {
     folder
 }
 
-/// Every tensor of a folder's components: (component/name without `text_model.`) → (dtype,
-/// shape, bytes).
-fn folder_tensors(folder: &Path) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
-    let mut all = Vec::new();
-    for component in ["unet", "vae", "text_encoder"] {
-        let w = Weights::open(folder.join(component)).unwrap();
-        for name in w.names() {
-            let (dtype, shape, bytes) = w.raw(&name).unwrap();
-            let short = name.strip_prefix("text_model.").unwrap_or(&name);
-            all.push((
-                format!("{component}/{short}"),
-                dtype.name().to_string(),
-                shape.to_vec(),
-                bytes.to_vec(),
-            ));
-        }
-    }
-    all.sort();
-    all
-}
 
 #[test]
 fn folder_to_file_to_folder_is_bit_identical() {

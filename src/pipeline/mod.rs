@@ -12,8 +12,8 @@
 mod conditioning;
 pub mod family;
 mod folder;
-pub mod inpaint;
 mod infotext;
+pub mod inpaint;
 pub mod layout;
 pub mod limits;
 pub mod lora;

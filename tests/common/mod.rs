@@ -179,3 +179,27 @@ pub fn run_graph(
     plan.run().expect("run");
     plan.read_output("out").expect("read output")
 }
+
+/// Every tensor of a model folder's unet/, vae/, text_encoder/ and (when present)
+/// text_encoder_2/, sorted: (component/name without `text_model.`, dtype, shape, bytes).
+pub fn folder_tensors(folder: &std::path::Path) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
+    let mut all = Vec::new();
+    for component in ["unet", "vae", "text_encoder", "text_encoder_2"] {
+        if component == "text_encoder_2" && !folder.join(component).exists() {
+            continue;
+        }
+        let w = stipple::weights::Weights::open(folder.join(component)).unwrap();
+        for name in w.names() {
+            let (dtype, shape, bytes) = w.raw(&name).unwrap();
+            let short = name.strip_prefix("text_model.").unwrap_or(&name);
+            all.push((
+                format!("{component}/{short}"),
+                dtype.name().to_string(),
+                shape.to_vec(),
+                bytes.to_vec(),
+            ));
+        }
+    }
+    all.sort();
+    all
+}
