@@ -76,7 +76,6 @@ fn tiny_sdxl_file(dir: &Path) -> PathBuf {
     file
 }
 
-
 #[test]
 fn tiny_sdxl_file_holds_ldm_layout_and_round_trips_bit_identically() {
     let dir = scratch("sdxl-file-layout");

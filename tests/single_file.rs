@@ -64,7 +64,6 @@ fn tiny_pipe_sd2(dir: &Path) -> PathBuf {
     folder
 }
 
-
 #[test]
 fn folder_to_file_to_folder_is_bit_identical() {
     let dir = scratch("single-roundtrip");

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// come from a latent→RGB projection. Its factor must match every served model's VAE.
     #[arg(long, value_name = "DIR")]
     pub taesd: Option<PathBuf>,
+    /// A folder of LoRA .safetensors files: listed by /sdapi/v1/loras and applied to a request
+    /// whose prompt names one as <lora:NAME:MULTIPLIER> (NAME = the file name without .safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub lora_dir: Option<PathBuf>,
 }
 
 pub fn run(gpu: &GpuOptions, args: &ServeArgs) -> anyhow::Result<()> {
@@ -103,6 +107,7 @@ pub fn run(gpu: &GpuOptions, args: &ServeArgs) -> anyhow::Result<()> {
             every: args.preview_every,
         },
         taesd: args.taesd.clone(),
+        lora_dir: args.lora_dir.clone(),
     };
     stipple::serve::run(&config, |server| {
         // First line of stdout: scripts and tests read the address from it.

@@ -24,6 +24,7 @@ pub mod apply;
 pub mod kohya;
 pub mod names;
 pub mod peft;
+pub mod prompt_tags;
 pub mod targets;
 
 use std::collections::BTreeMap;

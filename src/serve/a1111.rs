@@ -8,7 +8,7 @@
 //!
 //! Status and settings: `progress`, `interrupt`/`skip`, `options` (only `sd_model_checkpoint`
 //! is acted on), `sd-models`, `samplers`, `schedulers`, and empty lists where stipple has no
-//! such feature (`upscalers`, `sd-vae`, `loras`, `prompt-styles`, `embeddings`).
+//! such feature (`upscalers`, `sd-vae`, `prompt-styles`, `embeddings`); `loras` lists `--lora-dir`.
 
 use std::sync::Arc;
 
@@ -84,7 +84,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/sdapi/v1/upscalers", empty_list())
         .route("/sdapi/v1/latent-upscale-modes", empty_list())
         .route("/sdapi/v1/sd-vae", empty_list())
-        .route("/sdapi/v1/loras", empty_list())
+        .route("/sdapi/v1/loras", get(super::loras::list))
         .route("/sdapi/v1/prompt-styles", empty_list())
         .route(
             "/sdapi/v1/embeddings",

@@ -30,11 +30,20 @@ pub async fn run(
     denoising_strength: Option<f32>,
     field_of: impl Fn(&str) -> String,
 ) -> Result<Finished, ApiError> {
+    // `<lora:NAME:MULTIPLIER>` tags select LoRAs and leave the encoded prompt; the infotext
+    // keeps them, as A1111's does.
+    let (prompt, tags) = crate::lora::prompt_tags::extract_lora_tags(&options.prompt)
+        .map_err(|e| ApiError::field(field_of("prompt"), e.to_string()))?;
+    let loras = state.loras.resolve(&tags, &field_of("prompt"))?;
     let job = GenerateJob {
         model: model.to_string(),
-        options: options.clone(),
+        options: GenerateOptions {
+            prompt,
+            ..options.clone()
+        },
         seeds,
         init_images,
+        loras,
     };
     match state.queue.run(Work::Generate(Box::new(job))).await? {
         Ok(Reply::Images {

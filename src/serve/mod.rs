@@ -21,6 +21,7 @@ pub mod generation;
 pub mod images;
 pub mod inpaint;
 pub mod limits;
+pub mod loras;
 pub mod models;
 pub mod openai;
 pub mod queue;
@@ -72,6 +73,8 @@ pub struct ServeConfig {
     pub live_previews: status::LivePreviews,
     /// A TAESD folder for the previews (else the latent→RGB projection).
     pub taesd: Option<PathBuf>,
+    /// LoRA files that prompts may name with `<lora:NAME:MULTIPLIER>` ([`loras`]).
+    pub lora_dir: Option<PathBuf>,
 }
 
 /// What every handler shares.
@@ -79,6 +82,8 @@ pub struct AppState {
     pub queue: JobQueue,
     pub status: Arc<Status>,
     pub catalog: ModelCatalog,
+    /// LoRA files from `--lora-dir`.
+    pub loras: loras::LoraCatalog,
     pub limits: Limits,
     /// The adapter's name, for `/health`.
     pub adapter: String,
@@ -188,6 +193,7 @@ impl Server {
             return Err(Error::invalid("--queue", "must be at least 1"));
         }
         let catalog = ModelCatalog::scan(&config.model, config.models_dir.as_deref())?;
+        let loras = loras::LoraCatalog::scan(config.lora_dir.as_deref())?;
         let status = Arc::new(Status::new(catalog.default_model().name.clone()));
         status.set_live_previews(config.live_previews);
         let (tx, rx) = std::sync::mpsc::sync_channel(config.queue);
@@ -213,6 +219,7 @@ impl Server {
             queue: JobQueue::new(tx, status.clone()),
             status: status.clone(),
             catalog: catalog.clone(),
+            loras,
             limits: config.limits.clone(),
             adapter: adapter.clone(),
         });

@@ -31,6 +31,8 @@ pub struct GenerateJob {
     pub seeds: Vec<u64>,
     /// img2img: image k starts from `init_images[k % len]`; empty for text-to-image.
     pub init_images: Vec<InitImage>,
+    /// LoRA files and multipliers from the prompt's `<lora:…>` tags (empty: the base model).
+    pub loras: Vec<(std::path::PathBuf, f32)>,
 }
 
 /// What a handler asks the worker to do.

@@ -31,6 +31,8 @@ struct Worker {
     status: Arc<Status>,
     /// The loaded model's catalog name and pipeline.
     loaded: Option<(String, Pipeline)>,
+    /// The LoRAs merged into the loaded model (re-merged only when a job asks for others).
+    loras: Vec<(std::path::PathBuf, f32)>,
 }
 
 /// Starts the worker: opens the adapter and loads the default model, then serves `jobs` until
@@ -51,6 +53,7 @@ pub fn spawn(
                     config,
                     status,
                     loaded: None,
+                    loras: Vec::new(),
                 };
                 let default = worker.config.catalog.default_model().name.clone();
                 worker.ensure_loaded(&default)?;
@@ -92,6 +95,7 @@ impl Worker {
     fn ensure_loaded(&mut self, name: &str) -> Result<&mut Pipeline> {
         if self.loaded.as_ref().is_none_or(|(n, _)| n != name) {
             self.loaded = None;
+            self.loras.clear();
             self.status.set_loaded_model(None);
             let entry = self.config.catalog.find(name).ok_or_else(|| {
                 Error::invalid(
@@ -140,7 +144,13 @@ impl Worker {
     /// interrupted or the server stops.
     fn generate(&mut self, job: GenerateJob, flags: &JobFlags) -> Result<Reply, JobError> {
         let status = self.status.clone();
-        let pipeline = self.ensure_loaded(&job.model).map_err(JobError::Failed)?;
+        self.ensure_loaded(&job.model).map_err(JobError::Failed)?;
+        let pipeline = &mut self.loaded.as_mut().expect("loaded just above").1;
+        if self.loras != job.loras {
+            // On an error the weights are unchanged, and so is the recorded set.
+            pipeline.set_loras(&job.loras).map_err(JobError::Failed)?;
+            self.loras = job.loras.clone();
+        }
         let live = status.live_previews();
         let previews = live.enabled.then(|| PreviewOptions {
             every: live.every,
