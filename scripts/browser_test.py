@@ -80,14 +80,18 @@ def run(args):
                 "adapter_status": page.inner_text(state),
                 "load_s": float(page.get_attribute(state, "data-load-seconds")),
                 "generate_s": float(page.get_attribute(state, "data-seconds")),
+                "previews": int(page.get_attribute(state, "data-previews") or 0),
                 "generate_wall_s": round(wall, 2),
                 "browser": browser.version,
                 "flags": flags,
             }
+            if timings["previews"] == 0:
+                fail("the page showed no live preview")
             with open(os.path.join(args.out, "browser.json"), "w") as f:
                 json.dump(timings, f, indent=1)
             print(f"browser-test: browser image in {timings['generate_s']:.1f} s "
-                  f"(model load {timings['load_s']:.1f} s); saved browser.png, page.png", flush=True)
+                  f"(model load {timings['load_s']:.1f} s, {timings['previews']} live previews); "
+                  "saved browser.png, page.png", flush=True)
             browser.close()
     finally:
         server.shutdown()

@@ -83,14 +83,16 @@ async function generate() {
   $('generate').disabled = true;
   progress.max = steps;
   progress.value = 0;
+  $('status').dataset.previews = '0';
   status('running', 'Encoding the prompt…');
   const t0 = performance.now();
   try {
     const png = await generator.generate(
       $('prompt').value, $('negative').value, steps, cfg, seed, $('scheduler').value, 0, 0,
-      (step, total) => {
+      (step, total, preview) => {
         progress.max = total;
         progress.value = step;
+        if (preview) showPreview(preview);
         status('running', step < total ? `Step ${step} of ${total}` : `Step ${total} of ${total}; decoding…`);
         return true;
       });
@@ -105,11 +107,30 @@ async function generate() {
   }
 }
 
+// Draws a live preview ({width, height, rgb}: the predicted image so far) over the last image.
+function showPreview({ width, height, rgb }) {
+  const canvas = $('preview');
+  canvas.width = width;
+  canvas.height = height;
+  const rgba = new Uint8ClampedArray(width * height * 4);
+  for (let i = 0; i < width * height; i++) {
+    rgba.set(rgb.subarray(3 * i, 3 * i + 3), 4 * i);
+    rgba[4 * i + 3] = 255;
+  }
+  canvas.getContext('2d').putImageData(new ImageData(rgba, width, height), 0, 0);
+  canvas.hidden = false;
+  $('image').hidden = true;
+  const s = $('status');
+  s.dataset.previews = String(Number(s.dataset.previews ?? 0) + 1);
+}
+
 // Shows the PNG and arms the download button; prints its `parameters` text chunk.
 function showImage(png, seed) {
   if (pngUrl) URL.revokeObjectURL(pngUrl);
   pngUrl = URL.createObjectURL(new Blob([png], { type: 'image/png' }));
   $('image').src = pngUrl;
+  $('image').hidden = false;
+  $('preview').hidden = true;
   $('params').textContent = pngText(png, 'parameters') ?? '';
   $('download').disabled = false;
   $('download').onclick = () => {

@@ -11,9 +11,12 @@
 mod files;
 
 use stipple::files::Mount;
-use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
+use stipple::pipeline::{GenerateOptions, Pipeline, PreviewMethod, PreviewOptions, Progress};
 use stipple::{Gpu, GpuOptions};
 use wasm_bindgen::prelude::*;
+
+/// Steps between the live previews the page shows.
+const PREVIEW_EVERY: usize = 2;
 
 /// Largest seed a JS number holds exactly (2^53).
 const MAX_SEED: f64 = 9_007_199_254_740_992.0;
@@ -65,8 +68,10 @@ impl Generator {
     }
 
     /// Generates one image and returns its PNG bytes. `scheduler` "" = the model's own;
-    /// `width`/`height` 0 = the model's native size. `on_step(step, total)` is called after each
-    /// denoising step; returning `false` from it cancels.
+    /// `width`/`height` 0 = the model's native size. `on_step(step, total, preview)` is called
+    /// after each denoising step; returning `false` from it cancels. Every [`PREVIEW_EVERY`]
+    /// steps `preview` is the predicted image so far as `{width, height, rgb: Uint8Array}` (the
+    /// latent→RGB projection: shapes and rough colours), otherwise `null`.
     #[allow(clippy::too_many_arguments)] // mirrors the CLI's flags one to one
     pub async fn generate(
         &mut self,
@@ -96,14 +101,29 @@ impl Generator {
             scheduler: (!scheduler.is_empty()).then_some(scheduler),
             ..GenerateOptions::default()
         };
+        let previews = PreviewOptions {
+            every: PREVIEW_EVERY,
+            method: PreviewMethod::Linear,
+        };
         let out = self
             .pipeline
-            .generate_async(&options, |step, total| {
+            .generate_with_previews_async(&options, Some(&previews), |info| {
+                let preview = info.preview.as_ref().map_or(JsValue::NULL, |p| {
+                    let object = js_sys::Object::new();
+                    let set = |key: &str, value: JsValue| {
+                        let _ = js_sys::Reflect::set(&object, &key.into(), &value);
+                    };
+                    set("width", (p.width as u32).into());
+                    set("height", (p.height as u32).into());
+                    set("rgb", js_sys::Uint8Array::from(&p.rgb[..]).into());
+                    object.into()
+                });
                 let keep_going = on_step
-                    .call2(
+                    .call3(
                         &JsValue::NULL,
-                        &(step as u32).into(),
-                        &(total as u32).into(),
+                        &(info.step as u32).into(),
+                        &(info.total as u32).into(),
+                        &preview,
                     )
                     .map(|r| r.as_bool() != Some(false))
                     .unwrap_or(true);
