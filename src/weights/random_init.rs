@@ -77,15 +77,7 @@ pub fn write_random_folder(
     seed: u64,
     progress: &dyn Fn(u64, u64),
 ) -> Result<()> {
-    if out.exists() {
-        return Err(Error::invalid(
-            "output folder",
-            format!(
-                "{} already exists (init-random writes a new folder)",
-                out.display()
-            ),
-        ));
-    }
+    refuse_existing(out, "folder")?;
     let tmp = partial_path(out)?;
     let _ = std::fs::remove_dir_all(&tmp);
     let result = write_into(family, dtype, &tmp, tokenizer, seed, progress)
@@ -111,21 +103,27 @@ pub fn write_random_single_file(
     seed: u64,
     progress: &dyn Fn(u64, u64),
 ) -> Result<()> {
-    if out.exists() {
-        return Err(Error::invalid(
-            "output file",
-            format!(
-                "{} already exists (init-random writes a new file)",
-                out.display()
-            ),
-        ));
-    }
+    refuse_existing(out, "file")?;
     let folder = partial_path(out)?;
     let _ = std::fs::remove_dir_all(&folder);
     let result = write_into(family, dtype, &folder, tokenizer, seed, progress)
         .and_then(|()| super::single_file::convert::folder_to_single_file(&folder, out, None));
     let _ = std::fs::remove_dir_all(&folder);
     result
+}
+
+/// init-random never replaces anything: an existing `out` (a `kind`: folder or file) is an error.
+fn refuse_existing(out: &Path, kind: &str) -> Result<()> {
+    if out.exists() {
+        return Err(Error::invalid(
+            format!("output {kind}"),
+            format!(
+                "{} already exists (init-random writes a new {kind})",
+                out.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `DIR/.NAME.partial` next to `out`.
