@@ -1,4 +1,4 @@
-//! `stipple bench load`: loading a model folder, measured: wall time, file bytes read, the GPU
+//! `stipple bench load`: loading a model folder or single file, measured: wall time, file bytes read, the GPU
 //! bytes its weights take (summed from the graphs that use them: text encoder, UNet, VAE encoder
 //! and decoder), the host bytes kept (CLIP's token table), this process's peak resident memory
 //! (Linux `VmHWM`), and optionally the text encoder's time for a batch of 2 (CFG).
@@ -38,17 +38,29 @@ pub fn bench_load(
     dtype: Option<DType>,
     text_encoder: bool,
 ) -> Result<LoadReport> {
-    let file_bytes = ["text_encoder", "unet", "vae"]
-        .into_iter()
-        .map(|c| Weights::open(model.join(c)).map(|w| w.data_bytes()))
-        .sum::<Result<u64>>()?;
+    // A single-file checkpoint counts all its tensors (EMA copies included); a folder, the
+    // components the pipeline loads.
+    let file_bytes = if model.is_file() {
+        Weights::open(model)?.data_bytes()
+    } else {
+        ["text_encoder", "text_encoder_2", "unet", "vae"]
+            .into_iter()
+            .filter(|c| *c != "text_encoder_2" || model.join(c).is_dir())
+            .map(|c| Weights::open(model.join(c)).map(|w| w.data_bytes()))
+            .sum::<Result<u64>>()?
+    };
     let t0 = Instant::now();
     let pipe = Pipeline::load(gpu, model, dtype)?;
     gpu.wait("loading")?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let dtype = dtype.unwrap_or_else(|| auto_dtype(gpu));
     let latent = [8, 8];
+    let text_encoder_2_bytes = match &pipe.text_encoder_2 {
+        Some(te) => te.graph(dtype, 1, false)?.memory().weights,
+        None => 0,
+    };
     let gpu_weight_bytes = pipe.text_encoder.graph(dtype, 1, false)?.memory().weights
+        + text_encoder_2_bytes
         + pipe
             .unet
             .graph(dtype, 1, latent, 77, false)?

@@ -397,7 +397,7 @@ pub fn run_profile(options: &GpuOptions, args: &ProfileArgs) -> anyhow::Result<(
 
 #[derive(clap::Args)]
 pub struct LoadArgs {
-    /// A diffusers model folder.
+    /// A diffusers model folder or a single-file checkpoint.
     #[arg(short, long)]
     pub model: std::path::PathBuf,
     /// f32, f16 or auto.
