@@ -1,11 +1,13 @@
 //! Conv2d kernel (NHWC implicit GEMM) vs the CPU reference: 3×3 stride 1 and 2 with padding 1,
 //! 1×1, odd sizes and channel counts, batch > 1, fused bias and residual, an SD-sized layer;
-//! f32 and f16. Tolerances: f32 atol 1e-4·scale; f16 (inputs rounded for the reference, output
+//! f32 and f16; the same shapes and tile-crossing ones through the GPU variant's tiled kernel
+//! (`conv2d_tiled`) forced on this adapter. Tolerances: f32 atol 1e-4·scale; f16 (inputs rounded for the reference, output
 //! stored in f16) 4e-3·scale.
 
 mod common;
 
 use common::*;
+use stipple::gpu::{Target, Variant};
 use stipple::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
 use stipple::DType;
 
@@ -21,6 +23,18 @@ struct Case {
 }
 
 fn check(gpu: &stipple::Gpu, case: &Case, dtype: DType, seed: u64) {
+    check_for(gpu, &Target::default(), case, dtype, seed, "conv2d");
+}
+
+/// `case` in a graph built for `target`, which must pick the kernel of `shader`.
+fn check_for(
+    gpu: &stipple::Gpu,
+    target: &Target,
+    case: &Case,
+    dtype: DType,
+    seed: u64,
+    shader: &str,
+) {
     let mut rng = Rng::new(seed);
     let Case {
         input,
@@ -61,17 +75,23 @@ fn check(gpu: &stipple::Gpu, case: &Case, dtype: DType, seed: u64) {
         (pad, extra),
         residual.then_some(&r[..]),
     );
-    let rs = [b, ho, wo, cout];
-    let inputs: Vec<(&str, &[usize], &[f32])> = vec![("x", &input, &x), ("r", &rs, &r)];
-    let got = run_graph(gpu, dtype, &inputs, |g, ids| {
-        let opts = Conv2dOptions {
-            stride,
-            padding: pad,
-            extra_padding_end: extra,
-            residual: residual.then_some(ids[1]),
-        };
-        conv2d::conv2d(g, "conv", ids[0], &weight, opts)
-    });
+    let mut g = stipple::Graph::for_target(dtype, target);
+    let xi = g.input("x", &input).expect("input");
+    let ri = g.input("r", &[b, ho, wo, cout]).expect("input");
+    let opts = Conv2dOptions {
+        stride,
+        padding: pad,
+        extra_padding_end: extra,
+        residual: residual.then_some(ri),
+    };
+    let y = conv2d::conv2d(&mut g, "conv", xi, &weight, opts).expect("conv2d");
+    assert_eq!(g.dispatches()[0].kernel.shader, shader, "kernel picked");
+    g.output("out", y).expect("output");
+    let plan = stipple::Plan::new(gpu, g).expect("plan");
+    plan.write_input("x", &x).expect("write");
+    plan.write_input("r", &r).expect("write");
+    plan.run().expect("run");
+    let got = plan.read_output("out").expect("read");
     let scale = max_abs(&want).max(1.0);
     let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * scale;
     let label = format!(
@@ -213,4 +233,40 @@ fn conv2d_rejects_bad_shapes() {
             && err.to_string().contains("5 channels"),
         "{err}"
     );
+}
+
+/// The GPU variant's tiled implicit-GEMM kernel (`conv2d_tiled`: 128 pixels × 64 channels per
+/// workgroup, K = taps·CIN in steps of 16), forced on this adapter: 3×3 stride 1 and 2 with
+/// padding, the VAE's (0, 1, 0, 1) downsample padding, 1×1, a 1×1 image, odd channel counts,
+/// K not a multiple of 16, pixel counts one past a tile (130), COUT one past a tile (65),
+/// batch > 1, bias and residual; f32 and f16 (tolerances as in `check`).
+#[test]
+fn conv2d_tiled_gpu_variant() {
+    let Some(gpu) = gpu() else { return };
+    let target = gpu.target.clone().with_variant(Variant::Gpu);
+    let case = |input, cout, k, stride, pad, extra, bias, residual| Case {
+        input,
+        cout,
+        k,
+        stride,
+        pad,
+        extra,
+        bias,
+        residual,
+    };
+    let cases = [
+        case([1, 1, 1, 4], 3, 3, 1, 1, 0, true, false),
+        case([2, 8, 6, 5], 7, 3, 2, 0, 1, true, false),
+        case([1, 5, 7, 3], 5, 3, 1, 1, 0, false, true),
+        case([2, 9, 6, 4], 10, 3, 2, 1, 0, true, false),
+        case([1, 13, 10, 17], 65, 3, 1, 1, 0, true, true),
+        case([3, 11, 5, 6], 9, 1, 1, 0, 0, true, true),
+        case([1, 10, 13, 40], 24, 1, 1, 0, 0, false, false),
+        case([2, 12, 12, 16], 72, 3, 2, 1, 0, true, true),
+    ];
+    for dtype in dtypes(&gpu) {
+        for (i, c) in cases.iter().enumerate() {
+            check_for(&gpu, &target, c, dtype, 40 + i as u64, "conv2d_tiled");
+        }
+    }
 }

@@ -26,11 +26,12 @@ pub fn run(options: &GpuOptions) -> anyhow::Result<()> {
         i.name, i.backend, i.device_type
     );
     println!(
-        "Graphs built for: {} kernels, loop budget {}{}",
+        "Graphs built for: {} kernels, loop budget {}, shader checks {}{}",
         gpu.target.variant.name(),
         gpu.target
             .loop_budget
             .map_or("none".to_string(), |b| b.to_string()),
+        gpu.kernels.checks().name(),
         gpu.kernels
             .shader_dir()
             .map(|d| format!("; shaders from {}", d.dir.display()))

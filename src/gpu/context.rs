@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{Kernels, ShaderDir};
+use crate::gpu::kernels::{Kernels, ShaderChecks, ShaderDir};
 use crate::gpu::target::Target;
 
 /// Features used when the adapter has them; none is required.
@@ -38,6 +38,9 @@ pub struct GpuOptions {
     pub shaders: Option<PathBuf>,
     /// Which limits the device is created with.
     pub limits: LimitsRequest,
+    /// Which shader modules keep wgpu's runtime checks (`None`: `STIPPLE_SHADER_CHECKS`, else
+    /// [`ShaderChecks::Auto`]).
+    pub shader_checks: Option<ShaderChecks>,
 }
 
 /// The limits a device is requested with.
@@ -63,6 +66,7 @@ impl GpuOptions {
             adapter: var("STIPPLE_ADAPTER"),
             shaders: var("STIPPLE_SHADERS").map(PathBuf::from),
             limits: LimitsRequest::default(),
+            shader_checks: None,
         }
     }
 }
@@ -210,6 +214,10 @@ impl Gpu {
             .map(ShaderDir::load)
             .transpose()?;
         let force = Target::forced_variant_from_env()?;
+        let checks = match options.shader_checks {
+            Some(c) => c,
+            None => ShaderChecks::from_env()?.unwrap_or_default(),
+        };
         let (_instance, adapters) = sorted_adapters(options.backend.as_deref()).await?;
         let filter = options
             .backend
@@ -223,13 +231,14 @@ impl Gpu {
             None | Some("") => &adapters[0],
             Some(selector) => select(&adapters, selector)?,
         };
-        Self::open(adapter, force, shaders, options.limits).await
+        Self::open(adapter, force, shaders, checks, options.limits).await
     }
 
     async fn open(
         adapter: &wgpu::Adapter,
         force: Option<crate::gpu::Variant>,
         shaders: Option<ShaderDir>,
+        checks: ShaderChecks,
         limits: LimitsRequest,
     ) -> Result<Gpu> {
         let info = adapter.get_info();
@@ -273,7 +282,11 @@ impl Gpu {
         let target = Target::from_adapter(&info, features, &limits, force);
         Ok(Gpu {
             target,
-            kernels: Arc::new(Kernels::new(features).with_shader_dir(shaders)),
+            kernels: Arc::new(
+                Kernels::new(features)
+                    .with_shader_dir(shaders)
+                    .with_checks(checks),
+            ),
             device,
             queue,
             info,
@@ -288,7 +301,11 @@ impl Gpu {
     /// can time embedded and edited shaders on the same data.
     pub fn with_shader_dir(&self, shaders: Option<ShaderDir>) -> Gpu {
         Gpu {
-            kernels: Arc::new(Kernels::new(self.features).with_shader_dir(shaders)),
+            kernels: Arc::new(
+                Kernels::new(self.features)
+                    .with_shader_dir(shaders)
+                    .with_checks(self.kernels.checks()),
+            ),
             ..self.clone()
         }
     }

@@ -6,6 +6,11 @@
 //! Tile and workgroup sizes are `override` constants given per pipeline. Pipelines are cached by
 //! (shader, entry point, dtype, overrides).
 //!
+//! Modules of the shaders in [`TRUSTED`] are created without wgpu's runtime checks (no index
+//! clamping, no loop bounding, no division guards) unless [`ShaderChecks`] says otherwise
+//! (`STIPPLE_SHADER_CHECKS=on|off|auto`): their index math is in bounds by construction and
+//! covered by the kernel tests over odd shapes (`docs/kernels.md`).
+//!
 //! A [`ShaderDir`] (`--shaders DIR`, `STIPPLE_SHADERS`) replaces embedded shaders with edited
 //! copies read at run time (`DIR/<name>.wgsl`), validated with naga when loaded, so a kernel idea
 //! can be tried and benchmarked (`stipple bench kernels --compare DIR`) without rebuilding.
@@ -23,12 +28,20 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     (
+        "conv2d_tiled",
+        include_str!("../../shaders/conv2d_tiled.wgsl"),
+    ),
+    (
         "elementwise",
         include_str!("../../shaders/elementwise.wgsl"),
     ),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
     ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "matmul_tiled",
+        include_str!("../../shaders/matmul_tiled.wgsl"),
+    ),
     ("probe", include_str!("../../shaders/probe.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     (
@@ -37,6 +50,67 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("upsample", include_str!("../../shaders/upsample.wgsl")),
 ];
+
+/// Shaders whose modules are created without runtime checks by default ([`ShaderChecks::Auto`]).
+/// A shader belongs here only when every index it computes is in bounds by construction (clamped
+/// or guarded against the shape parameters the op checked) and its kernel test covers odd,
+/// tile-crossing shapes in f32 and f16: `tests/kernel_matmul.rs`, `tests/kernel_conv2d.rs`.
+pub const TRUSTED: &[&str] = &["conv2d", "conv2d_tiled", "matmul", "matmul_tiled"];
+
+/// Which shader modules keep wgpu's runtime checks (bounds clamping of every index, loop
+/// bounding, integer-division guards). Edited shaders (`--shaders DIR`) are always checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShaderChecks {
+    /// Unchecked for the [`TRUSTED`] shaders, checked for the rest.
+    #[default]
+    Auto,
+    /// Every module checked (wgpu's default).
+    On,
+    /// Every embedded module unchecked (for measuring what the checks cost).
+    Off,
+}
+
+impl ShaderChecks {
+    pub fn name(self) -> &'static str {
+        match self {
+            ShaderChecks::Auto => "auto",
+            ShaderChecks::On => "on",
+            ShaderChecks::Off => "off",
+        }
+    }
+
+    /// `STIPPLE_SHADER_CHECKS` (`on`, `off` or `auto`), if set.
+    pub fn from_env() -> Result<Option<ShaderChecks>> {
+        match std::env::var("STIPPLE_SHADER_CHECKS") {
+            Ok(v) if !v.trim().is_empty() => Ok(Some(v.parse()?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether embedded shader `shader` is compiled with runtime checks.
+    pub fn checked(self, shader: &str) -> bool {
+        match self {
+            ShaderChecks::On => true,
+            ShaderChecks::Off => false,
+            ShaderChecks::Auto => !TRUSTED.contains(&shader),
+        }
+    }
+}
+
+impl std::str::FromStr for ShaderChecks {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "default" => Ok(ShaderChecks::Auto),
+            "on" | "checked" | "1" | "true" => Ok(ShaderChecks::On),
+            "off" | "unchecked" | "0" | "false" => Ok(ShaderChecks::Off),
+            other => Err(Error::InvalidArgument {
+                name: "shader checks (STIPPLE_SHADER_CHECKS)".into(),
+                message: format!("{other:?}: expected `on`, `off` or `auto`"),
+            }),
+        }
+    }
+}
 
 /// The line each shader declares its storage type with.
 const F32_ALIAS: &str = "alias T = f32;";
@@ -215,6 +289,7 @@ pub struct Kernels {
     supports_f16: bool,
     /// Edited shaders replacing embedded ones.
     shader_dir: Option<ShaderDir>,
+    checks: ShaderChecks,
 }
 
 impl Kernels {
@@ -224,7 +299,19 @@ impl Kernels {
             pipelines: Mutex::new(HashMap::new()),
             supports_f16: features.contains(wgpu::Features::SHADER_F16),
             shader_dir: None,
+            checks: ShaderChecks::default(),
         }
+    }
+
+    /// Kernels whose modules keep runtime checks as `checks` says.
+    pub fn with_checks(mut self, checks: ShaderChecks) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    /// Which modules keep wgpu's runtime checks.
+    pub fn checks(&self) -> ShaderChecks {
+        self.checks
     }
 
     /// Kernels compiled from `dir`'s shaders where it has them, embedded ones elsewhere.
@@ -238,8 +325,9 @@ impl Kernels {
         self.shader_dir.as_ref()
     }
 
-    /// The source a pipeline of `shader` is compiled from, and a label naming where it is from.
-    fn source(&self, shader: &str, dtype: DType) -> Result<(String, String)> {
+    /// The source a pipeline of `shader` is compiled from, a label naming where it is from,
+    /// and whether it is embedded (edited shaders are never trusted).
+    fn source(&self, shader: &str, dtype: DType) -> Result<(String, String, bool)> {
         match self
             .shader_dir
             .as_ref()
@@ -247,9 +335,9 @@ impl Kernels {
         {
             Some((dir, src)) => {
                 let path = dir.dir.join(format!("{shader}.wgsl")).display().to_string();
-                Ok((variant_source(&path, src, dtype)?, path))
+                Ok((variant_source(&path, src, dtype)?, path, false))
             }
-            None => Ok((shader_source(shader, dtype)?, shader.to_string())),
+            None => Ok((shader_source(shader, dtype)?, shader.to_string(), true)),
         }
     }
 
@@ -318,14 +406,30 @@ impl Kernels {
                         .into(),
             });
         }
-        let (source, origin) = self.source(shader, dtype)?;
+        let (source, origin, embedded) = self.source(shader, dtype)?;
+        let trusted = embedded && !self.checks.checked(shader);
         let module = gpu
             .scoped(&format!("compiling shader {origin}"), || {
-                gpu.device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(&origin),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    })
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(&origin),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                };
+                if trusted {
+                    // SAFETY: only embedded shaders, and by default only the TRUSTED ones,
+                    // whose indices are clamped or guarded against the shape parameters the ops
+                    // validate, whose loops have bounds from those parameters, and whose
+                    // divisors are shape sizes the ops checked to be non-zero. Their kernel tests
+                    // cover odd and tile-crossing shapes. `Off` extends this to every embedded
+                    // shader for measurement, on the user's request.
+                    unsafe {
+                        gpu.device.create_shader_module_trusted(
+                            desc,
+                            wgpu::ShaderRuntimeChecks::unchecked(),
+                        )
+                    }
+                } else {
+                    gpu.device.create_shader_module(desc)
+                }
             })
             .map_err(|e| Error::Shader {
                 shader: origin.clone(),

@@ -14,6 +14,6 @@ pub use context::adapter_summaries;
 pub use context::{
     adapter_summaries_async, auto_dtype, AdapterSummary, Gpu, GpuOptions, LimitsRequest,
 };
-pub use kernels::{KernelKey, Kernels};
+pub use kernels::{KernelKey, Kernels, ShaderChecks};
 pub use target::{Target, Variant};
 pub use tensor::{DType, Tensor};

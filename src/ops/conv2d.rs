@@ -1,8 +1,12 @@
 //! 2-D convolution (`shaders/conv2d.wgsl`): NHWC implicit GEMM with fused bias and residual.
+//!
+//! CPU targets use `conv2d::conv2d` (register blocking); GPU targets `conv2d_tiled::conv2d_tiled`
+//! (workgroup-memory tiles of 128 pixels × 64 channels, geometry in [`super::matmul_tiled`])
+//! while the reduction fits the loop budget. Both read the same packed weight.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{gemm_grid, pad8, params, to_u32, LOOP_BUDGET};
+use super::{gemm_grid, matmul_tiled, pad8, params, to_u32, LOOP_BUDGET};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelKey, Tensor};
 use crate::graph::{Dispatch, Graph, ValueId};
@@ -241,7 +245,8 @@ pub fn conv2d(
             format!("{h}×{wd} input is smaller than the {kh}×{kw} kernel"),
         ));
     };
-    if kh * kw * (cin + 1) > LOOP_BUDGET {
+    let tiled = matmul_tiled::use_tiled(&g.target, b * ho * wo, kh * kw * cin);
+    if !tiled && kh * kw * (cin + 1) > LOOP_BUDGET {
         return Err(Error::shape(
             name,
             format!("{kh}×{kw}×{cin} taps exceed the kernel's reduction limit {LOOP_BUDGET}"),
@@ -286,8 +291,17 @@ pub fn conv2d(
         (4, opts.residual.unwrap_or(x)),
         (5, y),
     ];
-    let workgroups = gemm_grid(name, b * ho * wo, np)?;
-    let kernel = KernelKey::new("conv2d", "conv2d", g.dtype);
+    let (workgroups, kernel) = if tiled {
+        (
+            matmul_tiled::grid(name, b * ho * wo, np)?,
+            KernelKey::new("conv2d_tiled", "conv2d_tiled", g.dtype),
+        )
+    } else {
+        (
+            gemm_grid(name, b * ho * wo, np)?,
+            KernelKey::new("conv2d", "conv2d", g.dtype),
+        )
+    };
     g.dispatch(Dispatch {
         label: name.to_string(),
         kernel,

@@ -1,9 +1,13 @@
 //! Linear layers (`shaders/matmul.wgsl`): batched `x·Wᵀ + b` with fused activation and residual.
+//!
+//! Kernels: `matmul::linear_rows` (CPU targets, few rows) and `matmul::linear` (register
+//! blocking, other CPU-target shapes) or, on GPU targets, `matmul_tiled::linear_tiled`
+//! (workgroup-memory tiles, [`super::matmul_tiled`]). All read the same packed weight.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::elementwise::Activation;
-use super::{gemm_grid, pad8, params, to_u32, LOOP_BUDGET};
+use super::{gemm_grid, matmul_tiled, pad8, params, to_u32, LOOP_BUDGET};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelKey, Tensor, Variant};
 use crate::graph::{Dispatch, Graph, ValueId};
@@ -184,15 +188,18 @@ pub fn linear(
     // loads; its loop runs 8·K iterations, so only while that fits the loop budget). It measured
     // 1.28× at 154×768×3072 but 0.91× at 8192×320×320 (docs/kernels.md), and slowed the tiny
     // test UNet's 16–32-wide linears (a workgroup spans 64 columns); other shapes: `linear`.
-    let entry = match g.target.variant {
+    // GPU targets: workgroup-memory tiles while the reduction fits the loop budget.
+    let tiled = matmul_tiled::use_tiled(&g.target, rows, k);
+    let (shader, entry) = match g.target.variant {
+        _ if tiled => ("matmul_tiled", "linear_tiled"),
         Variant::Cpu
             if rows <= ROWS_MAX && w.out_features >= 64 && k * ROW_GROUPS <= LOOP_BUDGET =>
         {
-            "linear_rows"
+            ("matmul", "linear_rows")
         }
-        _ => "linear",
+        _ => ("matmul", "linear"),
     };
-    if k > LOOP_BUDGET {
+    if !tiled && k > LOOP_BUDGET {
         return Err(Error::shape(
             name,
             format!("{k} input features exceed the kernel's reduction limit {LOOP_BUDGET}"),
@@ -238,8 +245,12 @@ pub fn linear(
             ),
         ));
     }
-    let workgroups = gemm_grid(name, rows, np)?;
-    let kernel = KernelKey::new("matmul", entry, g.dtype).with("ACT", opts.activation as u32);
+    let workgroups = if tiled {
+        matmul_tiled::grid(name, rows, np)?
+    } else {
+        gemm_grid(name, rows, np)?
+    };
+    let kernel = KernelKey::new(shader, entry, g.dtype).with("ACT", opts.activation as u32);
     g.dispatch(Dispatch {
         label: name.to_string(),
         kernel,
