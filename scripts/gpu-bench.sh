@@ -74,9 +74,20 @@ if [ "${SKIP_TESTS:-0}" != 1 ] && command -v cargo >/dev/null; then
     CI=true run "tests" cargo test --release
 fi
 
-# 4. Kernels, f16 and f32, every attention variant side by side.
-for dtype in f16 f32; do
-    run "bench kernels $dtype" "$STIPPLE" bench kernels --dtype "$dtype" --variants \
+# 4. Kernels, f16 and f32, every attention variant side by side, for both kernel variants
+#    (`gpu`: workgroup-memory tiles, the default here; `cpu`: the lavapipe-shaped kernels), and
+#    the tiled GEMMs once more with wgpu's shader runtime checks on (default: off for the GEMM
+#    kernels, docs/kernels.md) to see what the checks cost.
+for variant in gpu cpu; do
+    for dtype in f16 f32; do
+        run "bench kernels $dtype, $variant kernels" env STIPPLE_FORCE_VARIANT="$variant" \
+            "$STIPPLE" bench kernels --dtype "$dtype" --variants \
+            --latent "$KERNEL_LATENT" --iters "$ITERS"
+    done
+done
+for only in matmul conv2d; do
+    run "bench kernels f16, gpu kernels, $only, shader checks on" env STIPPLE_FORCE_VARIANT=gpu \
+        STIPPLE_SHADER_CHECKS=on "$STIPPLE" bench kernels --dtype f16 --only "$only" \
         --latent "$KERNEL_LATENT" --iters "$ITERS"
 done
 
