@@ -443,3 +443,24 @@ impl Kernels {
         Ok(module)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shader_checks_parse_and_apply() {
+        assert_eq!("OFF".parse::<ShaderChecks>().unwrap(), ShaderChecks::Off);
+        assert_eq!(" on ".parse::<ShaderChecks>().unwrap(), ShaderChecks::On);
+        assert!("maybe".parse::<ShaderChecks>().is_err());
+        let auto = ShaderChecks::default();
+        assert!(!auto.checked("matmul_tiled") && !auto.checked("conv2d"));
+        assert!(auto.checked("attention") && auto.checked("group_norm"));
+        assert!(ShaderChecks::On.checked("matmul"));
+        assert!(!ShaderChecks::Off.checked("attention"));
+        // Every trusted name is an embedded shader (a typo would silently keep checks on).
+        for name in TRUSTED {
+            assert!(SHADERS.iter().any(|(n, _)| n == name), "{name}");
+        }
+    }
+}
