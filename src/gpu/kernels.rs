@@ -30,6 +30,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("probe", include_str!("../../shaders/probe.wgsl")),
+    (
+        "scheduler_step",
+        include_str!("../../shaders/scheduler_step.wgsl"),
+    ),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     (
         "timestep_embedding",

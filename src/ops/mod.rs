@@ -12,6 +12,7 @@ pub mod group_norm;
 pub mod layer_norm;
 pub mod matmul;
 pub mod probe;
+pub mod scheduler_step;
 pub mod softmax;
 pub mod timestep_embedding;
 pub mod upsample;
