@@ -4,6 +4,7 @@
 //! 2. the step kernel against `StepCoefficients::apply` and `GpuStep::apply` on odd lengths;
 //! 3. the tiny pipeline: GPU-loop latents equal CPU-loop latents for every scheduler, CFG on
 //!    and off, v-prediction, img2img, batch 2 and previews.
+//!
 //! Tolerances: tier 1 1e-5 abs (f32 rounding of intermediates the CPU keeps in f32, latents of
 //! order 1–15); tier 2 1e-5 relative to max(1, |reference|); tier 3 1e-4 abs on the latents
 //! and 1e-5 on the [0, 1] image (seen on lavapipe: latents ≤ 5.2e-5, image ≤ 5.4e-6; the f32
@@ -322,7 +323,7 @@ fn gpu_loop_matches_cpu_loop_on_the_tiny_pipe() {
             format!("{name} v-prediction"),
             GenerateOptions {
                 scheduler: Some(name.into()),
-                scheduler_overrides: v.clone(),
+                scheduler_overrides: v,
                 ..base.clone()
             },
             None,

@@ -103,7 +103,7 @@ impl StepKernel {
                 ),
             ));
         }
-        if n == 0 || unet_out.numel() % n != 0 || unet_in.numel() % n != 0 {
+        if n == 0 || !unet_out.numel().is_multiple_of(n) || !unet_in.numel().is_multiple_of(n) {
             return Err(Error::shape(
                 "scheduler step",
                 format!(

@@ -25,7 +25,7 @@ use crate::schedulers::{GpuProgram, GpuStep, Lin, Scheduler, Slot};
 /// The latents after the loop: on the host (CPU loop) or in the step kernel's state.
 pub(crate) enum Latents {
     Host(Vec<f32>),
-    Gpu(StepKernel),
+    Gpu(Box<StepKernel>),
 }
 
 /// What the loop runs on.
@@ -261,7 +261,7 @@ impl Pipeline {
             self.wait_for(last).await?;
             report(progress, step, total, None)?;
         }
-        Ok(Latents::Gpu(kernel))
+        Ok(Latents::Gpu(Box::new(kernel)))
     }
 
     async fn wait_for(&self, work: InFlight) -> Result<()> {
