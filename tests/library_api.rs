@@ -105,6 +105,7 @@ fn output_save_png_refuses_a_missing_index() {
         prediction_type: stipple::schedulers::PredictionType::Epsilon,
         steps: 1,
         truncated_tokens: 0,
+        latents: None,
         timings: Default::default(),
     };
     assert_eq!(out.rgb8(0), Some(vec![0, 128, 255, 255, 128, 0]));

@@ -129,6 +129,10 @@ pub struct GenerateArgs {
     /// syntax `(word:1.3)`, `(word)`, `[word]`, `\(`, `BREAK` (the default).
     #[arg(long)]
     pub no_emphasis: bool,
+    /// Run the CFG combine and scheduler step on the CPU, reading the UNet output back every
+    /// step (the reference for the default GPU loop; docs/gpu-loop.md).
+    #[arg(long)]
+    pub cpu_loop: bool,
     /// SDXL micro-conditioning: the size the model is told the source image had, HEIGHT,WIDTH
     /// (default: the output size).
     #[arg(long, value_parser = parse_pair, value_name = "HEIGHT,WIDTH")]
@@ -364,6 +368,8 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         mask: args.mask.as_deref().map(Mask::read).transpose()?,
         no_chunking: args.no_chunking,
         no_emphasis: args.no_emphasis,
+        cpu_loop: args.cpu_loop,
+        keep_latents: false,
     };
     if let Some((shape, data)) = latents {
         anyhow::ensure!(

@@ -43,6 +43,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/matmul_tiled.wgsl"),
     ),
     ("probe", include_str!("../../shaders/probe.wgsl")),
+    (
+        "scheduler_step",
+        include_str!("../../shaders/scheduler_step.wgsl"),
+    ),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     (
         "timestep_embedding",

@@ -13,6 +13,7 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod matmul_tiled;
 pub mod probe;
+pub mod scheduler_step;
 pub mod softmax;
 pub mod timestep_embedding;
 pub mod upsample;

@@ -40,6 +40,7 @@ mod tests {
             prediction_type: PredictionType::Epsilon,
             steps: 12,
             truncated_tokens: 0,
+            latents: None,
             timings: Default::default(),
         }
     }

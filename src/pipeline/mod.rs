@@ -5,11 +5,14 @@
 //! in `conditioning.rs`; the denoising loop below is shared.
 //!
 //! Plans are built once per (batch, size) and replayed for every step and every later call with
-//! the same shapes. Per step the UNet output (a few hundred KB) is read back and the scheduler
-//! step runs on the CPU in f64; noise comes from a torch-compatible generator, so a seed gives
-//! the same latents and ancestral noise as diffusers on CPU.
+//! the same shapes. The denoising loop ([`denoise`]) keeps the latents on the GPU and runs the
+//! CFG combine and scheduler step there (`docs/gpu-loop.md`); the CPU loop, reading the UNet
+//! output back every step, stays as the reference (`GenerateOptions::cpu_loop`) and for
+//! inpainting. Noise comes from a torch-compatible generator, so a seed gives the same
+//! latents and ancestral noise as diffusers on CPU.
 
 mod conditioning;
+mod denoise;
 pub mod family;
 mod folder;
 mod infotext;
@@ -44,9 +47,11 @@ use crate::models::clip::ClipTextModel;
 use crate::models::config::{read_config, AutoencoderKLConfig};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::Ctx;
+use crate::ops::scheduler_step::StepKernel;
 use crate::rng::TorchRng;
 use crate::schedulers::{PredictionType, Scheduler, SchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
+use denoise::Latents;
 use plan_cache::Lru;
 
 /// Plans built so far, by batch and latent size; the least recently used are dropped beyond
@@ -402,9 +407,8 @@ impl Pipeline {
         let text_encode = t0.elapsed().as_secs_f64();
 
         // 2. initial latents (NHWC), and the steps to run
-        let timesteps: Vec<f64> = scheduler.timesteps().to_vec();
         let mut inpaint = None;
-        let (mut latents, first_step) = match &options.init_image {
+        let (latents, first_step) = match &options.init_image {
             None => {
                 let noise = match &options.latents {
                     Some(l) if l.len() != numel => {
@@ -470,68 +474,37 @@ impl Pipeline {
             plan.write_input("text_embeds", text_embeds)?;
             plan.write_input("time_ids", time_ids)?;
         }
-        let total = timesteps.len() - first_step;
-        let preview_target = self.preview_target([lh, lw]);
-        for (done, i) in (first_step..timesteps.len()).enumerate() {
-            let input = scheduler.scale_model_input(&latents, i)?;
-            let batch_input = if cfg {
-                [input.clone(), input].concat()
-            } else {
-                input
-            };
-            let batch_input = match &inpaint {
-                Some(state) => state.unet_input(batch_input), // (rows, h, w, 2C + 1)
-                None => batch_input,
-            };
-            plan.write_input("sample", &batch_input)?;
-            plan.write_input("timestep", &vec![timesteps[i] as f32; rows])?;
-            plan.run()?;
-            let out = plan.read_output_async("out").await?;
-            let noise_pred = if cfg {
-                let (uncond, text) = out.split_at(out.len() / 2);
-                let g = options.guidance_scale;
-                uncond
-                    .iter()
-                    .zip(text)
-                    .map(|(&u, &t)| u + g * (t - u))
-                    .collect()
-            } else {
-                out
-            };
-            let step_noise = if scheduler.needs_noise(i) {
-                Some(layout::nchw_to_nhwc(&rng.randn(numel), nchw))
-            } else {
-                None
-            };
-            let x0 = preview::due_x0(
-                previews,
-                done + 1,
-                scheduler.as_ref(),
-                &noise_pred,
-                i,
-                &latents,
-            )?;
-            latents = scheduler.step(&noise_pred, i, &latents, step_noise.as_deref())?;
-            if let Some(state) = &inpaint {
-                latents = state.after_step(latents, scheduler.as_ref(), i)?;
-            }
-            let preview = match x0 {
-                Some((method, x0)) => Some(
-                    self.preview
-                        .image(&self.gpu, method, &x0, &preview_target)
-                        .await?,
-                ),
-                None => None,
-            };
-            if progress(&StepInfo::new(done + 1, total, preview)) == Progress::Cancel {
-                return Err(Error::Cancelled);
-            }
-        }
+        let denoise_args = denoise::Denoise {
+            options,
+            previews,
+            key,
+            nchw,
+            first_step,
+            preview_target: self.preview_target([lh, lw]),
+        };
+        let latents = self
+            .denoise(
+                &denoise_args,
+                scheduler.as_mut(),
+                &mut rng,
+                latents,
+                inpaint.as_ref(),
+                &mut progress,
+            )
+            .await?;
         let denoise = t1.elapsed().as_secs_f64();
 
         // 4. decode
         let t2 = Instant::now();
-        let images = self.decode_async(&latents, [b, lh, lw]).await?;
+        let kept = match (&latents, options.keep_latents) {
+            (_, false) => None,
+            (Latents::Host(l), true) => Some(l.clone()),
+            (Latents::Gpu(kernel), true) => Some(kernel.read_sample().await?),
+        };
+        let images = match latents {
+            Latents::Host(l) => self.decode_async(&l, [b, lh, lw]).await?,
+            Latents::Gpu(kernel) => self.decode_gpu(&kernel, [b, lh, lw]).await?,
+        };
         let decode = t2.elapsed().as_secs_f64();
         if let Some(bad) = images.iter().position(|v| !v.is_finite()) {
             return Err(Error::invalid(
@@ -551,6 +524,7 @@ impl Pipeline {
             prediction_type,
             steps: options.steps,
             truncated_tokens,
+            latents: kept,
             timings: Timings {
                 text_encode,
                 denoise,
@@ -578,15 +552,7 @@ impl Pipeline {
             .iter()
             .map(|&x| (x as f64 / scaling + shift) as f32)
             .collect();
-        let key = (b, lh, lw, self.binding_limit);
-        let tile = match self.plans.decode_tile.get(&key) {
-            Some(&tile) => tile,
-            None => {
-                let tile = self.decode_tile_size(b, lh, lw)?;
-                self.plans.decode_tile.insert(key, tile);
-                tile
-            }
-        };
+        let tile = self.decode_tile(b, lh, lw)?;
         if tile >= lh.max(lw) {
             return self.decode_plan(&z, [b, lh, lw]).await;
         }
@@ -606,6 +572,49 @@ impl Pipeline {
             images.extend(decoded);
         }
         Ok(images)
+    }
+
+    /// [`Pipeline::decode_async`] of the GPU loop's latents: a GPU copy (scaled) into the
+    /// decoder's input when the decode runs whole; tiled decodes read the latents back once.
+    async fn decode_gpu(
+        &mut self,
+        kernel: &StepKernel,
+        [b, lh, lw]: [usize; 3],
+    ) -> Result<Vec<f32>> {
+        let tile = self.decode_tile(b, lh, lw)?;
+        if tile < lh.max(lw) {
+            let latents = kernel.read_sample().await?;
+            return self.decode_async(&latents, [b, lh, lw]).await;
+        }
+        let scaling = self.vae.config.scaling_factor as f64;
+        let shift = self.vae.config.shift_factor.unwrap_or(0.0) as f64;
+        let plan = self.decode_plan_for([b, lh, lw])?;
+        kernel.to_decoder(&plan.input_tensor("z")?, 1.0 / scaling, shift)?;
+        plan.run()?;
+        plan.read_output_async("image").await
+    }
+
+    /// The decode tile side for (b, h, w), cached.
+    fn decode_tile(&mut self, b: usize, lh: usize, lw: usize) -> Result<usize> {
+        let key = (b, lh, lw, self.binding_limit);
+        match self.plans.decode_tile.get(&key) {
+            Some(&tile) => Ok(tile),
+            None => {
+                let tile = self.decode_tile_size(b, lh, lw)?;
+                self.plans.decode_tile.insert(key, tile);
+                Ok(tile)
+            }
+        }
+    }
+
+    /// The decode plan for (b, h, w), built on first use.
+    fn decode_plan_for(&mut self, [b, lh, lw]: [usize; 3]) -> Result<&Plan> {
+        let key = (b, lh, lw);
+        if !self.plans.decode.contains_key(&key) {
+            let g = self.vae.decode_graph(self.vae_dtype, b, [lh, lw], false)?;
+            self.plans.decode.insert(key, Plan::new(&self.gpu, g)?);
+        }
+        Ok(&self.plans.decode[&key])
     }
 
     /// Latent tile side for decoding: the whole latent when its decode fits the adapter's
@@ -637,12 +646,7 @@ impl Pipeline {
     }
 
     async fn decode_plan(&mut self, z: &[f32], [b, lh, lw]: [usize; 3]) -> Result<Vec<f32>> {
-        let key = (b, lh, lw);
-        if !self.plans.decode.contains_key(&key) {
-            let g = self.vae.decode_graph(self.vae_dtype, b, [lh, lw], false)?;
-            self.plans.decode.insert(key, Plan::new(&self.gpu, g)?);
-        }
-        let plan = &self.plans.decode[&key];
+        let plan = self.decode_plan_for([b, lh, lw])?;
         plan.write_input("z", z)?;
         plan.run()?;
         plan.read_output_async("image").await

@@ -108,6 +108,12 @@ pub struct GenerateOptions {
     /// diffusers' prompt handling: parentheses, brackets and `BREAK` are plain text instead of
     /// A1111's emphasis syntax (`docs/prompts.md`).
     pub no_emphasis: bool,
+    /// Run the denoising loop's CFG combine and scheduler step on the CPU, reading the UNet
+    /// output back every step (the reference the GPU loop is tested against; `--cpu-loop`).
+    /// Inpainting and `clip_sample` configs always use it (`docs/gpu-loop.md`).
+    pub cpu_loop: bool,
+    /// Return the final latents in [`GenerateOutput::latents`] (one more readback).
+    pub keep_latents: bool,
 }
 
 impl Default for GenerateOptions {
@@ -130,6 +136,8 @@ impl Default for GenerateOptions {
             mask: None,
             no_chunking: false,
             no_emphasis: false,
+            cpu_loop: false,
+            keep_latents: false,
         }
     }
 }
@@ -270,6 +278,9 @@ pub struct GenerateOutput {
     /// Prompt tokens dropped because the prompt exceeded the tokenizer's 75-token window
     /// (only with [`GenerateOptions::no_chunking`]).
     pub truncated_tokens: usize,
+    /// The denoised latents (B, h, w, C) NHWC, before the VAE's scaling, when
+    /// [`GenerateOptions::keep_latents`] asked for them.
+    pub latents: Option<Vec<f32>>,
     pub timings: Timings,
 }
 

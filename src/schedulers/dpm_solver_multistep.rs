@@ -7,6 +7,7 @@
 //! `solver_type` midpoint or heun. The SDE variants, order 3 and the exotic sigma schedules
 //! (exponential, beta, Lu lambdas, flow) are rejected with an error naming the field.
 
+use super::gpu_step::{GpuProgram, GpuStep, Lin, Slot, Source};
 use super::noise_schedule::{
     arange, check_num_steps, interp, karras_sigmas, linspace, sigma_to_t, ClassDefaults,
     NoiseSchedule,
@@ -44,6 +45,13 @@ pub struct DPMSolverMultistepScheduler {
     previous_x0: Option<Vec<f32>>,
     lower_order_nums: usize,
     last_step: Option<usize>,
+}
+
+/// One step: `a·x + b·m0 + c1·(m0 − m1)` (c1 = 0 at first order).
+struct StepScalars {
+    a: f64,
+    b: f64,
+    c1: f64,
 }
 
 /// α_t and σ_t of the VP process at VE noise level σ: α = 1/√(σ² + 1), σ_t = σ·α.
@@ -181,6 +189,33 @@ impl DPMSolverMultistepScheduler {
         &self.sigmas
     }
 
+    /// The step's scalars at `i` after `lower_order_nums` earlier steps of this history:
+    /// x_t = (σ_t/σ_s)·x − α_t(e^{−h} − 1)·D0 (+ the order-2 correction on D1).
+    fn step_scalars(&self, i: usize, lower_order_nums: usize) -> StepScalars {
+        let (sigma_s0, sigma_t) = (self.sigmas[i], self.sigmas[i + 1]);
+        let (alpha_t, sigma_t_vp) = alpha_sigma_t(sigma_t);
+        let (_, sigma_s0_vp) = alpha_sigma_t(sigma_s0);
+        let h = lambda(sigma_t) - lambda(sigma_s0);
+        let a = sigma_t_vp / sigma_s0_vp;
+        let b = -alpha_t * (-h).exp_m1();
+        let last = i + 1 == self.timesteps.len();
+        let first_order =
+            self.solver_order == 1 || lower_order_nums < 1 || (last && self.final_step_first_order);
+        let c1 = if first_order {
+            0.0
+        } else {
+            // D1 = (m0 − m1)/r0, r0 = h_0/h, with h_0 the previous step's λ increment.
+            let h_0 = lambda(sigma_s0) - lambda(self.sigmas[i - 1]);
+            let r0 = h_0 / h;
+            let c = match self.solver_type {
+                SolverType::Midpoint => 0.5 * b,
+                SolverType::Heun => alpha_t * ((-h).exp_m1() / h + 1.0),
+            };
+            c / r0
+        };
+        StepScalars { a, b, c1 }
+    }
+
     /// x̂₀ = cx·x + cm·m (`convert_model_output`).
     fn x0_coefficients(&self, sigma: f64) -> (f64, f64) {
         let (alpha_t, sigma_t) = alpha_sigma_t(sigma);
@@ -225,44 +260,24 @@ impl Scheduler for DPMSolverMultistepScheduler {
         self.last_step = Some(step_index);
 
         let i = step_index;
-        let (sigma_s0, sigma_t) = (self.sigmas[i], self.sigmas[i + 1]);
-        let (cx, cm) = self.x0_coefficients(sigma_s0);
+        let (cx, cm) = self.x0_coefficients(self.sigmas[i]);
         let x0: Vec<f32> = sample
             .iter()
             .zip(model_output)
             .map(|(&x, &m)| (cx * x as f64 + cm * m as f64) as f32)
             .collect();
 
-        let (alpha_t, sigma_t_vp) = alpha_sigma_t(sigma_t);
-        let (_, sigma_s0_vp) = alpha_sigma_t(sigma_s0);
-        let h = lambda(sigma_t) - lambda(sigma_s0);
-        // x_t = (σ_t/σ_s)·x − α_t(e^{−h} − 1)·D0 (+ the order-2 correction on D1)
-        let a = sigma_t_vp / sigma_s0_vp;
-        let b = -alpha_t * (-h).exp_m1();
-
-        let last = i + 1 == self.timesteps.len();
-        let first_order = self.solver_order == 1
-            || self.lower_order_nums < 1
-            || (last && self.final_step_first_order);
-        let out: Vec<f32> = match (&self.previous_x0, first_order) {
-            (Some(prev), false) => {
-                // D1 = (m0 − m1)/r0, r0 = h_0/h, with h_0 the previous step's λ increment.
-                let h_0 = lambda(sigma_s0) - lambda(self.sigmas[i - 1]);
-                let r0 = h_0 / h;
-                let c1 = match self.solver_type {
-                    SolverType::Midpoint => 0.5 * b,
-                    SolverType::Heun => alpha_t * ((-h).exp_m1() / h + 1.0),
-                } / r0;
-                sample
-                    .iter()
-                    .zip(&x0)
-                    .zip(prev)
-                    .map(|((&x, &m0), &m1)| {
-                        let (m0, m1) = (m0 as f64, m1 as f64);
-                        (a * x as f64 + b * m0 + c1 * (m0 - m1)) as f32
-                    })
-                    .collect()
-            }
+        let StepScalars { a, b, c1 } = self.step_scalars(i, self.lower_order_nums);
+        let out: Vec<f32> = match &self.previous_x0 {
+            Some(prev) if c1 != 0.0 => sample
+                .iter()
+                .zip(&x0)
+                .zip(prev)
+                .map(|((&x, &m0), &m1)| {
+                    let (m0, m1) = (m0 as f64, m1 as f64);
+                    (a * x as f64 + b * m0 + c1 * (m0 - m1)) as f32
+                })
+                .collect(),
             _ => sample
                 .iter()
                 .zip(&x0)
@@ -272,6 +287,31 @@ impl Scheduler for DPMSolverMultistepScheduler {
         self.previous_x0 = Some(x0);
         self.lower_order_nums = (self.lower_order_nums + 1).min(self.solver_order);
         Ok(out)
+    }
+
+    /// `step` replayed on its counters. History buffer 0 holds the previous x̂₀ (`m1`).
+    fn gpu_program(&self, first_step: usize) -> Option<GpuProgram> {
+        const PREVIOUS_X0: Slot = Slot::History(0);
+        let mut lower_order_nums = 0;
+        let mut steps = Vec::new();
+        for i in first_step..self.timesteps.len() {
+            let c = self.step_scalars(i, lower_order_nums);
+            let (cx, cm) = self.x0_coefficients(self.sigmas[i]);
+            let x0 = Lin(vec![
+                (Source::Slot(Slot::Sample), cx),
+                (Source::ModelOutput, cm),
+            ]);
+            // a·x + b·m0 (+ c1·(m0 − m1))
+            let mut out = Lin::slot(Slot::Sample).scaled(c.a).plus(c.b + c.c1, &x0);
+            if c.c1 != 0.0 {
+                out = out.plus(-c.c1, &Lin::slot(PREVIOUS_X0));
+            }
+            steps.push(GpuStep {
+                writes: vec![(Slot::Sample, out), (PREVIOUS_X0, x0)],
+            });
+            lower_order_nums = (lower_order_nums + 1).min(self.solver_order);
+        }
+        Some(GpuProgram { history: 1, steps })
     }
 
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>> {

@@ -6,7 +6,8 @@
 //! [`Scheduler::scale_model_input`], runs the UNet at [`Scheduler::timesteps`]`[i]`, then
 //! [`Scheduler::step`]. Coefficients are computed in f64; samples stay f32. Steps that are one
 //! linear combination of `sample`, `model_output` and `noise` also report it as
-//! [`StepCoefficients`], so a GPU path can run them as a single fused axpby kernel.
+//! [`StepCoefficients`], and every scheduler describes its whole run as linear combinations
+//! over GPU buffers ([`Scheduler::gpu_program`], [`gpu_step`]) for the GPU denoising loop.
 //!
 //! Randomness is the caller's: ancestral schedulers (Euler a, LCM, DDIM with `eta > 0`) take
 //! their noise as an argument (see [`Scheduler::needs_noise`]).
@@ -15,6 +16,7 @@ mod ddim;
 mod dpm_solver_multistep;
 mod euler;
 mod euler_ancestral;
+pub mod gpu_step;
 mod lcm;
 mod noise_schedule;
 mod overrides;
@@ -30,6 +32,7 @@ pub use ddim::DDIMScheduler;
 pub use dpm_solver_multistep::DPMSolverMultistepScheduler;
 pub use euler::EulerDiscreteScheduler;
 pub use euler_ancestral::EulerAncestralDiscreteScheduler;
+pub use gpu_step::{GpuProgram, GpuStep, Lin, Slot, Source};
 pub use lcm::LCMScheduler;
 pub use overrides::SchedulerOverrides;
 pub use pndm::PNDMScheduler;
@@ -101,6 +104,13 @@ pub trait Scheduler: Send + std::fmt::Debug {
     /// The step as one linear combination, when it is one (no clipping, no history).
     fn step_coefficients(&self, _step_index: usize) -> Option<StepCoefficients> {
         None
+    }
+
+    /// The steps from `first_step` to the end as the GPU loop runs them, with a fresh history
+    /// (as [`Scheduler::step`] starts one at `first_step`); None when a step is not a linear
+    /// combination (`clip_sample`): the pipeline then runs the CPU loop.
+    fn gpu_program(&self, first_step: usize) -> Option<GpuProgram> {
+        gpu_step::single_step_program(self, first_step)
     }
 
     /// One denoising step from `timesteps()[step_index]` to the next: the previous sample

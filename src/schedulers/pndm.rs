@@ -5,6 +5,7 @@
 //! default config sets `skip_prk_steps`, so its first PLMS steps use lower orders instead.
 
 use super::ddim::{add_noise_ddpm, x0_coefficients};
+use super::gpu_step::{GpuProgram, GpuStep, Lin, Slot, Source};
 use super::noise_schedule::{arange, check_num_steps, linspace, ClassDefaults, NoiseSchedule};
 use super::{
     check_same_len, check_step_inputs, unsupported, PredictionType, Scheduler, SchedulerConfig,
@@ -221,14 +222,8 @@ impl PNDMScheduler {
         prev
     }
 
-    /// x_{t−δ} from x_t and ε (eq. (9) of the paper, the "transfer" part φ).
-    fn prev_sample(
-        &self,
-        sample: &[f32],
-        timestep: i64,
-        prev_timestep: i64,
-        model_output: &[f32],
-    ) -> Vec<f32> {
+    /// (sample_coeff, eps_coeff, ᾱ_t) of the transfer from `timestep` to `prev_timestep`.
+    fn transfer_coefficients(&self, timestep: i64, prev_timestep: i64) -> (f64, f64, f64) {
         let alpha_prod_t = self.schedule.alpha_cumprod_at(timestep);
         let alpha_prod_t_prev = self.schedule.alpha_cumprod_at(prev_timestep);
         let beta_prod_t = 1.0 - alpha_prod_t;
@@ -237,6 +232,41 @@ impl PNDMScheduler {
         let denom = alpha_prod_t * beta_prod_t_prev.sqrt()
             + (alpha_prod_t * beta_prod_t * alpha_prod_t_prev).sqrt();
         let eps_coeff = -(alpha_prod_t_prev - alpha_prod_t) / denom;
+        (sample_coeff, eps_coeff, alpha_prod_t)
+    }
+
+    /// [`PNDMScheduler::prev_sample`] as a combination of the GPU loop's buffers: `sample`
+    /// is the buffer read as x_t, `model_output` the combined model output.
+    fn prev_sample_lin(
+        &self,
+        sample: Slot,
+        timestep: i64,
+        prev_timestep: i64,
+        model_output: &Lin,
+    ) -> Lin {
+        let (sample_coeff, eps_coeff, alpha_prod_t) =
+            self.transfer_coefficients(timestep, prev_timestep);
+        let x = Lin::slot(sample);
+        let eps = match self.prediction_type {
+            PredictionType::VPrediction => model_output
+                .scaled(alpha_prod_t.sqrt())
+                .plus((1.0 - alpha_prod_t).sqrt(), &x),
+            _ => model_output.clone(),
+        };
+        x.scaled(sample_coeff).plus(eps_coeff, &eps)
+    }
+
+    /// x_{t−δ} from x_t and ε (eq. (9) of the paper, the "transfer" part φ).
+    fn prev_sample(
+        &self,
+        sample: &[f32],
+        timestep: i64,
+        prev_timestep: i64,
+        model_output: &[f32],
+    ) -> Vec<f32> {
+        let (sample_coeff, eps_coeff, alpha_prod_t) =
+            self.transfer_coefficients(timestep, prev_timestep);
+        let beta_prod_t = 1.0 - alpha_prod_t;
         sample
             .iter()
             .zip(model_output)
@@ -294,6 +324,114 @@ impl Scheduler for PNDMScheduler {
                 self.step_plms(model_output, timestep, sample)
             },
         )
+    }
+
+    /// `step` replayed on the counters alone (the data lives on the GPU). History buffers:
+    /// 0–3 the stored model outputs `ets`, newest first; 4 `cur_sample`; 5 `cur_model_output`.
+    fn gpu_program(&self, first_step: usize) -> Option<GpuProgram> {
+        const CUR_SAMPLE: Slot = Slot::History(4);
+        const CUR_MODEL_OUTPUT: Slot = Slot::History(5);
+        let ets = |j: usize| Slot::History(j);
+        // ets.push(model_output), keeping the 4 newest (older ones are never read).
+        let push = |writes: &mut Vec<(Slot, Lin)>, len_after: usize| {
+            for j in (1..len_after.min(PNDM_ORDER)).rev() {
+                writes.push((ets(j), Lin::slot(ets(j - 1))));
+            }
+            writes.push((ets(0), Lin::model()));
+        };
+        let (mut counter, mut len, mut has_cur_sample) = (0usize, 0usize, false);
+        let mut steps = Vec::new();
+        for i in first_step..self.timesteps.len() {
+            let timestep = self.timesteps[i] as i64;
+            let mut writes = Vec::new();
+            let (x, t, prev_t, eps) = if !self.skip_prk_steps && counter < self.num_prk_steps {
+                // step_prk
+                let diff = if counter % 2 == 1 {
+                    0
+                } else {
+                    self.step_ratio / 2
+                };
+                let t = self.timesteps[counter / 4 * 4] as i64;
+                let stage = counter % 4;
+                let w = if stage == 0 || stage == 3 {
+                    1.0 / 6.0
+                } else {
+                    1.0 / 3.0
+                };
+                let mut x = CUR_SAMPLE;
+                if stage == 0 {
+                    len += 1;
+                    push(&mut writes, len);
+                    writes.push((CUR_SAMPLE, Lin::slot(Slot::Sample)));
+                    has_cur_sample = true;
+                    x = Slot::Sample;
+                }
+                let accumulated = Lin::slot(CUR_MODEL_OUTPUT).plus(w, &Lin::model());
+                let eps = match stage {
+                    3 => {
+                        writes.push((CUR_MODEL_OUTPUT, Lin::default()));
+                        accumulated
+                    }
+                    0 => {
+                        writes.push((CUR_MODEL_OUTPUT, Lin::of(Source::ModelOutput, w)));
+                        Lin::model()
+                    }
+                    _ => {
+                        writes.push((CUR_MODEL_OUTPUT, accumulated));
+                        Lin::model()
+                    }
+                };
+                (x, t, timestep - diff, eps)
+            } else {
+                // step_plms
+                let (mut t, mut prev_t) = (timestep, timestep - self.step_ratio);
+                let pushed = counter != 1;
+                if pushed {
+                    len = len.min(3) + 1;
+                    push(&mut writes, len);
+                } else {
+                    prev_t = timestep;
+                    t += self.step_ratio;
+                }
+                // e[k − 1 − j] of the CPU code: the j-th newest stored output.
+                let e = |j: usize| -> Lin {
+                    match (pushed, j) {
+                        (true, 0) => Lin::model(),
+                        (true, j) => Lin::slot(ets(j - 1)),
+                        (false, j) => Lin::slot(ets(j)),
+                    }
+                };
+                let combine = |weights: &[f64], scale: f64| {
+                    weights
+                        .iter()
+                        .enumerate()
+                        .fold(Lin::default(), |acc, (j, w)| acc.plus(w * scale, &e(j)))
+                };
+                let mut x = Slot::Sample;
+                let eps = if len == 1 && counter == 0 {
+                    writes.push((CUR_SAMPLE, Lin::slot(Slot::Sample)));
+                    has_cur_sample = true;
+                    Lin::model()
+                } else if len == 1 && counter == 1 {
+                    if has_cur_sample {
+                        x = CUR_SAMPLE;
+                        has_cur_sample = false;
+                    }
+                    Lin::model().scaled(0.5).plus(0.5, &e(0))
+                } else if len == 2 {
+                    combine(&[3.0, -1.0], 0.5)
+                } else if len == 3 {
+                    combine(&[23.0, -16.0, 5.0], 1.0 / 12.0)
+                } else {
+                    combine(&[55.0, -59.0, 37.0, -9.0], 1.0 / 24.0)
+                };
+                (x, t, prev_t, eps)
+            };
+            counter += 1;
+            writes.push((Slot::Sample, self.prev_sample_lin(x, t, prev_t, &eps)));
+            steps.push(GpuStep { writes });
+        }
+        Some(GpuProgram { history: 6, steps })
     }
 
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>> {
