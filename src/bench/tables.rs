@@ -114,11 +114,23 @@ pub fn by_kernel(dispatches: &[ProfiledDispatch]) -> Vec<ShareRow> {
     group(dispatches, |d| prefixed(dispatches, d.kernel.clone(), d))
 }
 
-/// Time by module at `depth` ([`module_of`]), slowest first.
+/// Time by module at `depth` ([`module_of`] of [`node_of`]), slowest first.
 pub fn by_module(dispatches: &[ProfiledDispatch], depth: usize) -> Vec<ShareRow> {
     group(dispatches, |d| {
-        prefixed(dispatches, module_of(&d.label, depth), d)
+        prefixed(dispatches, module_of(node_of(d), depth), d)
     })
+}
+
+/// The node a dispatch belongs to: its label without a trailing `.{entry}` that ops with
+/// several dispatches append (`norm1.partial_stats`, `attn1.attention.combine` → `norm1`,
+/// `attn1.attention`).
+pub fn node_of(d: &ProfiledDispatch) -> &str {
+    let label = d.label.split('[').next().unwrap_or(&d.label);
+    let entry = d.kernel.rsplit("::").next().unwrap_or("");
+    label
+        .strip_suffix(entry)
+        .and_then(|l| l.strip_suffix('.'))
+        .unwrap_or(label)
 }
 
 /// A table as text: `what` names the first column.
@@ -225,7 +237,8 @@ pub fn format_model_summary(
         let seconds: f64 = own.iter().map(|d| d.seconds).sum();
         let count = runs.iter().find(|(m, _)| m == model).map_or(0, |r| r.1);
         s += &format!(
-            "\n{model}: {count} runs, {:.1} ms of GPU time in {} dispatches\n",
+            "\n{model}: {count} run{}, {:.1} ms of GPU time in {} dispatches\n",
+            if count == 1 { "" } else { "s" },
             seconds * 1e3,
             own.len()
         );

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::tables::{module_of, ProfiledDispatch};
+use super::tables::{module_of, node_of, ProfiledDispatch};
 use crate::error::{Error, Result};
 
 /// `{"traceEvents": [...]}` for `dispatches` (modules at `depth`, see [`module_of`]).
@@ -24,7 +24,7 @@ pub fn chrome_trace(dispatches: &[ProfiledDispatch], depth: usize) -> Value {
                 "tid": 1,
                 "args": {
                     "kernel": d.kernel,
-                    "module": module_of(&d.label, depth),
+                    "module": module_of(node_of(d), depth),
                     "shapes": d.shapes,
                     "flops": d.flops,
                 },

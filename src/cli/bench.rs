@@ -423,12 +423,12 @@ pub fn run_model(
         r.plans.join(" + ")
     );
     println!(
-        "one run: {:.1} ms (median of {}); {:.3} TFLOP ({:.3} in matmul/conv/attention); \
+        "one run: {:.1} ms (median of {}); {} GFLOP ({} in matmul/conv/attention); \
          {:.2} GFLOP/s = {:.1}% of the {} FMA peak {:.1} GFLOP/s",
         r.step_seconds * 1e3,
         r.run_seconds.len(),
-        r.flops as f64 / 1e12,
-        r.tensor_flops as f64 / 1e12,
+        gflop(r.flops),
+        gflop(r.tensor_flops),
         r.gflops,
         100.0 * r.fraction_of_peak,
         r.peak_source,
@@ -513,6 +513,13 @@ pub fn run_load(options: &GpuOptions, args: &LoadArgs) -> anyhow::Result<()> {
         println!("text encoder, batch 2: {first:.2} s (first run, with plan build), {second:.2} s (second)");
     }
     Ok(())
+}
+
+/// FLOPs as GFLOP with 4 significant digits.
+fn gflop(flops: u64) -> String {
+    let g = flops as f64 / 1e9;
+    let decimals = (3 - g.abs().max(1e-9).log10().floor() as i32).clamp(0, 6) as usize;
+    format!("{g:.decimals$}")
 }
 
 /// Bytes as MiB.
