@@ -153,14 +153,18 @@ fn parse_config<T: serde::de::DeserializeOwned>(
         .map_err(|e| Error::invalid("family config", format!("{} {what}: {e}", family.name())))
 }
 
+/// A family's configs (random weights are made per graph).
+struct RandomModels {
+    family: Family,
+    unet: UNet2DConditionConfig,
+    vae: AutoencoderKLConfig,
+    /// (plan name, config, with projection).
+    text: Vec<(String, ClipTextConfig, bool)>,
+}
+
 /// The models of a source, loaded once.
 enum Models {
-    Random {
-        family: Family,
-        unet: UNet2DConditionConfig,
-        vae: AutoencoderKLConfig,
-        text: Vec<(String, ClipTextConfig, bool)>,
-    },
+    Random(Box<RandomModels>),
     Loaded(Box<crate::pipeline::Pipeline>),
 }
 
@@ -197,12 +201,12 @@ fn build(gpu: &Gpu, o: &ModelBenchOptions) -> Result<(Built, String)> {
                     true,
                 ));
             }
-            let models = Models::Random {
+            let models = Models::Random(Box::new(RandomModels {
                 family: *family,
                 unet: parse_config(*family, "unet", &c.unet)?,
                 vae: parse_config(*family, "vae", &c.vae)?,
                 text,
-            };
+            }));
             (models, format!("{} (random weights)", family_name(*family)))
         }
         Source::Path(path) => {
@@ -215,7 +219,7 @@ fn build(gpu: &Gpu, o: &ModelBenchOptions) -> Result<(Built, String)> {
         }
     };
     let (unet_cfg, vae_cfg) = match &models {
-        Models::Random { unet, vae, .. } => (unet.clone(), vae.clone()),
+        Models::Random(r) => (r.unet.clone(), r.vae.clone()),
         Models::Loaded(p) => (p.unet.config.clone(), p.vae.config.clone()),
     };
     let vae_factor = vae_cfg.downscale_factor();
@@ -228,11 +232,11 @@ fn build(gpu: &Gpu, o: &ModelBenchOptions) -> Result<(Built, String)> {
         BenchModel::Unet => {
             let latent = latent_of(size, vae_factor, unet_multiple)?;
             let graph = match &models {
-                Models::Random { unet, .. } => {
+                Models::Random(r) => {
                     let m = UNet2DConditionModel::load(
                         Ctx::placeholders(gpu, dtype),
                         &w,
-                        unet.clone(),
+                        r.unet.clone(),
                     )?;
                     let mut g = m.graph(dtype, o.batch, latent, 77, false)?;
                     super::random_weights::realize_placeholders(gpu, &mut g, 0)?;
@@ -252,14 +256,14 @@ fn build(gpu: &Gpu, o: &ModelBenchOptions) -> Result<(Built, String)> {
         BenchModel::Vae => {
             let latent = latent_of(size, vae_factor, 1)?;
             let graph = match &models {
-                Models::Random { family, vae, .. } => {
+                Models::Random(r) => {
                     // SDXL's VAE overflows in f16: the pipeline decodes it in f32 (force_upcast).
-                    let dtype = if family.is_sdxl() && vae.force_upcast {
+                    let dtype = if r.family.is_sdxl() && r.vae.force_upcast {
                         DType::F32
                     } else {
                         dtype
                     };
-                    let m = AutoencoderKL::load(Ctx::placeholders(gpu, dtype), &w, vae.clone())?;
+                    let m = AutoencoderKL::load(Ctx::placeholders(gpu, dtype), &w, r.vae.clone())?;
                     let g = m.decode_graph(dtype, o.batch, latent, false)?;
                     check_untiled(gpu, &g, size)?;
                     let mut g = g;
@@ -284,8 +288,8 @@ fn build(gpu: &Gpu, o: &ModelBenchOptions) -> Result<(Built, String)> {
         BenchModel::Clip => {
             let mut graphs = Vec::new();
             match &models {
-                Models::Random { text, .. } => {
-                    for (name, config, projection) in text {
+                Models::Random(r) => {
+                    for (name, config, projection) in &r.text {
                         let m = ClipTextModel::load_with_projection(
                             Ctx::placeholders(gpu, dtype),
                             &w,

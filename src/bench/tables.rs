@@ -36,7 +36,7 @@ pub struct ShareRow {
 }
 
 /// `label`'s module path at `depth`: each depth is one named part with its index
-/// (`down_blocks.1`, then `attentions.0`, …); the roots `decoder`, `text_model` and
+/// (`down_blocks.1`, then `attentions.0`, …); the roots `decoder`, `encoder`, `text_model` and
 /// `text_model.encoder` are kept but not counted, and a query-chunk suffix `[a..b]` is dropped.
 /// Depth 1: `down_blocks.1`, `mid_block`, `conv_in`; depth 2: `up_blocks.2.attentions.0`.
 pub fn module_of(label: &str, depth: usize) -> String {
@@ -50,7 +50,7 @@ pub fn module_of(label: &str, depth: usize) -> String {
     let mut i = 0;
     while i < segs.len() {
         let s = segs[i];
-        let root = (i == 0 && (s == "decoder" || s == "text_model"))
+        let root = (i == 0 && matches!(s, "decoder" | "encoder" | "text_model"))
             || (i == 1 && segs[0] == "text_model" && s == "encoder");
         if !root {
             if named == depth {
@@ -158,36 +158,6 @@ pub fn format_table(what: &str, rows: &[ShareRow]) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::module_of;
-
-    #[test]
-    fn module_paths() {
-        let l = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q+to_k+to_v";
-        assert_eq!(module_of(l, 1), "down_blocks.1");
-        assert_eq!(module_of(l, 2), "down_blocks.1.attentions.0");
-        assert_eq!(module_of("mid_block.resnets.0.conv1", 1), "mid_block");
-        assert_eq!(module_of("conv_in", 3), "conv_in");
-        assert_eq!(
-            module_of("up_blocks.2.attentions.0.proj_in", 2),
-            "up_blocks.2.attentions.0"
-        );
-        assert_eq!(
-            module_of("decoder.up_blocks.0.resnets.0.norm2.partial_stats", 1),
-            "decoder.up_blocks.0"
-        );
-        assert_eq!(
-            module_of("text_model.encoder.layers.3.mlp.fc1", 1),
-            "text_model.encoder.layers.3"
-        );
-        assert_eq!(
-            module_of("mid_block.attentions.0.attn[64..128]", 9),
-            "mid_block.attentions.0.attn"
-        );
-    }
-}
-
 /// The dispatches of collected runs ([`crate::gpu::collector::Collector::take`]) on one
 /// timeline: each run at its GPU start time, or right after the previous run where clocks of
 /// two submissions disagree (so times never go backwards).
@@ -247,4 +217,34 @@ pub fn format_model_summary(
         s += &format_table(&format!("module (depth {depth})"), &by_module(&own, depth));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_of;
+
+    #[test]
+    fn module_paths() {
+        let l = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q+to_k+to_v";
+        assert_eq!(module_of(l, 1), "down_blocks.1");
+        assert_eq!(module_of(l, 2), "down_blocks.1.attentions.0");
+        assert_eq!(module_of("mid_block.resnets.0.conv1", 1), "mid_block");
+        assert_eq!(module_of("conv_in", 3), "conv_in");
+        assert_eq!(
+            module_of("up_blocks.2.attentions.0.proj_in", 2),
+            "up_blocks.2.attentions.0"
+        );
+        assert_eq!(
+            module_of("decoder.up_blocks.0.resnets.0.norm2.partial_stats", 1),
+            "decoder.up_blocks.0"
+        );
+        assert_eq!(
+            module_of("text_model.encoder.layers.3.mlp.fc1", 1),
+            "text_model.encoder.layers.3"
+        );
+        assert_eq!(
+            module_of("mid_block.attentions.0.attn[64..128]", 9),
+            "mid_block.attentions.0.attn"
+        );
+    }
 }

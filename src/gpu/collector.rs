@@ -33,6 +33,7 @@ pub struct TimedRun {
 }
 
 /// A run whose timestamps are resolved into `resolved` but not read back yet.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))] // read back natively only
 pub(crate) struct PendingRun {
     pub model: &'static str,
     pub steps: Arc<[StepInfo]>,
@@ -89,6 +90,7 @@ impl Collector {
 }
 
 /// Seconds between consecutive timestamps.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn tick_deltas(ticks: &[u64], period_seconds: f64) -> Vec<f64> {
     ticks
         .windows(2)
