@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# GPU benchmark run: build, adapter info, tests, kernel table, UNet step at SD1.5 size in f16 and
-# f32, and, where PyTorch + diffusers see a CUDA GPU, diffusers' fp16 UNet forward (SDPA) on the
-# same GPU — everything into one log.
+# GPU benchmark run: build, adapter info, tests, kernel table, a UNet step at SD1.5 size in f16
+# and f32, the VAE decoder and the text encoder (`stipple bench unet|vae|clip`: ms, FLOPs,
+# GFLOP/s against the measured peak, per-kernel and per-module tables, `--json` lines), and,
+# where PyTorch + diffusers see a CUDA GPU, diffusers' fp16 UNet forward (SDPA) on the same GPU
+# — everything into one log.
 #
 #   scripts/gpu-bench.sh [LOG]          full run (SD1.5 512×512, batch 2 = CFG)
 #   TINY=1 scripts/gpu-bench.sh [LOG]   dry run at tiny sizes (lavapipe, CI): checks the script
 #
 # Environment: SIZE (image side, default 512), ITERS (kernel timing runs, default 3),
 # SKIP_TESTS=1, SKIP_BUILD=1, STIPPLE (binary, default target/release/stipple),
-# MODEL (a diffusers folder to profile instead of a random SD1.5 one), STEP_TIMEOUT (s per step).
+# MODEL (a model folder or single file to bench instead of SD1.5's random weights),
+# STEP_TIMEOUT (s per step).
 # A step that fails is logged with its exit code and the run goes on; the script exits non-zero
 # if any step failed.
 
@@ -91,36 +94,45 @@ for only in matmul conv2d; do
         --latent "$KERNEL_LATENT" --iters "$ITERS"
 done
 
-# 5. A UNet step. Model: $MODEL, else a random full-size SD1.5 folder (`stipple init-random`),
-#    else (TINY, or no init-random in this build) the tiny test pipeline.
-MODEL_DIR=${MODEL:-}
-if [ -z "$MODEL_DIR" ]; then
-    if [ "$TINY" != 1 ] && has_subcommand init-random; then
-        MODEL_DIR=$WORK/sd15
-        run "init-random sd15" "$STIPPLE" init-random --family sd15 --layout folder "$MODEL_DIR" ||
-            MODEL_DIR=""
-    fi
-    if [ -z "$MODEL_DIR" ]; then
-        MODEL_DIR=tests/fixtures/models/tiny-pipe
-        log "no full-size model (set MODEL=DIR, or build with \`stipple init-random\`): profiling $MODEL_DIR"
-    fi
-fi
-UNET_SIZE=()
-[ "$TINY" = 1 ] || UNET_SIZE=(--size "$SIZE")
-for dtype in f16 f32; do
-    run "bench unet $dtype" "$STIPPLE" bench unet -m "$MODEL_DIR" --dtype "$dtype" "${UNET_SIZE[@]}"
-done
-if has_subcommand bench vae; then
-    for dtype in f16 f32; do
-        run "bench vae $dtype" "$STIPPLE" bench vae -m "$MODEL_DIR" --dtype "$dtype" "${UNET_SIZE[@]}"
-    done
+# 5. Whole models: a UNet step (f16 and f32), the VAE decoder and the text encoder, each as a
+#    table with the per-kernel and per-module profile, then as one `--json` line. Weights:
+#    $MODEL (a folder or single file), else the SD1.5 family's random weights made in memory
+#    (TINY: the tiny test pipeline).
+if [ -n "${MODEL:-}" ]; then
+    FAMILY=$MODEL
+elif [ "$TINY" = 1 ]; then
+    FAMILY=tests/fixtures/models/tiny-pipe
 else
-    log "(no \`stipple bench vae\` in this build)"
+    FAMILY=sd15
 fi
+MODEL_SIZE=()
+[ "$TINY" = 1 ] || MODEL_SIZE=(--size "$SIZE")
+bench_model() { # NAME ARGS...: the profiled table, then the JSON line
+    local name=$1
+    shift
+    run "bench $name" "$STIPPLE" bench "$@" --family "$FAMILY" "${MODEL_SIZE[@]}" \
+        --iters "$ITERS" --profile
+    run "bench $name json" "$STIPPLE" bench "$@" --family "$FAMILY" "${MODEL_SIZE[@]}" \
+        --iters "$ITERS" --json
+}
+for dtype in f16 f32; do
+    bench_model "unet $dtype" unet --dtype "$dtype"
+done
+bench_model "vae" vae
+bench_model "clip" clip
 
 # 6. diffusers' fp16 UNet forward on the same GPU (random weights from the same config: no
 #    download), batch 2, SDPA attention.
 if python3 -c "import torch, diffusers" >/dev/null 2>&1; then
+    # The UNet config: $MODEL's, else a random SD1.5 folder's (`stipple init-random`), else
+    # (TINY) the tiny test pipeline's.
+    MODEL_DIR=${MODEL:-}
+    if [ -z "$MODEL_DIR" ] && [ "$TINY" != 1 ]; then
+        MODEL_DIR=$WORK/sd15
+        run "init-random sd15" "$STIPPLE" init-random --family sd15 --layout folder "$MODEL_DIR" ||
+            MODEL_DIR=""
+    fi
+    MODEL_DIR=${MODEL_DIR:-tests/fixtures/models/tiny-pipe}
     CONFIG=$MODEL_DIR/unet/config.json
     run "diffusers UNet fp16" env CONFIG="$CONFIG" SIZE="$SIZE" TINY="$TINY" python3 - <<'PY'
 import json, os, time

@@ -52,10 +52,14 @@ enum BenchCommand {
     Memory(cli::bench::MemoryBenchArgs),
     /// Many generations in one process: memory stays flat, equal seeds give equal images.
     Soak(cli::bench::SoakArgs),
-    /// One UNet step of a model, profiled dispatch by dispatch and grouped by kernel.
-    Unet(cli::bench::UnetArgs),
-    /// One run of a model folder's text encoder, UNet or VAE decoder, profiled dispatch by
-    /// dispatch and grouped by kernel.
+    /// One UNet step (random weights of a family, or a model): ms, FLOPs, GFLOP/s against the
+    /// measured peak, memory; `--profile` tables by kernel and module, `--trace FILE`.
+    Unet(cli::bench::ModelArgs),
+    /// The VAE decoder at a size (untiled), as `bench unet`.
+    Vae(cli::bench::ModelArgs),
+    /// The text encoder(s) on 77 tokens, as `bench unet`.
+    Clip(cli::bench::ModelArgs),
+    /// `bench clip|unet|vae --profile` by component name (text-encoder, unet, vae-decoder).
     Profile(cli::bench::ProfileArgs),
     /// Load a model folder: time, GPU weight bytes, peak host memory, text encoder time.
     Load(cli::bench::LoadArgs),
@@ -88,7 +92,13 @@ fn main() -> std::process::ExitCode {
         } => cli::bench::run_soak(&options, &args),
         Command::Bench {
             what: BenchCommand::Unet(args),
-        } => cli::bench::run_unet(&options, &args),
+        } => cli::bench::run_model(&options, stipple::bench::model::BenchModel::Unet, &args),
+        Command::Bench {
+            what: BenchCommand::Vae(args),
+        } => cli::bench::run_model(&options, stipple::bench::model::BenchModel::Vae, &args),
+        Command::Bench {
+            what: BenchCommand::Clip(args),
+        } => cli::bench::run_model(&options, stipple::bench::model::BenchModel::Clip, &args),
         Command::Bench {
             what: BenchCommand::Profile(args),
         } => cli::bench::run_profile(&options, &args),

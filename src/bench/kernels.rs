@@ -94,7 +94,8 @@ fn plan_case(gpu: &Gpu, case: &Case) -> Result<Plan> {
     Ok(plan)
 }
 
-fn measure_peak(gpu: &Gpu, iters: usize) -> Result<Peak> {
+/// The adapter's FMA and copy peaks, measured with the probe kernels (median of `iters` runs).
+pub fn measure_peak(gpu: &Gpu, iters: usize) -> Result<Peak> {
     // FMA: 256 Ki invocations × 2048 rounds × 64 flops (loops stay under lavapipe's limit).
     let mut g = Graph::new(DType::F32);
     let (y, flops) = probe::fma_throughput(&mut g, 256 * 1024, 2048)?;

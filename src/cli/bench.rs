@@ -297,102 +297,178 @@ pub fn run_soak(options: &GpuOptions, args: &SoakArgs) -> anyhow::Result<()> {
 }
 
 #[derive(clap::Args, Clone)]
-pub struct UnetArgs {
-    /// A diffusers model folder (its unet/ is profiled).
+pub struct ModelArgs {
+    /// sd15, sd21, sd21-768, sd-turbo, sdxl, sdxl-turbo (published configs, random weights made
+    /// in memory: nothing is downloaded or written), or a model folder or single file.
+    #[arg(long, default_value = "sd15")]
+    pub family: String,
+    /// A model folder or single file (the same as `--family PATH`).
     #[arg(short, long)]
-    pub model: std::path::PathBuf,
+    pub model: Option<std::path::PathBuf>,
+    /// Image side in pixels, or WxH (default: the model's native size).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Batch (default 2 = classifier-free guidance for unet and clip, 1 for vae).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// auto, f32 or f16.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    /// Batch (2 = classifier-free guidance).
-    #[arg(long, default_value_t = 2)]
-    pub batch: usize,
-    /// Image side in pixels (latent = size / 8); default: the UNet's sample_size.
+    /// Timed runs after one warm-up; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+    /// Also profile one run dispatch by dispatch: tables by kernel and by module.
     #[arg(long)]
-    pub size: Option<usize>,
-    /// Print JSON instead of a table.
+    pub profile: bool,
+    /// Module depth of the per-module table (1: down_blocks.1, mid_block; 2:
+    /// up_blocks.2.attentions.0).
+    #[arg(long, default_value_t = 2)]
+    pub depth: usize,
+    /// Write a Chrome trace (Perfetto, chrome://tracing) of the profiled run (implies --profile).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<std::path::PathBuf>,
+    /// Use this FMA peak (GFLOP/s) instead of measuring it.
+    #[arg(long)]
+    pub peak_gflops: Option<f64>,
+    /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(clap::Args)]
 pub struct ProfileArgs {
-    /// text-encoder, unet or vae-decoder.
+    /// text-encoder, unet or vae-decoder (the same as `bench clip|unet|vae --profile`).
     #[arg(long, default_value = "unet")]
     pub component: String,
     #[command(flatten)]
-    pub common: UnetArgs,
+    pub common: ModelArgs,
 }
 
-pub fn run_unet(options: &GpuOptions, args: &UnetArgs) -> anyhow::Result<()> {
-    run_profile(
-        options,
-        &ProfileArgs {
-            component: "unet".into(),
-            common: args.clone(),
-        },
-    )
+/// `WxH` or one side, in pixels → [height, width].
+fn parse_size(s: &str) -> anyhow::Result<[usize; 2]> {
+    let side = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| anyhow::anyhow!("--size {s:?}: expected a side in pixels or WxH"))
+    };
+    Ok(match s.split_once(['x', 'X']) {
+        Some((w, h)) => [side(h)?, side(w)?],
+        None => [side(s)?; 2],
+    })
 }
 
-pub fn run_profile(options: &GpuOptions, args: &ProfileArgs) -> anyhow::Result<()> {
-    use stipple::bench::profile::{profile_component, Component};
-    let component = Component::parse(&args.component)?;
-    let args_c = &args.common;
-    anyhow::ensure!(args_c.batch > 0, "--batch must be at least 1");
-    anyhow::ensure!(
-        args_c.size.is_none_or(|s| s >= 8 && s % 8 == 0),
-        "--size must be a positive multiple of 8"
-    );
-    let dtype = match args_c.dtype.as_str() {
+pub fn run_model(
+    options: &GpuOptions,
+    model: stipple::bench::model::BenchModel,
+    args: &ModelArgs,
+) -> anyhow::Result<()> {
+    use stipple::bench::model::{bench_model, BenchModel, ModelBenchOptions, Source};
+    let source = match &args.model {
+        Some(path) => Source::Path(path.clone()),
+        None => Source::parse(&args.family),
+    };
+    if let Source::Path(p) = &source {
+        anyhow::ensure!(
+            p.exists(),
+            "--family {}: not a family (sd15, sd21, sd21-768, sd-turbo, sdxl, sdxl-turbo) nor an existing path",
+            p.display()
+        );
+    }
+    let dtype = match args.dtype.as_str() {
         "auto" => None,
         other => Some(other.parse::<DType>()?),
     };
-    let gpu = Gpu::new(options)?;
-    let p = profile_component(
-        &gpu,
-        &args_c.model,
-        component,
+    let batch = args
+        .batch
+        .unwrap_or(if model == BenchModel::Vae { 1 } else { 2 });
+    let o = ModelBenchOptions {
+        model,
+        source,
+        size: args.size.as_deref().map(parse_size).transpose()?,
+        batch,
         dtype,
-        args_c.batch,
-        args_c.size.map(|s| [s / 8, s / 8]),
-    )?;
-    if args_c.json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
+        iters: args.iters,
+        profile: args.profile || args.trace.is_some(),
+        depth: args.depth,
+        peak_gflops: args.peak_gflops,
+    };
+    if let Some(trace) = &args.trace {
+        stipple::output_file::check_output(trace)?;
+    }
+    let gpu = Gpu::new(options)?;
+    let r = bench_model(&gpu, &o, |stage| {
+        if !args.json {
+            eprintln!("  {stage} …");
+        }
+    })?;
+    if let (Some(path), Some(p)) = (&args.trace, &r.profile) {
+        stipple::bench::trace::write_trace(path, &p.dispatches, p.depth)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    let total: f64 = p.by_kernel.iter().map(|k| k.seconds).sum();
-    let what = match component {
-        Component::TextEncoder => format!("tokens {}, width {}", p.latent[0], p.latent[1]),
-        _ => format!("latent {}×{}", p.latent[0], p.latent[1]),
+    let what = match (r.size, r.latent) {
+        (Some([h, w]), Some([lh, lw])) => format!("{w}x{h} px (latent {lw}x{lh})"),
+        _ => format!("{} tokens", r.tokens),
     };
     println!(
-        "{} of {} on {}: batch {}, {what}, {}: one run {:.1} ms (sum of dispatches {:.1} ms)",
-        component.folder(),
-        args_c.model.display(),
-        gpu.info.name,
-        p.batch,
-        p.dtype,
-        p.step_seconds * 1e3,
-        total * 1e3
+        "{} of {} on {}: batch {}, {what}, {}, {} dispatches ({})",
+        r.model.name(),
+        r.source,
+        r.adapter,
+        r.batch,
+        r.dtype,
+        r.dispatches,
+        r.plans.join(" + ")
     );
     println!(
-        "{:<36} {:>10} {:>10} {:>7}",
-        "kernel", "dispatches", "ms", "share"
+        "one run: {:.1} ms (median of {}); {} GFLOP ({} in matmul/conv/attention); \
+         {:.2} GFLOP/s = {:.1}% of the {} FMA peak {:.1} GFLOP/s",
+        r.step_seconds * 1e3,
+        r.run_seconds.len(),
+        gflop(r.flops),
+        gflop(r.tensor_flops),
+        r.gflops,
+        100.0 * r.fraction_of_peak,
+        r.peak_source,
+        r.peak_gflops
     );
-    for k in &p.by_kernel {
+    println!(
+        "GPU memory: weights {:.1} MiB, activation peak {:.1} MiB",
+        mib(r.weights_bytes),
+        mib(r.activation_peak_bytes)
+    );
+    if let Some(p) = &r.profile {
+        use stipple::bench::tables::format_table;
         println!(
-            "{:<36} {:>10} {:>10.2} {:>6.1}%",
-            k.kernel,
-            k.dispatches,
-            k.seconds * 1e3,
-            100.0 * k.seconds / total.max(1e-12)
+            "\nprofiled run (timestamp after every dispatch): {:.1} ms in dispatches\n",
+            p.dispatch_seconds * 1e3
+        );
+        print!("{}", format_table("kernel", &p.by_kernel));
+        println!();
+        print!(
+            "{}",
+            format_table(&format!("module (depth {})", p.depth), &p.by_module)
         );
     }
-    println!("\nslowest dispatches:");
-    for (label, kernel, s) in &p.slowest {
-        println!("  {:>8.2} ms  {label} ({kernel})", s * 1e3);
+    if let Some(path) = &args.trace {
+        eprintln!("trace: {}", path.display());
     }
     Ok(())
+}
+
+pub fn run_profile(options: &GpuOptions, args: &ProfileArgs) -> anyhow::Result<()> {
+    use stipple::bench::model::BenchModel;
+    let model = match args.component.as_str() {
+        "text-encoder" => BenchModel::Clip,
+        "unet" => BenchModel::Unet,
+        "vae-decoder" => BenchModel::Vae,
+        other => anyhow::bail!("--component {other:?}: expected text-encoder, unet or vae-decoder"),
+    };
+    let mut common = args.common.clone();
+    common.profile = true;
+    run_model(options, model, &common)
 }
 
 #[derive(clap::Args)]
@@ -437,6 +513,13 @@ pub fn run_load(options: &GpuOptions, args: &LoadArgs) -> anyhow::Result<()> {
         println!("text encoder, batch 2: {first:.2} s (first run, with plan build), {second:.2} s (second)");
     }
     Ok(())
+}
+
+/// FLOPs as GFLOP with 4 significant digits.
+fn gflop(flops: u64) -> String {
+    let g = flops as f64 / 1e9;
+    let decimals = (3 - g.abs().max(1e-9).log10().floor() as i32).clamp(0, 6) as usize;
+    format!("{g:.decimals$}")
 }
 
 /// Bytes as MiB.

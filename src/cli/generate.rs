@@ -152,6 +152,17 @@ pub struct GenerateArgs {
     pub lora_lenient: bool,
     #[command(flatten)]
     pub previews: super::preview::PreviewArgs,
+    /// Print the GPU time of every model run (UNet steps, text encoder, VAE) by kernel and by
+    /// module to stderr at the end (a timestamp after every dispatch).
+    #[arg(long)]
+    pub profile: bool,
+    /// Write a Chrome trace (Perfetto, chrome://tracing) of every profiled dispatch to FILE
+    /// (implies --profile).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Module depth of the --profile table (1: down_blocks.1; 2: down_blocks.1.attentions.0).
+    #[arg(long, default_value_t = 2)]
+    pub profile_depth: usize,
 }
 
 /// "A,B" → [A, B] (SDXL's (height, width) / (top, left) pairs, in diffusers' order).
@@ -205,6 +216,9 @@ fn check_outputs(args: &GenerateArgs, jobs: &[Job]) -> anyhow::Result<()> {
     }
     if let Some(p) = &args.previews.preview {
         outputs.push(NamedPath::new("--preview", p));
+    }
+    if let Some(t) = &args.trace {
+        outputs.push(NamedPath::new("--trace", t));
     }
     let inputs: Vec<NamedPath> = [
         ("--init-image", &args.init_image),
@@ -477,6 +491,15 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         .and_then(|s| s.to_str())
         .unwrap_or("model")
         .to_string();
+    let profile = args.profile || args.trace.is_some();
+    if profile {
+        anyhow::ensure!(
+            gpu.supports_profiling(),
+            "--profile needs timestamp queries inside passes, which {} lacks",
+            gpu.info.name
+        );
+        gpu.profiler.enable(true);
+    }
     let mut total = Timings::default();
     for (k, job) in jobs.iter().enumerate() {
         options.prompt = job.prompt.clone();
@@ -547,6 +570,38 @@ pub fn run(gpu_options: &GpuOptions, args: &GenerateArgs) -> anyhow::Result<()> 
         total.decode,
         pipeline.plan_bytes() as f64 / (1u64 << 20) as f64
     );
+    if profile {
+        gpu.profiler.enable(false);
+        print_profile(&gpu, args)?;
+    }
+    Ok(())
+}
+
+/// `--profile` / `--trace`: the collected runs, summed per model, on stderr.
+fn print_profile(gpu: &Gpu, args: &GenerateArgs) -> anyhow::Result<()> {
+    use stipple::bench::tables;
+    let runs = gpu.profiler.take(gpu)?;
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for r in &runs {
+        match counts.iter_mut().find(|(m, _)| m == r.model) {
+            Some(c) => c.1 += 1,
+            None => counts.push((r.model.to_string(), 1)),
+        }
+    }
+    let dispatches = tables::from_runs(&runs);
+    eprintln!(
+        "\nprofile (GPU timestamps after every dispatch, {}):{}",
+        gpu.info.name,
+        tables::format_model_summary(&dispatches, &counts, args.profile_depth.max(1))
+    );
+    if let Some(path) = &args.trace {
+        stipple::bench::trace::write_trace(path, &dispatches, args.profile_depth.max(1))?;
+        eprintln!(
+            "trace: {} ({} dispatches)",
+            path.display(),
+            dispatches.len()
+        );
+    }
     Ok(())
 }
 

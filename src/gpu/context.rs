@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use crate::gpu::collector::Collector;
 use crate::gpu::kernels::{Kernels, ShaderChecks, ShaderDir};
 use crate::gpu::target::Target;
 
@@ -195,6 +196,8 @@ pub struct Gpu {
     /// What graphs built for this device are shaped for (kernel variant, loop budget).
     pub target: Target,
     pub kernels: Arc<Kernels>,
+    /// Dispatch-by-dispatch timing of every plan run while enabled (`generate --profile`).
+    pub profiler: Arc<Collector>,
     faults: Arc<Mutex<Faults>>,
 }
 
@@ -287,6 +290,7 @@ impl Gpu {
                     .with_shader_dir(shaders)
                     .with_checks(checks),
             ),
+            profiler: Arc::new(Collector::default()),
             device,
             queue,
             info,
@@ -318,6 +322,12 @@ impl Gpu {
     /// Whether the GPU can time passes with timestamp queries.
     pub fn supports_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Whether dispatches can be timed one by one (timestamps inside passes).
+    pub fn supports_profiling(&self) -> bool {
+        self.features
+            .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
     }
 
     /// Turn errors wgpu reported asynchronously since the last check into an `Err`.

@@ -1,7 +1,8 @@
 //! The GPU layer: adapter and device ([`context`]), tensors ([`tensor`]), the shader registry and
-//! pipeline cache ([`kernels`]), GPU timestamps ([`profile`]) and what graphs are built for
-//! ([`target`]).
+//! pipeline cache ([`kernels`]), GPU timestamps ([`profile`], [`collector`]) and what graphs are
+//! built for ([`target`]).
 
+pub mod collector;
 pub(crate) mod completion;
 pub mod context;
 pub mod kernels;

@@ -8,6 +8,7 @@
 //! encoder. A plan is replayed with new inputs (`write_input`) without rebuilding anything.
 
 mod exec;
+pub mod flops;
 mod liveness;
 mod plan;
 

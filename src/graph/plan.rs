@@ -50,7 +50,6 @@ impl PlanMemory {
 pub(crate) struct Step {
     pub label: String,
     /// `shader::entry`, for grouping profiles by kernel.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // read by the native profiler
     pub kernel: String,
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
@@ -67,6 +66,8 @@ pub struct Plan {
     pub(crate) inputs: HashMap<String, usize>,
     pub(crate) outputs: HashMap<String, usize>,
     memory: PlanMemory,
+    /// What profiles show of each dispatch ([`Plan::step_info`]), built on first use.
+    pub(crate) step_info: std::sync::OnceLock<Arc<[crate::gpu::collector::StepInfo]>>,
     /// Keeps the params buffer alive for the bind groups.
     _params: Option<wgpu::Buffer>,
 }
@@ -216,6 +217,7 @@ impl Plan {
             inputs,
             outputs,
             memory,
+            step_info: std::sync::OnceLock::new(),
             _params: params_buffer,
         })
     }
