@@ -1,14 +1,16 @@
 //! Lean loading: weights stream from the memory map to the GPU in chunks (packed and converted
-//! on the fly), tensors over the adapter's binding limit stay on the CPU or fail with a clear
-//! error, and loading reports progress.
+//! on the fly), tensors over the adapter's binding limit stay on the CPU, are split, or fail
+//! with a clear error, and loading reports progress.
 //!
 //! - The chunked repacking (and the conv's segmented repacking from contiguous source runs)
 //!   equals the whole-tensor repacking for odd shapes and chunk sizes (CPU only).
 //! - `Tensor::from_fill` round-trips values across chunk boundaries in f32 and f16.
 //! - The tiny-pipe model (full 49408-token CLIP table, f16 on disk) loaded under a binding limit
 //!   lowered below its token table gives the same image as under the adapter's limit (the table
-//!   is gathered on the CPU); under a limit below a GPU weight, loading fails naming the tensor
-//!   and the limit.
+//!   is gathered on the CPU); under 30 KiB, below its largest weights, those load split into
+//!   output ranges and give the same image within 1e-6, with and without a LoRA merged into the
+//!   split layers; under a limit too small for 8 output rows of a weight, loading fails naming
+//!   the tensor and the limit.
 
 mod common;
 
