@@ -1,14 +1,16 @@
 //! Lean loading: weights stream from the memory map to the GPU in chunks (packed and converted
-//! on the fly), tensors over the adapter's binding limit stay on the CPU or fail with a clear
-//! error, and loading reports progress.
+//! on the fly), tensors over the adapter's binding limit stay on the CPU, are split, or fail
+//! with a clear error, and loading reports progress.
 //!
 //! - The chunked repacking (and the conv's segmented repacking from contiguous source runs)
 //!   equals the whole-tensor repacking for odd shapes and chunk sizes (CPU only).
 //! - `Tensor::from_fill` round-trips values across chunk boundaries in f32 and f16.
 //! - The tiny-pipe model (full 49408-token CLIP table, f16 on disk) loaded under a binding limit
 //!   lowered below its token table gives the same image as under the adapter's limit (the table
-//!   is gathered on the CPU); under a limit below a GPU weight, loading fails naming the tensor
-//!   and the limit.
+//!   is gathered on the CPU); under 30 KiB, below its largest weights, those load split into
+//!   output ranges and give the same image within 1e-6, with and without a LoRA merged into the
+//!   split layers; under a limit too small for 8 output rows of a weight, loading fails naming
+//!   the tensor and the limit.
 
 mod common;
 
@@ -183,4 +185,117 @@ fn loading_reports_progress_up_to_the_file_bytes() {
     assert!(total > 0 && done <= total, "{done} / {total}");
     // Everything but buffers the model skips (CLIP's position_ids, if present) is counted.
     assert!(done as f64 >= 0.99 * total as f64, "{done} / {total}");
+}
+
+/// A kohya LoRA (rank 2, alpha 2) on layers that split under a 30 KiB binding limit:
+/// the 3×3 conv `up_blocks.0.resnets.0.conv1` (32 ← 64 channels) and the Linear
+/// `mid_block…ff.net.0.proj` (256 ← 32 features).
+fn lora_on_split_layers(dir: &std::path::Path) -> std::path::PathBuf {
+    use safetensors::tensor::TensorView;
+    let mut rng = Rng::new(11);
+    let f32_bytes = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let modules = [
+        (
+            "lora_unet_up_blocks_0_resnets_0_conv1",
+            vec![2, 64, 3, 3],
+            vec![32, 2, 1, 1],
+        ),
+        (
+            "lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_0_proj",
+            vec![2, 32],
+            vec![256, 2],
+        ),
+    ];
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (module, down, up) in modules {
+        let n_down: usize = down.iter().product();
+        let n_up: usize = up.iter().product();
+        tensors.push((format!("{module}.alpha"), vec![], f32_bytes(vec![2.0])));
+        tensors.push((
+            format!("{module}.lora_down.weight"),
+            down,
+            f32_bytes(rng.vec(n_down, 0.5)),
+        ));
+        tensors.push((
+            format!("{module}.lora_up.weight"),
+            up,
+            f32_bytes(rng.vec(n_up, 0.5)),
+        ));
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            let view = TensorView::new(safetensors::Dtype::F32, s.clone(), d).expect("view");
+            (n.clone(), view)
+        })
+        .collect();
+    let path = dir.join("split_layers_lora.safetensors");
+    safetensors::serialize_to_file(views, None, &path).expect("write LoRA");
+    path
+}
+
+fn small_image(pipe: &mut Pipeline) -> Vec<f32> {
+    // 8×8 px (4×4 latents: this VAE scales by 2) without classifier-free guidance (batch 1):
+    // every activation fits in 30 KiB (the largest: cross-attention keys and values,
+    // 77 × 64 f32 = 19.3 KiB).
+    let options = GenerateOptions {
+        prompt: "a red apple on a wooden table".into(),
+        steps: 2,
+        guidance_scale: 0.0,
+        seed: 5,
+        width: 8,
+        height: 8,
+        scheduler: Some("ddim".into()),
+        ..Default::default()
+    };
+    pipe.generate(&options, |_, _| Progress::Continue)
+        .expect("generate")
+        .images
+}
+
+#[test]
+fn weights_past_the_binding_limit_are_split_by_output_rows() {
+    let Some(gpu) = gpu() else { return };
+    let dir = fixture("tiny-pipe");
+    let lora = lora_on_split_layers(&scratch("split-lora"));
+    let mut normal = Pipeline::load(&gpu, &dir, Some(DType::F32)).expect("load");
+    let want = small_image(&mut normal);
+    normal.set_loras(&[(&lora, 0.9)]).expect("LoRA");
+    let want_lora = small_image(&mut normal);
+    assert!(
+        max_abs_diff(&want, &want_lora) > 1e-3,
+        "the LoRA changes the image"
+    );
+
+    // 30 KiB is below tiny-pipe's largest weights (conv 32 ← 64 × 3×3: 72 KiB packed, 4
+    // ranges of 8 channels; the 256 ← 32 Linear: 32 KiB, 240 + 16 features), which can only
+    // load as several output ranges.
+    let mut low = gpu.clone();
+    low.limits.max_storage_buffer_binding_size = 30 << 10;
+    let mut split = Pipeline::load(&low, &dir, Some(DType::F32)).expect("load under 30 KiB");
+    let err = max_abs_diff(&small_image(&mut split), &want);
+    assert!(err <= 1e-6, "split weights change the image by {err}");
+    // A LoRA merges into each range of a split weight, and comes off again.
+    split
+        .set_loras(&[(&lora, 0.9)])
+        .expect("LoRA on split weights");
+    let err = max_abs_diff(&small_image(&mut split), &want_lora);
+    assert!(err <= 1e-6, "LoRA on split weights is off by {err}");
+    split.set_loras::<&std::path::Path>(&[]).expect("clear");
+    let err = max_abs_diff(&small_image(&mut split), &want);
+    assert!(err <= 1e-6, "clearing the LoRA leaves {err}");
+
+    // 16 KiB: 8 output channels of that conv (the finest split) need 8 · 576 · 4 = 18 KiB.
+    let mut tiny = gpu.clone();
+    tiny.limits.max_storage_buffer_binding_size = 16 << 10;
+    let m = Pipeline::load(&tiny, &dir, Some(DType::F32))
+        .err()
+        .expect("a 16 KiB limit cannot hold 8 output channels of that conv")
+        .to_string();
+    assert!(
+        m.contains("up_blocks.0.resnets.0.conv1.weight")
+            && m.contains("finest split")
+            && m.contains("max_storage_buffer_binding_size is 16384"),
+        "{m}"
+    );
 }

@@ -483,3 +483,97 @@ fn cli_convert_and_generate_from_a_single_file() {
     assert!(err.contains("single file: SD1.x"), "{err}");
     assert!(out.is_file());
 }
+
+/// tiny-turbo (an SD-Turbo-style folder: SD2 layout, Euler with trailing spacing) with the
+/// shared tokenizer files.
+fn turbo_folder(dir: &Path) -> PathBuf {
+    let out = dir.join("tiny-turbo");
+    common::scratch::copy_dir(&fixture("tiny-turbo"), &out);
+    let vocab = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clip_tokenizer");
+    for name in ["vocab.json", "merges.txt"] {
+        std::fs::copy(vocab.join(name), out.join("tokenizer").join(name)).unwrap();
+    }
+    out
+}
+
+/// `--preset sd-turbo` on an SD2.x file: the preset's configs are full size, so on the tiny
+/// file its scheduler is checked in place of the folder's (with the folder's tiny model
+/// configs), and the preset itself is shown to be applied (full-size shapes expected).
+#[test]
+fn sd_turbo_preset_scheduler_gives_the_turbo_folders_image() {
+    let Some(gpu) = gpu() else { return };
+    let dir = scratch("single-sd-turbo");
+    let folder = turbo_folder(&dir);
+    let file = dir.join("tiny-turbo.safetensors");
+    folder_to_single_file(&folder, &file, None).unwrap();
+
+    let preset = stipple::weights::single_file::presets::Preset::named(
+        "sd-turbo",
+        LdmCheckpoint::open(&file).unwrap().family,
+    )
+    .expect("an SD2.x file takes the sd-turbo preset");
+    let config = dir.join("preset-scheduler");
+    common::scratch::copy_dir(&folder, &config);
+    std::fs::write(
+        config.join("scheduler/scheduler_config.json"),
+        &preset.scheduler,
+    )
+    .unwrap();
+
+    let turbo = |pipe: &mut Pipeline| {
+        let options = GenerateOptions {
+            prompt: "a lighthouse at dusk".into(),
+            steps: 1,
+            guidance_scale: 0.0,
+            seed: 9,
+            width: 24,
+            height: 16,
+            ..Default::default()
+        };
+        pipe.generate(&options, |_, _| stipple::pipeline::Progress::Continue)
+            .unwrap()
+            .images
+    };
+    let mut from_folder = Pipeline::load(&gpu, &folder, Some(DType::F32)).unwrap();
+    let options = SingleFileOptions {
+        config: Some(config),
+        ..Default::default()
+    };
+    let (mut from_file, _) =
+        Pipeline::load_single_file(&gpu, &file, Some(DType::F32), &options).unwrap();
+    for steps in [1, 2, 4] {
+        assert_eq!(
+            from_file.scheduler_config.build(steps).unwrap().timesteps(),
+            from_folder
+                .scheduler_config
+                .build(steps)
+                .unwrap()
+                .timesteps(),
+            "{steps} steps"
+        );
+    }
+    let want = turbo(&mut from_folder);
+    assert!(want.iter().any(|&v| v > 0.0 && v < 1.0), "a flat image");
+    assert_close(
+        "sd-turbo preset scheduler vs turbo folder",
+        &turbo(&mut from_file),
+        &want,
+        1e-6,
+        0.0,
+    );
+
+    // The named preset is accepted for this file and applied: its 1024-wide SD2.1 text encoder
+    // does not fit the tiny tensors.
+    let options = SingleFileOptions {
+        preset: Some("sd-turbo".into()),
+        ..Default::default()
+    };
+    let m = match Pipeline::load_single_file(&gpu, &file, Some(DType::F32), &options) {
+        Ok(_) => panic!("a tiny file loaded with SD-Turbo's full-size configs"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        m.contains("expected shape") && m.contains("sd-turbo"),
+        "{m}"
+    );
+}

@@ -40,7 +40,8 @@ pub struct GenerateArgs {
     pub config: Option<PathBuf>,
     /// For a single-file --model: a built-in preset instead of the detected family's default:
     /// sdxl-turbo (SDXL-Turbo: 512 px, Euler ancestral, trailing; the file cannot say it is
-    /// Turbo), sdxl, sd15, sd21 (2.1-base, epsilon), sd21-768.
+    /// Turbo), sd-turbo (SD-Turbo, an SD2.x file: 512 px, Euler, trailing), sdxl, sd15, sd21
+    /// (2.1-base, epsilon), sd21-768. Turbo models want --steps 1 --cfg 0.
     #[arg(long, conflicts_with = "config")]
     pub preset: Option<String>,
     /// Storage dtype of the text encoder(s): f32 or f16 (default: --dtype).

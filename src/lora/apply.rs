@@ -302,11 +302,20 @@ fn repack(
         out += shape[0];
         w.extend(data);
     }
+    // A split layer's tensor holds only its rows (output features / channels) of the stack.
     Ok(match t.packing {
-        Packing::Linear { in_features } => matmul::pack_weight(&w, out, in_features),
+        Packing::Linear { in_features, rows } => {
+            let (r0, r1) = rows.unwrap_or((0, out));
+            matmul::pack_weight(&w[r0 * in_features..r1 * in_features], r1 - r0, in_features)
+        }
         Packing::Conv {
             shape: [cout, cin, kh, kw],
-        } => conv2d::pack_weight(&w, cout, cin, kh, kw),
+            rows,
+        } => {
+            let (c0, c1) = rows.unwrap_or((0, cout));
+            let per_co = cin * kh * kw;
+            conv2d::pack_weight(&w[c0 * per_co..c1 * per_co], c1 - c0, cin, kh, kw)
+        }
     })
 }
 

@@ -21,10 +21,18 @@ pub struct Part {
 /// How the parts become the GPU tensor.
 #[derive(Clone, Copy, Debug)]
 pub enum Packing {
-    /// Parts stacked on the output axis, then `matmul::pack_weight` (K, NP).
-    Linear { in_features: usize },
-    /// One part, `conv2d::pack_weight` (KH·KW·CIN, NP).
-    Conv { shape: [usize; 4] },
+    /// Parts stacked on the output axis, then `matmul::pack_weight` (K, NP); `rows`: only
+    /// output rows `[start, end)` of the stack (a Linear split past the binding limit).
+    Linear {
+        in_features: usize,
+        rows: Option<(usize, usize)>,
+    },
+    /// One part, `conv2d::pack_weight` (KH·KW·CIN, NP); `rows`: only output channels
+    /// `[start, end)` (a Conv2d split past the binding limit).
+    Conv {
+        shape: [usize; 4],
+        rows: Option<(usize, usize)>,
+    },
 }
 
 /// A packed GPU weight and what it was packed from.
@@ -76,26 +84,40 @@ impl<'a> Ctx<'a> {
         self
     }
 
-    /// Records a packed Linear weight built from `parts` (no-op without targets).
-    pub fn record_linear(&self, parts: Vec<Part>, in_features: usize, packed: &Tensor) {
+    /// Records a packed Linear weight built from `parts` (rows `[start, end)` of their stack
+    /// when split; no-op without targets).
+    pub fn record_linear(
+        &self,
+        parts: Vec<Part>,
+        in_features: usize,
+        rows: Option<(usize, usize)>,
+        packed: &Tensor,
+    ) {
         if let Some(t) = self.lora_targets {
             t.record(Target {
                 parts,
-                packing: Packing::Linear { in_features },
+                packing: Packing::Linear { in_features, rows },
                 tensor: packed.clone(),
             });
         }
     }
 
-    /// Records a packed Conv2d weight (no-op without targets).
-    pub fn record_conv(&self, weight: String, shape: [usize; 4], packed: &Tensor) {
+    /// Records a packed Conv2d weight (output channels `[start, end)` when split; no-op
+    /// without targets).
+    pub fn record_conv(
+        &self,
+        weight: String,
+        shape: [usize; 4],
+        rows: Option<(usize, usize)>,
+        packed: &Tensor,
+    ) {
         if let Some(t) = self.lora_targets {
             t.record(Target {
                 parts: vec![Part {
                     weight,
                     shape: shape.to_vec(),
                 }],
-                packing: Packing::Conv { shape },
+                packing: Packing::Conv { shape, rows },
                 tensor: packed.clone(),
             });
         }

@@ -5,21 +5,22 @@
 //! three column ranges in place; cross-attention fuses k and v over the text context.
 
 use super::layers::{self, LayerNorm};
+use super::split::{self, Linear};
 use super::Ctx;
 use crate::error::Result;
 use crate::graph::{Graph, ValueId};
 use crate::ops::attention::{self as attn_op, AttentionOptions, HeadsOf};
 use crate::ops::elementwise;
 use crate::ops::group_norm::{self, GroupNorm};
-use crate::ops::matmul::{self, LinearOptions, LinearWeight};
+use crate::ops::matmul::LinearOptions;
 use crate::weights::WeightsView;
 
 /// How the projections are laid out.
 enum Projections {
     /// to_q, to_k, to_v fused: (C → 3·inner).
-    SelfAttention { qkv: LinearWeight },
+    SelfAttention { qkv: Linear },
     /// to_q over the hidden states, to_k and to_v fused over the context.
-    CrossAttention { q: LinearWeight, kv: LinearWeight },
+    CrossAttention { q: Linear, kv: Linear },
 }
 
 /// Multi-head scaled dot-product attention with output projection `to_out.0`.
@@ -30,7 +31,7 @@ pub struct Attention {
     /// The VAE's attention normalises its input first (`group_norm`).
     pub group_norm: Option<GroupNorm>,
     projections: Projections,
-    to_out: LinearWeight,
+    to_out: Linear,
 }
 
 /// Construction parameters of [`Attention`] (diffusers' `Attention.__init__` arguments used).
@@ -105,13 +106,13 @@ impl Attention {
         let none = LinearOptions::default();
         let (q, k, v) = match (&self.projections, context) {
             (Projections::SelfAttention { qkv }, _) => {
-                let qkv = matmul::linear(g, &format!("{n}.to_qkv"), h, qkv, none)?; // (B, T, 3·inner)
+                let qkv = split::linear(g, &format!("{n}.to_qkv"), h, qkv, none)?; // (B, T, 3·inner)
                 let at = |offset| HeadsOf { value: qkv, offset };
                 (at(0), at(inner), at(2 * inner))
             }
             (Projections::CrossAttention { q, kv }, Some(ctx)) => {
-                let q = matmul::linear(g, &format!("{n}.to_q"), h, q, none)?; // (B, T, inner)
-                let kv = matmul::linear(g, &format!("{n}.to_kv"), ctx, kv, none)?; // (B, S, 2·inner)
+                let q = split::linear(g, &format!("{n}.to_q"), h, q, none)?; // (B, T, inner)
+                let kv = split::linear(g, &format!("{n}.to_kv"), ctx, kv, none)?; // (B, S, 2·inner)
                 (
                     q.into(),
                     HeadsOf {
@@ -139,15 +140,15 @@ impl Attention {
             residual,
             ..Default::default()
         };
-        matmul::linear(g, &format!("{n}.to_out.0"), a, &self.to_out, out)
+        split::linear(g, &format!("{n}.to_out.0"), a, &self.to_out, out)
     }
 }
 
 /// `FeedForward(dim, activation_fn="geglu")`: net.0 = GEGLU(dim → 4·dim), net.2 = Linear(4·dim → dim).
 pub struct FeedForward {
     name: String,
-    proj: LinearWeight,
-    out: LinearWeight,
+    proj: Linear,
+    out: Linear,
 }
 
 impl FeedForward {
@@ -162,7 +163,7 @@ impl FeedForward {
 
     pub fn forward(&self, g: &mut Graph, x: ValueId, residual: ValueId) -> Result<ValueId> {
         let n = &self.name;
-        let h = matmul::linear(
+        let h = split::linear(
             g,
             &format!("{n}.net.0.proj"),
             x,
@@ -174,7 +175,7 @@ impl FeedForward {
             residual: Some(residual),
             ..Default::default()
         };
-        matmul::linear(g, &format!("{n}.net.2"), h, &self.out, opts)
+        split::linear(g, &format!("{n}.net.2"), h, &self.out, opts)
     }
 }
 

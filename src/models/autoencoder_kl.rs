@@ -6,12 +6,13 @@
 use std::path::Path;
 
 use super::config::{read_config, AutoencoderKLConfig};
+use super::split::{self, Conv2d};
 use super::vae::{Decoder, Encoder};
 use super::{layers, Ctx};
 use crate::error::{Error, Result};
 use crate::gpu::DType;
 use crate::graph::{Graph, ValueId};
-use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
+use crate::ops::conv2d::Conv2dOptions;
 use crate::weights::{Weights, WeightsView};
 
 pub struct AutoencoderKL {
@@ -20,8 +21,8 @@ pub struct AutoencoderKL {
     pub target: crate::gpu::Target,
     encoder: Encoder,
     decoder: Decoder,
-    quant_conv: Option<Conv2dWeight>,
-    post_quant_conv: Option<Conv2dWeight>,
+    quant_conv: Option<Conv2d>,
+    post_quant_conv: Option<Conv2d>,
 }
 
 impl AutoencoderKL {
@@ -60,7 +61,7 @@ impl AutoencoderKL {
     pub fn encode(&self, g: &mut Graph, image: ValueId) -> Result<ValueId> {
         let h = self.encoder.forward(g, image)?;
         match &self.quant_conv {
-            Some(q) => conv2d::conv2d(g, "quant_conv", h, q, Conv2dOptions::default()),
+            Some(q) => split::conv2d(g, "quant_conv", h, q, Conv2dOptions::default()),
             None => Ok(h),
         }
     }
@@ -70,7 +71,7 @@ impl AutoencoderKL {
     pub fn decode(&self, g: &mut Graph, z: ValueId) -> Result<ValueId> {
         let z = match &self.post_quant_conv {
             Some(p) => {
-                let z = conv2d::conv2d(g, "post_quant_conv", z, p, Conv2dOptions::default())?;
+                let z = split::conv2d(g, "post_quant_conv", z, p, Conv2dOptions::default())?;
                 g.probe("post_quant_conv", z)?;
                 z
             }

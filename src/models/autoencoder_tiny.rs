@@ -24,11 +24,12 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::config::read_config;
+use super::split::{self, Conv2d};
 use super::{layers, Ctx};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Target};
 use crate::graph::{Graph, ValueId};
-use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
+use crate::ops::conv2d::Conv2dOptions;
 use crate::ops::elementwise::{self, Activation};
 use crate::ops::upsample;
 use crate::weights::{Weights, WeightsView};
@@ -131,7 +132,7 @@ impl AutoencoderTinyConfig {
 /// (Its `skip` 1×1 convolution exists only when in ≠ out channels, never in the decoder.)
 struct AutoencoderTinyBlock {
     name: String,
-    convs: [Conv2dWeight; 3],
+    convs: [Conv2d; 3],
 }
 
 impl AutoencoderTinyBlock {
@@ -146,22 +147,22 @@ impl AutoencoderTinyBlock {
     fn forward(&self, g: &mut Graph, x: ValueId, act: Activation) -> Result<ValueId> {
         let n = &self.name;
         let same = Conv2dOptions::padded(1);
-        let h = conv2d::conv2d(g, &format!("{n}.conv.0"), x, &self.convs[0], same)?; // (B, H, W, C)
+        let h = split::conv2d(g, &format!("{n}.conv.0"), x, &self.convs[0], same)?; // (B, H, W, C)
         let h = elementwise::activation(g, &format!("{n}.conv.1"), h, act)?;
-        let h = conv2d::conv2d(g, &format!("{n}.conv.2"), h, &self.convs[1], same)?;
+        let h = split::conv2d(g, &format!("{n}.conv.2"), h, &self.convs[1], same)?;
         let h = elementwise::activation(g, &format!("{n}.conv.3"), h, act)?;
         let residual = Conv2dOptions {
             residual: Some(x),
             ..same
         };
-        let h = conv2d::conv2d(g, &format!("{n}.conv.4"), h, &self.convs[2], residual)?; // conv + x
+        let h = split::conv2d(g, &format!("{n}.conv.4"), h, &self.convs[2], residual)?; // conv + x
         elementwise::activation(g, &format!("{n}.fuse"), h, Activation::Relu)
     }
 }
 
 /// One entry of `DecoderTiny.layers` that holds work.
 enum Layer {
-    Conv(String, Conv2dWeight),
+    Conv(String, Conv2d),
     Activation(String),
     Block(Box<AutoencoderTinyBlock>),
     Upsample(String),
@@ -220,7 +221,7 @@ impl DecoderTiny {
         for layer in &self.layers {
             x = match layer {
                 Layer::Conv(name, w) => {
-                    conv2d::conv2d(g, name, x, w, Conv2dOptions::padded(1))? // (B, H, W, C)
+                    split::conv2d(g, name, x, w, Conv2dOptions::padded(1))? // (B, H, W, C)
                 }
                 Layer::Activation(name) => elementwise::activation(g, name, x, self.act)?,
                 Layer::Block(block) => block.forward(g, x, self.act)?,

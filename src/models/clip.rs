@@ -16,6 +16,7 @@ use std::path::Path;
 
 use super::config::{read_config, ClipTextConfig};
 use super::layers::{self, LayerNorm};
+use super::split::{self, Linear};
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};
@@ -23,7 +24,7 @@ use crate::graph::{Graph, ValueId};
 use crate::ops::attention::{self as attn_op, AttentionOptions, HeadsOf};
 use crate::ops::elementwise::{self, Activation};
 use crate::ops::layer_norm;
-use crate::ops::matmul::{self, LinearOptions, LinearWeight};
+use crate::ops::matmul::LinearOptions;
 use crate::weights::{to_f32, FileDtype, Weights, WeightsView};
 
 /// One pre-norm encoder layer: causal self-attention and an MLP, each with a residual.
@@ -31,11 +32,11 @@ struct ClipEncoderLayer {
     name: String,
     heads: usize,
     layer_norm1: LayerNorm,
-    qkv: LinearWeight,
-    out_proj: LinearWeight,
+    qkv: Linear,
+    out_proj: Linear,
     layer_norm2: LayerNorm,
-    fc1: LinearWeight,
-    fc2: LinearWeight,
+    fc1: Linear,
+    fc2: Linear,
     activation: Activation,
 }
 
@@ -62,7 +63,7 @@ impl ClipEncoderLayer {
         let d = g.shape(x)?[2];
         let none = LinearOptions::default();
         let h = self.layer_norm1.forward(g, x)?;
-        let qkv = matmul::linear(g, &format!("{n}.self_attn.qkv_proj"), h, &self.qkv, none)?; // (B, T, 3D)
+        let qkv = split::linear(g, &format!("{n}.self_attn.qkv_proj"), h, &self.qkv, none)?; // (B, T, 3D)
         let at = |offset| HeadsOf { value: qkv, offset };
         let opts = AttentionOptions {
             heads: self.heads,
@@ -75,7 +76,7 @@ impl ClipEncoderLayer {
             residual: Some(x),
             ..none
         };
-        let x = matmul::linear(
+        let x = split::linear(
             g,
             &format!("{n}.self_attn.out_proj"),
             a,
@@ -87,8 +88,8 @@ impl ClipEncoderLayer {
             activation: self.activation,
             residual: None,
         };
-        let h = matmul::linear(g, &format!("{n}.mlp.fc1"), h, &self.fc1, fused)?; // (B, T, I)
-        matmul::linear(
+        let h = split::linear(g, &format!("{n}.mlp.fc1"), h, &self.fc1, fused)?; // (B, T, I)
+        split::linear(
             g,
             &format!("{n}.mlp.fc2"),
             h,
@@ -160,7 +161,7 @@ pub struct ClipTextModel {
     layers: Vec<ClipEncoderLayer>,
     final_layer_norm: LayerNorm,
     /// `text_projection` (D → projection_dim, no bias) of `CLIPTextModelWithProjection`.
-    text_projection: Option<LinearWeight>,
+    text_projection: Option<Linear>,
 }
 
 impl ClipTextModel {
@@ -331,7 +332,7 @@ impl ClipTextModel {
             .text_projection
             .as_ref()
             .map(|proj| {
-                matmul::linear(
+                split::linear(
                     g,
                     "text_projection",
                     last_hidden_state,

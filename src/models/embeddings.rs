@@ -1,11 +1,12 @@
 //! Timestep embeddings (diffusers `models/embeddings.py`): `Timesteps` (sinusoidal projection,
 //! no weights) and `TimestepEmbedding` (linear_1 → SiLU → linear_2).
 
+use super::split::{self, Linear};
 use super::{layers, Ctx};
 use crate::error::Result;
 use crate::graph::{Graph, ValueId};
 use crate::ops::elementwise::Activation;
-use crate::ops::matmul::{self, LinearOptions, LinearWeight};
+use crate::ops::matmul::LinearOptions;
 use crate::ops::timestep_embedding::{self, TimestepEmbeddingOptions};
 use crate::weights::WeightsView;
 
@@ -38,8 +39,8 @@ impl Timesteps {
 
 /// `TimestepEmbedding(in_channels, time_embed_dim)` with SiLU.
 pub struct TimestepEmbedding {
-    pub linear_1: LinearWeight,
-    pub linear_2: LinearWeight,
+    pub linear_1: Linear,
+    pub linear_2: Linear,
     name: String,
 }
 
@@ -63,14 +64,14 @@ impl TimestepEmbedding {
             activation: Activation::Silu,
             residual: None,
         };
-        let h = matmul::linear(
+        let h = split::linear(
             g,
             &format!("{}.linear_1", self.name),
             x,
             &self.linear_1,
             silu,
         )?; // (B, T)
-        matmul::linear(
+        split::linear(
             g,
             &format!("{}.linear_2", self.name),
             h,

@@ -6,6 +6,7 @@
 //! made on the host (see `Tensor::from_fill`), and each tensor's file pages are released
 //! once it is uploaded (see `TensorData`).
 
+use super::split::{self, Conv2d, Linear};
 use super::Ctx;
 use crate::error::Result;
 use crate::gpu::tensor::UPLOAD_CHUNK;
@@ -26,7 +27,7 @@ pub fn linear(
     in_features: usize,
     out_features: usize,
     bias: bool,
-) -> Result<LinearWeight> {
+) -> Result<Linear> {
     let parts = if ctx.placeholders {
         Vec::new()
     } else {
@@ -45,9 +46,11 @@ pub fn linear(
     )
 }
 
-/// A LinearWeight from torch-layout (out, in) parts stacked along `out` (one part for a plain
+/// A Linear from torch-layout (out, in) parts stacked along `out` (one part for a plain
 /// Linear), streamed from the memory map into the packed (in, pad8(total out)) layout the
 /// matmul kernel reads; biases from `w.{part}.bias`. Placeholders when `ctx.placeholders`.
+/// A packed weight past the adapter's binding limit is split into output ranges
+/// (`split::ranges`), each its own packed tensor, LoRA target and bias.
 #[allow(clippy::too_many_arguments)]
 fn stream_linear(
     ctx: Ctx,
@@ -59,63 +62,93 @@ fn stream_linear(
     in_features: usize,
     out_features: usize,
     bias: bool,
-) -> Result<LinearWeight> {
+) -> Result<Linear> {
     let total = part_names.len() * out_features;
     if ctx.placeholders {
-        return placeholder_linear(ctx, name, in_features, total, bias);
+        let one = placeholder_linear(ctx, name, in_features, total, bias)?;
+        return Ok(Linear { parts: vec![one] });
     }
-    let weight = Tensor::from_writes(
-        ctx.gpu,
+    let row_bytes = (in_features * ctx.dtype.size()) as u64;
+    let ranges = split::ranges(
         &format!("{name}.weight"),
-        &[in_features, pad8(total)],
-        ctx.dtype,
-        |writer| {
-            // Row r of the stacked (total, in) weight is row r % out of part r / out.
-            let read = |r: usize, col: usize, out: &mut [f32]| {
-                let row_start = (r % out_features) * in_features + col;
-                parts[r / out_features].read(row_start, out)
-            };
-            let emit = |offset, values: &[f32]| writer.write(offset, values);
-            matmul::pack_weight_segments(read, total, in_features, UPLOAD_CHUNK, emit)
-        },
+        total,
+        row_bytes,
+        max_binding(ctx),
     )?;
-    parts.iter().for_each(|p| ctx.loaded(p));
-    // LoRAs rewrite this packed tensor from the parts it was built from.
-    let recorded = part_names
+    let biases = if bias {
+        part_names
+            .iter()
+            .map(|p| w.pp(p).data("bias", &[out_features]))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    // LoRAs rewrite each packed tensor from the parts it was built from.
+    let recorded: Vec<Part> = part_names
         .iter()
         .map(|p| {
             let view = if p.is_empty() { w.clone() } else { w.pp(p) };
             part(&view, "weight", part_shape)
         })
         .collect();
-    ctx.record_linear(recorded, in_features, &weight);
-    let bias = if bias {
-        let biases = part_names
-            .iter()
-            .map(|p| w.pp(p).data("bias", &[out_features]))
-            .collect::<Result<Vec<_>>>()?;
-        let tensor = Tensor::from_fill(
+    let whole = ranges.len() == 1;
+    let mut pieces = Vec::with_capacity(ranges.len());
+    for (i, &(r0, r1)) in ranges.iter().enumerate() {
+        let label = if whole {
+            name.to_string()
+        } else {
+            format!("{name}#{i}")
+        };
+        let n = r1 - r0;
+        let weight = Tensor::from_writes(
             ctx.gpu,
-            &format!("{name}.bias"),
-            &[total],
+            &format!("{label}.weight"),
+            &[in_features, pad8(n)],
             ctx.dtype,
-            |start, out| {
-                for (i, o) in (start..).zip(out.iter_mut()) {
-                    *o = biases[i / out_features].get(i % out_features);
-                }
+            |writer| {
+                // Row r of the stacked (total, in) weight is row r % out of part r / out.
+                let read = |r: usize, col: usize, out: &mut [f32]| {
+                    let r = r0 + r;
+                    let row_start = (r % out_features) * in_features + col;
+                    parts[r / out_features].read(row_start, out)
+                };
+                let emit = |offset, values: &[f32]| writer.write(offset, values);
+                matmul::pack_weight_segments(read, n, in_features, UPLOAD_CHUNK, emit)
             },
         )?;
-        biases.iter().for_each(|b| ctx.loaded(b));
-        Some(tensor)
-    } else {
-        None
-    };
-    Ok(LinearWeight {
-        weight,
-        bias,
-        in_features,
-        out_features: total,
-    })
+        let rows = (!whole).then_some((r0, r1));
+        ctx.record_linear(recorded.clone(), in_features, rows, &weight);
+        let bias = if bias {
+            Some(Tensor::from_fill(
+                ctx.gpu,
+                &format!("{label}.bias"),
+                &[n],
+                ctx.dtype,
+                |start, out| {
+                    for (i, o) in (r0 + start..).zip(out.iter_mut()) {
+                        *o = biases[i / out_features].get(i % out_features);
+                    }
+                },
+            )?)
+        } else {
+            None
+        };
+        pieces.push(LinearWeight {
+            weight,
+            bias,
+            in_features,
+            out_features: n,
+        });
+    }
+    parts.iter().for_each(|p| ctx.loaded(p));
+    biases.iter().for_each(|b| ctx.loaded(b));
+    Ok(Linear { parts: pieces })
+}
+
+/// The most bytes one weight tensor may have on this adapter (one storage binding, one buffer).
+fn max_binding(ctx: Ctx) -> u64 {
+    let l = &ctx.gpu.limits;
+    l.max_storage_buffer_binding_size.min(l.max_buffer_size)
 }
 
 /// A weight a packed tensor is built from (for [`Ctx::record_linear`]).
@@ -158,7 +191,7 @@ pub fn linear_or_conv1x1(
     in_features: usize,
     out_features: usize,
     conv1x1: bool,
-) -> Result<LinearWeight> {
+) -> Result<Linear> {
     let shape = if conv1x1 {
         // (out, in, 1, 1) has the (out, in) element order.
         vec![out_features, in_features, 1, 1]
@@ -192,7 +225,7 @@ pub fn fused_linear(
     in_features: usize,
     out_features: usize,
     bias: bool,
-) -> Result<LinearWeight> {
+) -> Result<Linear> {
     let name = format!("{}.{}", w.prefix(), parts.join("+"));
     let data = if ctx.placeholders {
         Vec::new()
@@ -217,17 +250,12 @@ pub fn fused_linear(
 }
 
 /// `nn.Conv2d(cin, cout, kernel)` with bias.
-pub fn conv2d(
-    ctx: Ctx,
-    w: &WeightsView,
-    cin: usize,
-    cout: usize,
-    kernel: usize,
-) -> Result<Conv2dWeight> {
+pub fn conv2d(ctx: Ctx, w: &WeightsView, cin: usize, cout: usize, kernel: usize) -> Result<Conv2d> {
     conv2d_bias(ctx, w, cin, cout, kernel, true)
 }
 
-/// [`conv2d`] with or without `bias` (`nn.Conv2d(…, bias=False)` has no `bias` tensor).
+/// [`conv2d`] with or without `bias` (`nn.Conv2d(…, bias=False)` has no `bias` tensor). A
+/// packed weight past the adapter's binding limit is split into output-channel ranges.
 pub fn conv2d_bias(
     ctx: Ctx,
     w: &WeightsView,
@@ -235,10 +263,10 @@ pub fn conv2d_bias(
     cout: usize,
     kernel: usize,
     bias: bool,
-) -> Result<Conv2dWeight> {
+) -> Result<Conv2d> {
     let name = w.prefix();
     if ctx.placeholders {
-        return Ok(Conv2dWeight {
+        let one = Conv2dWeight {
             weight: Tensor::placeholder(
                 ctx.gpu,
                 &format!("{name}.weight"),
@@ -251,31 +279,64 @@ pub fn conv2d_bias(
             in_channels: cin,
             out_channels: cout,
             kernel: [kernel, kernel],
-        });
+        };
+        return Ok(Conv2d { parts: vec![one] });
     }
     let shape = [cout, cin, kernel, kernel];
+    // One output channel is a column of the packed (taps·cin, pad8(cout)) weight.
+    let per_co = cin * kernel * kernel;
+    let row_bytes = (per_co * ctx.dtype.size()) as u64;
+    let ranges = split::ranges(&format!("{name}.weight"), cout, row_bytes, max_binding(ctx))?;
     let data = w.data("weight", &shape)?;
-    let weight = Tensor::from_writes(
-        ctx.gpu,
-        &format!("{name}.weight"),
-        &[kernel * kernel * cin, pad8(cout)],
-        ctx.dtype,
-        |writer| {
-            let read = |start, out: &mut [f32]| data.read(start, out);
-            let emit = |offset, values: &[f32]| writer.write(offset, values);
-            conv2d::pack_weight_segments(read, shape, UPLOAD_CHUNK, emit)
-        },
-    )?;
+    let bias_data = bias.then(|| w.data("bias", &[cout])).transpose()?;
+    let whole = ranges.len() == 1;
+    let mut pieces = Vec::with_capacity(ranges.len());
+    for (i, &(c0, c1)) in ranges.iter().enumerate() {
+        let label = if whole {
+            name.to_string()
+        } else {
+            format!("{name}#{i}")
+        };
+        let n = c1 - c0;
+        let piece_shape = [n, cin, kernel, kernel];
+        let weight = Tensor::from_writes(
+            ctx.gpu,
+            &format!("{label}.weight"),
+            &[kernel * kernel * cin, pad8(n)],
+            ctx.dtype,
+            |writer| {
+                // Output channels c0..c1 are one contiguous run of the torch layout.
+                let read = |start, out: &mut [f32]| data.read(c0 * per_co + start, out);
+                let emit = |offset, values: &[f32]| writer.write(offset, values);
+                conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
+            },
+        )?;
+        let rows = (!whole).then_some((c0, c1));
+        ctx.record_conv(w.full_name("weight"), shape, rows, &weight);
+        let bias = match &bias_data {
+            Some(b) => Some(Tensor::from_fill(
+                ctx.gpu,
+                &format!("{label}.bias"),
+                &[n],
+                ctx.dtype,
+                |start, out| b.read(c0 + start, out),
+            )?),
+            None => None,
+        };
+        pieces.push(Conv2dWeight {
+            weight,
+            bias,
+            in_channels: cin,
+            out_channels: n,
+            kernel: [kernel, kernel],
+        });
+    }
     ctx.loaded(&data);
     drop(data);
-    ctx.record_conv(w.full_name("weight"), shape, &weight);
-    Ok(Conv2dWeight {
-        weight,
-        bias: bias.then(|| ctx.tensor(w, "bias", &[cout])).transpose()?,
-        in_channels: cin,
-        out_channels: cout,
-        kernel: [kernel, kernel],
-    })
+    if let Some(b) = &bias_data {
+        ctx.loaded(b);
+    }
+    Ok(Conv2d { parts: pieces })
 }
 
 fn affine(ctx: Ctx, w: &WeightsView, channels: usize) -> Result<(Tensor, Tensor)> {

@@ -16,6 +16,7 @@ pub mod embeddings;
 pub mod layers;
 mod python_json;
 pub mod resnet;
+pub mod split;
 pub mod transformer_2d;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;

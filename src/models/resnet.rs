@@ -1,13 +1,14 @@
 //! `ResnetBlock2D`, `Downsample2D` and `Upsample2D` (diffusers `models/resnet.py`,
 //! `models/downsampling.py`, `models/upsampling.py`).
 
+use super::split::{self, Conv2d, Linear};
 use super::{layers, Ctx};
 use crate::error::Result;
 use crate::graph::{Graph, ValueId};
-use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
+use crate::ops::conv2d::Conv2dOptions;
 use crate::ops::elementwise;
 use crate::ops::group_norm::{self, GroupNorm};
-use crate::ops::matmul::{self, LinearOptions, LinearWeight};
+use crate::ops::matmul::LinearOptions;
 use crate::ops::upsample;
 use crate::weights::WeightsView;
 
@@ -16,11 +17,11 @@ use crate::weights::WeightsView;
 pub struct ResnetBlock2D {
     pub name: String,
     pub norm1: GroupNorm,
-    pub conv1: Conv2dWeight,
-    pub time_emb_proj: Option<LinearWeight>,
+    pub conv1: Conv2d,
+    pub time_emb_proj: Option<Linear>,
     pub norm2: GroupNorm,
-    pub conv2: Conv2dWeight,
-    pub conv_shortcut: Option<Conv2dWeight>,
+    pub conv2: Conv2d,
+    pub conv_shortcut: Option<Conv2d>,
 }
 
 impl ResnetBlock2D {
@@ -53,7 +54,7 @@ impl ResnetBlock2D {
     pub fn forward(&self, g: &mut Graph, x: ValueId, temb_act: Option<ValueId>) -> Result<ValueId> {
         let n = &self.name;
         let h = group_norm::group_norm(g, &format!("{n}.norm1"), x, &self.norm1, true)?;
-        let mut h = conv2d::conv2d(
+        let mut h = split::conv2d(
             g,
             &format!("{n}.conv1"),
             h,
@@ -61,7 +62,7 @@ impl ResnetBlock2D {
             Conv2dOptions::padded(1),
         )?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb_act) {
-            let t = matmul::linear(
+            let t = split::linear(
                 g,
                 &format!("{n}.time_emb_proj"),
                 temb,
@@ -74,7 +75,7 @@ impl ResnetBlock2D {
         }
         let h = group_norm::group_norm(g, &format!("{n}.norm2"), h, &self.norm2, true)?;
         let shortcut = match &self.conv_shortcut {
-            Some(c) => conv2d::conv2d(
+            Some(c) => split::conv2d(
                 g,
                 &format!("{n}.conv_shortcut"),
                 x,
@@ -87,7 +88,7 @@ impl ResnetBlock2D {
             residual: Some(shortcut),
             ..Conv2dOptions::padded(1)
         };
-        conv2d::conv2d(g, &format!("{n}.conv2"), h, &self.conv2, opts)
+        split::conv2d(g, &format!("{n}.conv2"), h, &self.conv2, opts)
     }
 }
 
@@ -95,7 +96,7 @@ impl ResnetBlock2D {
 /// diffusers does before the VAE encoder's convolution.
 pub struct Downsample2D {
     pub name: String,
-    pub conv: Conv2dWeight,
+    pub conv: Conv2d,
     pub padding: usize,
 }
 
@@ -116,14 +117,14 @@ impl Downsample2D {
             extra_padding_end: usize::from(self.padding == 0),
             residual: None,
         };
-        conv2d::conv2d(g, &format!("{}.conv", self.name), x, &self.conv, opts)
+        split::conv2d(g, &format!("{}.conv", self.name), x, &self.conv, opts)
     }
 }
 
 /// Nearest 2× upsampling, then a 3×3 convolution.
 pub struct Upsample2D {
     pub name: String,
-    pub conv: Conv2dWeight,
+    pub conv: Conv2d,
 }
 
 impl Upsample2D {
@@ -137,7 +138,7 @@ impl Upsample2D {
 
     pub fn forward(&self, g: &mut Graph, x: ValueId) -> Result<ValueId> {
         let up = upsample::upsample_nearest2x(g, &format!("{}.interpolate", self.name), x)?; // (B, 2H, 2W, C)
-        conv2d::conv2d(
+        split::conv2d(
             g,
             &format!("{}.conv", self.name),
             up,

@@ -2,19 +2,20 @@
 //! GroupNorm → proj_in (1×1 conv or Linear) → BasicTransformerBlocks → proj_out, plus the input.
 
 use super::attention::BasicTransformerBlock;
+use super::split::{self, Linear};
 use super::{layers, Ctx};
 use crate::error::Result;
 use crate::graph::{Graph, ValueId};
 use crate::ops::group_norm::{self, GroupNorm};
-use crate::ops::matmul::{self, LinearOptions, LinearWeight};
+use crate::ops::matmul::LinearOptions;
 use crate::weights::WeightsView;
 
 pub struct Transformer2DModel {
     name: String,
     norm: GroupNorm,
-    proj_in: LinearWeight,
+    proj_in: Linear,
     transformer_blocks: Vec<BasicTransformerBlock>,
-    proj_out: LinearWeight,
+    proj_out: Linear,
 }
 
 /// Construction parameters (diffusers' argument names).
@@ -74,7 +75,7 @@ impl Transformer2DModel {
         let (b, hw, c) = (shape[0], shape[1] * shape[2], shape[3]);
         let h = group_norm::group_norm(g, &format!("{n}.norm"), x, &self.norm, false)?;
         let h = g.reshape(h, &[b, hw, c])?; // (B, HW, C)
-        let mut h = matmul::linear(
+        let mut h = split::linear(
             g,
             &format!("{n}.proj_in"),
             h,
@@ -89,7 +90,7 @@ impl Transformer2DModel {
             residual: Some(residual),
             ..Default::default()
         };
-        let out = matmul::linear(g, &format!("{n}.proj_out"), h, &self.proj_out, opts)?; // (B, HW, C)
+        let out = split::linear(g, &format!("{n}.proj_out"), h, &self.proj_out, opts)?; // (B, HW, C)
         g.reshape(out, &shape)
     }
 }

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use super::config::{read_config, TextTime, UNet2DConditionConfig, NUM_TIME_IDS};
 use super::embeddings::{TimestepEmbedding, Timesteps};
+use super::split::{self, Conv2d};
 use super::unet_2d_blocks::{
     BlockConfig, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, UpChannels,
 };
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::gpu::DType;
 use crate::graph::{Graph, ValueId};
 use crate::ops::concat;
-use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
+use crate::ops::conv2d::Conv2dOptions;
 use crate::ops::elementwise::{self, Activation};
 use crate::ops::group_norm::{self, GroupNorm};
 use crate::weights::{Weights, WeightsView};
@@ -43,12 +44,12 @@ pub struct UNet2DConditionModel {
     /// [text_embeds, time embeddings] whose output is added to the time embedding.
     add_time_proj: Option<Timesteps>,
     add_embedding: Option<TimestepEmbedding>,
-    conv_in: Conv2dWeight,
+    conv_in: Conv2d,
     down_blocks: Vec<DownBlock2D>,
     mid_block: UNetMidBlock2DCrossAttn,
     up_blocks: Vec<UpBlock2D>,
     conv_norm_out: GroupNorm,
-    conv_out: Conv2dWeight,
+    conv_out: Conv2d,
 }
 
 impl UNet2DConditionModel {
@@ -247,7 +248,7 @@ impl UNet2DConditionModel {
 
         // 2. pre-process
         let pad = self.config.conv_in_kernel / 2;
-        let mut x = conv2d::conv2d(
+        let mut x = split::conv2d(
             g,
             "conv_in",
             sample,
@@ -277,7 +278,7 @@ impl UNet2DConditionModel {
         let h = group_norm::group_norm(g, "conv_norm_out", x, &self.conv_norm_out, true)?;
         g.probe("conv_act", h)?;
         let pad = self.config.conv_out_kernel / 2;
-        conv2d::conv2d(g, "conv_out", h, &self.conv_out, Conv2dOptions::padded(pad))
+        split::conv2d(g, "conv_out", h, &self.conv_out, Conv2dOptions::padded(pad))
     }
 
     /// A graph with inputs `sample` (B, h, w, C), `timestep` (B) f32,

@@ -1,11 +1,12 @@
 //! The VAE's `Encoder` and `Decoder` (diffusers `models/autoencoders/vae.py`).
 
 use super::config::AutoencoderKLConfig;
+use super::split::{self, Conv2d};
 use super::unet_2d_blocks::{BlockConfig, DownBlock2D, UNetMidBlock2D, UpBlock2D, UpChannels};
 use super::{layers, Ctx};
 use crate::error::Result;
 use crate::graph::{Graph, ValueId};
-use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
+use crate::ops::conv2d::Conv2dOptions;
 use crate::ops::group_norm::{self, GroupNorm};
 use crate::weights::WeightsView;
 
@@ -26,11 +27,11 @@ fn block_config(c: &AutoencoderKLConfig, num_layers: usize) -> BlockConfig {
 /// image (B, H, W, in_channels) → moments (B, H/f, W/f, 2·latent_channels) before quant_conv.
 pub struct Encoder {
     name: String,
-    conv_in: Conv2dWeight,
+    conv_in: Conv2d,
     down_blocks: Vec<DownBlock2D>,
     mid_block: UNetMidBlock2D,
     conv_norm_out: GroupNorm,
-    conv_out: Conv2dWeight,
+    conv_out: Conv2d,
 }
 
 impl Encoder {
@@ -78,7 +79,7 @@ impl Encoder {
 
     pub fn forward(&self, g: &mut Graph, image: ValueId) -> Result<ValueId> {
         let n = &self.name;
-        let mut x = conv2d::conv2d(
+        let mut x = split::conv2d(
             g,
             &format!("{n}.conv_in"),
             image,
@@ -101,7 +102,7 @@ impl Encoder {
             true,
         )?;
         g.probe(&format!("{n}.conv_act"), h)?;
-        conv2d::conv2d(
+        split::conv2d(
             g,
             &format!("{n}.conv_out"),
             h,
@@ -114,11 +115,11 @@ impl Encoder {
 /// z (B, h, w, latent_channels) after post_quant_conv → image (B, h·f, w·f, out_channels).
 pub struct Decoder {
     name: String,
-    conv_in: Conv2dWeight,
+    conv_in: Conv2d,
     mid_block: UNetMidBlock2D,
     up_blocks: Vec<UpBlock2D>,
     conv_norm_out: GroupNorm,
-    conv_out: Conv2dWeight,
+    conv_out: Conv2d,
 }
 
 impl Decoder {
@@ -171,7 +172,7 @@ impl Decoder {
 
     pub fn forward(&self, g: &mut Graph, z: ValueId) -> Result<ValueId> {
         let n = &self.name;
-        let mut x = conv2d::conv2d(
+        let mut x = split::conv2d(
             g,
             &format!("{n}.conv_in"),
             z,
@@ -193,7 +194,7 @@ impl Decoder {
             true,
         )?;
         g.probe(&format!("{n}.conv_act"), h)?;
-        conv2d::conv2d(
+        split::conv2d(
             g,
             &format!("{n}.conv_out"),
             h,

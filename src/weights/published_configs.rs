@@ -25,6 +25,29 @@
 //! SDXL UNet block was compared field by field with a public copy of the base model's
 //! `unet/config.json` (identical, `upcast_attention: null` included); the scheduler blocks with
 //! diffusers' SDXL defaults (scaled_linear 0.00085–0.012, `steps_offset` 1).
+//!
+//! Checked against published copies (2026-12-04, through the project's search index; field by
+//! field for the fields written here, values only — nothing copied):
+//! - schedulers: `stabilityai/sd-turbo` `scheduler/scheduler_config.json` (revision b335f733:
+//!   EulerDiscreteScheduler, epsilon, `timestep_spacing` trailing, `steps_offset` 1,
+//!   `interpolation_type` linear, no Karras sigmas); `stabilityai/sdxl-turbo` (refs/pr/4:
+//!   EulerAncestralDiscreteScheduler, trailing); `stabilityai/stable-diffusion-xl-base-1.0`
+//!   (refs/pr/94: EulerDiscreteScheduler, leading, `use_karras_sigmas` false); SD1.5 (copies of
+//!   runwayml/stable-diffusion-v1-5, e.g. jcplus/stable-diffusion-v1-5: PNDM, no
+//!   `prediction_type`, i.e. epsilon); SD2.1-base (a "Duplicate from
+//!   stabilityai/stable-diffusion-2-1-base": PNDM, epsilon); SD2.1 (copies such as
+//!   echarlaix/stable-diffusion-2-1-openvino: DDIM, v_prediction). All: scaled_linear
+//!   0.00085–0.012, 1000 steps, `set_alpha_to_one` false, `skip_prk_steps` true. No difference
+//!   found.
+//! - UNet `sample_size`: SD-Turbo 64 with `upcast_attention` null and linear projections (a
+//!   dump of the sd-turbo snapshot b261bac6's `unet` config), SDXL-Turbo 64 (a copy of the
+//!   sdxl-turbo snapshot 8fce7b55's `unet/config.json`), SDXL base 128 (only in copies of
+//!   SDXL fine-tunes' UNet configs; the base snapshot's copy found was cut before the field),
+//!   SD2.x 768-px models 96
+//!   (patrickvonplaten's "Correct `sample_size` of Stable Diffusion 2's unet" commits), SD1.x
+//!   and SD2-base 64 (stabilityai/stable-diffusion-2-base commit 5a4e220: 32 → 64). SD-Turbo's
+//!   `upcast_attention` was written `false` and is now `null` as published (same meaning).
+//!   Not re-checked here: SD2.1-768's `upcast_attention` true, and the VAE `sample_size`s.
 
 use serde_json::{json, Value};
 
@@ -119,9 +142,11 @@ impl Family {
             return sdxl_configs(self == Family::SdxlTurbo);
         }
         let sd2 = self.is_sd2();
+        // SD-Turbo publishes `upcast_attention: null` (diffusers' default, false).
         let (sample_size, upcast) = match self {
-            Family::Sd21_768 => (96, true),
-            _ => (64, false),
+            Family::Sd21_768 => (96, json!(true)),
+            Family::SdTurbo => (64, Value::Null),
+            _ => (64, json!(false)),
         };
         let scheduler_common = json!({
             "beta_end": 0.012,

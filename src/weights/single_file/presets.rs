@@ -11,7 +11,9 @@
 //! picks another one). SDXL files get SDXL base's published scheduler (Euler, leading) by
 //! default; SDXL-Turbo files hold the same tensors and cannot be told apart, so the Turbo preset
 //! (Euler ancestral, trailing spacing, 512 px) is chosen by name ([`Preset::named`],
-//! `--preset sdxl-turbo`).
+//! `--preset sdxl-turbo`). Likewise SD-Turbo files hold SD2.1's tensors: `--preset sd-turbo`
+//! gives stabilityai/sd-turbo's published configs (SD2.1-base architecture, 512 px, epsilon,
+//! Euler with trailing spacing).
 
 use super::detect::Family;
 use crate::weights::published_configs::Family as Published;
@@ -49,10 +51,11 @@ pub struct Preset {
 }
 
 /// Presets that can be asked for by name (`--preset`), with the family they fit.
-pub const NAMED: [(&str, Family); 5] = [
+pub const NAMED: [(&str, Family); 6] = [
     ("sd15", Family::Sd1),
     ("sd21", Family::Sd2Base),
     ("sd21-768", Family::Sd2V),
+    ("sd-turbo", Family::Sd2Base),
     ("sdxl", Family::Sdxl),
     ("sdxl-turbo", Family::Sdxl),
 ];
@@ -111,6 +114,17 @@ impl Preset {
                 ),
             ));
         }
+        if name == "sd-turbo" {
+            // SD2.1 tensors; SD-Turbo's published UNet (512 px) and Euler/trailing scheduler.
+            let configs = Published::SdTurbo.configs();
+            return Ok(Preset {
+                name: "sd-turbo",
+                unet: text(&configs.unet),
+                vae: text(&configs.vae),
+                scheduler: text(&configs.scheduler),
+                ..Preset::for_family(Family::Sd2Base)
+            });
+        }
         if name == "sdxl-turbo" {
             let configs = Published::SdxlTurbo.configs();
             return Ok(Preset {
@@ -167,6 +181,48 @@ mod sdxl_tests {
         assert_eq!(
             Preset::named("sd21", Family::Sd2V).unwrap().name,
             "stable-diffusion-2-1-base"
+        );
+    }
+}
+
+#[cfg(test)]
+mod sd_turbo_tests {
+    use super::*;
+    use crate::models::config::UNet2DConditionConfig;
+    use crate::schedulers::{PredictionType, SchedulerConfig};
+
+    #[test]
+    fn sd_turbo_preset_is_sd21_base_with_turbo_scheduler() {
+        for family in [Family::Sd2Base, Family::Sd2V] {
+            let p = Preset::named("sd-turbo", family).unwrap();
+            let base = Preset::for_family(Family::Sd2Base);
+            assert_eq!(p.name, "sd-turbo");
+            assert_eq!(
+                (p.text_encoder.as_str(), p.pad_token),
+                (base.text_encoder.as_str(), "!")
+            );
+            let unet: UNet2DConditionConfig = serde_json::from_str(&p.unet).unwrap();
+            let base_unet: UNet2DConditionConfig = serde_json::from_str(&base.unet).unwrap();
+            assert_eq!(unet.sample_size, Some(64));
+            assert_eq!(
+                format!("{unet:?}"),
+                format!("{base_unet:?}"),
+                "same architecture"
+            );
+            let s: SchedulerConfig = serde_json::from_str(&p.scheduler).unwrap();
+            let raw: serde_json::Value = serde_json::from_str(&p.scheduler).unwrap();
+            assert_eq!(raw["_class_name"], "EulerDiscreteScheduler");
+            assert_eq!(raw["timestep_spacing"], "trailing");
+            assert_eq!(s.prediction_type, PredictionType::Epsilon);
+            // One trailing step lands on the last training timestep, 999.
+            assert_eq!(s.build(1).unwrap().timesteps(), &[999.0]);
+        }
+        let m = Preset::named("sd-turbo", Family::Sd1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("sd-turbo is for SD2.x (512, epsilon) checkpoints"),
+            "{m}"
         );
     }
 }
