@@ -23,7 +23,7 @@ use stipple::{DType, Tensor};
 #[test]
 fn chunked_repacking_equals_whole_repacking() {
     let mut rng = Rng::new(7);
-    for &(n, k) in &[(1, 1), (3, 5), (9, 7), (17, 33), (320, 77)] {
+    for &(n, k) in &[(1, 1), (3, 5), (9, 7), (17, 33), (37, 19), (320, 77)] {
         let w = rng.vec(n * k, 1.0);
         let whole = matmul::pack_weight(&w, n, k);
         for &chunk in &[1, 3, 8, 61, whole.len()] {
@@ -53,6 +53,7 @@ fn chunked_repacking_equals_whole_repacking() {
         [9, 2, 1, 1],
         [17, 6, 3, 3],
         [8, 3, 1, 3],
+        [37, 5, 3, 3],
     ] {
         let [cout, cin, kh, kw] = shape;
         let w = rng.vec(cout * cin * kh * kw, 1.0);

@@ -80,10 +80,11 @@ impl CaseKind {
     }
 
     /// Shader files the case's dispatches come from.
+    /// Shader files a case may dispatch from (the `_tiled` ones under the GPU variant).
     pub fn shaders(&self) -> &'static [&'static str] {
         match self {
-            CaseKind::Linear | CaseKind::TextLinear { .. } => &["matmul"],
-            CaseKind::Conv(_) => &["conv2d"],
+            CaseKind::Linear | CaseKind::TextLinear { .. } => &["matmul", "matmul_tiled"],
+            CaseKind::Conv(_) => &["conv2d", "conv2d_tiled"],
             CaseKind::Attention { .. } => &["attention"],
             CaseKind::GroupNorm => &["group_norm"],
         }

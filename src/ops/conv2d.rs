@@ -6,6 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::matmul::PACK_ROWS;
 use super::{gemm_grid, matmul_tiled, pad8, params, to_u32, LOOP_BUDGET};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelKey, Tensor};
@@ -78,20 +79,31 @@ pub fn pack_weight_segments(
     let np = pad8(cout);
     let taps = kh * kw;
     let block = (max_chunk / (taps * np)).clamp(1, cin.max(1));
-    let mut run = vec![0.0f32; block * taps];
+    // PACK_ROWS output channels are read, then transposed together: contiguous runs of
+    // PACK_ROWS values per packed row instead of one scattered store per element.
+    let mut runs = vec![0.0f32; PACK_ROWS * block * taps];
+    // Columns co >= cout are never written, so they keep the zeros they start with.
     let mut packed = vec![0.0f32; taps * block * np];
     for c0 in (0..cin).step_by(block) {
         let c1 = (c0 + block).min(cin);
         let width = c1 - c0;
-        let run = &mut run[..width * taps];
-        // packed[tap][ci - c0][co]; columns co >= cout stay zero.
-        let packed = &mut packed[..taps * width * np];
-        packed.fill(0.0);
-        for co in 0..cout {
-            read((co * cin + c0) * taps, run); // (ci - c0, tap) for this co
-            for (ci, taps_of_ci) in run.chunks_exact(taps).enumerate() {
-                for (tap, &v) in taps_of_ci.iter().enumerate() {
-                    packed[(tap * width + ci) * np + co] = v;
+        let run_len = width * taps;
+        let packed = &mut packed[..taps * width * np]; // (taps, width, NP)
+        for co0 in (0..cout).step_by(PACK_ROWS) {
+            let cos = (co0 + PACK_ROWS).min(cout) - co0;
+            for c in 0..cos {
+                // (ci - c0, tap) of output channel co0 + c
+                read(
+                    ((co0 + c) * cin + c0) * taps,
+                    &mut runs[c * run_len..(c + 1) * run_len],
+                );
+            }
+            for ci in 0..width {
+                for tap in 0..taps {
+                    let at = (tap * width + ci) * np + co0;
+                    for (c, d) in packed[at..at + cos].iter_mut().enumerate() {
+                        *d = runs[c * run_len + ci * taps + tap];
+                    }
                 }
             }
         }

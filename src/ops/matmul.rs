@@ -65,23 +65,34 @@ pub fn pack_weight_segments(
 ) {
     let np = pad8(n);
     let block = (max_chunk / np).clamp(1, k.max(1));
-    let mut run = vec![0.0f32; block];
+    // PACK_ROWS source rows are read, then transposed together, so each packed row gets
+    // contiguous runs of PACK_ROWS values instead of one scattered store per element (the
+    // transpose was the loader's hottest loop).
+    let mut runs = vec![0.0f32; PACK_ROWS * block];
+    // Columns row >= n are never written, so they keep the zeros they start with.
     let mut packed = vec![0.0f32; block * np];
     for k0 in (0..k).step_by(block) {
         let width = (k0 + block).min(k) - k0;
-        let run = &mut run[..width];
-        // packed[kk - k0][row]; columns row >= n stay zero.
-        let packed = &mut packed[..width * np];
-        packed.fill(0.0);
-        for row in 0..n {
-            read(row, k0, run);
-            for (kk, &v) in run.iter().enumerate() {
-                packed[kk * np + row] = v;
+        let packed = &mut packed[..width * np]; // (width, NP): packed[kk - k0][row]
+        for r0 in (0..n).step_by(PACK_ROWS) {
+            let rows = (r0 + PACK_ROWS).min(n) - r0;
+            for r in 0..rows {
+                read(r0 + r, k0, &mut runs[r * width..(r + 1) * width]); // (rows, width)
+            }
+            for kk in 0..width {
+                let dst = &mut packed[kk * np + r0..kk * np + r0 + rows];
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = runs[r * width + kk];
+                }
             }
         }
         emit(k0 * np, packed);
     }
 }
+
+/// Source rows (linear) or output channels (conv) transposed together when packing: 16 f32 are
+/// one 64-byte cache line of the packed output.
+pub(crate) const PACK_ROWS: usize = 16;
 
 impl LinearWeight {
     /// Upload a torch-layout (out_features, in_features) weight and optional bias.
