@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::graph::{Graph, ValueKind};
+use crate::weights::random_init::{is_norm_scale, name_hash, uniform};
 
 const STD: f32 = 0.02;
 
@@ -52,33 +53,4 @@ fn random_tensor(gpu: &Gpu, like: &Tensor, seed: u64) -> Result<Tensor> {
             *o = offset + uniform(key, i as u64) * amplitude;
         }
     })
-}
-
-/// A GroupNorm/LayerNorm scale: a 1-D `…norm….weight`.
-fn is_norm_scale(name: &str, shape: &[usize]) -> bool {
-    shape.len() == 1
-        && name.ends_with(".weight")
-        && name
-            .rsplit('.')
-            .nth(1)
-            .is_some_and(|module| module.contains("norm"))
-}
-
-/// FNV-1a of the name, mixed with the seed.
-fn name_hash(seed: u64, name: &str) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    for b in name.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// Uniform in [-1, 1) from (key, index): splitmix64's finaliser.
-#[inline]
-fn uniform(key: u64, i: u64) -> f32 {
-    let mut z = key.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }

@@ -236,7 +236,7 @@ fn copy_tokenizer(from: &Path, to: &Path, pad_exclamation: bool) -> Result<()> {
 }
 
 /// A GroupNorm/LayerNorm scale: a 1-D `…norm….weight`.
-fn is_norm_scale(name: &str, shape: &[usize]) -> bool {
+pub(crate) fn is_norm_scale(name: &str, shape: &[usize]) -> bool {
     shape.len() == 1
         && name.ends_with(".weight")
         && name
@@ -246,7 +246,7 @@ fn is_norm_scale(name: &str, shape: &[usize]) -> bool {
 }
 
 /// FNV-1a of the name, mixed with the seed.
-fn name_hash(seed: u64, name: &str) -> u64 {
+pub(crate) fn name_hash(seed: u64, name: &str) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     for b in name.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
@@ -256,7 +256,7 @@ fn name_hash(seed: u64, name: &str) -> u64 {
 
 /// Uniform in [-1, 1) from (key, index): splitmix64's finaliser.
 #[inline]
-fn uniform(key: u64, i: u64) -> f32 {
+pub(crate) fn uniform(key: u64, i: u64) -> f32 {
     let mut z = key.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
