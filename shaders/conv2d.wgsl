@@ -2,6 +2,9 @@
 //   dst[b, oy, ox, co] = bias[co] + residual[b, oy, ox, co]
 //       + Σ_{ky, kx, ci} src[b, oy·s − pad + ky, ox·s − pad + kx, ci] · w[(ky·KW + kx)·CIN + ci, co]
 //   src (B, H, W, CIN); dst (B, HO, WO, COUT); out-of-image taps read zero (zero padding).
+//   With up_shift = 1 the convolved image is src's nearest 2× upsampling (diffusers'
+//   Upsample2D): H, W above are the upsampled size and pixel (iy, ix) reads
+//   src[b, iy >> 1, ix >> 1, ·] of the (B, H/2, W/2, CIN) buffer.
 //   w is torch's (COUT, CIN, KH, KW) weight repacked at load to (KH·KW·CIN, NP) as vec4 with
 //   NP = COUT rounded up to 8 (zero columns). No im2col buffer is materialised: the GEMM row
 //   m = (b, oy, ox) computes its input addresses on the fly.
@@ -29,6 +32,7 @@ struct Params {
     pad: u32,
     has_bias: u32,
     has_residual: u32,
+    up_shift: u32,     // 1: src is read nearest-upsampled 2× (h, w are the upsampled size)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -46,12 +50,19 @@ fn origin(m: u32) -> vec3<i32> {
     return vec3<i32>(i32(b), i32(oy * p.stride) - i32(p.pad), i32(ox * p.stride) - i32(p.pad));
 }
 
+// Index of the src pixel behind convolved pixel (b, iy, ix), inside the image.
+fn src_pixel(b: u32, iy: u32, ix: u32) -> u32 {
+    let h = p.h >> p.up_shift;
+    let w = p.w >> p.up_shift;
+    return (b * h + (iy >> p.up_shift)) * w + (ix >> p.up_shift);
+}
+
 // Offset of input pixel (b, iy, ix) in `src`, and whether it lies inside the image.
 fn tap(o: vec3<i32>, ky: u32, kx: u32) -> vec2<u32> {
     let iy = o.y + i32(ky);
     let ix = o.z + i32(kx);
     let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-    let offset = select(0u, ((u32(o.x) * p.h + u32(iy)) * p.w + u32(ix)) * p.cin, inside);
+    let offset = select(0u, src_pixel(u32(o.x), u32(iy), u32(ix)) * p.cin, inside);
     return vec2<u32>(offset, select(0u, 1u, inside));
 }
 

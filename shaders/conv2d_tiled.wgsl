@@ -3,6 +3,9 @@
 //   dst[b, oy, ox, co] = bias[co] + residual[b, oy, ox, co]
 //       + Σ_{ky, kx, ci} src[b, oy·s − pad + ky, ox·s − pad + kx, ci] · w[(ky·KW + kx)·CIN + ci, co]
 //   src (B, H, W, CIN); dst (B, HO, WO, COUT); out-of-image taps read zero (zero padding).
+//   With up_shift = 1 the convolved image is src's nearest 2× upsampling (diffusers'
+//   Upsample2D): H, W above are the upsampled size and pixel (iy, ix) reads
+//   src[b, iy >> 1, ix >> 1, ·] of the (B, H/2, W/2, CIN) buffer.
 //   w is torch's (COUT, CIN, KH, KW) weight repacked at load to (KH·KW·CIN, NP) as vec4 with
 //   NP = COUT rounded up to 8 (zero columns).
 //
@@ -39,6 +42,7 @@ struct Params {
     pad: u32,
     has_bias: u32,
     has_residual: u32,
+    up_shift: u32,     // 1: src is read nearest-upsampled 2× (h, w are the upsampled size)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -67,6 +71,13 @@ fn store4(m: u32, col0: u32, acc: vec4<f32>) {
     }
 }
 
+// Index of the src pixel behind convolved pixel (b, iy, ix), inside the image.
+fn src_pixel(b: u32, iy: u32, ix: u32) -> u32 {
+    let h = p.h >> p.up_shift;
+    let w = p.w >> p.up_shift;
+    return (b * h + (iy >> p.up_shift)) * w + (ix >> p.up_shift);
+}
+
 // `src` at tile pixel r, tap (ky, kx), channel ci; zero outside the image, past the last pixel
 // or past K (`ok` false).
 fn a_at(r: u32, ky: u32, kx: u32, ci: u32, ok: bool) -> f32 {
@@ -74,7 +85,7 @@ fn a_at(r: u32, ky: u32, kx: u32, ci: u32, ok: bool) -> f32 {
     let iy = o.y + i32(ky);
     let ix = o.z + i32(kx);
     let inside = ok && o.w != 0 && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-    let offset = select(0u, ((u32(o.x) * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + ci, inside);
+    let offset = select(0u, src_pixel(u32(o.x), u32(iy), u32(ix)) * p.cin + ci, inside);
     return select(0.0, f32(src[offset]), inside);
 }
 

@@ -1,7 +1,9 @@
 //! Conv2d kernel (NHWC implicit GEMM) vs the CPU reference: 3×3 stride 1 and 2 with padding 1,
 //! 1×1, odd sizes and channel counts, batch > 1, fused bias and residual, an SD-sized layer;
 //! f32 and f16; the same shapes and tile-crossing ones through the GPU variant's tiled kernel
-//! (`conv2d_tiled`) forced on this adapter. Tolerances: f32 atol 1e-4·scale; f16 (inputs rounded for the reference, output
+//! (`conv2d_tiled`) forced on this adapter; the nearest-2× upsample folded into both kernels'
+//! loads (`upsample_input`, diffusers' Upsample2D) vs the CPU reference on the upsampled
+//! input and bit-identical to upsample-then-conv. Tolerances: f32 atol 1e-4·scale; f16 (inputs rounded for the reference, output
 //! stored in f16) 4e-3·scale.
 
 mod common;
@@ -83,6 +85,7 @@ fn check_for(
         padding: pad,
         extra_padding_end: extra,
         residual: residual.then_some(ri),
+        ..Default::default()
     };
     let y = conv2d::conv2d(&mut g, "conv", xi, &weight, opts).expect("conv2d");
     assert_eq!(g.dispatches()[0].kernel.shader, shader, "kernel picked");
@@ -267,6 +270,107 @@ fn conv2d_tiled_gpu_variant() {
     for dtype in dtypes(&gpu) {
         for (i, c) in cases.iter().enumerate() {
             check_for(&gpu, &target, c, dtype, 40 + i as u64, "conv2d_tiled");
+        }
+    }
+}
+
+/// `Conv2dOptions::upsample_input` (Upsample2D's interpolate folded into the conv): both kernels,
+/// f32 and f16, odd sizes and channel counts, batch 2, 3×3 padding 1 and 1×1, with bias and
+/// residual. Checked against the CPU reference on the upsampled input (tolerances as in
+/// `check`) and against the unfused graph (upsample op, then the conv), which must agree bit
+/// for bit: the fold changes where values are read, not the sums.
+#[test]
+fn conv2d_folds_nearest_upsample_into_its_loads() {
+    use stipple::ops::upsample::upsample_nearest2x;
+    let Some(gpu) = gpu() else { return };
+    let cpu = Target::default();
+    let tiled = gpu.target.clone().with_variant(Variant::Gpu);
+    // (input (B, H, W, CIN), COUT, kernel, padding, residual)
+    let cases = [
+        ([1, 1, 1, 3], 5, 3, 1, false),
+        ([2, 3, 5, 7], 9, 3, 1, true),
+        ([1, 7, 4, 16], 65, 3, 1, false),
+        ([2, 5, 3, 6], 11, 1, 0, true),
+        ([1, 9, 10, 20], 24, 3, 1, true),
+    ];
+    for dtype in dtypes(&gpu) {
+        for (target, shader) in [(&cpu, "conv2d"), (&tiled, "conv2d_tiled")] {
+            for (i, &(input, cout, k, pad, residual)) in cases.iter().enumerate() {
+                let mut rng = Rng::new(90 + i as u64);
+                let [b, h, w, cin] = input;
+                let (hu, wu) = (2 * h, 2 * w);
+                let (ho, wo) = (hu + 2 * pad + 1 - k, wu + 2 * pad + 1 - k);
+                let x = quantize(&rng.vec(b * h * w * cin, 1.0), dtype);
+                let wt = quantize(
+                    &rng.vec(cout * cin * k * k, 1.0 / ((cin * k * k) as f32).sqrt()),
+                    dtype,
+                );
+                let bs = quantize(&rng.vec(cout, 0.5), dtype);
+                let r = quantize(&rng.vec(b * ho * wo * cout, 1.0), dtype);
+                // CPU: upsample, then the reference convolution.
+                let mut up = vec![0.0; b * hu * wu * cin];
+                for n in 0..b {
+                    for y in 0..hu {
+                        for xx in 0..wu {
+                            let src = ((n * h + y / 2) * w + xx / 2) * cin;
+                            let dst = ((n * hu + y) * wu + xx) * cin;
+                            up[dst..dst + cin].copy_from_slice(&x[src..src + cin]);
+                        }
+                    }
+                }
+                let want = conv2d::reference(
+                    &up,
+                    [b, hu, wu, cin],
+                    &wt,
+                    Some(&bs),
+                    [cout, cin, k, k],
+                    1,
+                    (pad, 0),
+                    residual.then_some(&r[..]),
+                );
+                let weight =
+                    Conv2dWeight::upload(&gpu, "conv", &wt, Some(&bs), [cout, cin, k, k], dtype)
+                        .expect("upload");
+                let run = |fused: bool| {
+                    let mut g = stipple::Graph::for_target(dtype, target);
+                    let xi = g.input("x", &input).expect("input");
+                    let ri = g.input("r", &[b, ho, wo, cout]).expect("input");
+                    let src = if fused {
+                        xi
+                    } else {
+                        upsample_nearest2x(&mut g, "up", xi).expect("upsample") // (B, 2H, 2W, CIN)
+                    };
+                    let opts = Conv2dOptions {
+                        padding: pad,
+                        upsample_input: fused,
+                        residual: residual.then_some(ri),
+                        ..Default::default()
+                    };
+                    let y = conv2d::conv2d(&mut g, "conv", src, &weight, opts).expect("conv2d");
+                    assert_eq!(g.shape(y).unwrap(), vec![b, ho, wo, cout]);
+                    let convs: Vec<_> = g.dispatches().iter().map(|d| d.kernel.shader).collect();
+                    assert_eq!(convs.last(), Some(&shader), "kernel picked");
+                    assert_eq!(convs.len(), if fused { 1 } else { 2 }, "{convs:?}");
+                    g.output("out", y).expect("output");
+                    let plan = stipple::Plan::new(&gpu, g).expect("plan");
+                    plan.write_input("x", &x).expect("write");
+                    plan.write_input("r", &r).expect("write");
+                    plan.run().expect("run");
+                    plan.read_output("out").expect("read")
+                };
+                let (fused, unfused) = (run(true), run(false));
+                let scale = max_abs(&want).max(1.0);
+                let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * scale;
+                let label = format!(
+                    "upsample+conv {input:?}→{cout} k{k} {shader} {}",
+                    dtype.name()
+                );
+                assert_close(&label, &fused, &want, atol, 0.0);
+                assert_eq!(
+                    fused, unfused,
+                    "{label}: fused differs from upsample-then-conv"
+                );
+            }
         }
     }
 }

@@ -11,10 +11,15 @@
 //!   output ranges and give the same image within 1e-6, with and without a LoRA merged into the
 //!   split layers; under a limit too small for 8 output rows of a weight, loading fails naming
 //!   the tensor and the limit.
+//! - F16 files loaded as F16 upload their bits without conversion: packing raw f16 bits equals
+//!   packing the f32 values and converting (CPU), and the tiny-pipe f16 folder gives the same
+//!   image, bit for bit, as its f32 copy (written with `stipple convert`'s functions, so it
+//!   takes the converting path) when both load as F16.
 
 mod common;
 
 use common::golden::fixture;
+use common::scratch::Scratch;
 use common::*;
 use stipple::ops::{conv2d, matmul};
 use stipple::pipeline::{GenerateOptions, Pipeline, Progress};
@@ -118,6 +123,89 @@ fn streamed_upload_round_trips_across_chunks() {
             assert_eq!(back, values, "{} n={n}", dtype.name());
         }
     }
+}
+
+#[test]
+fn packing_raw_f16_bits_equals_packing_f32() {
+    use half::f16;
+    let mut rng = Rng::new(11);
+    // f16 values (as f32, exactly representable) and their bits.
+    let mut halves = |len: usize| -> (Vec<f32>, Vec<u16>) {
+        let h: Vec<f16> = rng.vec(len, 2.0).into_iter().map(f16::from_f32).collect();
+        (
+            h.iter().map(|x| x.to_f32()).collect(),
+            h.iter().map(|x| x.to_bits()).collect(),
+        )
+    };
+    let to_bits =
+        |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| f16::from_f32(x).to_bits()).collect() };
+    for &(n, k) in &[(1, 1), (3, 5), (17, 33), (37, 19), (320, 77)] {
+        let (w, bits) = halves(n * k);
+        for &chunk in &[1, 8, 61, 1 << 20] {
+            let mut want = vec![0.0f32; k * stipple::ops::pad8(n)];
+            let read = |r: usize, c: usize, out: &mut [f32]| {
+                out.copy_from_slice(&w[r * k + c..r * k + c + out.len()])
+            };
+            matmul::pack_weight_segments(read, n, k, chunk, |o, v| {
+                want[o..o + v.len()].copy_from_slice(v)
+            });
+            let mut got = vec![u16::MAX; want.len()];
+            let read = |r: usize, c: usize, out: &mut [u16]| {
+                out.copy_from_slice(&bits[r * k + c..r * k + c + out.len()])
+            };
+            matmul::pack_weight_segments(read, n, k, chunk, |o, v| {
+                got[o..o + v.len()].copy_from_slice(v)
+            });
+            assert_eq!(got, to_bits(&want), "linear n={n} k={k} chunk={chunk}");
+        }
+    }
+    for &shape in &[[1, 1, 1, 1], [3, 5, 3, 3], [17, 6, 3, 3], [37, 5, 3, 3]] {
+        let [cout, cin, kh, kw] = shape;
+        let (w, bits) = halves(cout * cin * kh * kw);
+        for &chunk in &[1, 97, 1 << 20] {
+            let mut want = vec![0.0f32; kh * kw * cin * stipple::ops::pad8(cout)];
+            let read = |s: usize, out: &mut [f32]| out.copy_from_slice(&w[s..s + out.len()]);
+            conv2d::pack_weight_segments(read, shape, chunk, |o, v| {
+                want[o..o + v.len()].copy_from_slice(v)
+            });
+            let mut got = vec![u16::MAX; want.len()];
+            let read = |s: usize, out: &mut [u16]| out.copy_from_slice(&bits[s..s + out.len()]);
+            conv2d::pack_weight_segments(read, shape, chunk, |o, v| {
+                got[o..o + v.len()].copy_from_slice(v)
+            });
+            assert_eq!(got, to_bits(&want), "conv {shape:?} chunk={chunk}");
+        }
+    }
+}
+
+#[test]
+fn f16_files_upload_raw_bits_identical_to_converted_values() {
+    use stipple::weights::single_file::convert::{folder_to_single_file, single_file_to_folder};
+    use stipple::weights::FileDtype;
+    let Some(gpu) = gpu() else { return };
+    let dir = fixture("tiny-pipe");
+    // The fixture's weights are F16 on disk: loaded as F16 they take the raw-bits path.
+    let unet = std::fs::read(dir.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(unet[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&unet[8..8 + header_len]).unwrap();
+    assert!(
+        header.contains("\"F16\"") && !header.contains("\"F32\""),
+        "fixture is f16"
+    );
+
+    // An F32 copy of the same values: F16 → F32 is exact, so loading it as F16 converts each
+    // value back to the same f16.
+    let scratch = Scratch::new("raw-f16");
+    let file = scratch.path().join("tiny-pipe-f32.safetensors");
+    folder_to_single_file(&dir, &file, Some(FileDtype::F32)).expect("to single file");
+    let f32_folder = scratch.path().join("tiny-pipe-f32");
+    single_file_to_folder(&file, &f32_folder, Some(&dir), Some(FileDtype::F32)).expect("back");
+
+    let mut raw = Pipeline::load(&gpu, &dir, Some(DType::F16)).expect("load f16 folder");
+    let mut converted = Pipeline::load(&gpu, &f32_folder, Some(DType::F16)).expect("load f32");
+    let (want, got) = (tiny_pipe_image(&mut converted), tiny_pipe_image(&mut raw));
+    assert!(want.iter().all(|v| v.is_finite()));
+    assert_eq!(got, want, "raw f16 upload differs from the converted one");
 }
 
 fn tiny_pipe_image(pipe: &mut Pipeline) -> Vec<f32> {

@@ -302,6 +302,32 @@ impl UploadWriter<'_> {
         self.gpu.queue.write_buffer(self.buffer, start, &self.bytes);
         queued(self.gpu, self.bytes.len() as u64);
     }
+
+    /// [`Self::write`] for an F16 tensor given raw f16 bit patterns (an F16 file's bytes, no
+    /// round trip through f32). Same alignment rules. Panics on an F32 tensor (a caller
+    /// invariant).
+    pub fn write_f16_bits(&mut self, offset: usize, bits: &[u16]) {
+        assert_eq!(
+            self.dtype,
+            DType::F16,
+            "write_f16_bits on a {:?} tensor",
+            self.dtype
+        );
+        assert!(
+            offset.is_multiple_of(2),
+            "upload segment at element {offset} is not 4-byte aligned"
+        );
+        self.bytes.clear();
+        if cfg!(target_endian = "little") {
+            self.bytes.extend_from_slice(bytemuck::cast_slice(bits));
+        } else {
+            self.bytes.extend(bits.iter().flat_map(|b| b.to_le_bytes()));
+        }
+        self.bytes.resize(self.bytes.len().div_ceil(4) * 4, 0);
+        let start = (offset * 2) as u64;
+        self.gpu.queue.write_buffer(self.buffer, start, &self.bytes);
+        queued(self.gpu, self.bytes.len() as u64);
+    }
 }
 
 /// Elements produced per upload chunk (4 MiB as f32).

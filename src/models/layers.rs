@@ -4,13 +4,14 @@
 //! Weights stream from the memory map to the GPU: each packed element is read from the file
 //! (converting F16/BF16 on the fly) while a chunk is produced, so no f32 copy of a tensor is
 //! made on the host (see `Tensor::from_fill`), and each tensor's file pages are released
-//! once it is uploaded (see `TensorData`).
+//! once it is uploaded (see `TensorData`). F16 files loaded as F16 skip the conversion: their
+//! bits are packed as they are (`raw_f16`).
 
 use super::split::{self, Conv2d, Linear};
 use super::Ctx;
 use crate::error::Result;
 use crate::gpu::tensor::UPLOAD_CHUNK;
-use crate::gpu::Tensor;
+use crate::gpu::{DType, Tensor};
 use crate::graph::{Graph, ValueId};
 use crate::lora::targets::Part;
 use crate::ops::conv2d::{self, Conv2dWeight};
@@ -107,13 +108,25 @@ fn stream_linear(
             ctx.dtype,
             |writer| {
                 // Row r of the stacked (total, in) weight is row r % out of part r / out.
-                let read = |r: usize, col: usize, out: &mut [f32]| {
+                let at = |r: usize, col: usize| {
                     let r = r0 + r;
-                    let row_start = (r % out_features) * in_features + col;
-                    parts[r / out_features].read(row_start, out)
+                    (r / out_features, (r % out_features) * in_features + col)
                 };
-                let emit = |offset, values: &[f32]| writer.write(offset, values);
-                matmul::pack_weight_segments(read, n, in_features, UPLOAD_CHUNK, emit)
+                if raw_f16(ctx, parts) {
+                    let read = |r, col, out: &mut [u16]| {
+                        let (p, start) = at(r, col);
+                        parts[p].read_f16_bits(start, out)
+                    };
+                    let emit = |offset, bits: &[u16]| writer.write_f16_bits(offset, bits);
+                    matmul::pack_weight_segments(read, n, in_features, UPLOAD_CHUNK, emit)
+                } else {
+                    let read = |r, col, out: &mut [f32]| {
+                        let (p, start) = at(r, col);
+                        parts[p].read(start, out)
+                    };
+                    let emit = |offset, values: &[f32]| writer.write(offset, values);
+                    matmul::pack_weight_segments(read, n, in_features, UPLOAD_CHUNK, emit)
+                }
             },
         )?;
         let rows = (!whole).then_some((r0, r1));
@@ -143,6 +156,13 @@ fn stream_linear(
     parts.iter().for_each(|p| ctx.loaded(p));
     biases.iter().for_each(|b| ctx.loaded(b));
     Ok(Linear { parts: pieces })
+}
+
+/// True when every part is an F16 file tensor and the GPU tensor is F16: the packed weight is
+/// then built from the file's f16 bits directly (a permutation, bit-identical to converting
+/// to f32 and back, and skipping both conversions: the loader's main CPU cost).
+fn raw_f16(ctx: Ctx, parts: &[TensorData]) -> bool {
+    ctx.dtype == DType::F16 && parts.iter().all(TensorData::is_plain_f16)
 }
 
 /// The most bytes one weight tensor may have on this adapter (one storage binding, one buffer).
@@ -306,9 +326,16 @@ pub fn conv2d_bias(
             ctx.dtype,
             |writer| {
                 // Output channels c0..c1 are one contiguous run of the torch layout.
-                let read = |start, out: &mut [f32]| data.read(c0 * per_co + start, out);
-                let emit = |offset, values: &[f32]| writer.write(offset, values);
-                conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
+                if raw_f16(ctx, std::slice::from_ref(&data)) {
+                    let read =
+                        |start, out: &mut [u16]| data.read_f16_bits(c0 * per_co + start, out);
+                    let emit = |offset, bits: &[u16]| writer.write_f16_bits(offset, bits);
+                    conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
+                } else {
+                    let read = |start, out: &mut [f32]| data.read(c0 * per_co + start, out);
+                    let emit = |offset, values: &[f32]| writer.write(offset, values);
+                    conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
+                }
             },
         )?;
         let rows = (!whole).then_some((c0, c1));

@@ -9,7 +9,6 @@ use crate::ops::conv2d::Conv2dOptions;
 use crate::ops::elementwise;
 use crate::ops::group_norm::{self, GroupNorm};
 use crate::ops::matmul::LinearOptions;
-use crate::ops::upsample;
 use crate::weights::WeightsView;
 
 /// norm1 → SiLU → conv1 (+ time_emb_proj(SiLU(temb))) → norm2 → SiLU → conv2, plus the input
@@ -115,7 +114,7 @@ impl Downsample2D {
             stride: 2,
             padding: self.padding,
             extra_padding_end: usize::from(self.padding == 0),
-            residual: None,
+            ..Default::default()
         };
         split::conv2d(g, &format!("{}.conv", self.name), x, &self.conv, opts)
     }
@@ -137,13 +136,11 @@ impl Upsample2D {
     }
 
     pub fn forward(&self, g: &mut Graph, x: ValueId) -> Result<ValueId> {
-        let up = upsample::upsample_nearest2x(g, &format!("{}.interpolate", self.name), x)?; // (B, 2H, 2W, C)
-        split::conv2d(
-            g,
-            &format!("{}.conv", self.name),
-            up,
-            &self.conv,
-            Conv2dOptions::padded(1),
-        )
+        // interpolate(scale_factor=2, mode="nearest") folded into the conv's loads.
+        let opts = Conv2dOptions {
+            upsample_input: true,
+            ..Conv2dOptions::padded(1)
+        };
+        split::conv2d(g, &format!("{}.conv", self.name), x, &self.conv, opts) // (B, 2H, 2W, C)
     }
 }

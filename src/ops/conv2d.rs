@@ -70,20 +70,21 @@ pub fn pack_weight_range(
 /// Each step takes a block of input channels `[c0, c1)` for every output channel (one
 /// contiguous run of the source per `co`) and emits one segment per tap: packed rows
 /// `tap · CIN + c0 .. tap · CIN + c1`. Offsets are multiples of NP (a multiple of 8).
-pub fn pack_weight_segments(
-    mut read: impl FnMut(usize, &mut [f32]),
+/// Generic over the element: `f32` values, or raw f16 bits (`u16`, zero is `T::default()`).
+pub fn pack_weight_segments<T: Copy + Default>(
+    mut read: impl FnMut(usize, &mut [T]),
     [cout, cin, kh, kw]: [usize; 4],
     max_chunk: usize,
-    mut emit: impl FnMut(usize, &[f32]),
+    mut emit: impl FnMut(usize, &[T]),
 ) {
     let np = pad8(cout);
     let taps = kh * kw;
     let block = (max_chunk / (taps * np)).clamp(1, cin.max(1));
     // PACK_ROWS output channels are read, then transposed together: contiguous runs of
     // PACK_ROWS values per packed row instead of one scattered store per element.
-    let mut runs = vec![0.0f32; PACK_ROWS * block * taps];
+    let mut runs = vec![T::default(); PACK_ROWS * block * taps];
     // Columns co >= cout are never written, so they keep the zeros they start with.
-    let mut packed = vec![0.0f32; taps * block * np];
+    let mut packed = vec![T::default(); taps * block * np];
     for c0 in (0..cin).step_by(block) {
         let c1 = (c0 + block).min(cin);
         let width = c1 - c0;
@@ -167,6 +168,10 @@ pub struct Conv2dOptions {
     /// Further zero rows at the bottom and columns at the right: diffusers' `Downsample2D`
     /// with `padding=0` (the VAE encoder) pads (0, 1, 0, 1) before a stride-2 convolution.
     pub extra_padding_end: usize,
+    /// Convolve the nearest 2× upsampling of the input (B, 2H, 2W, C) without materialising
+    /// it: each tap reads input pixel (iy / 2, ix / 2). diffusers' `Upsample2D` (interpolate,
+    /// then conv) in one dispatch, and no 4×-sized intermediate.
+    pub upsample_input: bool,
     pub residual: Option<ValueId>,
 }
 
@@ -176,6 +181,7 @@ impl Default for Conv2dOptions {
             stride: 1,
             padding: 0,
             extra_padding_end: 0,
+            upsample_input: false,
             residual: None,
         }
     }
@@ -208,6 +214,8 @@ struct Params {
     pad: u32,
     has_bias: u32,
     has_residual: u32,
+    /// 1 when the input is read nearest-upsampled 2× (`h`, `w` are then the upsampled size).
+    up_shift: u32,
 }
 
 /// Output spatial size of a convolution over `padded` values (input plus all padding).
@@ -230,6 +238,9 @@ pub fn conv2d(
             format!("conv2d input must be (B, H, W, C), got {shape:?}"),
         ));
     };
+    // The size the kernel convolves: the input's, or its nearest 2× upsampling's.
+    let up = 1 + usize::from(opts.upsample_input);
+    let (h, wd) = (h * up, wd * up);
     if cin != w.in_channels {
         return Err(Error::shape(
             name,
@@ -294,6 +305,7 @@ pub fn conv2d(
         pad: u("padding", opts.padding)?,
         has_bias: bv.is_some() as u32,
         has_residual: opts.residual.is_some() as u32,
+        up_shift: opts.upsample_input as u32,
     };
     u("elements", b * ho * wo * w.out_channels)?;
     let buffers = vec![

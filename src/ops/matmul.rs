@@ -55,22 +55,23 @@ pub fn pack_weight_range(
 /// elements (whole packed rows), reading the (N, K) weight only in contiguous runs through
 /// `read(row, col, out)` = `w[row][col..col + out.len()]` (fast for a memory-mapped F16 file,
 /// unlike the strided reads of [`pack_weight_range`]). `emit(offset, values)` receives each
-/// segment; offsets are multiples of NP.
-pub fn pack_weight_segments(
-    mut read: impl FnMut(usize, usize, &mut [f32]),
+/// segment; offsets are multiples of NP. Generic over the element: `f32` values, or raw f16
+/// bits (`u16`) when an F16 file is uploaded to an F16 tensor without conversion.
+pub fn pack_weight_segments<T: Copy + Default>(
+    mut read: impl FnMut(usize, usize, &mut [T]),
     n: usize,
     k: usize,
     max_chunk: usize,
-    mut emit: impl FnMut(usize, &[f32]),
+    mut emit: impl FnMut(usize, &[T]),
 ) {
     let np = pad8(n);
     let block = (max_chunk / np).clamp(1, k.max(1));
     // PACK_ROWS source rows are read, then transposed together, so each packed row gets
     // contiguous runs of PACK_ROWS values instead of one scattered store per element (the
     // transpose was the loader's hottest loop).
-    let mut runs = vec![0.0f32; PACK_ROWS * block];
+    let mut runs = vec![T::default(); PACK_ROWS * block];
     // Columns row >= n are never written, so they keep the zeros they start with.
-    let mut packed = vec![0.0f32; block * np];
+    let mut packed = vec![T::default(); block * np];
     for k0 in (0..k).step_by(block) {
         let width = (k0 + block).min(k) - k0;
         let packed = &mut packed[..width * np]; // (width, NP): packed[kk - k0][row]

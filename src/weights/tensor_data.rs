@@ -144,6 +144,25 @@ impl<'a> TensorData<'a> {
         }
     }
 
+    /// True when the tensor's bytes are F16 read in file order: [`Self::read_f16_bits`] then
+    /// gives exactly what an F16 GPU tensor holds, with no conversion through f32.
+    pub fn is_plain_f16(&self) -> bool {
+        matches!(self.elements, Elements::F16(_)) && !self.transposed
+    }
+
+    /// Elements `start..start + out.len()` as raw f16 bit patterns. Only for
+    /// [`Self::is_plain_f16`] tensors; panics otherwise (a caller invariant).
+    pub fn read_f16_bits(&self, start: usize, out: &mut [u16]) {
+        let Elements::F16(e) = self.elements else {
+            panic!("read_f16_bits on a {:?} tensor", self.dtype);
+        };
+        assert!(!self.transposed, "read_f16_bits on a transposed tensor");
+        let end = start + out.len();
+        for (o, &b) in out.iter_mut().zip(&e[start..end]) {
+            *o = u16::from_le_bytes(b);
+        }
+    }
+
     /// The whole tensor as `f32` (for the few tensors kept on the host).
     pub fn to_vec(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.numel()];
