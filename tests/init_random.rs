@@ -13,7 +13,8 @@
 //! - Slow (`#[ignore]`, minutes and 5 GB of disk per family):
 //!   `cargo test --release --test init_random -- --ignored` writes each family as a folder and
 //!   as a single file, loads both and checks they generate the same 128×128 image in 2 steps
-//!   (SD families; SDXL's slow test is in tests/sdxl_single_file.rs).
+//!   (SD families; SDXL's slow test is in tests/sdxl_single_file.rs; the SD-Turbo file loads
+//!   with `--preset sd-turbo`). `STIPPLE_SLOW_FAMILIES=sd15,sd21` runs only those families.
 
 mod common;
 
@@ -196,7 +197,16 @@ fn every_family_loads_and_generates_at_full_size_in_both_layouts() {
     std::fs::create_dir_all(&dir).unwrap();
     let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clip_tokenizer");
     let f16 = stipple::weights::FileDtype::F16;
-    for (name, family) in FAMILIES.into_iter().filter(|(_, f)| !f.is_sdxl()) {
+    // STIPPLE_SLOW_FAMILIES=sd15,sd-turbo runs only those (rerunning one family after a fix).
+    let only = std::env::var("STIPPLE_SLOW_FAMILIES").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|f| f == name))
+    };
+    for (name, family) in FAMILIES
+        .into_iter()
+        .filter(|(name, f)| !f.is_sdxl() && wanted(name))
+    {
         let folder = dir.join(name);
         let file = dir.join(format!("{name}.safetensors"));
         use stipple::weights::random_init::{write_random_folder, write_random_single_file};
@@ -204,8 +214,15 @@ fn every_family_loads_and_generates_at_full_size_in_both_layouts() {
         write_random_single_file(family, f16, &file, &tokenizer, 0, &|_, _| {}).expect("file");
         let mut images = Vec::new();
         for path in [&folder, &file] {
-            let mut pipe = stipple::pipeline::Pipeline::load(&gpu, path, Some(stipple::DType::F32))
-                .expect(name);
+            // A single file carries no scheduler config: SD-Turbo's (trailing Euler) is its
+            // preset, as `--preset sd-turbo` gives it; the SD2.1 default would differ.
+            let options = stipple::pipeline::LoadOptions {
+                dtype: Some(stipple::DType::F32),
+                preset: (path == &file && name == "sd-turbo").then(|| "sd-turbo".to_string()),
+                ..Default::default()
+            };
+            let (mut pipe, _) =
+                stipple::pipeline::Pipeline::load_with(&gpu, path, &options).expect(name);
             let options = stipple::pipeline::GenerateOptions {
                 prompt: "a lighthouse at dusk".into(),
                 steps: 2,
