@@ -3,7 +3,7 @@
 # and f32, the VAE decoder and the text encoder (`stipple bench unet|vae|clip`: ms, FLOPs,
 # GFLOP/s against the measured peak, per-kernel and per-module tables, `--json` lines), and,
 # where PyTorch + diffusers see a CUDA GPU, diffusers' fp16 UNet forward (SDPA) on the same GPU
-# — everything into one log.
+# — and the peers benchmark (burn's wgpu backend, bench/peers) — everything into one log.
 #
 #   scripts/gpu-bench.sh [LOG]          full run (SD1.5 512×512, batch 2 = CFG)
 #   TINY=1 scripts/gpu-bench.sh [LOG]   dry run at tiny sizes (lavapipe, CI): checks the script
@@ -175,6 +175,20 @@ print(f"diffusers {diffusers.__version__} torch {torch.__version__} on {name}: "
 PY
 else
     log "(PyTorch + diffusers not installed: diffusers timing skipped)"
+fi
+
+# 7. Peers side by side: burn's wgpu backend on the same adapter, kernel by kernel
+#    (bench/peers, its own crate; docs/peers.md). Its build needs burn's crates: where they
+#    cannot be fetched or built (an offline machine without them), the step is skipped.
+PEERS=bench/peers/target/release/stipple-peers
+if [ "${SKIP_BUILD:-0}" != 1 ] && ! [ -x "$PEERS" ]; then
+    cargo build --release --manifest-path bench/peers/Cargo.toml >>"$LOG" 2>&1 ||
+        log "(bench/peers could not be built: peers benchmark skipped)"
+fi
+if [ -x "$PEERS" ]; then
+    run "peers: stipple vs burn-wgpu" "$PEERS" --latent "$KERNEL_LATENT" --iters "$ITERS"
+else
+    log "(no $PEERS: peers benchmark skipped)"
 fi
 
 log ""
