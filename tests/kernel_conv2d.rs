@@ -24,6 +24,26 @@ struct Case {
     residual: bool,
 }
 
+/// Random input (B, H, W, CIN), torch-layout weight (COUT, CIN, K, K), bias (COUT) and
+/// residual (B, `out_pixels`, COUT), rounded to `dtype`.
+fn random_data(
+    rng: &mut Rng,
+    [b, h, w, cin]: [usize; 4],
+    cout: usize,
+    k: usize,
+    out_pixels: usize,
+    dtype: DType,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let x = quantize(&rng.vec(b * h * w * cin, 1.0), dtype);
+    let wt = quantize(
+        &rng.vec(cout * cin * k * k, 1.0 / ((cin * k * k) as f32).sqrt()),
+        dtype,
+    );
+    let bs = quantize(&rng.vec(cout, 0.5), dtype);
+    let r = quantize(&rng.vec(b * out_pixels * cout, 1.0), dtype);
+    (x, wt, bs, r)
+}
+
 fn check(gpu: &stipple::Gpu, case: &Case, dtype: DType, seed: u64) {
     check_for(gpu, &Target::default(), case, dtype, seed, "conv2d");
 }
@@ -51,13 +71,7 @@ fn check_for(
     let [b, h, w, cin] = input;
     let ho = (h + 2 * pad + extra - k) / stride + 1;
     let wo = (w + 2 * pad + extra - k) / stride + 1;
-    let x = quantize(&rng.vec(b * h * w * cin, 1.0), dtype);
-    let wt = quantize(
-        &rng.vec(cout * cin * k * k, 1.0 / ((cin * k * k) as f32).sqrt()),
-        dtype,
-    );
-    let bs = quantize(&rng.vec(cout, 0.5), dtype);
-    let r = quantize(&rng.vec(b * ho * wo * cout, 1.0), dtype);
+    let (x, wt, bs, r) = random_data(&mut rng, input, cout, k, ho * wo, dtype);
     let weight = Conv2dWeight::upload(
         gpu,
         "conv",
@@ -300,13 +314,7 @@ fn conv2d_folds_nearest_upsample_into_its_loads() {
                 let [b, h, w, cin] = input;
                 let (hu, wu) = (2 * h, 2 * w);
                 let (ho, wo) = (hu + 2 * pad + 1 - k, wu + 2 * pad + 1 - k);
-                let x = quantize(&rng.vec(b * h * w * cin, 1.0), dtype);
-                let wt = quantize(
-                    &rng.vec(cout * cin * k * k, 1.0 / ((cin * k * k) as f32).sqrt()),
-                    dtype,
-                );
-                let bs = quantize(&rng.vec(cout, 0.5), dtype);
-                let r = quantize(&rng.vec(b * ho * wo * cout, 1.0), dtype);
+                let (x, wt, bs, r) = random_data(&mut rng, input, cout, k, ho * wo, dtype);
                 // CPU: upsample, then the reference convolution.
                 let mut up = vec![0.0; b * hu * wu * cin];
                 for n in 0..b {
