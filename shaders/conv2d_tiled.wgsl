@@ -10,22 +10,27 @@
 //   NP = COUT rounded up to 8 (zero columns).
 //
 // As a GEMM: row m = (b, oy, ox) of M = B·HO·WO output pixels, reduction index
-// k = (ky·KW + kx)·CIN + ci of K = KH·KW·CIN, column co. The tiling is matmul_tiled.wgsl's: a
-// workgroup of 256 invocations computes 128 pixels × 64 channels, K streamed in steps of 16
-// through workgroup memory, 8 pixels × 4 channels per invocation in named vec4 accumulators.
-// No im2col buffer exists: each step's 128 × 16 `src` slice is gathered from the image. The
-// window origin of each of the tile's 128 pixels is computed once into workgroup memory; a
-// loading invocation decodes its k into (ky, kx, ci) once per step. The 16 invocations of a row
-// group read 16 consecutive channels of one input pixel (contiguous in NHWC).
-// Workgroup memory: 12.3 KiB of tiles + 2 KiB of origins (WebGPU's default limit is 16 KiB).
-// Loop iterations per invocation: ⌈K/16⌉·17 + 32.
+// k = (ky·KW + kx)·CIN + ci of K = KH·KW·CIN, column co. The tiling and its override constants
+// are matmul_tiled.wgsl's (by default a workgroup of 256 invocations computes 128 pixels × 64
+// channels, K streamed in steps of 16 through workgroup memory, 8 pixels × 4 channels per
+// invocation in named vec4 accumulators; the configurations: src/ops/matmul_tiled.rs).
+// No im2col buffer exists: each step's BM × BK `src` slice is gathered from the image. The
+// window origin of each of the tile's BM pixels is computed once into workgroup memory (every
+// configuration has WG ≥ BM); a loading invocation decodes its k into (ky, kx, ci) once per
+// step (its k is the same for both of its vec4 loads, WG being a multiple of BK). The BK
+// consecutive invocations loading one group of 4 pixels read BK consecutive channels of each
+// input pixel (contiguous in NHWC).
+// Workgroup memory: matmul_tiled.wgsl's tiles + 16·BM B of origins, 14.3 KiB by default
+// (WebGPU's default limit is 16 KiB). Loop iterations per invocation: ⌈K/BK⌉·(BK + 1) + 4·TM.
 
 alias T = f32;
 
-const BM: u32 = 128u;          // output pixels per workgroup tile
-const BN4: u32 = 16u;          // vec4 output channels per workgroup tile (BN = 64)
-const BK: u32 = 16u;           // k per step
-const A_STRIDE: u32 = 33u;     // vec4 per k row of a_tile: BM / 4 = 32, plus one of padding
+override BM: u32 = 128u;       // output pixels per workgroup tile
+override BN4: u32 = 16u;       // vec4 output channels per workgroup tile (BN = 4·BN4)
+override BK: u32 = 16u;        // k per step
+override TM: u32 = 8u;         // pixels per invocation: 4 or 8
+override WG: u32 = 256u;       // invocations: (BM / TM) · BN4
+override A_STRIDE: u32 = BM / 4u + 1u;   // vec4 per k row of a_tile, one of padding
 
 struct Params {
     batch: u32,
@@ -52,10 +57,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read> residual: array<T>;
 @group(0) @binding(5) var<storage, read_write> dst: array<T>;
 
-var<workgroup> a_tile: array<vec4<f32>, 528>;   // BK · A_STRIDE, as in matmul_tiled.wgsl
-var<workgroup> b_tile: array<vec4<f32>, 256>;   // BK · BN4
+var<workgroup> a_tile: array<vec4<f32>, BK * A_STRIDE>;   // as in matmul_tiled.wgsl
+var<workgroup> b_tile: array<vec4<f32>, BK * BN4>;
 // Per tile pixel: (b, oy·s − pad, ox·s − pad, 1), or w = 0 for pixels past the end.
-var<workgroup> origins: array<vec4<i32>, 128>;  // BM
+var<workgroup> origins: array<vec4<i32>, BM>;
 
 // Output channels col0 .. col0 + 3 of output pixel m: bias, residual, store.
 fn store4(m: u32, col0: u32, acc: vec4<f32>) {
@@ -89,7 +94,14 @@ fn a_at(r: u32, ky: u32, kx: u32, ci: u32, ok: bool) -> f32 {
     return select(0.0, f32(src[offset]), inside);
 }
 
-@compute @workgroup_size(256)
+// Tile pixels 4·r4 .. 4·r4 + 3 at tap (ky, kx), channel ci, as a vec4 (see a_at).
+fn a_pixels(r4: u32, ky: u32, kx: u32, ci: u32, ok: bool) -> vec4<f32> {
+    let r = r4 * 4u;
+    return vec4<f32>(a_at(r, ky, kx, ci, ok), a_at(r + 1u, ky, kx, ci, ok),
+                     a_at(r + 2u, ky, kx, ci, ok), a_at(r + 3u, ky, kx, ci, ok));
+}
+
+@compute @workgroup_size(WG)
 fn conv2d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let rows = p.batch * p.ho * p.wo;
     let kdim = p.kh * p.kw * p.cin;
@@ -103,16 +115,17 @@ fn conv2d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         origins[li] = vec4<i32>(i32(b), i32(oy * p.stride) - i32(p.pad),
                                 i32(ox * p.stride) - i32(p.pad), select(0, 1, m < rows));
     }
-    // Loading roles as in matmul_tiled.wgsl: `src` at step-relative k = lk for tile pixels
-    // 8·lg .. 8·lg + 7; `w` at k row bk, vec4 column bc4.
+    // Loading roles as in matmul_tiled.wgsl: `src` at step-relative k = lk for pixel groups r4
+    // (and r4 + WG/BK when BK·BM/4 = 2·WG); `w` at k row bk, vec4 column bc4.
     let lk = li % BK;
-    let lg = li / BK;
+    let r4 = li / BK;
+    let a_twice = BK * BM / 4u > WG;
     let bk = li / BN4;
+    let b_loads = li < BK * BN4;
     let bc4 = min(c4_base + li % BN4, p.np4 - 1u);
-    let r = lg * 8u;
-    // Computing roles: tile pixels 8·ty .. 8·ty + 7, channels 4·tx .. 4·tx + 3.
-    let tx = li % 16u;
-    let ty = li / 16u;
+    // Computing roles: tile pixels TM·ty .. TM·ty + TM − 1, channels 4·tx .. 4·tx + 3.
+    let tx = li % BN4;
+    let ty = li / BN4;
 
     var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
@@ -128,35 +141,40 @@ fn conv2d_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         let ci = ka % p.cin;
         let ky = tap / p.kw;
         let kx = tap % p.kw;
-        let lo = vec4<f32>(a_at(r, ky, kx, ci, ok), a_at(r + 1u, ky, kx, ci, ok),
-                           a_at(r + 2u, ky, kx, ci, ok), a_at(r + 3u, ky, kx, ci, ok));
-        let hi = vec4<f32>(a_at(r + 4u, ky, kx, ci, ok), a_at(r + 5u, ky, kx, ci, ok),
-                           a_at(r + 6u, ky, kx, ci, ok), a_at(r + 7u, ky, kx, ci, ok));
-        a_tile[lk * A_STRIDE + lg * 2u] = lo;
-        a_tile[lk * A_STRIDE + lg * 2u + 1u] = hi;
-        let kb = k0 + bk;
-        let wv = vec4<f32>(w[min(kb, kdim - 1u) * p.np4 + bc4]);
-        b_tile[bk * BN4 + li % BN4] = select(vec4<f32>(0.0), wv, kb < kdim);
+        a_tile[lk * A_STRIDE + r4] = a_pixels(r4, ky, kx, ci, ok);
+        if (a_twice) {
+            let r4b = r4 + WG / BK;
+            a_tile[lk * A_STRIDE + r4b] = a_pixels(r4b, ky, kx, ci, ok);
+        }
+        if (b_loads) {
+            let kb = k0 + bk;
+            let wv = vec4<f32>(w[min(kb, kdim - 1u) * p.np4 + bc4]);
+            b_tile[bk * BN4 + li % BN4] = select(vec4<f32>(0.0), wv, kb < kdim);
+        }
         workgroupBarrier();
         for (var t = 0u; t < BK; t++) {
-            let a_lo = a_tile[t * A_STRIDE + ty * 2u];
-            let a_hi = a_tile[t * A_STRIDE + ty * 2u + 1u];
             let b = b_tile[t * BN4 + tx];
+            let a_lo = a_tile[t * A_STRIDE + ty * (TM / 4u)];
             acc0 += a_lo.x * b; acc1 += a_lo.y * b;
             acc2 += a_lo.z * b; acc3 += a_lo.w * b;
-            acc4 += a_hi.x * b; acc5 += a_hi.y * b;
-            acc6 += a_hi.z * b; acc7 += a_hi.w * b;
+            if (TM == 8u) {
+                let a_hi = a_tile[t * A_STRIDE + ty * 2u + 1u];
+                acc4 += a_hi.x * b; acc5 += a_hi.y * b;
+                acc6 += a_hi.z * b; acc7 += a_hi.w * b;
+            }
         }
         workgroupBarrier();
     }
-    let m0 = row_base + ty * 8u;
+    let m0 = row_base + ty * TM;
     let col0 = (c4_base + tx) * 4u;
     store4(m0, col0, acc0);
     store4(m0 + 1u, col0, acc1);
     store4(m0 + 2u, col0, acc2);
     store4(m0 + 3u, col0, acc3);
-    store4(m0 + 4u, col0, acc4);
-    store4(m0 + 5u, col0, acc5);
-    store4(m0 + 6u, col0, acc6);
-    store4(m0 + 7u, col0, acc7);
+    if (TM == 8u) {
+        store4(m0 + 4u, col0, acc4);
+        store4(m0 + 5u, col0, acc5);
+        store4(m0 + 6u, col0, acc6);
+        store4(m0 + 7u, col0, acc7);
+    }
 }

@@ -6,26 +6,33 @@
 //   act (override ACT): 0 none, 1 SiLU, 2 GELU (erf), 3 GELU (tanh), 4 quick-GELU x·σ(1.702x).
 //   Bias/residual are read when the params say so; otherwise the op binds `src` in their place.
 //
-// A workgroup of 16 × 16 = 256 invocations computes a BM × BN = 128 × 64 output tile. K is
-// streamed in steps of BK = 16: each step the workgroup copies a 128 × 16 slice of `src`
-// (k-major, so rows are read as vec4) and a 16 × 64 slice of `w` into workgroup memory as f32,
-// and each invocation accumulates 8 rows × 4 columns in eight named vec4 accumulators (arrays of
-// accumulators become memory traffic): per k, 2 + 1 vec4 workgroup loads feed 32 FMAs.
-// Global loads are coalesced: for `src`, the 16 invocations of a row group read 16 consecutive k
-// of one row; for `w`, 16 consecutive vec4 of one k row. The `src` tile's k rows are padded to
-// 33 vec4 so the transposing stores do not all hit one bank.
+// Tile geometry is set per pipeline by override constants (the configurations and how one is
+// chosen per adapter: src/ops/matmul_tiled.rs, docs/targets.md). The defaults: a workgroup of
+// WG = 256 invocations computes a BM × BN = 128 × 64 output tile, K streamed in steps of
+// BK = 16: each step the workgroup copies a BM × BK slice of `src` (k-major, so rows are read as
+// vec4) and a BK × BN slice of `w` into workgroup memory as f32, and each invocation accumulates
+// TM = 8 rows × 4 columns in named vec4 accumulators (arrays of accumulators become memory
+// traffic): per k, TM/4 + 1 vec4 workgroup loads feed 4·TM FMAs. Every configuration keeps
+// WG = (BM / TM) · BN4, one or two `src` vec4 loads per invocation per step
+// (BK · BM / 4 = WG or 2·WG) and at most one `w` vec4 (BK · BN4 ≤ WG); TM is 4 or 8.
+// The k order of each output's sum is the same in every configuration (0, 1, …, K − 1).
+// Global loads are coalesced: BK consecutive invocations read BK consecutive k of the same 4
+// rows of `src`; `w` loads are BN4 consecutive vec4 of one k row. The `src` tile's k rows are
+// padded to BM/4 + 1 vec4 so the transposing stores do not all hit one bank.
 // Rows and columns past the end re-read the last row / vec4 column (their results are not
-// stored); k past K loads zero. Workgroup memory: 16·33·16 + 16·16·16 B = 12.3 KiB (WebGPU's
-// default limit is 16 KiB). Loop iterations per invocation: ⌈K/16⌉·17 + 32.
+// stored); k past K loads zero. Workgroup memory: 16·BK·(BM/4 + 1 + BN4) B, 12.3 KiB by default
+// (WebGPU's default limit is 16 KiB). Loop iterations per invocation: ⌈K/BK⌉·(BK + 1) + 4·TM.
 
 alias T = f32;
 
 override ACT: u32 = 0;
 
-const BM: u32 = 128u;          // rows per workgroup tile
-const BN4: u32 = 16u;          // vec4 columns per workgroup tile (BN = 64)
-const BK: u32 = 16u;           // k per step
-const A_STRIDE: u32 = 33u;     // vec4 per k row of a_tile: BM / 4 = 32, plus one of padding
+override BM: u32 = 128u;       // rows per workgroup tile
+override BN4: u32 = 16u;       // vec4 columns per workgroup tile (BN = 4·BN4)
+override BK: u32 = 16u;        // k per step
+override TM: u32 = 8u;         // rows per invocation: 4 or 8
+override WG: u32 = 256u;       // invocations: (BM / TM) · BN4
+override A_STRIDE: u32 = BM / 4u + 1u;   // vec4 per k row of a_tile, one of padding
 
 struct Params {
     m: u32,
@@ -44,9 +51,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> dst: array<T>;
 
 // a_tile[k · A_STRIDE + r4] = src rows 4·r4 .. 4·r4 + 3 of the tile at step-relative k.
-var<workgroup> a_tile: array<vec4<f32>, 528>;   // BK · A_STRIDE
+var<workgroup> a_tile: array<vec4<f32>, BK * A_STRIDE>;
 // b_tile[k · BN4 + c4] = w vec4 column c4 of the tile at step-relative k.
-var<workgroup> b_tile: array<vec4<f32>, 256>;   // BK · BN4
+var<workgroup> b_tile: array<vec4<f32>, BK * BN4>;
 
 fn activate(x: f32) -> f32 {
     switch ACT {
@@ -89,20 +96,28 @@ fn a_at(row: u32, kc: u32) -> f32 {
     return f32(src[min(row, p.m - 1u) * p.k + kc]);
 }
 
-@compute @workgroup_size(256)
+// Rows 4·r4 .. 4·r4 + 3 of the tile at k (`ok`: k < K; else zero), as a vec4.
+fn a_rows(row_base: u32, r4: u32, kc: u32, ok: bool) -> vec4<f32> {
+    let r = row_base + r4 * 4u;
+    let v = vec4<f32>(a_at(r, kc), a_at(r + 1u, kc), a_at(r + 2u, kc), a_at(r + 3u, kc));
+    return select(vec4<f32>(0.0), v, ok);
+}
+
+@compute @workgroup_size(WG)
 fn linear_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let row_base = (wid.y + wid.z * 65535u) * BM;   // tiles beyond 65535 spill into z
     let c4_base = wid.x * BN4;
-    // Loading roles: `src` at step-relative k = lk for rows 8·lg .. 8·lg + 7; `w` at k row bk,
-    // vec4 column bc4.
+    // Loading roles: `src` at step-relative k = lk for row groups r4 (and r4 + WG/BK when
+    // BK·BM/4 = 2·WG); `w` at k row bk, vec4 column bc4 (invocations li < BK·BN4).
     let lk = li % BK;
-    let lg = li / BK;
+    let r4 = li / BK;
+    let a_twice = BK * BM / 4u > WG;
     let bk = li / BN4;
+    let b_loads = li < BK * BN4;
     let bc4 = min(c4_base + li % BN4, p.np4 - 1u);
-    let ra = row_base + lg * 8u;
-    // Computing roles: rows 8·ty .. 8·ty + 7, columns 4·tx .. 4·tx + 3 of the tile.
-    let tx = li % 16u;
-    let ty = li / 16u;
+    // Computing roles: rows TM·ty .. TM·ty + TM − 1, columns 4·tx .. 4·tx + 3 of the tile.
+    let tx = li % BN4;
+    let ty = li / BN4;
 
     var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
@@ -113,34 +128,40 @@ fn linear_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         let k0 = s * BK;
         let ka = k0 + lk;
         let kc = min(ka, p.k - 1u);
-        let zero = vec4<f32>(0.0);
-        let lo = vec4<f32>(a_at(ra, kc), a_at(ra + 1u, kc), a_at(ra + 2u, kc), a_at(ra + 3u, kc));
-        let hi = vec4<f32>(a_at(ra + 4u, kc), a_at(ra + 5u, kc), a_at(ra + 6u, kc), a_at(ra + 7u, kc));
-        a_tile[lk * A_STRIDE + lg * 2u] = select(zero, lo, ka < p.k);
-        a_tile[lk * A_STRIDE + lg * 2u + 1u] = select(zero, hi, ka < p.k);
-        let kb = k0 + bk;
-        let wv = vec4<f32>(w[min(kb, p.k - 1u) * p.np4 + bc4]);
-        b_tile[bk * BN4 + li % BN4] = select(zero, wv, kb < p.k);
+        a_tile[lk * A_STRIDE + r4] = a_rows(row_base, r4, kc, ka < p.k);
+        if (a_twice) {
+            let r4b = r4 + WG / BK;
+            a_tile[lk * A_STRIDE + r4b] = a_rows(row_base, r4b, kc, ka < p.k);
+        }
+        if (b_loads) {
+            let kb = k0 + bk;
+            let wv = vec4<f32>(w[min(kb, p.k - 1u) * p.np4 + bc4]);
+            b_tile[bk * BN4 + li % BN4] = select(vec4<f32>(0.0), wv, kb < p.k);
+        }
         workgroupBarrier();
         for (var t = 0u; t < BK; t++) {
-            let a_lo = a_tile[t * A_STRIDE + ty * 2u];
-            let a_hi = a_tile[t * A_STRIDE + ty * 2u + 1u];
             let b = b_tile[t * BN4 + tx];
+            let a_lo = a_tile[t * A_STRIDE + ty * (TM / 4u)];
             acc0 += a_lo.x * b; acc1 += a_lo.y * b;
             acc2 += a_lo.z * b; acc3 += a_lo.w * b;
-            acc4 += a_hi.x * b; acc5 += a_hi.y * b;
-            acc6 += a_hi.z * b; acc7 += a_hi.w * b;
+            if (TM == 8u) {
+                let a_hi = a_tile[t * A_STRIDE + ty * 2u + 1u];
+                acc4 += a_hi.x * b; acc5 += a_hi.y * b;
+                acc6 += a_hi.z * b; acc7 += a_hi.w * b;
+            }
         }
         workgroupBarrier();
     }
-    let row0 = row_base + ty * 8u;
+    let row0 = row_base + ty * TM;
     let col0 = (c4_base + tx) * 4u;
     store4(row0, col0, acc0);
     store4(row0 + 1u, col0, acc1);
     store4(row0 + 2u, col0, acc2);
     store4(row0 + 3u, col0, acc3);
-    store4(row0 + 4u, col0, acc4);
-    store4(row0 + 5u, col0, acc5);
-    store4(row0 + 6u, col0, acc6);
-    store4(row0 + 7u, col0, acc7);
+    if (TM == 8u) {
+        store4(row0 + 4u, col0, acc4);
+        store4(row0 + 5u, col0, acc5);
+        store4(row0 + 6u, col0, acc6);
+        store4(row0 + 7u, col0, acc7);
+    }
 }

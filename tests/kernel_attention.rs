@@ -539,3 +539,108 @@ fn forced_gpu_variant_runs_on_this_adapter() {
     let want = attention::reference_rows(&q, &q, &q, [t, t], h, d, scale, true, &rows);
     assert_close("forced GPU variant", &got, &want, 1e-4, 0.0);
 }
+
+/// Every configuration an adapter may choose for the GPU attention kernel
+/// (`attention_tiled::CONFIGS`: 64 or 128 queries per workgroup, K/V tiles of up to 32 or 16
+/// keys), through `attention()` on a GPU-variant graph forced on this adapter, against the
+/// reference: head dims 3 to 160 (odd, off the vec4, the tile capped by 16 KiB at 80 and 160),
+/// key counts off every tile, 77 cross-attention keys, causal masking, query counts one past a
+/// workgroup of each size, batch > 1, and keys split across invocations under the loop budget
+/// (merged by `combine`); f32 and f16 (tolerances as in `check`). Each graph must dispatch the
+/// configuration its target decided (override constants WG and KV_TILE).
+#[test]
+fn tiled_attention_every_config() {
+    use stipple::ops::attention_tiled::CONFIGS;
+    let Some(gpu) = gpu() else { return };
+    let case = |batch, tq, tk, heads, d, causal| Case {
+        batch,
+        tq,
+        tk,
+        heads,
+        d,
+        causal,
+    };
+    let cases = [
+        case(1, 65, 45, 2, 40, false),
+        case(2, 129, 77, 1, 80, false),
+        case(1, 33, 17, 3, 3, false),
+        case(1, 70, 70, 2, 64, true),
+        case(1, 20, 50, 1, 160, false),
+        case(1, 8, 3000, 1, 40, false),
+    ];
+    for config in CONFIGS {
+        let target = gpu
+            .target
+            .clone()
+            .with_variant(Variant::Gpu)
+            .with_config("partial_tiled", config.name);
+        for dtype in dtypes(&gpu) {
+            for (i, c) in cases.iter().enumerate() {
+                let mut rng = Rng::new(900 + i as u64);
+                let w = c.heads * c.d;
+                let q = quantize(&rng.vec(c.batch * c.tq * w, 1.5), dtype);
+                let k = quantize(&rng.vec(c.batch * c.tk * w, 1.5), dtype);
+                let v = quantize(&rng.vec(c.batch * c.tk * w, 1.0), dtype);
+                let mut g = stipple::Graph::for_target(dtype, &target);
+                let qi = g.input("q", &[c.batch, c.tq, w]).expect("q");
+                let ki = g.input("k", &[c.batch, c.tk, w]).expect("k");
+                let vi = g.input("v", &[c.batch, c.tk, w]).expect("v");
+                let opts = AttentionOptions {
+                    heads: c.heads,
+                    head_dim: c.d,
+                    scale: None,
+                    causal: c.causal,
+                };
+                let y = attention::attention(&mut g, "attn", qi.into(), ki.into(), vi.into(), opts)
+                    .expect("attn");
+                let partial = &g.dispatches()[0];
+                assert_eq!(partial.kernel.entry, "partial_tiled");
+                let o = |name: &str| {
+                    let found = partial.kernel.overrides.iter().find(|(n, _)| *n == name);
+                    found.map(|&(_, v)| v as usize)
+                };
+                assert_eq!(o("WG"), Some(config.queries), "{}", config.name);
+                assert_eq!(o("KV_TILE"), Some(config.keys(c.d)), "{}", config.name);
+                assert_eq!(
+                    partial.workgroups[0] as usize,
+                    c.tq.div_ceil(config.queries)
+                );
+                g.output("out", y).expect("output");
+                let plan = stipple::Plan::new(&gpu, g).expect("plan");
+                plan.write_input("q", &q).expect("write");
+                plan.write_input("k", &k).expect("write");
+                plan.write_input("v", &v).expect("write");
+                plan.run().expect("run");
+                let got = plan.read_output("out").expect("read");
+                let rows: Vec<(usize, usize)> = (0..c.batch)
+                    .flat_map(|b| (0..c.tq).map(move |i| (b, i)))
+                    .collect();
+                let scale = 1.0 / (c.d as f32).sqrt();
+                let want = attention::reference_rows(
+                    &q,
+                    &k,
+                    &v,
+                    [c.tq, c.tk],
+                    c.heads,
+                    c.d,
+                    scale,
+                    c.causal,
+                    &rows,
+                );
+                let label = format!(
+                    "{} B{} Tq{} Tk{} H{} D{} causal={} {}",
+                    config.name,
+                    c.batch,
+                    c.tq,
+                    c.tk,
+                    c.heads,
+                    c.d,
+                    c.causal,
+                    dtype.name()
+                );
+                let atol = atol(dtype) * max_abs(&want).max(1.0);
+                assert_close(&label, &got, &want, atol, 0.0);
+            }
+        }
+    }
+}

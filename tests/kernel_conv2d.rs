@@ -102,7 +102,9 @@ fn check_for(
         ..Default::default()
     };
     let y = conv2d::conv2d(&mut g, "conv", xi, &weight, opts).expect("conv2d");
-    assert_eq!(g.dispatches()[0].kernel.shader, shader, "kernel picked");
+    let kernel = &g.dispatches()[0].kernel;
+    assert_eq!(kernel.shader, shader, "kernel picked");
+    let config = config_of(kernel);
     g.output("out", y).expect("output");
     let plan = stipple::Plan::new(gpu, g).expect("plan");
     plan.write_input("x", &x).expect("write");
@@ -112,10 +114,25 @@ fn check_for(
     let scale = max_abs(&want).max(1.0);
     let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * scale;
     let label = format!(
-        "conv {input:?}→{cout} k{k} s{stride} p{pad}+{extra} bias={bias} res={residual} {}",
+        "conv {input:?}→{cout} k{k} s{stride} p{pad}+{extra} bias={bias} res={residual} {}{config}",
         dtype.name()
     );
     assert_close(&label, &got, &want, atol, 0.0);
+}
+
+/// The tile configuration a tiled conv dispatch runs (its override constants), for labels.
+fn config_of(kernel: &stipple::gpu::KernelKey) -> String {
+    let o = |name: &str| {
+        kernel
+            .overrides
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, v)| v)
+    };
+    match (o("BM"), o("BN4"), o("BK")) {
+        (Some(bm), Some(bn4), Some(bk)) => format!(" {bm}x{}k{bk}", 4 * bn4),
+        _ => String::new(),
+    }
 }
 
 #[test]
@@ -252,15 +269,17 @@ fn conv2d_rejects_bad_shapes() {
     );
 }
 
-/// The GPU variant's tiled implicit-GEMM kernel (`conv2d_tiled`: 128 pixels × 64 channels per
-/// workgroup, K = taps·CIN in steps of 16), forced on this adapter: 3×3 stride 1 and 2 with
+/// The GPU variant's tiled implicit-GEMM kernel (`conv2d_tiled`), forced on this adapter, in
+/// every tile configuration an adapter may choose (`matmul_tiled::TILES`: 128 or 64 pixels ×
+/// 64 or 32 channels per workgroup, K = taps·CIN in steps of 16 or 8): 3×3 stride 1 and 2 with
 /// padding, the VAE's (0, 1, 0, 1) downsample padding, 1×1, a 1×1 image, odd channel counts,
-/// K not a multiple of 16, pixel counts one past a tile (130), COUT one past a tile (65),
-/// batch > 1, bias and residual; f32 and f16 (tolerances as in `check`).
+/// K not a multiple of 8 or 16, pixel counts one past a tile (130, 65), COUT one past a tile
+/// (65, 33), batch > 1, bias and residual; f32 and f16 (tolerances as in `check`). Each graph
+/// must dispatch the configuration its target decided.
 #[test]
 fn conv2d_tiled_gpu_variant() {
+    use stipple::ops::matmul_tiled::TILES;
     let Some(gpu) = gpu() else { return };
-    let target = gpu.target.clone().with_variant(Variant::Gpu);
     let case = |input, cout, k, stride, pad, extra, bias, residual| Case {
         input,
         cout,
@@ -280,10 +299,26 @@ fn conv2d_tiled_gpu_variant() {
         case([3, 11, 5, 6], 9, 1, 1, 0, 0, true, true),
         case([1, 10, 13, 40], 24, 1, 1, 0, 0, false, false),
         case([2, 12, 12, 16], 72, 3, 2, 1, 0, true, true),
+        case([1, 5, 13, 7], 33, 3, 1, 1, 0, true, false),
     ];
-    for dtype in dtypes(&gpu) {
-        for (i, c) in cases.iter().enumerate() {
-            check_for(&gpu, &target, c, dtype, 40 + i as u64, "conv2d_tiled");
+    for tile in TILES {
+        let target = gpu
+            .target
+            .clone()
+            .with_variant(Variant::Gpu)
+            .with_config("conv2d_tiled", tile.name);
+        // The dispatched configuration is the decided one.
+        let mut g = stipple::Graph::for_target(DType::F32, &target);
+        let x = g.input("x", &[1, 4, 4, 8]).expect("input");
+        let w = Conv2dWeight::upload(&gpu, "c", &[0.0; 8 * 8], None, [8, 8, 1, 1], DType::F32)
+            .expect("upload");
+        conv2d::conv2d(&mut g, "c", x, &w, Conv2dOptions::default()).expect("conv");
+        let want = format!(" {}", tile.name);
+        assert_eq!(config_of(&g.dispatches()[0].kernel), want);
+        for dtype in dtypes(&gpu) {
+            for (i, c) in cases.iter().enumerate() {
+                check_for(&gpu, &target, c, dtype, 40 + i as u64, "conv2d_tiled");
+            }
         }
     }
 }

@@ -221,27 +221,46 @@ fn linear_both_variants() {
     }
 }
 
-/// The GPU variant's workgroup-memory kernel (`matmul_tiled::linear_tiled`, 128 × 64 output
-/// tiles, K in steps of 16), forced on this adapter, against the reference: single elements,
-/// odd M/N/K, N not a multiple of 8, K not a multiple of 16, shapes one past a tile in each
-/// dimension, several tiles in both, every fusion; f32 and f16. Tolerances as in `check`. The
-/// graph must pick the tiled kernel (a test of another kernel would pass silently otherwise).
+/// The value of override constant `name` in a dispatch's kernel key.
+fn override_of(key: &stipple::gpu::KernelKey, name: &str) -> Option<u32> {
+    key.overrides
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, v)| v)
+}
+
+/// The GPU variant's workgroup-memory kernel (`matmul_tiled::linear_tiled`), forced on this
+/// adapter, in every tile configuration an adapter may choose (`matmul_tiled::TILES`: 128 × 64
+/// and 64 × 64 / 64 × 32 output tiles, K in steps of 16 or 8), against the reference: single
+/// elements, odd M/N/K, N not a multiple of 8, K not a multiple of 8 or 16, shapes one past a
+/// tile in each dimension of each configuration, several tiles in both, every fusion; f32 and
+/// f16. Tolerances as in `check`. The graph must dispatch the tiled kernel in the configuration
+/// the target decided (a test of another kernel would pass silently otherwise).
 #[test]
 fn linear_tiled_gpu_variant() {
     use stipple::gpu::Variant;
+    use stipple::ops::matmul_tiled::TILES;
     let Some(gpu) = gpu() else { return };
-    let target = gpu.target.clone().with_variant(Variant::Gpu);
     // (M, K, N, bias, activation, residual)
     let shapes = [
         (1, 1, 1, false, Activation::Identity, false),
         (3, 5, 7, true, Activation::Silu, false),
         (129, 17, 65, true, Activation::Gelu, true),
         (128, 16, 64, false, Activation::Identity, true),
+        (65, 9, 33, true, Activation::Identity, false),
         (77, 33, 130, true, Activation::QuickGelu, false),
         (260, 48, 136, true, Activation::GeluTanh, true),
         (2, 300, 9, false, Activation::Identity, false),
     ];
-    for dtype in dtypes(&gpu) {
+    for (tile, dtype) in TILES
+        .iter()
+        .flat_map(|t| dtypes(&gpu).into_iter().map(move |d| (t, d)))
+    {
+        let target = gpu
+            .target
+            .clone()
+            .with_variant(Variant::Gpu)
+            .with_config("linear_tiled", tile.name);
         for (i, &(m, k, n, bias, act, residual)) in shapes.iter().enumerate() {
             let mut rng = Rng::new(700 + i as u64);
             let x = quantize(&rng.vec(m * k, 1.0), dtype);
@@ -268,7 +287,22 @@ fn linear_tiled_gpu_variant() {
                 residual: residual.then_some(ri),
             };
             let y = matmul::linear(&mut g, "proj", xi, &weight, opts).expect("linear");
-            assert_eq!(g.dispatches()[0].kernel.shader, "matmul_tiled");
+            let kernel = &g.dispatches()[0].kernel;
+            assert_eq!(kernel.shader, "matmul_tiled");
+            assert_eq!(
+                override_of(kernel, "BM"),
+                Some(tile.rows as u32),
+                "{}",
+                tile.name
+            );
+            assert_eq!(override_of(kernel, "BN4"), Some(tile.cols as u32 / 4));
+            assert_eq!(override_of(kernel, "BK"), Some(tile.k_step as u32));
+            assert_eq!(
+                override_of(kernel, "TM"),
+                Some(tile.rows_per_invocation as u32)
+            );
+            let wg = g.dispatches()[0].workgroups;
+            assert_eq!(wg[1] as usize, m.div_ceil(tile.rows), "{}", tile.name);
             g.output("out", y).expect("output");
             let plan = stipple::Plan::new(&gpu, g).expect("plan");
             plan.write_input("x", &x).expect("write");
@@ -278,7 +312,8 @@ fn linear_tiled_gpu_variant() {
             let scale = max_abs(&want).max(1.0);
             let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * scale;
             let label = format!(
-                "linear_tiled M{m} K{k} N{n} bias={bias} {act:?} residual={residual} {}",
+                "linear_tiled {} M{m} K{k} N{n} bias={bias} {act:?} residual={residual} {}",
+                tile.name,
                 dtype.name()
             );
             assert_close(&label, &got, &want, atol, 0.0);

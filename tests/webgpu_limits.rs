@@ -202,3 +202,99 @@ fn every_shader_variant_fits_webgpu_default_limits_statically() {
         failures.join("\n")
     );
 }
+
+/// Workgroup memory (bytes) and invocations of `shader::entry` specialised with `key`'s override
+/// constants, as wgpu specialises a pipeline (naga's `process_overrides`).
+fn specialised(key: &stipple::gpu::KernelKey) -> (u64, u32) {
+    let at = format!("{}::{} {:?}", key.shader, key.entry, key.overrides);
+    let source = shader_source(key.shader, key.dtype).expect(&at);
+    let module = validate_wgsl(&source, key.shader).expect(&at);
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .expect(&at);
+    let mut constants = naga::back::PipelineConstants::default();
+    for &(name, value) in &key.overrides {
+        constants.insert(name.to_string(), value as f64);
+    }
+    let (module, info) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((naga::ShaderStage::Compute, key.entry)),
+        &constants,
+    )
+    .expect(&at);
+    let (i, ep) = module
+        .entry_points
+        .iter()
+        .enumerate()
+        .find(|(_, ep)| ep.name == key.entry)
+        .expect(&at);
+    let uses = info.get_entry_point(i);
+    let bytes = module
+        .global_variables
+        .iter()
+        .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty())
+        .map(|(_, v)| module.types[v.ty].inner.size(module.to_ctx()) as u64)
+        .sum();
+    (bytes, ep.workgroup_size.iter().product())
+}
+
+/// Every configuration an adapter may choose by measurement (the tiled GEMMs' tiles, the GPU
+/// attention kernel's queries per workgroup and K/V tile), specialised as a pipeline would be:
+/// the shader's workgroup memory and invocations are the figures the ops plan with, within
+/// WebGPU's defaults (16 KiB, 256), in f32 and f16.
+#[test]
+fn every_tuning_candidate_fits_webgpu_default_limits() {
+    use stipple::gpu::KernelKey;
+    use stipple::ops::attention_tiled::CONFIGS;
+    use stipple::ops::matmul_tiled::TILES;
+    for dtype in [DType::F32, DType::F16] {
+        for (shader, conv) in [("matmul_tiled", false), ("conv2d_tiled", true)] {
+            let entry = if conv { "conv2d_tiled" } else { "linear_tiled" };
+            for tile in TILES {
+                let key = tile.apply(KernelKey::new(shader, entry, dtype));
+                let (bytes, invocations) = specialised(&key);
+                assert_eq!(
+                    bytes as usize,
+                    tile.workgroup_bytes(conv),
+                    "{entry} {}",
+                    tile.name
+                );
+                assert!(
+                    bytes <= MAX_WORKGROUP_STORAGE as u64,
+                    "{entry} {}",
+                    tile.name
+                );
+                assert_eq!(invocations as usize, tile.invocations(), "{}", tile.name);
+                assert!(invocations <= MAX_INVOCATIONS);
+            }
+        }
+        for config in CONFIGS {
+            for d in [3usize, 40, 64, 80, 160] {
+                let d4 = d.div_ceil(4) as u32;
+                let base = KernelKey::new("attention", "partial_tiled", dtype)
+                    .with("CAUSAL", 0)
+                    .with("FINAL", 1)
+                    .with("D4", d4)
+                    .with("ALIGNED", 0);
+                let (bytes, invocations) = specialised(&config.apply(base, d));
+                assert_eq!(
+                    bytes as usize,
+                    config.workgroup_bytes(d),
+                    "{} d{d}",
+                    config.name
+                );
+                assert!(
+                    bytes <= MAX_WORKGROUP_STORAGE as u64,
+                    "{} d{d}",
+                    config.name
+                );
+                assert_eq!(invocations as usize, config.queries, "{}", config.name);
+                assert!(invocations <= MAX_INVOCATIONS);
+            }
+        }
+    }
+}

@@ -10,8 +10,14 @@
 //! [`Target::with_variant`] in tests), so every GPU variant also runs in CI on lavapipe. The loop
 //! budget is a property of the adapter, not of the variant: a GPU variant forced on lavapipe
 //! still splits its loops to stay under lavapipe's limit.
+//!
+//! Tile configurations measured per adapter ([`crate::autotune`]) reach the ops through
+//! [`Target::tuning`], the decision table every clone of the target shares.
+
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::gpu::tuning::Tuning;
 
 /// Loop iterations one invocation may run on a CPU adapter. Mesa's llvmpipe (lavapipe) silently
 /// ends an invocation after 65535 loop iterations in total, all loops of the shader together
@@ -69,6 +75,9 @@ pub struct Target {
     pub loop_budget: Option<usize>,
     /// Kernel family the ops use.
     pub variant: Variant,
+    /// Measured configuration choices per (op, shape class), shared by every clone (empty:
+    /// every op runs its default configuration).
+    pub tuning: Arc<Tuning>,
 }
 
 impl Default for Target {
@@ -88,6 +97,7 @@ impl Default for Target {
             max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
             loop_budget: Some(CPU_LOOP_BUDGET),
             variant: Variant::Cpu,
+            tuning: Arc::default(),
         }
     }
 }
@@ -116,6 +126,7 @@ impl Target {
             // lavapipe's limit; software adapters of other kinds are assumed to share it.
             loop_budget: cpu.then_some(CPU_LOOP_BUDGET),
             variant: force.unwrap_or(implied),
+            tuning: Arc::default(),
         }
     }
 
@@ -130,6 +141,13 @@ impl Target {
     /// The same target with another kernel variant (tests force GPU variants on lavapipe).
     pub fn with_variant(mut self, variant: Variant) -> Target {
         self.variant = variant;
+        self
+    }
+
+    /// The same target with configuration `config` forced for every shape of tunable kernel
+    /// `op`, in a table of its own (tests run every candidate; the tuner measures each).
+    pub fn with_config(mut self, op: &str, config: &str) -> Target {
+        self.tuning = Arc::new(self.tuning.with_forced(op, config));
         self
     }
 

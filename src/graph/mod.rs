@@ -18,7 +18,7 @@ pub use plan::{Plan, PlanMemory};
 
 use crate::error::{Error, Result};
 use crate::gpu::tensor::numel;
-use crate::gpu::{DType, KernelKey, Target, Tensor};
+use crate::gpu::{DType, KernelKey, Target, Tensor, TuneKey};
 
 /// Handle to a value in a [`Graph`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,6 +76,14 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
 }
 
+/// A tunable choice an op made while the graph was built ([`Graph::tuned`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TuneUse {
+    pub key: TuneKey,
+    /// The configuration it used (`None`: no decision existed, the op ran its default).
+    pub decision: Option<String>,
+}
+
 /// A graph of values and dispatches, built once and compiled into a [`Plan`].
 #[derive(Clone, Debug)]
 pub struct Graph {
@@ -88,6 +96,8 @@ pub struct Graph {
     /// Output names and their values.
     pub(crate) outputs: Vec<(String, ValueId)>,
     probes: bool,
+    /// Tunable choices made by the ops, one per key (what the autotuner looks at).
+    tuning: Vec<TuneUse>,
 }
 
 impl Graph {
@@ -106,6 +116,7 @@ impl Graph {
             dispatches: Vec::new(),
             outputs: Vec::new(),
             probes: false,
+            tuning: Vec::new(),
         }
     }
 
@@ -218,6 +229,26 @@ impl Graph {
             Some(ValueKind::Alias(root)) => *root,
             _ => value,
         }
+    }
+
+    /// The configuration the target's tuning table holds for `key` (`None`: undecided, the op
+    /// uses its default). Used by op builders of tunable kernels; the graph remembers the key
+    /// and the answer so the autotuner can measure undecided keys at first use
+    /// ([`crate::autotune`]).
+    pub fn tuned(&mut self, key: TuneKey) -> Option<String> {
+        let decision = self.target.tuning.decision(&key);
+        if !self.tuning.iter().any(|u| u.key == key) {
+            self.tuning.push(TuneUse {
+                key,
+                decision: decision.clone(),
+            });
+        }
+        decision
+    }
+
+    /// The tunable choices made while the graph was built, in order of first use.
+    pub fn tuning_uses(&self) -> &[TuneUse] {
+        &self.tuning
     }
 
     /// Append a dispatch (used by op builders, which check shapes first).

@@ -7,13 +7,15 @@
 //!   VAE's single head of 512): one query per invocation, K/V read straight from memory
 //!   (workgroup memory buys nothing on a CPU, and each barrier is a coroutine switch there);
 //! - `attention::partial_tiled` (GPUs, head dim ≤ 160): K/V tiles in workgroup memory shared by
-//!   the workgroup's 64 queries.
+//!   the workgroup's queries (64 by default; configurations and their per-adapter choice in
+//!   [`super::attention_tiled`]).
 //!
 //! Under a loop budget (lavapipe) the keys are split across invocations and a `combine` pass
 //! merges the partial softmax states.
 
 use bytemuck::{Pod, Zeroable};
 
+use super::attention_tiled::{self, TiledAttention};
 use super::{grid_1d, params, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, KernelKey, Target, Variant};
@@ -26,11 +28,6 @@ const PARTIAL_BYTES: usize = 32 << 20;
 const UNROLLED_HEAD_DIM: usize = 160;
 /// Keys scored between two rescales of the accumulator (TILE_KEYS in the shader).
 const TILE_KEYS: usize = 32;
-/// Keys per workgroup-memory tile of `partial_tiled` (at most; fewer when D is wide).
-const TILED_KEYS: usize = 32;
-/// Workgroup memory `partial_tiled` may use for its K and V tiles (f32): fits every adapter's
-/// minimum (16 KiB on the web).
-const TILED_BYTES: usize = 16 << 10;
 /// The shader keeps a query and its accumulator in registers: head_dim ≤ 512 (the SD VAE's
 /// mid-block attention has one head of 512).
 pub const MAX_HEAD_DIM: usize = 512;
@@ -53,12 +50,6 @@ impl AttentionKernel {
         }
     }
 
-    /// Keys per workgroup-memory tile of the tiled kernel for head dim `d`.
-    fn tiled_keys(d: usize) -> usize {
-        let per_key = 2 * d.div_ceil(4) * 16;
-        (TILED_BYTES / per_key).clamp(1, TILED_KEYS)
-    }
-
     /// Keys one invocation may process within `budget` loop iterations (all keys without a
     /// budget). Counted as if no loop were unrolled: drivers need not unroll.
     pub fn keys_per_split(self, head_dim: usize, budget: usize) -> usize {
@@ -70,10 +61,9 @@ impl AttentionKernel {
             // Per key two key-loop iterations and 2·⌈D/4⌉ head-loop iterations, plus ⌈D/4⌉ + 1
             // per tile.
             AttentionKernel::OneQuery => (TILE_KEYS * (2 + 2 * d4) + d4 + 1, TILE_KEYS, 4 * d4),
+            // The default configuration (see `TiledAttention::keys_per_split`).
             AttentionKernel::Tiled => {
-                let tk = Self::tiled_keys(head_dim);
-                let loads = (tk * d4).div_ceil(WG);
-                (tk * (2 + 2 * d4) + d4 + 1 + loads + 1, tk, 4 * d4)
+                return attention_tiled::DEFAULT.keys_per_split(head_dim, budget)
             }
         };
         (budget.saturating_sub(fixed) / per_tile).max(1) * tile
@@ -226,9 +216,13 @@ pub fn attention_with(
     let y = g.intermediate(name, &[b, tq, width], g.dtype)?;
     // Causal attention only ever reads the first Tq keys.
     let keys_read = if causal { tq.min(tk) } else { tk };
-    let split_keys = kernel
-        .keys_per_split(d, g.target.loop_budget())
-        .min(keys_read.max(1));
+    let tiled: Option<TiledAttention> =
+        (kernel == AttentionKernel::Tiled).then(|| attention_tiled::config_for(g, d, tk));
+    let split_keys = match tiled {
+        Some(c) => c.keys_per_split(d, g.target.loop_budget()),
+        None => kernel.keys_per_split(d, g.target.loop_budget()),
+    }
+    .min(keys_read.max(1));
     let splits = keys_read.div_ceil(split_keys).max(1);
     let p = Params {
         batch: u("batch", b)?,
@@ -273,9 +267,8 @@ pub fn attention_with(
         .with("FINAL", final_pass as u32)
         .with("D4", unrolled_d4)
         .with("ALIGNED", aligned as u32);
-    match kernel {
-        AttentionKernel::OneQuery => {}
-        AttentionKernel::Tiled => key = key.with("KV_TILE", AttentionKernel::tiled_keys(d) as u32),
+    if let Some(c) = tiled {
+        key = c.apply(key, d);
     }
     for q_row0 in (0..tq).step_by(q_chunk) {
         let q_rows = q_chunk.min(tq - q_row0);
@@ -300,7 +293,10 @@ pub fn attention_with(
             (8, v.value),
         ];
         let workgroups = [
-            u("query groups", q_rows.div_ceil(WG))?,
+            u(
+                "query groups",
+                q_rows.div_ceil(tiled.map_or(WG, |c| c.queries)),
+            )?,
             p.heads,
             u("batch × splits", b * splits)?,
         ];

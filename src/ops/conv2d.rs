@@ -1,8 +1,9 @@
 //! 2-D convolution (`shaders/conv2d.wgsl`): NHWC implicit GEMM with fused bias and residual.
 //!
 //! CPU targets use `conv2d::conv2d` (register blocking); GPU targets `conv2d_tiled::conv2d_tiled`
-//! (workgroup-memory tiles of 128 pixels × 64 channels, geometry in [`super::matmul_tiled`])
-//! while the reduction fits the loop budget. Both read the same packed weight.
+//! (workgroup-memory tiles, 128 pixels × 64 channels by default; geometry and its per-adapter
+//! choice in [`super::matmul_tiled`]) while the reduction fits the loop budget. Both read the
+//! same packed weight.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -268,7 +269,14 @@ pub fn conv2d(
             format!("{h}×{wd} input is smaller than the {kh}×{kw} kernel"),
         ));
     };
-    let tiled = matmul_tiled::use_tiled(&g.target, b * ho * wo, kh * kw * cin);
+    let tile = matmul_tiled::tile_for(
+        g,
+        "conv2d_tiled",
+        b * ho * wo,
+        w.out_channels,
+        kh * kw * cin,
+    );
+    let tiled = tile.is_some();
     if !tiled && kh * kw * (cin + 1) > LOOP_BUDGET {
         return Err(Error::shape(
             name,
@@ -315,16 +323,15 @@ pub fn conv2d(
         (4, opts.residual.unwrap_or(x)),
         (5, y),
     ];
-    let (workgroups, kernel) = if tiled {
-        (
-            matmul_tiled::grid(name, b * ho * wo, np)?,
-            KernelKey::new("conv2d_tiled", "conv2d_tiled", g.dtype),
-        )
-    } else {
-        (
+    let (workgroups, kernel) = match tile {
+        Some(t) => (
+            t.grid(name, b * ho * wo, np)?,
+            t.apply(KernelKey::new("conv2d_tiled", "conv2d_tiled", g.dtype)),
+        ),
+        None => (
             gemm_grid(name, b * ho * wo, np)?,
             KernelKey::new("conv2d", "conv2d", g.dtype),
-        )
+        ),
     };
     g.dispatch(Dispatch {
         label: name.to_string(),

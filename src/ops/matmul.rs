@@ -201,7 +201,8 @@ pub fn linear(
     // 1.28× at 154×768×3072 but 0.91× at 8192×320×320 (docs/kernels.md), and slowed the tiny
     // test UNet's 16–32-wide linears (a workgroup spans 64 columns); other shapes: `linear`.
     // GPU targets: workgroup-memory tiles while the reduction fits the loop budget.
-    let tiled = matmul_tiled::use_tiled(&g.target, rows, k);
+    let tile = matmul_tiled::tile_for(g, "linear_tiled", rows, w.out_features, k);
+    let tiled = tile.is_some();
     let (shader, entry) = match g.target.variant {
         _ if tiled => ("matmul_tiled", "linear_tiled"),
         Variant::Cpu
@@ -257,12 +258,14 @@ pub fn linear(
             ),
         ));
     }
-    let workgroups = if tiled {
-        matmul_tiled::grid(name, rows, np)?
-    } else {
-        gemm_grid(name, rows, np)?
+    let workgroups = match tile {
+        Some(t) => t.grid(name, rows, np)?,
+        None => gemm_grid(name, rows, np)?,
     };
-    let kernel = KernelKey::new(shader, entry, g.dtype).with("ACT", opts.activation as u32);
+    let mut kernel = KernelKey::new(shader, entry, g.dtype).with("ACT", opts.activation as u32);
+    if let Some(t) = tile {
+        kernel = t.apply(kernel);
+    }
     g.dispatch(Dispatch {
         label: name.to_string(),
         kernel,

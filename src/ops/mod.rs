@@ -5,6 +5,7 @@
 //! Activations are NHWC / (B, T, C) row-major.
 
 pub mod attention;
+pub mod attention_tiled;
 pub mod concat;
 pub mod conv2d;
 pub mod elementwise;
