@@ -72,6 +72,7 @@
 )]
 
 // Benchmarks read /proc and time with threads: native tooling.
+pub mod autotune;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod error;

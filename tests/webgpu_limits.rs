@@ -28,7 +28,7 @@ fn webgpu_default_gpu() -> Option<Gpu> {
     gpu()?;
     let options = GpuOptions {
         limits: LimitsRequest::WebGpuDefault,
-        ..GpuOptions::from_env()
+        ..gpu_options()
     };
     Some(Gpu::new(&options).expect("a device at WebGPU's default limits"))
 }

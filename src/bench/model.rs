@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::tables::{self, ProfiledDispatch, ShareRow};
+use crate::autotune::tuned_graph;
 use crate::error::{Error, Result};
 use crate::gpu::{auto_dtype, DType, Gpu};
 use crate::graph::flops::FlopTotals;
@@ -154,12 +155,37 @@ fn parse_config<T: serde::de::DeserializeOwned>(
 }
 
 /// A family's configs (random weights are made per graph).
-struct RandomModels {
-    family: Family,
-    unet: UNet2DConditionConfig,
-    vae: AutoencoderKLConfig,
+pub(super) struct RandomModels {
+    pub family: Family,
+    pub unet: UNet2DConditionConfig,
+    pub vae: AutoencoderKLConfig,
     /// (plan name, config, with projection).
-    text: Vec<(String, ClipTextConfig, bool)>,
+    pub text: Vec<(String, ClipTextConfig, bool)>,
+}
+
+impl RandomModels {
+    /// The published configs of `family`.
+    pub fn of(family: Family) -> Result<RandomModels> {
+        let c = family.configs();
+        let mut text = vec![(
+            "text_encoder".to_string(),
+            parse_config(family, "text_encoder", &c.text_encoder)?,
+            false,
+        )];
+        if let Some(t2) = &c.text_encoder_2 {
+            text.push((
+                "text_encoder_2".into(),
+                parse_config(family, "text_encoder_2", t2)?,
+                true,
+            ));
+        }
+        Ok(RandomModels {
+            family,
+            unet: parse_config(family, "unet", &c.unet)?,
+            vae: parse_config(family, "vae", &c.vae)?,
+            text,
+        })
+    }
 }
 
 /// The models of a source, loaded once.
@@ -188,25 +214,7 @@ fn build(gpu: &Gpu, o: &ModelBenchOptions) -> Result<(Built, String)> {
     let dtype = o.dtype.unwrap_or_else(|| auto_dtype(gpu));
     let (models, source) = match &o.source {
         Source::Family(family) => {
-            let c = family.configs();
-            let mut text = vec![(
-                "text_encoder".to_string(),
-                parse_config(*family, "text_encoder", &c.text_encoder)?,
-                false,
-            )];
-            if let Some(t2) = &c.text_encoder_2 {
-                text.push((
-                    "text_encoder_2".into(),
-                    parse_config(*family, "text_encoder_2", t2)?,
-                    true,
-                ));
-            }
-            let models = Models::Random(Box::new(RandomModels {
-                family: *family,
-                unet: parse_config(*family, "unet", &c.unet)?,
-                vae: parse_config(*family, "vae", &c.vae)?,
-                text,
-            }));
+            let models = Models::Random(Box::new(RandomModels::of(*family)?));
             (models, format!("{} (random weights)", family_name(*family)))
         }
         Source::Path(path) => {
@@ -238,11 +246,13 @@ fn build(gpu: &Gpu, o: &ModelBenchOptions) -> Result<(Built, String)> {
                         &w,
                         r.unet.clone(),
                     )?;
-                    let mut g = m.graph(dtype, o.batch, latent, 77, false)?;
+                    let mut g = tuned_graph(gpu, || m.graph(dtype, o.batch, latent, 77, false))?;
                     super::random_weights::realize_placeholders(gpu, &mut g, 0)?;
                     g
                 }
-                Models::Loaded(p) => p.unet.graph(p.dtype, o.batch, latent, 77, false)?,
+                Models::Loaded(p) => {
+                    tuned_graph(gpu, || p.unet.graph(p.dtype, o.batch, latent, 77, false))?
+                }
             };
             let dtype = graph.dtype;
             Built {
@@ -264,14 +274,16 @@ fn build(gpu: &Gpu, o: &ModelBenchOptions) -> Result<(Built, String)> {
                         dtype
                     };
                     let m = AutoencoderKL::load(Ctx::placeholders(gpu, dtype), &w, r.vae.clone())?;
-                    let g = m.decode_graph(dtype, o.batch, latent, false)?;
+                    let g = tuned_graph(gpu, || m.decode_graph(dtype, o.batch, latent, false))?;
                     check_untiled(gpu, &g, size)?;
                     let mut g = g;
                     super::random_weights::realize_placeholders(gpu, &mut g, 0)?;
                     g
                 }
                 Models::Loaded(p) => {
-                    let g = p.vae.decode_graph(p.vae_dtype, o.batch, latent, false)?;
+                    let g = tuned_graph(gpu, || {
+                        p.vae.decode_graph(p.vae_dtype, o.batch, latent, false)
+                    })?;
                     check_untiled(gpu, &g, size)?;
                     g
                 }
@@ -296,7 +308,7 @@ fn build(gpu: &Gpu, o: &ModelBenchOptions) -> Result<(Built, String)> {
                             config.clone(),
                             *projection,
                         )?;
-                        let mut g = m.graph(dtype, o.batch, false)?;
+                        let mut g = tuned_graph(gpu, || m.graph(dtype, o.batch, false))?;
                         super::random_weights::realize_placeholders(gpu, &mut g, 0)?;
                         graphs.push((name.clone(), g));
                     }
@@ -304,12 +316,12 @@ fn build(gpu: &Gpu, o: &ModelBenchOptions) -> Result<(Built, String)> {
                 Models::Loaded(p) => {
                     graphs.push((
                         "text_encoder".into(),
-                        p.text_encoder.graph(p.text_dtype, o.batch, false)?,
+                        tuned_graph(gpu, || p.text_encoder.graph(p.text_dtype, o.batch, false))?,
                     ));
                     if let Some(t2) = &p.text_encoder_2 {
                         graphs.push((
                             "text_encoder_2".into(),
-                            t2.graph(p.text_dtype, o.batch, false)?,
+                            tuned_graph(gpu, || t2.graph(p.text_dtype, o.batch, false))?,
                         ));
                     }
                 }

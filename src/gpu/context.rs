@@ -16,10 +16,12 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::autotune::Autotuner;
 use crate::error::{Error, Result};
 use crate::gpu::collector::Collector;
 use crate::gpu::kernels::{Kernels, ShaderChecks, ShaderDir};
 use crate::gpu::target::Target;
+use crate::gpu::tuning::AutotuneOptions;
 
 /// Features used when the adapter has them; none is required.
 const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
@@ -42,6 +44,9 @@ pub struct GpuOptions {
     /// Which shader modules keep wgpu's runtime checks (`None`: `STIPPLE_SHADER_CHECKS`, else
     /// [`ShaderChecks::Auto`]).
     pub shader_checks: Option<ShaderChecks>,
+    /// Per-adapter choice of kernel configurations by measurement, cached (on by default;
+    /// `--no-autotune`). See [`crate::autotune`].
+    pub autotune: AutotuneOptions,
 }
 
 /// The limits a device is requested with.
@@ -68,6 +73,7 @@ impl GpuOptions {
             shaders: var("STIPPLE_SHADERS").map(PathBuf::from),
             limits: LimitsRequest::default(),
             shader_checks: None,
+            autotune: AutotuneOptions::default(),
         }
     }
 }
@@ -196,6 +202,9 @@ pub struct Gpu {
     /// What graphs built for this device are shaped for (kernel variant, loop budget).
     pub target: Target,
     pub kernels: Arc<Kernels>,
+    /// Tuning settings, the decision cache and the measurement time spent (the decisions
+    /// themselves are in `target.tuning`).
+    pub autotune: Arc<Autotuner>,
     /// Dispatch-by-dispatch timing of every plan run while enabled (`generate --profile`).
     pub profiler: Arc<Collector>,
     faults: Arc<Mutex<Faults>>,
@@ -234,7 +243,7 @@ impl Gpu {
             None | Some("") => &adapters[0],
             Some(selector) => select(&adapters, selector)?,
         };
-        Self::open(adapter, force, shaders, checks, options.limits).await
+        Self::open(adapter, force, shaders, checks, options).await
     }
 
     async fn open(
@@ -242,11 +251,11 @@ impl Gpu {
         force: Option<crate::gpu::Variant>,
         shaders: Option<ShaderDir>,
         checks: ShaderChecks,
-        limits: LimitsRequest,
+        options: &GpuOptions,
     ) -> Result<Gpu> {
         let info = adapter.get_info();
         let features = adapter.features() & OPTIONAL_FEATURES;
-        let required_limits = match limits {
+        let required_limits = match options.limits {
             LimitsRequest::Adapter => adapter.limits(),
             LimitsRequest::WebGpuDefault => wgpu::Limits::default(),
         };
@@ -283,8 +292,10 @@ impl Gpu {
 
         let limits = device.limits();
         let target = Target::from_adapter(&info, features, &limits, force);
+        let autotune = Autotuner::open(&options.autotune, &info, shaders.is_some(), &target.tuning);
         Ok(Gpu {
             target,
+            autotune: Arc::new(autotune),
             kernels: Arc::new(
                 Kernels::new(features)
                     .with_shader_dir(shaders)
@@ -304,7 +315,12 @@ impl Gpu {
     /// all embedded for `None`), with a cache of its own: tensors are shared, so one benchmark
     /// can time embedded and edited shaders on the same data.
     pub fn with_shader_dir(&self, shaders: Option<ShaderDir>) -> Gpu {
+        let autotune = match shaders {
+            Some(_) => Arc::new(self.autotune.read_only()),
+            None => self.autotune.clone(),
+        };
         Gpu {
+            autotune,
             kernels: Arc::new(
                 Kernels::new(self.features)
                     .with_shader_dir(shaders)

@@ -19,8 +19,8 @@ pub struct TuneKey {
     /// tunables is `crate::autotune::candidates`.
     pub op: String,
     pub dtype: DType,
-    /// Representative sizes of the class, op-specific (GEMMs: M, N, K; attention: head dim,
-    /// keys): every shape of the class maps to these, and the tuner measures them.
+    /// Representative sizes of the class, op-specific (GEMMs: M, N; attention: head dim):
+    /// every shape of the class maps to these, and the tuner measures them.
     pub class: Vec<usize>,
 }
 
@@ -34,7 +34,7 @@ impl TuneKey {
     }
 }
 
-/// `op/dtype/s1xs2x…`, e.g. `linear_tiled/f16/4096x1280x2880` (the cache file's key).
+/// `op/dtype/s1xs2x…`, e.g. `linear_tiled/f16/4096x640` (the cache file's key).
 impl std::fmt::Display for TuneKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let class: Vec<String> = self.class.iter().map(|c| c.to_string()).collect();
@@ -202,8 +202,12 @@ mod tests {
 
     #[test]
     fn keys_print_and_parse() {
-        let key = TuneKey::new("linear_tiled", DType::F16, vec![4096, 1280, 2880]);
-        assert_eq!(key.to_string(), "linear_tiled/f16/4096x1280x2880");
+        let key = TuneKey::new("linear_tiled", DType::F16, vec![4096, 640]);
+        assert_eq!(key.to_string(), "linear_tiled/f16/4096x640");
+        assert_eq!(
+            "partial_tiled/f32/64".parse::<TuneKey>().unwrap().class,
+            [64]
+        );
         assert_eq!(key.to_string().parse::<TuneKey>().unwrap(), key);
         for bad in [
             "",

@@ -217,7 +217,7 @@ pub fn attention_with(
     // Causal attention only ever reads the first Tq keys.
     let keys_read = if causal { tq.min(tk) } else { tk };
     let tiled: Option<TiledAttention> =
-        (kernel == AttentionKernel::Tiled).then(|| attention_tiled::config_for(g, d, tk));
+        (kernel == AttentionKernel::Tiled).then(|| attention_tiled::config_for(g, d));
     let split_keys = match tiled {
         Some(c) => c.keys_per_split(d, g.target.loop_budget()),
         None => kernel.keys_per_split(d, g.target.loop_budget()),

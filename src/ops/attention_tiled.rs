@@ -101,22 +101,22 @@ impl TiledAttention {
     }
 }
 
-/// Shape class of an attention with head dim `d` over `keys` keys, as representative sizes:
-/// the head dim itself (it sets the tile and the unrolled loops) and keys up to 128 (cross
-/// attention over text tokens), 1024, or more.
-pub fn shape_class(d: usize, keys: usize) -> Vec<usize> {
-    let keys = match keys {
-        0..=128 => 77,
-        129..=1024 => 1024,
-        _ => 4096,
-    };
-    vec![d, keys]
+/// Shape class of an attention with head dim `d`, as a representative head dim: up to 64
+/// (SD1.x 40, SD2.x and SDXL 64), 128 (80) or more (160). The head dim sets the K/V tile and
+/// the unrolled loops; query and key counts are left out (the tuner times a typical
+/// self-attention), so a model has one to three classes.
+pub fn shape_class(d: usize) -> Vec<usize> {
+    match d {
+        0..=64 => vec![64],
+        65..=128 => vec![80],
+        _ => vec![160],
+    }
 }
 
-/// The configuration a graph uses for `partial_tiled` at head dim `d` over `keys` keys: the
-/// target's decision for the shape class, else [`DEFAULT`].
-pub fn config_for(g: &mut Graph, d: usize, keys: usize) -> TiledAttention {
-    let key = TuneKey::new("partial_tiled", g.dtype, shape_class(d, keys));
+/// The configuration a graph uses for `partial_tiled` at head dim `d`: the target's decision
+/// for the shape class, else [`DEFAULT`].
+pub fn config_for(g: &mut Graph, d: usize) -> TiledAttention {
+    let key = TuneKey::new("partial_tiled", g.dtype, shape_class(d));
     g.tuned(key)
         .and_then(|name| TiledAttention::named(&name))
         .unwrap_or(DEFAULT)
@@ -148,8 +148,9 @@ mod tests {
             .map(|c| c.name)
             .collect();
         assert_eq!(wide, ["wg64-kv32", "wg128-kv32"]);
-        assert_eq!(shape_class(40, 77), [40, 77]);
-        assert_eq!(shape_class(80, 1024), [80, 1024]);
-        assert_eq!(shape_class(40, 4096), [40, 4096]);
+        assert_eq!(shape_class(40), [64]);
+        assert_eq!(shape_class(64), [64]);
+        assert_eq!(shape_class(80), [80]);
+        assert_eq!(shape_class(160), [160]);
     }
 }

@@ -72,7 +72,9 @@ impl Pipeline {
         }
         let key = (which, rows, clip_skip);
         if !self.plans.text.contains_key(&key) {
-            let g = encoder.prompt_graph(self.text_dtype, rows, &states)?;
+            let g = crate::autotune::tuned_graph(&self.gpu, || {
+                encoder.prompt_graph(self.text_dtype, rows, &states)
+            })?;
             self.plans.text.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.text[&key];

@@ -463,9 +463,10 @@ impl Pipeline {
         let rows = if cfg { 2 * b } else { b };
         let key = (rows, lh, lw, cond.context_len);
         if !self.plans.unet.contains_key(&key) {
-            let g = self
-                .unet
-                .graph(self.dtype, rows, [lh, lw], cond.context_len, false)?;
+            let g = crate::autotune::tuned_graph(&self.gpu, || {
+                self.unet
+                    .graph(self.dtype, rows, [lh, lw], cond.context_len, false)
+            })?;
             self.plans.unet.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.unet[&key];
@@ -611,7 +612,9 @@ impl Pipeline {
     fn decode_plan_for(&mut self, [b, lh, lw]: [usize; 3]) -> Result<&Plan> {
         let key = (b, lh, lw);
         if !self.plans.decode.contains_key(&key) {
-            let g = self.vae.decode_graph(self.vae_dtype, b, [lh, lw], false)?;
+            let g = crate::autotune::tuned_graph(&self.gpu, || {
+                self.vae.decode_graph(self.vae_dtype, b, [lh, lw], false)
+            })?;
             self.plans.decode.insert(key, Plan::new(&self.gpu, g)?);
         }
         Ok(&self.plans.decode[&key])
@@ -716,9 +719,10 @@ impl Pipeline {
         let (lh, lw) = (height / f, width / f);
         let key = (b, height, width);
         if !self.plans.encode.contains_key(&key) {
-            let g = self
-                .vae
-                .encode_graph(self.vae_dtype, b, [height, width], false)?;
+            let g = crate::autotune::tuned_graph(&self.gpu, || {
+                self.vae
+                    .encode_graph(self.vae_dtype, b, [height, width], false)
+            })?;
             self.plans.encode.insert(key, Plan::new(&self.gpu, g)?);
         }
         let plan = &self.plans.encode[&key];

@@ -227,6 +227,10 @@ impl PreviewState {
                 if g.largest_value().is_some_and(|(_, b)| b > t.binding_limit) {
                     return linear(t, x0);
                 }
+                let g = match crate::autotune::prepare(gpu, &g) {
+                    true => taesd.decode_graph(1, [h, w], false)?,
+                    false => g,
+                };
                 self.plans.insert((h, w), Plan::new(gpu, g)?);
             }
             let scaling = taesd.config.scaling_factor as f64;

@@ -11,11 +11,21 @@ pub mod server;
 
 use stipple::{DType, Gpu, GpuOptions, Graph, Plan, ValueId};
 
+/// Options of the test adapter: the environment's, with autotuning off (every kernel in its
+/// default configuration, no cache read or written; `tests/autotune.rs` tunes on devices of its
+/// own, with scratch cache directories).
+pub fn gpu_options() -> GpuOptions {
+    GpuOptions {
+        autotune: stipple::gpu::AutotuneOptions::off(),
+        ..GpuOptions::from_env()
+    }
+}
+
 /// The adapter for GPU tests. Without one, tests skip locally but fail in CI (`CI=true`),
 /// where the tests must really execute kernels.
 pub fn gpu() -> Option<Gpu> {
     static GPU: std::sync::OnceLock<Result<Gpu, String>> = std::sync::OnceLock::new();
-    match GPU.get_or_init(|| Gpu::new(&GpuOptions::from_env()).map_err(|e| e.to_string())) {
+    match GPU.get_or_init(|| Gpu::new(&gpu_options()).map_err(|e| e.to_string())) {
         Ok(g) => Some(g.clone()),
         Err(e) if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false") => {
             panic!("CI needs a GPU adapter (lavapipe is installed by .ci/run): {e}")
