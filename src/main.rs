@@ -3,6 +3,7 @@
 mod cli;
 
 use clap::{Parser, Subcommand};
+use stipple::bench::model::BenchModel;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +40,10 @@ enum Command {
     Serve(Box<cli::serve::ServeArgs>),
     /// Benchmarks.
     Bench {
+        /// Run every kernel in its default configuration: measure nothing, read and write no
+        /// autotune cache.
+        #[arg(long, global = true)]
+        no_autotune: bool,
         #[command(subcommand)]
         what: BenchCommand,
     },
@@ -65,6 +70,9 @@ enum BenchCommand {
     Load(cli::bench::LoadArgs),
     /// Load test of `stipple serve`: concurrent clients, requests/s, latency, errors, RSS.
     Serve(cli::bench_serve::ServeBenchArgs),
+    /// Measure the kernel configurations for a family's shapes again on this adapter, print
+    /// the table and rewrite the autotune cache.
+    Autotune(cli::bench::AutotuneArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,39 +83,41 @@ fn main() -> std::process::ExitCode {
         shaders: cli.shaders,
         ..Default::default()
     };
+    // `--no-autotune`: default kernel configurations, no measurement, no cache file.
+    let autotune = |off: bool| stipple::GpuOptions {
+        autotune: stipple::gpu::AutotuneOptions {
+            enabled: !off,
+            ..Default::default()
+        },
+        ..options.clone()
+    };
     let result = match cli.command {
         Command::Info => cli::info::run(&options),
-        Command::Generate(args) => cli::generate::run(&options, &args),
+        Command::Generate(args) => cli::generate::run(&autotune(args.no_autotune), &args),
         Command::InitRandom(args) => cli::init_random::run(&args),
         Command::Convert(args) => cli::convert::run(&args),
-        Command::Serve(args) => cli::serve::run(&options, &args),
-        Command::Bench {
-            what: BenchCommand::Kernels(args),
-        } => cli::bench::run_kernels(&options, &args),
-        Command::Bench {
-            what: BenchCommand::Memory(args),
-        } => cli::bench::run_memory(&options, &args),
-        Command::Bench {
-            what: BenchCommand::Soak(args),
-        } => cli::bench::run_soak(&options, &args),
-        Command::Bench {
-            what: BenchCommand::Unet(args),
-        } => cli::bench::run_model(&options, stipple::bench::model::BenchModel::Unet, &args),
-        Command::Bench {
-            what: BenchCommand::Vae(args),
-        } => cli::bench::run_model(&options, stipple::bench::model::BenchModel::Vae, &args),
-        Command::Bench {
-            what: BenchCommand::Clip(args),
-        } => cli::bench::run_model(&options, stipple::bench::model::BenchModel::Clip, &args),
-        Command::Bench {
-            what: BenchCommand::Profile(args),
-        } => cli::bench::run_profile(&options, &args),
-        Command::Bench {
-            what: BenchCommand::Load(args),
-        } => cli::bench::run_load(&options, &args),
-        Command::Bench {
-            what: BenchCommand::Serve(args),
-        } => cli::bench_serve::run(&options, &args),
+        Command::Serve(args) => cli::serve::run(&autotune(args.no_autotune), &args),
+        Command::Bench { no_autotune, what } => {
+            let options = autotune(no_autotune);
+            match what {
+                BenchCommand::Kernels(args) => cli::bench::run_kernels(&options, &args),
+                BenchCommand::Memory(args) => cli::bench::run_memory(&options, &args),
+                BenchCommand::Soak(args) => cli::bench::run_soak(&options, &args),
+                BenchCommand::Unet(args) => {
+                    cli::bench::run_model(&options, BenchModel::Unet, &args)
+                }
+                BenchCommand::Vae(args) => cli::bench::run_model(&options, BenchModel::Vae, &args),
+                BenchCommand::Clip(args) => {
+                    cli::bench::run_model(&options, BenchModel::Clip, &args)
+                }
+                BenchCommand::Profile(args) => cli::bench::run_profile(&options, &args),
+                BenchCommand::Load(args) => cli::bench::run_load(&options, &args),
+                BenchCommand::Serve(args) => cli::bench_serve::run(&options, &args),
+                BenchCommand::Autotune(args) => {
+                    cli::bench::run_autotune(&options, no_autotune, &args)
+                }
+            }
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 //! the adapter's own peak (an FMA-throughput and a copy-bandwidth probe run in the same process);
 //! per-kernel and per-module profile tables ([`tables`]) and Chrome traces ([`trace`]).
 
+pub mod autotune;
 pub mod cases;
 pub mod kernels;
 pub mod load;

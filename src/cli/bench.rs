@@ -526,3 +526,105 @@ fn gflop(flops: u64) -> String {
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
+
+#[derive(clap::Args)]
+pub struct AutotuneArgs {
+    /// Whose shapes to measure: sd15, sd21, sd21-768, sd-turbo, sdxl or sdxl-turbo (the text
+    /// encoders, UNet and VAE decoder of a generation at the native size; published configs,
+    /// nothing is loaded).
+    #[arg(long, default_value = "sd15")]
+    pub family: String,
+    /// auto (f16 on GPUs with shader-f16, f32 on CPU adapters), f32 or f16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Seconds all measurements may take; keys not reached are measured at their next use.
+    #[arg(long, default_value_t = 10.0)]
+    pub budget: f64,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_autotune(
+    options: &GpuOptions,
+    no_autotune: bool,
+    args: &AutotuneArgs,
+) -> anyhow::Result<()> {
+    use stipple::bench::autotune::{run_autotune_bench, AutotuneBenchOptions};
+    anyhow::ensure!(
+        !no_autotune,
+        "`bench autotune` measures and caches: drop --no-autotune"
+    );
+    anyhow::ensure!(
+        options.shaders.is_none(),
+        "`bench autotune` measures the embedded shaders: drop --shaders"
+    );
+    anyhow::ensure!(
+        args.budget.is_finite() && args.budget > 0.0,
+        "--budget must be a positive number of seconds"
+    );
+    let family = stipple::weights::published_configs::Family::parse(&args.family)?;
+    let dtype = match args.dtype.as_str() {
+        "auto" => None,
+        other => Some(other.parse::<DType>()?),
+    };
+    let gpu = Gpu::new(options)?;
+    let opts = AutotuneBenchOptions {
+        family,
+        dtype,
+        budget: std::time::Duration::from_secs_f64(args.budget),
+    };
+    let report = run_autotune_bench(&gpu, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "adapter: {}; {} kernels; family {}; dtype {}; timing: {}; budget {:.1} s",
+        report.adapter,
+        report.variant,
+        report.family,
+        report.dtype,
+        report.timing,
+        report.budget_seconds
+    );
+    if report.keys == 0 {
+        println!(
+            "nothing to tune: no kernel of the {} variant has candidate configurations",
+            report.variant
+        );
+        return Ok(());
+    }
+    println!("\n{:<14} {:>10}  chosen", "candidate", "ms");
+    let mut key = "";
+    for r in &report.rows {
+        if r.key != key {
+            key = &r.key;
+            let op = key.split('/').take(2).collect::<Vec<_>>().join(" ");
+            let timed = r
+                .problem
+                .as_ref()
+                .map(|p| format!(" (timed: {p})"))
+                .unwrap_or_default();
+            println!("{op} {}{timed}", r.class);
+        }
+        let ms = r.ms.map_or("-".to_string(), |m| format!("{m:.3}"));
+        let note = match r.outcome.as_str() {
+            "timed" => String::new(),
+            other => format!("  {other}"),
+        };
+        let chosen = if r.chosen { "  *" } else { "" };
+        println!("  {:<12} {:>10}{chosen}{note}", r.candidate, ms);
+    }
+    println!(
+        "\n{} of {} keys decided in {:.2} s; {}",
+        report.decided,
+        report.keys,
+        report.seconds,
+        match &report.cache {
+            Some(p) => format!("cache rewritten: {p}"),
+            None => "no cache directory: decisions kept for this process only".into(),
+        }
+    );
+    Ok(())
+}

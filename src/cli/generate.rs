@@ -164,6 +164,10 @@ pub struct GenerateArgs {
     /// Module depth of the --profile table (1: down_blocks.1; 2: down_blocks.1.attentions.0).
     #[arg(long, default_value_t = 2)]
     pub profile_depth: usize,
+    /// Run every kernel in its default configuration: measure nothing, read and write no
+    /// autotune cache (`stipple bench autotune` refreshes the cache instead).
+    #[arg(long)]
+    pub no_autotune: bool,
 }
 
 /// "A,B" → [A, B] (SDXL's (height, width) / (top, left) pairs, in diffusers' order).

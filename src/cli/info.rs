@@ -37,6 +37,7 @@ pub fn run(options: &GpuOptions) -> anyhow::Result<()> {
             .map(|d| format!("; shaders from {}", d.dir.display()))
             .unwrap_or_default()
     );
+    println!("{}", autotune_line(&gpu));
     let yes_no = |f: wgpu::Features| {
         if gpu.features.contains(f) {
             "yes"
@@ -99,4 +100,30 @@ pub fn run(options: &GpuOptions) -> anyhow::Result<()> {
         l.max_uniform_buffer_binding_size >> 10
     );
     Ok(())
+}
+
+/// Where the autotune cache is and what it holds for this adapter.
+fn autotune_line(gpu: &Gpu) -> String {
+    use stipple::autotune::cache;
+    let tuner = &gpu.autotune;
+    let in_use = gpu.target.tuning.len();
+    match tuner.cache_path() {
+        None if !tuner.measuring() => {
+            "Autotune: off (default kernel configurations; --shaders turns it off)".into()
+        }
+        None => format!("Autotune: on, no cache directory ({in_use} decisions in use)"),
+        Some(path) => {
+            let held = match cache::summary(path, tuner.adapter_key()) {
+                Some((mine, entries)) => format!(
+                    "{mine} decisions for this adapter, driver and version ({entries} entries)"
+                ),
+                None if path.exists() => "unusable: ignored".into(),
+                None => "no file yet".into(),
+            };
+            format!(
+                "Autotune: on; cache {} ({held}); `stipple bench autotune` refreshes it",
+                path.display()
+            )
+        }
+    }
 }

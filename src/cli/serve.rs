@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// whose prompt names one as <lora:NAME:MULTIPLIER> (NAME = the file name without .safetensors).
     #[arg(long, value_name = "DIR")]
     pub lora_dir: Option<PathBuf>,
+    /// Run every kernel in its default configuration: measure nothing, read and write no
+    /// autotune cache.
+    #[arg(long)]
+    pub no_autotune: bool,
 }
 
 pub fn run(gpu: &GpuOptions, args: &ServeArgs) -> anyhow::Result<()> {
