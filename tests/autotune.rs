@@ -287,25 +287,14 @@ fn a_corrupt_cache_warns_once_and_generation_goes_on() {
     std::fs::write(scratch.join("autotune.json"), "{ not json").expect("write");
     let out = scratch.join("out.png");
     let model = fixture("tiny-pipe");
-    let (ok, _, err) = stipple_in(
-        scratch.path(),
-        &[
-            "generate",
-            "a red square",
-            "-m",
-            model.to_str().unwrap(),
-            "--steps",
-            "1",
-            "-W",
-            "16",
-            "-H",
-            "16",
-            "--dtype",
-            "f32",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    );
+    let generate = |extra: &[&str]| {
+        let (model, out) = (model.to_str().unwrap(), out.to_str().unwrap());
+        let mut args = vec!["generate", "a red square", "-m", model, "--steps", "1"];
+        args.extend(["-W", "16", "-H", "16", "--dtype", "f32", "-o", out]);
+        args.extend(extra);
+        stipple_in(scratch.path(), &args)
+    };
+    let (ok, _, err) = generate(&[]);
     assert!(ok, "{err}");
     assert!(out.exists());
     let warnings = err
@@ -314,26 +303,7 @@ fn a_corrupt_cache_warns_once_and_generation_goes_on() {
         .count();
     assert_eq!(warnings, 1, "{err}");
     // `--no-autotune` does not read it: no warning.
-    let (ok, _, err) = stipple_in(
-        scratch.path(),
-        &[
-            "generate",
-            "a red square",
-            "-m",
-            model.to_str().unwrap(),
-            "--steps",
-            "1",
-            "-W",
-            "16",
-            "-H",
-            "16",
-            "--dtype",
-            "f32",
-            "--no-autotune",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (ok, _, err) = generate(&["--no-autotune"]);
     assert!(ok, "{err}");
     assert!(!err.contains("warning: autotune"), "{err}");
 }

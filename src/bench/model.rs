@@ -9,6 +9,10 @@
 //! [`super::random_weights`]). `unet` = one denoising step at `batch` (2 = CFG) with 77 context
 //! tokens; `vae` = the decoder at the size (an untiled decode: a size the pipeline would tile
 //! is an error that says so); `clip` = the family's text encoder(s) on 77 tokens.
+//!
+//! Graphs run the adapter's tuned kernel configurations: keys without a decision are measured
+//! before the warm-up, as the pipeline does at first use ([`crate::autotune::tuned_graph`]),
+//! unless tuning is off (`--no-autotune`).
 
 use std::path::PathBuf;
 

@@ -115,7 +115,9 @@ fn autotune_line(gpu: &Gpu) -> String {
         Some(path) => {
             let held = match cache::summary(path, tuner.adapter_key()) {
                 Some((mine, entries)) => format!(
-                    "{mine} decisions for this adapter, driver and version ({entries} entries)"
+                    "{mine} decisions for this adapter, driver and stipple version; {entries} {} \
+                     in the file",
+                    if entries == 1 { "entry" } else { "entries" }
                 ),
                 None if path.exists() => "unusable: ignored".into(),
                 None => "no file yet".into(),

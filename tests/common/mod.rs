@@ -175,7 +175,18 @@ pub fn run_graph(
     inputs: &[(&str, &[usize], &[f32])],
     build: impl FnOnce(&mut Graph, &[ValueId]) -> stipple::Result<ValueId>,
 ) -> Vec<f32> {
-    let mut g = Graph::new(dtype);
+    run_graph_for(gpu, &stipple::gpu::Target::default(), dtype, inputs, build)
+}
+
+/// [`run_graph`] with the graph built for `target` (a kernel variant or configuration forced).
+pub fn run_graph_for(
+    gpu: &Gpu,
+    target: &stipple::gpu::Target,
+    dtype: DType,
+    inputs: &[(&str, &[usize], &[f32])],
+    build: impl FnOnce(&mut Graph, &[ValueId]) -> stipple::Result<ValueId>,
+) -> Vec<f32> {
+    let mut g = Graph::for_target(dtype, target);
     let ids: Vec<ValueId> = inputs
         .iter()
         .map(|(n, s, _)| g.input(n, s).expect("input"))
