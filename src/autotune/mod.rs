@@ -34,7 +34,6 @@ pub mod choose;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod measure;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -128,7 +127,7 @@ impl Autotuner {
     /// forgotten in both. A cache that cannot be written warns once: never an error.
     #[cfg(not(target_arch = "wasm32"))]
     fn record(&self, tuning: &Tuning, reports: &[KeyReport], dropped: &[TuneKey]) {
-        let mut decided = BTreeMap::new();
+        let mut decided = std::collections::BTreeMap::new();
         for r in reports {
             if let Some(c) = &r.chosen {
                 tuning.decide(r.key.clone(), c);
