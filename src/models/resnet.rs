@@ -47,7 +47,7 @@ impl ResnetBlock2D {
         groups: usize,
         eps: f32,
     ) -> Result<Self> {
-        Self::load_with(
+        Self::load_concat(
             ctx,
             w,
             [in_channels, 0],
@@ -59,29 +59,8 @@ impl ResnetBlock2D {
     }
 
     /// A block whose input is `[hidden ‖ skip]` of `[hidden, skip]` channels (the UNet's up
-    /// blocks), run with [`Self::forward_concat`].
+    /// blocks), run with [`Self::forward_concat`]; `skip` 0 is [`Self::load`]'s one input.
     pub fn load_concat(
-        ctx: Ctx,
-        w: &WeightsView,
-        [hidden, skip]: [usize; 2],
-        out_channels: usize,
-        temb_channels: Option<usize>,
-        groups: usize,
-        eps: f32,
-    ) -> Result<Self> {
-        Self::load_with(
-            ctx,
-            w,
-            [hidden, skip],
-            out_channels,
-            temb_channels,
-            groups,
-            eps,
-        )
-    }
-
-    /// `skip` 0: one input of `hidden` channels.
-    fn load_with(
         ctx: Ctx,
         w: &WeightsView,
         [hidden, skip]: [usize; 2],
