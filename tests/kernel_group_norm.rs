@@ -374,3 +374,35 @@ fn group_norm_rejects_indivisible_channels_and_mismatched_inputs() {
         "{err}"
     );
 }
+
+/// A device without SUBGROUP never compiles the subgroup shader: asking for it is an error
+/// naming the shader and the feature (ops only pick it where `Target::subgroups` is true).
+#[test]
+fn subgroup_statistics_need_the_subgroup_feature() {
+    let Some(gpu) = gpu() else { return };
+    let mut without = gpu.clone();
+    without.kernels = std::sync::Arc::new(stipple::gpu::Kernels::new(
+        gpu.features - wgpu::Features::SUBGROUP,
+    ));
+    let t = Tensor::from_f32(&gpu, "n.weight", &[8], DType::F32, &[1.0; 8]).expect("t");
+    let norm = GroupNorm {
+        groups: 2,
+        eps: 1e-5,
+        weight: t.clone(),
+        bias: t,
+    };
+    let mut g = Graph::for_target(DType::F32, &gpu.target.clone().with_variant(Variant::Gpu));
+    let x = g.input("x", &[1, 4, 8]).expect("x");
+    let y =
+        group_norm::group_norm_with(&mut g, "norm", x.into(), &norm, true, StatsKernel::Subgroup)
+            .expect("graph");
+    g.output("out", y).expect("output");
+    let err = match Plan::new(&without, g) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("compiled the subgroup shader without SUBGROUP"),
+    };
+    assert!(
+        err.contains("group_norm_subgroup") && err.contains("SUBGROUP"),
+        "{err}"
+    );
+}
