@@ -1,7 +1,12 @@
 // Group normalisation over NHWC activations, with optional fused SiLU (diffusers GroupNorm(+SiLU)):
-//   group g of batch b = channels [g·cpg, (g+1)·cpg) over all HW pixels
-//   mean, var = statistics of that group;  dst = (src − mean) / √(var + eps) · gamma[c] + beta[c]
-//   then SiLU if SILU = 1.                           src, dst (B, HW, C); gamma, beta (C)
+//   x = src (B, HW, C), or [src ‖ src2] on channels when TWO_SOURCES = 1: src (B, HW, C1),
+//       src2 (B, HW, C − C1), read where they are (diffusers' up blocks normalise
+//       torch.cat([hidden_states, res_hidden_states], dim=1); the concatenation is never written)
+//   x[b, ·, c] += add[b, c] when ADD = 1 (ResnetBlock2D: conv1's output + time_emb_proj(temb),
+//       add (B, C), summed in f32 as it is loaded)
+//   group g of batch b = channels [g·cpg, (g+1)·cpg) over all HW pixels (a group may straddle C1)
+//   mean, var = statistics of that group;  dst = (x − mean) / √(var + eps) · gamma[c] + beta[c]
+//   then SiLU if SILU = 1.                                       dst (B, HW, C); gamma, beta (C)
 //
 // One workgroup per group would give only 32 workgroups per image, so the reduction is split:
 //   partial_stats: workgroup (chunk, g, b) reduces `chunk_pixels` pixels of one group to
@@ -9,6 +14,9 @@
 //   finalize:      workgroup (g, b) merges the chunks into (mean, 1/√(var + eps));
 //   apply:         one invocation per element (reading the partials directly when a group is
 //                  a single chunk, and finalize is skipped).
+// partial_stats and finalize reduce through workgroup memory (a barrier tree: every adapter);
+// group_norm_subgroup.wgsl has the same two entries reduced with subgroup operations, writing
+// the same partials and stats for this file's apply.
 // Statistics are f32 whatever T is.
 
 alias T = f32;
@@ -18,6 +26,8 @@ override SILU: u32 = 0;
 // 1 when each group is one chunk: apply reads its statistics straight from the partials and
 // the finalize dispatch is skipped (per-dispatch cost dominates small tensors on lavapipe).
 override FROM_PARTIALS: u32 = 0;
+override TWO_SOURCES: u32 = 0;
+override ADD: u32 = 0;
 
 struct Params {
     n: u32,            // B · HW · C
@@ -27,6 +37,7 @@ struct Params {
     chunk_pixels: u32,
     chunks: u32,
     eps: f32,
+    c1: u32,           // channels of src (C unless TWO_SOURCES)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,8 +47,24 @@ struct Params {
 @group(0) @binding(4) var<storage, read> gamma: array<T>;
 @group(0) @binding(5) var<storage, read> beta: array<T>;
 @group(0) @binding(6) var<storage, read_write> dst: array<T>;
+@group(0) @binding(7) var<storage, read> src2: array<T>;                      // (B, HW, C − C1)
+@group(0) @binding(8) var<storage, read> add: array<T>;                       // (B, C)
 
 var<workgroup> scratch: array<vec4<f32>, WG>;
+
+// x at pixel row `row` = b·HW + pixel, channel `ch`.
+fn load(row: u32, b: u32, ch: u32) -> f32 {
+    var x: f32;
+    if (TWO_SOURCES == 1u && ch >= p.c1) {
+        x = f32(src2[row * (p.c - p.c1) + (ch - p.c1)]);
+    } else {
+        x = f32(src[row * p.c1 + ch]);
+    }
+    if (ADD == 1u) {
+        x += f32(add[b * p.c + ch]);
+    }
+    return x;
+}
 
 // Chan et al.: merge two (count, mean, M2) summaries.
 fn merge(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
@@ -72,9 +99,7 @@ fn partial_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     // Welford over this invocation's strided elements.
     var acc = vec4<f32>(0.0);
     for (var e = lid; e < count; e += WG) {
-        let pixel = pixel0 + e / cpg;
-        let ch = g * cpg + e % cpg;
-        let x = f32(src[(b * p.hw + pixel) * p.c + ch]);
+        let x = load(b * p.hw + pixel0 + e / cpg, b, g * cpg + e % cpg);
         acc.x += 1.0;
         let delta = x - acc.y;
         acc.y += delta / acc.x;
@@ -108,8 +133,9 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_index) lid: u32) {
     let i = (wid.y * nwg.x + wid.x) * WG + lid;
     if (i >= p.n) { return; }
-    let ch = i % p.c;
-    let b = i / (p.hw * p.c);
+    let row = i / p.c;
+    let ch = i - row * p.c;
+    let b = row / p.hw;
     let bg = b * p.groups + ch / (p.c / p.groups);
     var s: vec2<f32>;
     if (FROM_PARTIALS == 1u) {
@@ -118,7 +144,7 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     } else {
         s = stats[bg];
     }
-    var y = (f32(src[i]) - s.x) * s.y * f32(gamma[ch]) + f32(beta[ch]);
+    var y = (load(row, b, ch) - s.x) * s.y * f32(gamma[ch]) + f32(beta[ch]);
     if (SILU == 1u) { y = y / (1.0 + exp(-y)); }
     dst[i] = T(y);
 }

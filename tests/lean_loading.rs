@@ -10,7 +10,9 @@
 //!   is gathered on the CPU); under 30 KiB, below its largest weights, those load split into
 //!   output ranges and give the same image within 1e-6, with and without a LoRA merged into the
 //!   split layers; under a limit too small for 8 output rows of a weight, loading fails naming
-//!   the tensor and the limit.
+//!   the tensor and the limit. A conv_shortcut over `[hidden ‖ skip]`, loaded as two input ranges,
+//!   splits each range into output ranges there too and computes what the whole layer computes
+//!   over the concatenation.
 //! - F16 files loaded as F16 upload their bits without conversion: packing raw f16 bits equals
 //!   packing the f32 values and converting (CPU), and the tiny-pipe f16 folder gives the same
 //!   image, bit for bit, as its f32 copy (written with `stipple convert`'s functions, so it
@@ -387,4 +389,49 @@ fn weights_past_the_binding_limit_are_split_by_output_rows() {
             && m.contains("max_storage_buffer_binding_size is 16384"),
         "{m}"
     );
+}
+
+/// tiny-pipe's `up_blocks.0.resnets.0.conv_shortcut` (32 ← 32 + 32, 1×1) as a [`ConcatConv2d`]
+/// under a 1 KiB binding limit: each input range (32 rows) splits into output ranges (4 of 8
+/// channels in f32, 2 of 16 in f16) and `W_b·skip + (W_a·hidden + b)` equals the whole layer over
+/// the concatenation within 1e-6 (f32) and 4e-3 (f16) of max(1, max |output|).
+#[test]
+fn conv_over_a_concatenation_splits_by_input_and_output_ranges() {
+    use stipple::models::concat_conv::ConcatConv2d;
+    use stipple::models::{layers, split, Ctx};
+    use stipple::ops::concat::concat_channels;
+    use stipple::ops::conv2d::Conv2dOptions;
+    let Some(gpu) = gpu() else { return };
+    let weights =
+        stipple::weights::Weights::open(fixture("tiny-pipe").join("unet")).expect("weights");
+    let w = weights.pp("up_blocks.0.resnets.0.conv_shortcut");
+    let mut low = gpu.clone();
+    low.limits.max_storage_buffer_binding_size = 1 << 10;
+    for dtype in dtypes(&gpu) {
+        let folded = ConcatConv2d::load(Ctx::new(&low, dtype), &w, [32, 32], 32, 1).expect("split");
+        let parts = if dtype == DType::F32 { 4 } else { 2 };
+        assert_eq!(folded.a.parts.len(), parts);
+        assert_eq!(folded.b.parts.len(), parts);
+        assert!(folded.a.parts[0].bias.is_some() && folded.b.parts[0].bias.is_none());
+        let whole = layers::conv2d(Ctx::new(&gpu, dtype), &w, 64, 32, 1).expect("whole");
+        assert_eq!(whole.parts.len(), 1);
+        let mut rng = Rng::new(3);
+        let shape = [2, 3, 5, 32];
+        let (h, s) = (
+            quantize(&rng.vec(960, 2.0), dtype),
+            quantize(&rng.vec(960, 2.0), dtype),
+        );
+        let opts = Conv2dOptions::default();
+        let inputs: [(&str, &[usize], &[f32]); 2] = [("h", &shape, &h), ("s", &shape, &s)];
+        let got = run_graph(&gpu, dtype, &inputs, |g, ids| {
+            folded.forward(g, "conv_shortcut", ids[0], ids[1], opts)
+        });
+        let want = run_graph(&gpu, dtype, &inputs, |g, ids| {
+            let cat = concat_channels(g, "cat", ids[0], ids[1])?;
+            split::conv2d(g, "conv_shortcut", cat, &whole, opts)
+        });
+        let err = max_abs_diff(&got, &want) / max_abs(&want).max(1.0);
+        let tol = if dtype == DType::F32 { 1e-6 } else { 4e-3 };
+        assert!(err <= tol, "{}: {err}", dtype.name());
+    }
 }

@@ -3,7 +3,9 @@
 //! fused q/k/v parts, text encoder), diffusers/PEFT (with and without diffusers'
 //! `lora_adapter_metadata` alphas), the older attention-processor form, SDXL
 //! LDM key naming, two LoRAs at once, scale changes and removal through `set_loras` on one
-//! loaded pipeline, the unmatched-key error and `--lora` on the CLI.
+//! loaded pipeline, the unmatched-key error and `--lora` on the CLI. A PEFT LoRA on the
+//! conv_shortcuts (up blocks: loaded as two input ranges of `[hidden ‖ skip]`, merged range by
+//! range) equals the model with the delta merged into its weights on the CPU.
 //! Tolerance on the [0, 1] image, f32: 1e-4 (as tests/pipeline.rs); every LoRA golden differs
 //! from the base image by more than 0.3, so a LoRA left out or mis-scaled fails.
 
@@ -290,4 +292,123 @@ fn cli_lora_flag_matches_diffusers() {
     assert!(ok, "{stderr}");
     assert!(stderr.contains("warning: lora"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// PEFT (`unet.….lora_A` (r, cin, 1, 1), `lora_B` (cout, r, 1, 1), no alpha: scale = the
+/// multiplier) on three conv_shortcuts: two in the up blocks, whose input is `[hidden ‖ skip]`
+/// (32 + 32 and 32 + 16 channels) and whose weight is loaded as two input ranges, merged range
+/// by range; one in a down block (one input). The image equals, within 1e-6, the one of a copy
+/// of tiny-pipe whose conv_shortcut weights are W + scale·B·A, merged on the CPU in the order
+/// stipple merges (f32 file), and differs from the base image by more than 1e-3.
+#[test]
+fn peft_lora_on_conv_shortcuts_merges_per_input_range() {
+    use safetensors::tensor::TensorView;
+    let Some(gpu) = gpu() else { return };
+    let scratch = common::scratch::Scratch::new("lora-shortcut");
+    let merged_dir = scratch.copy_of(&fixture("tiny-pipe"), "tiny-pipe-merged");
+    let (scale, rank) = (0.7f32, 2);
+    let modules = [
+        ("up_blocks.0.resnets.0.conv_shortcut", 32, 64),
+        ("up_blocks.0.resnets.1.conv_shortcut", 32, 48),
+        ("down_blocks.1.resnets.0.conv_shortcut", 32, 16),
+    ];
+    let mut rng = Rng::new(5);
+    let mut lora_tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    // weight name → (A, B, scale)
+    let mut deltas = std::collections::HashMap::new();
+    for (module, cout, cin) in modules {
+        let (a, b) = (rng.vec(rank * cin, 0.5), rng.vec(cout * rank, 0.5));
+        deltas.insert(format!("{module}.weight"), (a.clone(), b.clone(), scale));
+        lora_tensors.push((
+            format!("unet.{module}.lora_A.weight"),
+            vec![rank, cin, 1, 1],
+            a,
+        ));
+        lora_tensors.push((
+            format!("unet.{module}.lora_B.weight"),
+            vec![cout, rank, 1, 1],
+            b,
+        ));
+    }
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let write = |path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]| {
+        let data: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| bytes(v)).collect();
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .zip(&data)
+            .map(|((n, s, _), d)| {
+                let view = TensorView::new(safetensors::Dtype::F32, s.clone(), d).expect("view");
+                (n.clone(), view)
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, path).expect("write safetensors");
+    };
+    let lora_path = scratch.path().join("peft_conv_shortcut.safetensors");
+    write(&lora_path, &lora_tensors);
+
+    // The merged copy: every UNet tensor as f32, the three weights plus their deltas, merged
+    // as stipple merges (lora::apply::add_delta: W[o, ·] += (scale · B[o, k]) · A[k, ·] for k in
+    // order, on the base's f32 values).
+    let unet_file = merged_dir.join("unet/diffusion_pytorch_model.safetensors");
+    let raw = std::fs::read(&unet_file).expect("unet");
+    let st = safetensors::SafeTensors::deserialize(&raw).expect("safetensors");
+    let mut unet: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut values: Vec<f32> = match view.dtype() {
+            safetensors::Dtype::F16 => view
+                .data()
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            safetensors::Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            other => panic!("{name}: {other:?}"),
+        };
+        if let Some((a, b, scale)) = deltas.get(&name) {
+            let (cout, cin) = (view.shape()[0], view.shape()[1]);
+            for (o, row) in values.chunks_exact_mut(cin).enumerate() {
+                for k in 0..rank {
+                    let u = scale * b[o * rank + k];
+                    for (x, &v) in row.iter_mut().zip(&a[k * cin..(k + 1) * cin]) {
+                        *x += u * v;
+                    }
+                }
+            }
+            assert_eq!(values.len(), cout * cin);
+        }
+        unet.push((name, view.shape().to_vec(), values));
+    }
+    assert_eq!(
+        unet.iter()
+            .filter(|(n, _, _)| deltas.contains_key(n))
+            .count(),
+        3
+    );
+    drop(st);
+    write(&unet_file, &unet);
+
+    let golden = golden();
+    let (_, latents) = golden.f32("latents");
+    let image = |pipe: &mut Pipeline| {
+        pipe.generate(&options(latents.clone()), |_, _| Progress::Continue)
+            .expect("generate")
+            .images
+    };
+    let mut pipe = Pipeline::load(&gpu, &fixture("tiny-pipe"), Some(DType::F32)).expect("load");
+    let base = image(&mut pipe);
+    let reports = pipe.set_loras(&[(&lora_path, scale)]).expect("PEFT LoRA");
+    assert_eq!(reports[0].modules[&Component::Unet], 3);
+    let with_lora = image(&mut pipe);
+    let mut merged = Pipeline::load(&gpu, &merged_dir, Some(DType::F32)).expect("merged copy");
+    let want = image(&mut merged);
+    let changed = max_abs_diff(&want, &base);
+    let err = max_abs_diff(&with_lora, &want);
+    eprintln!(
+        "conv_shortcut LoRA: changes the image by {changed:.2e}, off the merged copy by {err:.2e}"
+    );
+    assert!(changed > 1e-3, "the LoRA changes the image ({changed})");
+    assert!(err <= 1e-6, "LoRA merged per input range is off by {err}");
 }

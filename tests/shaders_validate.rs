@@ -3,7 +3,9 @@
 //! and files, all validated here); a shader directory (`--shaders DIR`) is validated when loaded,
 //! with errors pointing at file:line.
 
-use stipple::gpu::kernels::{shader_source, validate_wgsl, ShaderDir, SHADERS};
+use stipple::gpu::kernels::{
+    shader_source, validate_wgsl, web_shader_source, ShaderDir, SHADERS, SUBGROUP_SHADERS,
+};
 use stipple::DType;
 
 fn validate(name: &str, dtype: DType) -> Result<(), String> {
@@ -71,6 +73,56 @@ fn attention_variants_have_their_entry_points() {
     let names = entries("attention");
     for e in ["partial", "partial_tiled", "combine"] {
         assert!(names.iter().any(|n| n == e), "attention.wgsl lacks {e}");
+    }
+}
+
+/// The subgroup statistics of group norm (`group_norm_subgroup.wgsl`): its entries validate in
+/// f32 and f16 with naga's SUBGROUP capability and fail without it (so they really use subgroup
+/// operations, and a device without SUBGROUP must never compile them); the web build's source
+/// starts with `enable subgroups;` (browsers require it) on the first line, which naga, natively,
+/// rejects: natively the prelude leaves it out. Shaders without subgroup operations get no such
+/// directive, on the web or natively.
+#[test]
+fn subgroup_shaders_validate_with_the_capability_and_carry_the_web_directive() {
+    assert_eq!(SUBGROUP_SHADERS, ["group_norm_subgroup"]);
+    for dtype in [DType::F32, DType::F16] {
+        let native = shader_source("group_norm_subgroup", dtype).expect("source");
+        let native_first = native.lines().next().unwrap_or_default();
+        assert!(!native_first.contains("enable subgroups"), "{native_first}");
+        let module = validate_wgsl(&native, "group_norm_subgroup.wgsl").expect("validates");
+        let entries: Vec<&str> = module
+            .entry_points
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(entries, ["partial_stats", "finalize"], "{}", dtype.name());
+
+        let parsed = naga::front::wgsl::parse_str(&native).expect("parses");
+        let without =
+            naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16;
+        let err = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), without)
+            .validate(&parsed)
+            .expect_err("subgroup operations need the SUBGROUP capability");
+        assert!(format!("{err:?}").contains("SUBGROUP"), "{err:?}");
+
+        let web = web_shader_source("group_norm_subgroup", dtype).expect("web source");
+        let first = web.lines().next().unwrap_or_default();
+        assert!(first.contains("enable subgroups;"), "{first}");
+        assert_eq!(
+            first.contains("enable f16;"),
+            dtype == DType::F16,
+            "{first}"
+        );
+        assert_eq!(web.lines().count(), native.lines().count());
+        assert!(naga::front::wgsl::parse_str(&web).is_err());
+
+        for (name, _) in SHADERS
+            .iter()
+            .filter(|(n, _)| !SUBGROUP_SHADERS.contains(n))
+        {
+            let web = web_shader_source(name, dtype).expect(name);
+            assert_eq!(web, shader_source(name, dtype).expect(name), "{name}");
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::graph::{Graph, ValueId};
 use crate::ops::attention::{self, AttentionKernel, AttentionOptions};
 use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
 use crate::ops::elementwise::Activation;
-use crate::ops::group_norm::{self, GroupNorm};
+use crate::ops::group_norm::{self, GroupNorm, StatsKernel};
 use crate::ops::matmul::{self, LinearOptions, LinearWeight};
 
 /// Which op a case runs.
@@ -26,13 +26,14 @@ pub enum CaseKind {
         cross: bool,
         kernel: Option<AttentionKernel>,
     },
-    /// GroupNorm(32) + SiLU over (B, HW, 320).
-    GroupNorm,
+    /// GroupNorm(32) + SiLU over (B, HW, 320); `stats: None` = the reduction the target picks.
+    GroupNorm { stats: Option<StatsKernel> },
 }
 
 impl CaseKind {
-    /// The cases of the kernel table; with `variants`, every attention kernel too (side by side
-    /// in one run).
+    /// The cases of the kernel table; with `variants`, every attention kernel and both group-norm
+    /// reductions too (side by side in one run; the subgroup one only where the device has
+    /// SUBGROUP, see [`CaseKind::runs_on`]).
     pub fn table(variants: bool) -> Vec<CaseKind> {
         let mut cases = vec![CaseKind::Linear];
         // CLIP-L attention / fc1 / fc2, and SDXL's OpenCLIP-bigG fc1.
@@ -54,8 +55,23 @@ impl CaseKind {
                 }
             }
         }
-        cases.push(CaseKind::GroupNorm);
+        cases.push(CaseKind::GroupNorm { stats: None });
+        if variants {
+            for stats in [StatsKernel::Workgroup, StatsKernel::Subgroup] {
+                cases.push(CaseKind::GroupNorm { stats: Some(stats) });
+            }
+        }
         cases
+    }
+
+    /// Whether the case can run on `gpu` (the subgroup reduction needs SUBGROUP).
+    pub fn runs_on(&self, gpu: &Gpu) -> bool {
+        match self {
+            CaseKind::GroupNorm {
+                stats: Some(StatsKernel::Subgroup),
+            } => gpu.target.subgroups,
+            _ => true,
+        }
     }
 
     pub fn label(&self) -> String {
@@ -75,7 +91,11 @@ impl CaseKind {
                     Some(AttentionKernel::Tiled) => format!("{what} [tiled]"),
                 }
             }
-            CaseKind::GroupNorm => "group norm + SiLU".into(),
+            CaseKind::GroupNorm { stats } => match stats {
+                None => "group norm + SiLU".into(),
+                Some(StatsKernel::Workgroup) => "group norm + SiLU [workgroup]".into(),
+                Some(StatsKernel::Subgroup) => "group norm + SiLU [subgroup]".into(),
+            },
         }
     }
 
@@ -86,7 +106,7 @@ impl CaseKind {
             CaseKind::Linear | CaseKind::TextLinear { .. } => &["matmul", "matmul_tiled"],
             CaseKind::Conv(_) => &["conv2d", "conv2d_tiled"],
             CaseKind::Attention { .. } => &["attention"],
-            CaseKind::GroupNorm => &["group_norm"],
+            CaseKind::GroupNorm { .. } => &["group_norm", "group_norm_subgroup"],
         }
     }
 }
@@ -202,7 +222,7 @@ pub fn build(gpu: &Gpu, kind: CaseKind, dtype: DType, b: usize, s: usize) -> Res
                 }),
             }
         }
-        CaseKind::GroupNorm => {
+        CaseKind::GroupNorm { stats } => {
             let c = 320;
             let (gamma, beta) = (noise(c, 11, 1.0), noise(c, 12, 1.0));
             let norm = GroupNorm {
@@ -212,7 +232,8 @@ pub fn build(gpu: &Gpu, kind: CaseKind, dtype: DType, b: usize, s: usize) -> Res
                 bias: Tensor::from_f32(gpu, "bench.gn.bias", &[c], dtype, &beta)?,
             };
             let (x, xd) = input(&mut g, "x", &[b, s * s, c], 1)?;
-            let y = group_norm::group_norm(&mut g, "norm", x, &norm, true)?;
+            let stats = stats.unwrap_or_else(|| StatsKernel::for_target(&gpu.target));
+            let y = group_norm::group_norm_with(&mut g, "norm", x.into(), &norm, true, stats)?;
             finish(&mut g, y)?;
             let x2 = xd.clone();
             Case {

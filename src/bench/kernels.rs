@@ -24,7 +24,7 @@ pub struct KernelBenchOptions {
     pub latent: usize,
     /// Timed runs per kernel (after one warm-up run); the median is reported.
     pub iters: usize,
-    /// Also time every attention kernel variant (side by side in one run).
+    /// Also time every attention kernel and group-norm reduction (side by side in one run).
     pub variants: bool,
     /// Only the cases whose label contains this.
     pub only: Option<String>,
@@ -133,9 +133,10 @@ fn result(case: &Case, label: String, secs: f64, peak: &Peak) -> KernelResult {
     }
 }
 
-/// The cases `o` asks for.
-fn selected(o: &KernelBenchOptions) -> Vec<CaseKind> {
+/// The cases `o` asks for that can run on `gpu`.
+fn selected(o: &KernelBenchOptions, gpu: &Gpu) -> Vec<CaseKind> {
     let mut kinds = CaseKind::table(o.variants);
+    kinds.retain(|k| k.runs_on(gpu));
     if let Some(only) = &o.only {
         kinds.retain(|k| k.label().contains(only.as_str()));
     }
@@ -162,7 +163,7 @@ pub fn run_kernel_bench(
     progress("peak probes");
     let peak = measure_peak(gpu, o.iters)?;
     let mut kernels = Vec::new();
-    for kind in selected(o) {
+    for kind in selected(o, gpu) {
         let label = kind.label();
         progress(&label);
         let case = cases::build(gpu, kind, o.dtype, o.batch, o.latent)?;
@@ -262,7 +263,7 @@ pub fn run_kernel_compare(
             message: "no shader directory given".into(),
         })?;
     let names: Vec<String> = dir.names().map(String::from).collect();
-    let kinds: Vec<CaseKind> = selected(o)
+    let kinds: Vec<CaseKind> = selected(o, embedded)
         .into_iter()
         .filter(|k| k.shaders().iter().any(|s| names.iter().any(|n| n == s)))
         .collect();

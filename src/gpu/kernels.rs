@@ -6,6 +6,11 @@
 //! Tile and workgroup sizes are `override` constants given per pipeline. Pipelines are cached by
 //! (shader, entry point, dtype, overrides).
 //!
+//! Shaders in [`SUBGROUP_SHADERS`] use subgroup operations: they are compiled only on devices
+//! with the SUBGROUP feature (the ops pick them from `Target::subgroups`), and on the web their
+//! source starts with `enable subgroups;`, which browsers require and naga, natively, rejects
+//! ([`prelude`]).
+//!
 //! Modules of the shaders in [`TRUSTED`] are created without wgpu's runtime checks (no index
 //! clamping, no loop bounding, no division guards) unless [`ShaderChecks`] says otherwise
 //! (`STIPPLE_SHADER_CHECKS=on|off|auto`): their index math is in bounds by construction and
@@ -36,6 +41,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/elementwise.wgsl"),
     ),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
+    (
+        "group_norm_subgroup",
+        include_str!("../../shaders/group_norm_subgroup.wgsl"),
+    ),
     ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (
@@ -60,6 +69,10 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// or guarded against the shape parameters the op checked) and its kernel test covers odd,
 /// tile-crossing shapes in f32 and f16: `tests/kernel_matmul.rs`, `tests/kernel_conv2d.rs`.
 pub const TRUSTED: &[&str] = &["conv2d", "conv2d_tiled", "matmul", "matmul_tiled"];
+
+/// Shaders that use subgroup operations (`subgroupAdd`, `subgroup_size`, …): compiled only where
+/// the device has the SUBGROUP feature, with `enable subgroups;` on the web ([`prelude`]).
+pub const SUBGROUP_SHADERS: &[&str] = &["group_norm_subgroup"];
 
 /// Which shader modules keep wgpu's runtime checks (bounds clamping of every index, loop
 /// bounding, integer-division guards). Edited shaders (`--shaders DIR`) are always checked.
@@ -119,8 +132,21 @@ impl std::str::FromStr for ShaderChecks {
 /// The line each shader declares its storage type with.
 const F32_ALIAS: &str = "alias T = f32;";
 
-/// WGSL source of embedded shader `shader` for storage dtype `dtype`.
+/// WGSL source of embedded shader `shader` for storage dtype `dtype`, as this build compiles it.
 pub fn shader_source(shader: &str, dtype: DType) -> Result<String> {
+    embedded_source(shader, dtype, WEB)
+}
+
+/// [`shader_source`] as the web build (wasm32, WebGPU) compiles it: what a native test can check
+/// (naga, natively, rejects the `enable subgroups;` this may carry).
+pub fn web_shader_source(shader: &str, dtype: DType) -> Result<String> {
+    embedded_source(shader, dtype, true)
+}
+
+/// Whether this build runs on the web (browsers' WGSL compilers want `enable subgroups;`).
+const WEB: bool = cfg!(target_arch = "wasm32");
+
+fn embedded_source(shader: &str, dtype: DType, web: bool) -> Result<String> {
     let (_, source) = SHADERS
         .iter()
         .find(|(name, _)| *name == shader)
@@ -128,25 +154,44 @@ pub fn shader_source(shader: &str, dtype: DType) -> Result<String> {
             shader: shader.to_string(),
             message: "no such shader in shaders/".into(),
         })?;
-    variant_source(shader, source, dtype)
+    variant_source(shader, shader, source, dtype, web)
 }
 
-/// `source` (written for f32) as the `dtype` variant. The f16 prelude goes on the first line, so
-/// line numbers are the file's in both variants.
-fn variant_source(shader: &str, source: &str, dtype: DType) -> Result<String> {
+/// The directives the Rust side puts on a shader's first line: `enable f16;` for f16 storage,
+/// and on the web `enable subgroups;` for the [`SUBGROUP_SHADERS`] (the WGSL spec and browsers
+/// require it; naga 30 rejects it as unimplemented, and wgpu's native backends enable subgroup
+/// operations from the device's SUBGROUP feature instead).
+pub fn prelude(shader: &str, dtype: DType, web: bool) -> String {
+    let mut p = String::new();
+    if dtype == DType::F16 {
+        p += "enable f16; ";
+    }
+    if web && SUBGROUP_SHADERS.contains(&shader) {
+        p += "enable subgroups; ";
+    }
+    p
+}
+
+/// `source` of shader `name` (written for f32; `label` names it in errors) as the `dtype`
+/// variant. The prelude goes on the first line, so line numbers are the file's in every variant.
+fn variant_source(
+    name: &str,
+    label: &str,
+    source: &str,
+    dtype: DType,
+    web: bool,
+) -> Result<String> {
     if source.lines().filter(|l| l.trim() == F32_ALIAS).count() != 1 {
         return Err(Error::Shader {
-            shader: shader.to_string(),
+            shader: label.to_string(),
             message: format!("must declare `{F32_ALIAS}` on exactly one line"),
         });
     }
-    Ok(match dtype {
+    let body = match dtype {
         DType::F32 => source.to_string(),
-        DType::F16 => format!(
-            "enable f16; {}",
-            source.replacen(F32_ALIAS, "alias T = f16;", 1)
-        ),
-    })
+        DType::F16 => source.replacen(F32_ALIAS, "alias T = f16;", 1),
+    };
+    Ok(format!("{}{body}", prelude(name, dtype, web)))
 }
 
 /// Parse and validate WGSL with naga (the capabilities stipple's device may have: f16,
@@ -233,7 +278,7 @@ impl ShaderDir {
                 source: e,
             })?;
             for dtype in [DType::F32, DType::F16] {
-                let variant = variant_source(&shown, &source, dtype)?;
+                let variant = variant_source(&name, &shown, &source, dtype, false)?;
                 validate_wgsl(&variant, &shown).map_err(|message| Error::Shader {
                     shader: format!("{shown} ({} variant)", dtype.name()),
                     message,
@@ -291,6 +336,7 @@ pub struct Kernels {
     modules: Mutex<HashMap<(&'static str, DType), Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<KernelKey, Arc<wgpu::ComputePipeline>>>,
     supports_f16: bool,
+    supports_subgroups: bool,
     /// Edited shaders replacing embedded ones.
     shader_dir: Option<ShaderDir>,
     checks: ShaderChecks,
@@ -302,6 +348,7 @@ impl Kernels {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             supports_f16: features.contains(wgpu::Features::SHADER_F16),
+            supports_subgroups: features.contains(wgpu::Features::SUBGROUP),
             shader_dir: None,
             checks: ShaderChecks::default(),
         }
@@ -339,7 +386,7 @@ impl Kernels {
         {
             Some((dir, src)) => {
                 let path = dir.dir.join(format!("{shader}.wgsl")).display().to_string();
-                Ok((variant_source(&path, src, dtype)?, path, false))
+                Ok((variant_source(shader, &path, src, dtype, WEB)?, path, false))
             }
             None => Ok((shader_source(shader, dtype)?, shader.to_string(), true)),
         }
@@ -408,6 +455,14 @@ impl Kernels {
                 message:
                     "f16 storage needs the SHADER_F16 feature, which this adapter lacks; use f32"
                         .into(),
+            });
+        }
+        if SUBGROUP_SHADERS.contains(&shader) && !self.supports_subgroups {
+            return Err(Error::Shader {
+                shader: shader.to_string(),
+                message: "uses subgroup operations, which need the SUBGROUP feature this device \
+                          lacks (ops pick it only where `Target::subgroups` is true)"
+                    .into(),
             });
         }
         let (source, origin, embedded) = self.source(shader, dtype)?;

@@ -309,14 +309,34 @@ fn repack(
             matmul::pack_weight(&w[r0 * in_features..r1 * in_features], r1 - r0, in_features)
         }
         Packing::Conv {
-            shape: [cout, cin, kh, kw],
+            shape: shape @ [_, _, kh, kw],
             rows,
+            inputs,
         } => {
-            let (c0, c1) = rows.unwrap_or((0, cout));
-            let per_co = cin * kh * kw;
-            conv2d::pack_weight(&w[c0 * per_co..c1 * per_co], c1 - c0, cin, kh, kw)
+            let (part, [n, c]) = conv_part(&w, shape, rows, inputs);
+            conv2d::pack_weight(&part, n, c, kh, kw)
         }
     })
+}
+
+/// Output channels `rows` and input channels `inputs` (all when None) of a torch-layout
+/// (COUT, CIN, KH, KW) weight: the part a split or concatenation-input Conv2d's tensor holds,
+/// (N, C, KH, KW), and [N, C].
+fn conv_part(
+    w: &[f32],
+    [cout, cin, kh, kw]: [usize; 4],
+    rows: Option<(usize, usize)>,
+    inputs: Option<(usize, usize)>,
+) -> (Vec<f32>, [usize; 2]) {
+    let (c0, c1) = rows.unwrap_or((0, cout));
+    let (i0, i1) = inputs.unwrap_or((0, cin));
+    let (taps, per_co) = (kh * kw, cin * kh * kw);
+    let part = w[c0 * per_co..c1 * per_co]
+        .chunks_exact(per_co)
+        .flat_map(|co| &co[i0 * taps..i1 * taps])
+        .copied()
+        .collect();
+    (part, [c1 - c0, i1 - i0])
 }
 
 fn unresolved_message(
@@ -415,6 +435,23 @@ mod tests {
         let d = delta(&m, 1.0, &[2, 2, 3, 3]).expect("fits");
         assert_eq!(&d[..18], &down[..]);
         assert_eq!(d[18 + 5], -2.0 * 5.0);
+    }
+
+    #[test]
+    fn conv_part_takes_output_and_input_ranges() {
+        // (cout 5, cin 4, 3, 2): value = index.
+        let shape = [5, 4, 3, 2];
+        let w: Vec<f32> = (0..5 * 4 * 6).map(|i| i as f32).collect();
+        let (whole, dims) = conv_part(&w, shape, None, None);
+        assert_eq!((whole, dims), (w.clone(), [5, 4]));
+        let (part, dims) = conv_part(&w, shape, Some((1, 3)), Some((1, 4)));
+        assert_eq!(dims, [2, 3]);
+        let want: Vec<f32> = (1..3)
+            .flat_map(|co| {
+                (1..4).flat_map(move |ci| (0..6).map(move |t| (co * 24 + ci * 6 + t) as f32))
+            })
+            .collect();
+        assert_eq!(part, want);
     }
 
     #[test]

@@ -28,10 +28,13 @@ pub enum Packing {
         rows: Option<(usize, usize)>,
     },
     /// One part, `conv2d::pack_weight` (KH·KW·CIN, NP); `rows`: only output channels
-    /// `[start, end)` (a Conv2d split past the binding limit).
+    /// `[start, end)` (a Conv2d split past the binding limit); `inputs`: only input channels
+    /// `[start, end)` (a Conv2d over a concatenation, `models::concat_conv`), packed as a Conv2d
+    /// of those input channels.
     Conv {
         shape: [usize; 4],
         rows: Option<(usize, usize)>,
+        inputs: Option<(usize, usize)>,
     },
 }
 
@@ -111,13 +114,29 @@ impl<'a> Ctx<'a> {
         rows: Option<(usize, usize)>,
         packed: &Tensor,
     ) {
+        self.record_conv_inputs(weight, shape, rows, None, packed);
+    }
+
+    /// [`Ctx::record_conv`] of a packed weight holding only input channels `inputs`.
+    pub fn record_conv_inputs(
+        &self,
+        weight: String,
+        shape: [usize; 4],
+        rows: Option<(usize, usize)>,
+        inputs: Option<(usize, usize)>,
+        packed: &Tensor,
+    ) {
         if let Some(t) = self.lora_targets {
             t.record(Target {
                 parts: vec![Part {
                     weight,
                     shape: shape.to_vec(),
                 }],
-                packing: Packing::Conv { shape, rows },
+                packing: Packing::Conv {
+                    shape,
+                    rows,
+                    inputs,
+                },
                 tensor: packed.clone(),
             });
         }

@@ -9,7 +9,7 @@
 
 use super::split::{self, Conv2d, Linear};
 use super::Ctx;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::tensor::UPLOAD_CHUNK;
 use crate::gpu::{DType, Tensor};
 use crate::graph::{Graph, ValueId};
@@ -284,86 +284,155 @@ pub fn conv2d_bias(
     kernel: usize,
     bias: bool,
 ) -> Result<Conv2d> {
+    let mut parts = conv2d_input_ranges(ctx, w, cin, cout, kernel, bias, &[(0, cin)])?;
+    parts
+        .pop()
+        .ok_or_else(|| Error::invalid(w.prefix(), "a Conv2d with no input range"))
+}
+
+/// `nn.Conv2d(cin, cout, kernel)` loaded as one [`Conv2d`] per range `[start, end)` of input
+/// channels (consecutive ranges covering `0..cin`), the bias in the first only, for a
+/// convolution over a channel concatenation that is never materialised
+/// (`W·[x₀ ‖ x₁] + b = W₁·x₁ + (W₀·x₀ + b)`, `models::concat_conv`). Each range is packed as a
+/// whole Conv2d of its input channels would be, split into output-channel ranges past the
+/// binding limit, and recorded for LoRA with its input range. One range `(0, cin)` is the
+/// plain layer.
+pub fn conv2d_input_ranges(
+    ctx: Ctx,
+    w: &WeightsView,
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    bias: bool,
+    inputs: &[(usize, usize)],
+) -> Result<Vec<Conv2d>> {
     let name = w.prefix();
+    let contiguous = inputs.first().is_some_and(|r| r.0 == 0)
+        && inputs.last().is_some_and(|r| r.1 == cin)
+        && inputs.windows(2).all(|p| p[0].1 == p[1].0)
+        && inputs.iter().all(|r| r.0 < r.1);
+    if !contiguous {
+        return Err(Error::invalid(
+            name,
+            format!("input ranges {inputs:?} do not cover the {cin} input channels in order"),
+        ));
+    }
+    let whole_input = inputs.len() == 1;
+    // `name.weight` of input channels [i0, i1) (torch's W[:, i0:i1]).
+    let weight_label = |label: &str, (i0, i1): (usize, usize)| {
+        if whole_input {
+            format!("{label}.weight")
+        } else {
+            format!("{label}.weight[:, {i0}:{i1}]")
+        }
+    };
     if ctx.placeholders {
-        let one = Conv2dWeight {
-            weight: Tensor::placeholder(
-                ctx.gpu,
-                &format!("{name}.weight"),
-                &[kernel * kernel * cin, pad8(cout)],
-                ctx.dtype,
-            )?,
-            bias: bias
-                .then(|| Tensor::placeholder(ctx.gpu, &format!("{name}.bias"), &[cout], ctx.dtype))
-                .transpose()?,
-            in_channels: cin,
-            out_channels: cout,
-            kernel: [kernel, kernel],
-        };
-        return Ok(Conv2d { parts: vec![one] });
+        return inputs
+            .iter()
+            .enumerate()
+            .map(|(r, &(i0, i1))| {
+                let one = Conv2dWeight {
+                    weight: Tensor::placeholder(
+                        ctx.gpu,
+                        &weight_label(name, (i0, i1)),
+                        &[kernel * kernel * (i1 - i0), pad8(cout)],
+                        ctx.dtype,
+                    )?,
+                    bias: (bias && r == 0)
+                        .then(|| {
+                            Tensor::placeholder(
+                                ctx.gpu,
+                                &format!("{name}.bias"),
+                                &[cout],
+                                ctx.dtype,
+                            )
+                        })
+                        .transpose()?,
+                    in_channels: i1 - i0,
+                    out_channels: cout,
+                    kernel: [kernel, kernel],
+                };
+                Ok(Conv2d { parts: vec![one] })
+            })
+            .collect();
     }
     let shape = [cout, cin, kernel, kernel];
-    // One output channel is a column of the packed (taps·cin, pad8(cout)) weight.
-    let per_co = cin * kernel * kernel;
-    let row_bytes = (per_co * ctx.dtype.size()) as u64;
-    let ranges = split::ranges(&format!("{name}.weight"), cout, row_bytes, max_binding(ctx))?;
+    let taps = kernel * kernel;
     let data = w.data("weight", &shape)?;
     let bias_data = bias.then(|| w.data("bias", &[cout])).transpose()?;
-    let whole = ranges.len() == 1;
-    let mut pieces = Vec::with_capacity(ranges.len());
-    for (i, &(c0, c1)) in ranges.iter().enumerate() {
-        let label = if whole {
-            name.to_string()
-        } else {
-            format!("{name}#{i}")
-        };
-        let n = c1 - c0;
-        let piece_shape = [n, cin, kernel, kernel];
-        let weight = Tensor::from_writes(
-            ctx.gpu,
-            &format!("{label}.weight"),
-            &[kernel * kernel * cin, pad8(n)],
-            ctx.dtype,
-            |writer| {
-                // Output channels c0..c1 are one contiguous run of the torch layout.
-                if raw_f16(ctx, std::slice::from_ref(&data)) {
-                    let read =
-                        |start, out: &mut [u16]| data.read_f16_bits(c0 * per_co + start, out);
-                    let emit = |offset, bits: &[u16]| writer.write_f16_bits(offset, bits);
-                    conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
-                } else {
-                    let read = |start, out: &mut [f32]| data.read(c0 * per_co + start, out);
-                    let emit = |offset, values: &[f32]| writer.write(offset, values);
-                    conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
-                }
-            },
+    let mut layers = Vec::with_capacity(inputs.len());
+    for (r, &(i0, i1)) in inputs.iter().enumerate() {
+        // One output channel is a column of the packed (taps·width, pad8(cout)) weight.
+        let width = i1 - i0;
+        let row_bytes = (width * taps * ctx.dtype.size()) as u64;
+        let ranges = split::ranges(
+            &weight_label(name, (i0, i1)),
+            cout,
+            row_bytes,
+            max_binding(ctx),
         )?;
-        let rows = (!whole).then_some((c0, c1));
-        ctx.record_conv(w.full_name("weight"), shape, rows, &weight);
-        let bias = match &bias_data {
-            Some(b) => Some(Tensor::from_fill(
+        let whole = ranges.len() == 1;
+        let mut pieces = Vec::with_capacity(ranges.len());
+        for (i, &(c0, c1)) in ranges.iter().enumerate() {
+            let label = if whole {
+                name.to_string()
+            } else {
+                format!("{name}#{i}")
+            };
+            let n = c1 - c0;
+            let piece_shape = [n, width, kernel, kernel];
+            // Element `start` of the piece's torch layout (n, width, kh, kw) in the file's
+            // (cout, cin, kh, kw): runs never cross an output channel.
+            let at = |start: usize| {
+                let (co, rest) = (start / (width * taps), start % (width * taps));
+                ((c0 + co) * cin + i0) * taps + rest
+            };
+            let weight = Tensor::from_writes(
                 ctx.gpu,
-                &format!("{label}.bias"),
-                &[n],
+                &weight_label(&label, (i0, i1)),
+                &[taps * width, pad8(n)],
                 ctx.dtype,
-                |start, out| b.read(c0 + start, out),
-            )?),
-            None => None,
-        };
-        pieces.push(Conv2dWeight {
-            weight,
-            bias,
-            in_channels: cin,
-            out_channels: n,
-            kernel: [kernel, kernel],
-        });
+                |writer| {
+                    if raw_f16(ctx, std::slice::from_ref(&data)) {
+                        let read = |start, out: &mut [u16]| data.read_f16_bits(at(start), out);
+                        let emit = |offset, bits: &[u16]| writer.write_f16_bits(offset, bits);
+                        conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
+                    } else {
+                        let read = |start, out: &mut [f32]| data.read(at(start), out);
+                        let emit = |offset, values: &[f32]| writer.write(offset, values);
+                        conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
+                    }
+                },
+            )?;
+            let rows = (!whole).then_some((c0, c1));
+            let cols = (!whole_input).then_some((i0, i1));
+            ctx.record_conv_inputs(w.full_name("weight"), shape, rows, cols, &weight);
+            let bias = match bias_data.as_ref().filter(|_| r == 0) {
+                Some(b) => Some(Tensor::from_fill(
+                    ctx.gpu,
+                    &format!("{label}.bias"),
+                    &[n],
+                    ctx.dtype,
+                    |start, out| b.read(c0 + start, out),
+                )?),
+                None => None,
+            };
+            pieces.push(Conv2dWeight {
+                weight,
+                bias,
+                in_channels: width,
+                out_channels: n,
+                kernel: [kernel, kernel],
+            });
+        }
+        layers.push(Conv2d { parts: pieces });
     }
     ctx.loaded(&data);
     drop(data);
     if let Some(b) = &bias_data {
         ctx.loaded(b);
     }
-    Ok(Conv2d { parts: pieces })
+    Ok(layers)
 }
 
 fn affine(ctx: Ctx, w: &WeightsView, channels: usize) -> Result<(Tensor, Tensor)> {

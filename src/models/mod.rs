@@ -11,6 +11,7 @@ pub mod attention;
 pub mod autoencoder_kl;
 pub mod autoencoder_tiny;
 pub mod clip;
+pub mod concat_conv;
 pub mod config;
 pub mod embeddings;
 pub mod layers;

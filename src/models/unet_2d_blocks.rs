@@ -9,7 +9,6 @@ use super::transformer_2d::{Transformer2DConfig, Transformer2DModel};
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
-use crate::ops::concat;
 use crate::weights::WeightsView;
 
 /// What a block's resnets and transformers are built with.
@@ -161,15 +160,14 @@ impl UpBlock2D {
                 (true, false) => ch.out_channels,
             };
             let wr = w.pp("resnets").pp(i);
-            resnets.push(ResnetBlock2D::load(
-                ctx,
-                &wr,
-                resnet_in + skip,
-                ch.out_channels,
-                c.temb_channels,
-                c.groups,
-                c.eps,
-            )?);
+            let (out, temb, groups, eps) = (ch.out_channels, c.temb_channels, c.groups, c.eps);
+            resnets.push(if skip > 0 {
+                // UNet: the input is [hidden ‖ skip], never concatenated in memory.
+                let channels = [resnet_in, skip];
+                ResnetBlock2D::load_concat(ctx, &wr, channels, out, temb, groups, eps)?
+            } else {
+                ResnetBlock2D::load(ctx, &wr, resnet_in, out, temb, groups, eps)?
+            });
             attentions.extend(transformer(
                 ctx,
                 &w.pp("attentions").pp(i),
@@ -204,13 +202,15 @@ impl UpBlock2D {
         mut skips: Option<&mut Vec<ValueId>>,
     ) -> Result<ValueId> {
         for (i, resnet) in self.resnets.iter().enumerate() {
-            if let Some(skips) = skips.as_deref_mut() {
-                let skip = skips
-                    .pop()
-                    .ok_or_else(|| Error::shape(&self.name, "no skip state left to concatenate"))?;
-                x = concat::concat_channels(g, &format!("{}.resnets.{i}.cat", self.name), x, skip)?;
-            }
-            x = resnet.forward(g, x, temb_act)?;
+            x = match skips.as_deref_mut() {
+                Some(skips) => {
+                    let skip = skips.pop().ok_or_else(|| {
+                        Error::shape(&self.name, "no skip state left to concatenate")
+                    })?;
+                    resnet.forward_concat(g, x, skip, temb_act)? // [x ‖ skip] → (B, H, W, Cout)
+                }
+                None => resnet.forward(g, x, temb_act)?,
+            };
             if let (Some(t), Some(ctx)) = (self.attentions.get(i), context) {
                 x = t.forward(g, x, ctx)?;
             }

@@ -1,12 +1,20 @@
 //! Group normalisation (`shaders/group_norm.wgsl`) with optional fused SiLU, as a split
 //! reduction: partial statistics per chunk of pixels, finalize per group, then apply.
+//!
+//! The input may be read in place from two tensors split on channels ([`GroupNormInput::concat`]:
+//! the UNet's up blocks normalise `torch.cat([hidden, skip], dim=1)` without the concatenation
+//! being written) and may have a (B, C) addend broadcast over its pixels
+//! ([`GroupNormInput::channel_add`]: ResnetBlock2D's `conv1(…) + time_emb_proj(temb)`, added as
+//! it is loaded). The statistics are reduced in workgroup memory ([`StatsKernel::Workgroup`],
+//! every adapter) or with subgroup operations (`shaders/group_norm_subgroup.wgsl`,
+//! [`StatsKernel::Subgroup`]) on GPU-variant targets whose device has SUBGROUP.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, params, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::tensor::numel;
-use crate::gpu::{DType, KernelKey, Tensor};
+use crate::gpu::{DType, KernelKey, Target, Tensor, Variant};
 use crate::graph::{Dispatch, Graph, ValueId};
 
 const WG: usize = 256;
@@ -26,6 +34,7 @@ struct Params {
     chunk_pixels: u32,
     chunks: u32,
     eps: f32,
+    c1: u32,
 }
 
 /// A GroupNorm layer's parameters (diffusers `nn.GroupNorm(num_groups, C, eps)`).
@@ -39,14 +48,79 @@ pub struct GroupNorm {
     pub bias: Tensor,
 }
 
-/// GroupNorm over x (B, H, W, C) or (B, T, C): `groups` groups of C / groups channels, then an
-/// optional SiLU.
+/// What a group norm normalises: `x`, or `[x ‖ concat]` on channels, plus `channel_add`.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupNormInput {
+    /// (B, …, C₁): channels [0, C₁).
+    pub x: ValueId,
+    /// (B, …, C₂): channels [C₁, C₁ + C₂), read in place (never concatenated in memory).
+    pub concat: Option<ValueId>,
+    /// (B, C): added to every pixel of batch b before normalising, in f32 as it is loaded.
+    pub channel_add: Option<ValueId>,
+}
+
+impl From<ValueId> for GroupNormInput {
+    fn from(x: ValueId) -> Self {
+        GroupNormInput {
+            x,
+            concat: None,
+            channel_add: None,
+        }
+    }
+}
+
+/// How the statistics are reduced inside a workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsKernel {
+    /// A barrier tree in workgroup memory (`group_norm.wgsl`): every adapter.
+    Workgroup,
+    /// `subgroupAdd` within each subgroup, then one slot per subgroup (`group_norm_subgroup.wgsl`):
+    /// devices with SUBGROUP.
+    Subgroup,
+}
+
+impl StatsKernel {
+    /// The subgroup reduction on GPU-variant targets whose device has SUBGROUP; the workgroup
+    /// tree elsewhere (CPU targets keep it: docs/kernels.md has the lavapipe comparison).
+    pub fn for_target(target: &Target) -> StatsKernel {
+        if target.variant == Variant::Gpu && target.subgroups {
+            StatsKernel::Subgroup
+        } else {
+            StatsKernel::Workgroup
+        }
+    }
+
+    /// The shader file of the statistics entries.
+    pub fn shader(self) -> &'static str {
+        match self {
+            StatsKernel::Workgroup => "group_norm",
+            StatsKernel::Subgroup => "group_norm_subgroup",
+        }
+    }
+}
+
+/// GroupNorm over x (B, H, W, C) or (B, T, C) (or the concatenation and sum `input` describes):
+/// `groups` groups of C / groups channels, then an optional SiLU. The statistics kernel follows
+/// the graph's target ([`StatsKernel::for_target`]).
 pub fn group_norm(
     g: &mut Graph,
     name: &str,
-    x: ValueId,
+    input: impl Into<GroupNormInput>,
     norm: &GroupNorm,
     silu: bool,
+) -> Result<ValueId> {
+    let stats = StatsKernel::for_target(&g.target);
+    group_norm_with(g, name, input.into(), norm, silu, stats)
+}
+
+/// [`group_norm`] with the statistics reduced by `stats` (tests and benchmarks compare both).
+pub fn group_norm_with(
+    g: &mut Graph,
+    name: &str,
+    input: GroupNormInput,
+    norm: &GroupNorm,
+    silu: bool,
+    stats_kernel: StatsKernel,
 ) -> Result<ValueId> {
     let GroupNorm {
         groups,
@@ -55,6 +129,7 @@ pub fn group_norm(
         bias: beta,
     } = norm;
     let (groups, eps) = (*groups, *eps);
+    let x = input.x;
     let shape = g.shape(x)?;
     if shape.len() < 2 {
         return Err(Error::shape(
@@ -62,8 +137,22 @@ pub fn group_norm(
             format!("group norm input must be (B, …, C), got {shape:?}"),
         ));
     }
-    let (b, c) = (shape[0], shape[shape.len() - 1]);
+    let (b, c1) = (shape[0], shape[shape.len() - 1]);
     let hw = numel(&shape[1..shape.len() - 1]);
+    let c = match input.concat {
+        Some(s) => {
+            let second = g.shape(s)?;
+            if second.len() != shape.len() || second[..shape.len() - 1] != shape[..shape.len() - 1]
+            {
+                return Err(Error::shape(
+                    name,
+                    format!("cannot normalise the concatenation of {shape:?} and {second:?}"),
+                ));
+            }
+            c1 + second[second.len() - 1]
+        }
+        None => c1,
+    };
     if groups == 0 || c % groups != 0 {
         return Err(Error::shape(
             name,
@@ -78,18 +167,36 @@ pub fn group_norm(
             ));
         }
     }
+    if let Some(a) = input.channel_add {
+        let add = g.value(a)?;
+        if add.shape.first() != Some(&b) || add.numel() != b * c || add.dtype != g.dtype {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "per-channel addend is {:?} {}, expected ({b}, {c}) {}",
+                    add.shape,
+                    add.dtype.name(),
+                    g.dtype.name()
+                ),
+            ));
+        }
+    }
+    let mut out_shape = shape.clone();
+    *out_shape.last_mut().unwrap_or(&mut 0) = c;
+    let n = b * hw * c;
     let cpg = c / groups;
     let chunk_pixels = (CHUNK_ELEMENTS / cpg).clamp(1, hw);
     let chunks = hw.div_ceil(chunk_pixels);
     let u = |what: &str, v: usize| to_u32(name, what, v);
     let p = Params {
-        n: u("elements", numel(&shape))?,
+        n: u("elements", n)?,
         hw: u("pixels", hw)?,
         c: u("channels", c)?,
         groups: u("groups", groups)?,
         chunk_pixels: u("chunk", chunk_pixels)?,
         chunks: u("chunks", chunks)?,
         eps,
+        c1: u("channels", c1)?,
     };
     let partials = g.intermediate(
         &format!("{name}.partials"),
@@ -99,32 +206,50 @@ pub fn group_norm(
     let stats = g.intermediate(&format!("{name}.stats"), &[b, groups, 2], DType::F32)?;
     let gv = g.constant(gamma);
     let bv = g.constant(beta);
-    let y = g.intermediate(name, &shape, g.dtype)?;
+    let y = g.intermediate(name, &out_shape, g.dtype)?; // (B, …, C)
     let pb = params(&p);
     let dtype = g.dtype;
     let single_chunk = chunks == 1;
-    let key = |entry, wg: usize| {
-        KernelKey::new("group_norm", entry, dtype)
-            .with("SILU", silu as u32)
-            .with("FROM_PARTIALS", single_chunk as u32)
-            .with("WG", wg as u32)
+    let two = input.concat.is_some() as u32;
+    let add = input.channel_add.is_some() as u32;
+    // Unused bindings alias `x` (read-only, never read).
+    let sources = [
+        (1, x),
+        (7, input.concat.unwrap_or(x)),
+        (8, input.channel_add.unwrap_or(x)),
+    ];
+    let stats_key = |entry| {
+        KernelKey::new(stats_kernel.shader(), entry, dtype)
+            .with("TWO_SOURCES", two)
+            .with("ADD", add)
+            .with("WG", REDUCE_WG as u32)
     };
     let mut stages = vec![(
-        key("partial_stats", REDUCE_WG),
-        vec![(1, x), (2, partials)],
+        stats_key("partial_stats"),
+        [&sources[..], &[(2, partials)]].concat(),
         [u("chunks", chunks)?, p.groups, u("batch", b)?],
     )];
     if !single_chunk {
         stages.push((
-            key("finalize", REDUCE_WG),
+            stats_key("finalize"),
             vec![(2, partials), (3, stats)],
             [p.groups, u("batch", b)?, 1],
         ));
     }
+    let apply = KernelKey::new("group_norm", "apply", dtype)
+        .with("SILU", silu as u32)
+        .with("FROM_PARTIALS", single_chunk as u32)
+        .with("TWO_SOURCES", two)
+        .with("ADD", add)
+        .with("WG", WG as u32);
     stages.push((
-        key("apply", WG),
-        vec![(1, x), (2, partials), (3, stats), (4, gv), (5, bv), (6, y)],
-        grid_1d(name, numel(&shape).div_ceil(WG))?,
+        apply,
+        [
+            &sources[..],
+            &[(2, partials), (3, stats), (4, gv), (5, bv), (6, y)],
+        ]
+        .concat(),
+        grid_1d(name, n.div_ceil(WG))?,
     ));
     for (kernel, buffers, workgroups) in stages {
         let entry = kernel.entry;
@@ -180,4 +305,29 @@ pub fn reference(
         }
     }
     y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subgroup_statistics_only_on_gpu_targets_with_subgroups() {
+        let cpu = Target {
+            subgroups: true,
+            ..Target::default()
+        };
+        assert_eq!(StatsKernel::for_target(&cpu), StatsKernel::Workgroup);
+        let gpu = cpu.clone().with_variant(Variant::Gpu);
+        assert_eq!(StatsKernel::for_target(&gpu), StatsKernel::Subgroup);
+        let no_subgroups = Target {
+            subgroups: false,
+            ..gpu
+        };
+        assert_eq!(
+            StatsKernel::for_target(&no_subgroups),
+            StatsKernel::Workgroup
+        );
+        assert_eq!(StatsKernel::Subgroup.shader(), "group_norm_subgroup");
+    }
 }
