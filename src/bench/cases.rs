@@ -83,7 +83,9 @@ impl CaseKind {
     /// Shader files a case may dispatch from (the `_tiled` ones under the GPU variant).
     pub fn shaders(&self) -> &'static [&'static str] {
         match self {
-            CaseKind::Linear | CaseKind::TextLinear { .. } => &["matmul", "matmul_tiled"],
+            CaseKind::Linear | CaseKind::TextLinear { .. } => {
+                &["matmul", "matmul_subgroup", "matmul_tiled"]
+            }
             CaseKind::Conv(_) => &["conv2d", "conv2d_tiled"],
             CaseKind::Attention { .. } => &["attention"],
             CaseKind::GroupNorm => &["group_norm"],

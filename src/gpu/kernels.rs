@@ -39,6 +39,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (
+        "matmul_subgroup",
+        include_str!("../../shaders/matmul_subgroup.wgsl"),
+    ),
+    (
         "matmul_tiled",
         include_str!("../../shaders/matmul_tiled.wgsl"),
     ),
@@ -59,7 +63,13 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// A shader belongs here only when every index it computes is in bounds by construction (clamped
 /// or guarded against the shape parameters the op checked) and its kernel test covers odd,
 /// tile-crossing shapes in f32 and f16: `tests/kernel_matmul.rs`, `tests/kernel_conv2d.rs`.
-pub const TRUSTED: &[&str] = &["conv2d", "conv2d_tiled", "matmul", "matmul_tiled"];
+pub const TRUSTED: &[&str] = &[
+    "conv2d",
+    "conv2d_tiled",
+    "matmul",
+    "matmul_subgroup",
+    "matmul_tiled",
+];
 
 /// Which shader modules keep wgpu's runtime checks (bounds clamping of every index, loop
 /// bounding, integer-division guards). Edited shaders (`--shaders DIR`) are always checked.

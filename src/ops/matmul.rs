@@ -1,13 +1,15 @@
 //! Linear layers (`shaders/matmul.wgsl`): batched `x·Wᵀ + b` with fused activation and residual.
 //!
-//! Kernels: `matmul::linear_rows` (CPU targets, few rows) and `matmul::linear` (register
-//! blocking, other CPU-target shapes) or, on GPU targets, `matmul_tiled::linear_tiled`
-//! (workgroup-memory tiles, [`super::matmul_tiled`]). All read the same packed weight.
+//! Kernels: on CPU targets `matmul_subgroup::linear_subgroup` (lanes own rows, weights shared by
+//! subgroup broadcasts, [`super::matmul_subgroup`]) where the adapter has subgroups of 8 and K
+//! is a multiple of 4, else `matmul::linear_rows` (few rows) and `matmul::linear` (register
+//! blocking); on GPU targets `matmul_tiled::linear_tiled` (workgroup-memory tiles,
+//! [`super::matmul_tiled`]). All read the same packed weight.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::elementwise::Activation;
-use super::{gemm_grid, matmul_tiled, pad8, params, to_u32, LOOP_BUDGET};
+use super::{gemm_grid, matmul_subgroup, matmul_tiled, pad8, params, to_u32, LOOP_BUDGET};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelKey, Tensor, Variant};
 use crate::graph::{Dispatch, Graph, ValueId};
@@ -196,14 +198,24 @@ pub fn linear(
         ));
     }
     let rows: usize = shape[..shape.len() - 1].iter().product();
-    // CPU targets with few rows (text encoders: 77 per prompt): `linear_rows` (uniform `src`
-    // loads; its loop runs 8·K iterations, so only while that fits the loop budget). It measured
-    // 1.28× at 154×768×3072 but 0.91× at 8192×320×320 (docs/kernels.md), and slowed the tiny
-    // test UNet's 16–32-wide linears (a workgroup spans 64 columns); other shapes: `linear`.
     // GPU targets: workgroup-memory tiles while the reduction fits the loop budget.
+    // CPU targets: the subgroup kernel (1.5–6× the register-blocked ones on lavapipe,
+    // docs/kernels.md) where the adapter's subgroups hold the 8-lane workgroup, K is read as
+    // vec4 and there are at least 8 rows. Otherwise `linear_rows` (uniform `src` loads; its loop
+    // runs 8·K iterations, so only while that fits the loop budget) for few rows, which
+    // measured 1.28× at 154×768×3072 but 0.91× at 8192×320×320 and slowed the tiny test UNet's
+    // 16–32-wide linears (a workgroup spans 64 columns); other shapes: `linear`.
     let tiled = matmul_tiled::use_tiled(&g.target, rows, k);
+    let subgroup = !tiled
+        && matmul_subgroup::use_subgroup(
+            &g.target,
+            rows,
+            k % 4 == 0,
+            matmul_subgroup::linear_iterations(rows, k),
+        );
     let (shader, entry) = match g.target.variant {
         _ if tiled => ("matmul_tiled", "linear_tiled"),
+        _ if subgroup => ("matmul_subgroup", "linear_subgroup"),
         Variant::Cpu
             if rows <= ROWS_MAX && w.out_features >= 64 && k * ROW_GROUPS <= LOOP_BUDGET =>
         {
@@ -211,7 +223,7 @@ pub fn linear(
         }
         _ => ("matmul", "linear"),
     };
-    if !tiled && k > LOOP_BUDGET {
+    if !tiled && !subgroup && k > LOOP_BUDGET {
         return Err(Error::shape(
             name,
             format!("{k} input features exceed the kernel's reduction limit {LOOP_BUDGET}"),
@@ -257,12 +269,15 @@ pub fn linear(
             ),
         ));
     }
+    let mut kernel = KernelKey::new(shader, entry, g.dtype).with("ACT", opts.activation as u32);
     let workgroups = if tiled {
         matmul_tiled::grid(name, rows, np)?
+    } else if subgroup {
+        kernel = kernel.with("ROWS", matmul_subgroup::rows_per_lane(rows) as u32);
+        matmul_subgroup::grid(name, rows, np)?
     } else {
         gemm_grid(name, rows, np)?
     };
-    let kernel = KernelKey::new(shader, entry, g.dtype).with("ACT", opts.activation as u32);
     g.dispatch(Dispatch {
         label: name.to_string(),
         kernel,

@@ -11,6 +11,7 @@ pub mod elementwise;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod matmul;
+pub mod matmul_subgroup;
 pub mod matmul_tiled;
 pub mod probe;
 pub mod scheduler_step;

@@ -27,6 +27,22 @@ pub fn gpu() -> Option<Gpu> {
     }
 }
 
+/// `gpu`'s target with the CPU variant when the adapter can run the subgroup GEMM kernels
+/// (subgroups of at least 8 lanes: lavapipe), else `None` (those tests then have nothing to
+/// check, and say so).
+pub fn subgroup_target(gpu: &Gpu) -> Option<stipple::gpu::Target> {
+    let t = gpu.target.clone().with_variant(stipple::gpu::Variant::Cpu);
+    if t.subgroups && t.subgroup_min_size >= 8 {
+        Some(t)
+    } else {
+        eprintln!(
+            "no subgroups of 8 on {}: subgroup kernels not tested",
+            t.adapter
+        );
+        None
+    }
+}
+
 /// A fresh empty folder under the system temp dir: `stipple-{name}-{pid}`.
 pub fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("stipple-{name}-{}", std::process::id()));
@@ -165,7 +181,18 @@ pub fn run_graph(
     inputs: &[(&str, &[usize], &[f32])],
     build: impl FnOnce(&mut Graph, &[ValueId]) -> stipple::Result<ValueId>,
 ) -> Vec<f32> {
-    let mut g = Graph::new(dtype);
+    run_graph_for(gpu, &stipple::gpu::Target::default(), dtype, inputs, build)
+}
+
+/// [`run_graph`] with the graph built for `target` (its ops pick their kernels for it).
+pub fn run_graph_for(
+    gpu: &Gpu,
+    target: &stipple::gpu::Target,
+    dtype: DType,
+    inputs: &[(&str, &[usize], &[f32])],
+    build: impl FnOnce(&mut Graph, &[ValueId]) -> stipple::Result<ValueId>,
+) -> Vec<f32> {
+    let mut g = Graph::for_target(dtype, target);
     let ids: Vec<ValueId> = inputs
         .iter()
         .map(|(n, s, _)| g.input(n, s).expect("input"))
