@@ -86,7 +86,7 @@ impl CaseKind {
             CaseKind::Linear | CaseKind::TextLinear { .. } => {
                 &["matmul", "matmul_subgroup", "matmul_tiled"]
             }
-            CaseKind::Conv(_) => &["conv2d", "conv2d_tiled"],
+            CaseKind::Conv(_) => &["conv2d", "conv2d_subgroup", "conv2d_tiled"],
             CaseKind::Attention { .. } => &["attention"],
             CaseKind::GroupNorm => &["group_norm"],
         }

@@ -28,6 +28,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     (
+        "conv2d_subgroup",
+        include_str!("../../shaders/conv2d_subgroup.wgsl"),
+    ),
+    (
         "conv2d_tiled",
         include_str!("../../shaders/conv2d_tiled.wgsl"),
     ),
@@ -65,6 +69,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// tile-crossing shapes in f32 and f16: `tests/kernel_matmul.rs`, `tests/kernel_conv2d.rs`.
 pub const TRUSTED: &[&str] = &[
     "conv2d",
+    "conv2d_subgroup",
     "conv2d_tiled",
     "matmul",
     "matmul_subgroup",

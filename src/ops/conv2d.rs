@@ -1,13 +1,16 @@
 //! 2-D convolution (`shaders/conv2d.wgsl`): NHWC implicit GEMM with fused bias and residual.
 //!
-//! CPU targets use `conv2d::conv2d` (register blocking); GPU targets `conv2d_tiled::conv2d_tiled`
-//! (workgroup-memory tiles of 128 pixels × 64 channels, geometry in [`super::matmul_tiled`])
-//! while the reduction fits the loop budget. Both read the same packed weight.
+//! CPU targets use `conv2d_subgroup::conv2d_subgroup` (lanes own output pixels, weights shared
+//! by subgroup broadcasts, geometry in [`super::matmul_subgroup`]) where the adapter has
+//! subgroups of 8 and CIN is a multiple of 4, else `conv2d::conv2d` (register blocking); GPU
+//! targets `conv2d_tiled::conv2d_tiled` (workgroup-memory tiles of 128 pixels × 64 channels,
+//! geometry in [`super::matmul_tiled`]) while the reduction fits the loop budget. All read the
+//! same packed weight.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::PACK_ROWS;
-use super::{gemm_grid, matmul_tiled, pad8, params, to_u32, LOOP_BUDGET};
+use super::{gemm_grid, matmul_subgroup, matmul_tiled, pad8, params, to_u32, LOOP_BUDGET};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelKey, Tensor};
 use crate::graph::{Dispatch, Graph, ValueId};
@@ -268,8 +271,16 @@ pub fn conv2d(
             format!("{h}×{wd} input is smaller than the {kh}×{kw} kernel"),
         ));
     };
-    let tiled = matmul_tiled::use_tiled(&g.target, b * ho * wo, kh * kw * cin);
-    if !tiled && kh * kw * (cin + 1) > LOOP_BUDGET {
+    let rows = b * ho * wo;
+    let tiled = matmul_tiled::use_tiled(&g.target, rows, kh * kw * cin);
+    let subgroup = !tiled
+        && matmul_subgroup::use_subgroup(
+            &g.target,
+            rows,
+            cin % 4 == 0,
+            matmul_subgroup::conv_iterations(rows, [kh, kw], cin),
+        );
+    if !tiled && !subgroup && kh * kw * (cin + 1) > LOOP_BUDGET {
         return Err(Error::shape(
             name,
             format!("{kh}×{kw}×{cin} taps exceed the kernel's reduction limit {LOOP_BUDGET}"),
@@ -317,12 +328,18 @@ pub fn conv2d(
     ];
     let (workgroups, kernel) = if tiled {
         (
-            matmul_tiled::grid(name, b * ho * wo, np)?,
+            matmul_tiled::grid(name, rows, np)?,
             KernelKey::new("conv2d_tiled", "conv2d_tiled", g.dtype),
+        )
+    } else if subgroup {
+        (
+            matmul_subgroup::grid(name, rows, np)?,
+            KernelKey::new("conv2d_subgroup", "conv2d_subgroup", g.dtype)
+                .with("ROWS", matmul_subgroup::rows_per_lane(rows) as u32),
         )
     } else {
         (
-            gemm_grid(name, b * ho * wo, np)?,
+            gemm_grid(name, rows, np)?,
             KernelKey::new("conv2d", "conv2d", g.dtype),
         )
     };
