@@ -6,7 +6,10 @@
 //   With up_shift = 1 the convolved image is src's nearest 2× upsampling (diffusers'
 //   Upsample2D): H, W above are the upsampled size and pixel (iy, ix) reads
 //   src[b, iy >> 1, ix >> 1, ·] of the (B, H/2, W/2, CIN) buffer.
-//   w is the packed weight of conv2d.wgsl: (KH·KW·CIN, NP) as vec4, NP = COUT rounded up to 8.
+//   w is (K, NP) as vec4 with K = KH·KW·CIN, NP = COUT rounded up to 8 (zero columns), row
+//   (ky·KW + kx)·CIN + ci, laid out (params.blocked) as in matmul_subgroup.wgsl: Packed (the
+//   layout of conv2d.wgsl) or Blocked (blocks of 32 output channels, each its own (K, width)
+//   matrix).
 //
 // The GEMM of matmul_subgroup.wgsl with rows m = (b, oy, ox) (docs/kernels.md, "Subgroup
 // GEMM"): a workgroup is one subgroup of 8 lanes computing ROWS·8 output pixels × 32 output
@@ -38,6 +41,7 @@ struct Params {
     has_bias: u32,
     has_residual: u32,
     up_shift: u32,     // 1: src is read nearest-upsampled 2× (h, w are the upsampled size)
+    blocked: u32,      // 1: w is in the Blocked layout
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -146,8 +150,12 @@ fn conv2d_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let o6 = origin(min(m0 + 6u, last));
     let o7 = origin(min(m0 + 7u, last));
     let c4s = p.cin / 4u;
-    // This lane's weight column (channels past NP re-read the last one, not stored).
-    var wi = min(c0 + lane, p.np4 - 1u);
+    // This lane's weight column and the vec4s between weight rows: NP/4 (Packed), or the width
+    // of this workgroup's block, whose (K, width) matrix starts at c0·K vec4s (Blocked).
+    // Channels past NP re-read the last one and are not stored.
+    let blocked = p.blocked != 0u;
+    let ws = select(p.np4, min(CHUNKS, p.np4 - c0), blocked);
+    var wi = select(min(c0 + lane, p.np4 - 1u), c0 * p.kh * p.kw * p.cin + min(lane, ws - 1u), blocked);
 
     // Chunk c's accumulators: pixels 0..3 in a_c, pixels 4..7 in b_c (ROWS = 8).
     var a0 = Quad(); var a1 = Quad(); var a2 = Quad(); var a3 = Quad();
@@ -165,10 +173,10 @@ fn conv2d_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
                 var hi = Quad();
                 if (ROWS == 8u) { hi = load_pixels(t4, t5, t6, t7, c4); }
                 let l0 = vec4<f32>(w[wi]);                         // (4 in, 4 out) of chunk `lane`
-                let l1 = vec4<f32>(w[wi + p.np4]);
-                let l2 = vec4<f32>(w[wi + 2u * p.np4]);
-                let l3 = vec4<f32>(w[wi + 3u * p.np4]);
-                wi += 4u * p.np4;
+                let l1 = vec4<f32>(w[wi + ws]);
+                let l2 = vec4<f32>(w[wi + 2u * ws]);
+                let l3 = vec4<f32>(w[wi + 3u * ws]);
+                wi += 4u * ws;
                 var q = chunk_weights(l0, l1, l2, l3, 0u);
                 a0 = fma_quad(a0, lo, q); if (ROWS == 8u) { b0 = fma_quad(b0, hi, q); }
                 q = chunk_weights(l0, l1, l2, l3, 1u);

@@ -1,7 +1,10 @@
 // Linear layer for CPU adapters (lavapipe), with fused bias, activation and residual:
 //   dst[m, n] = act( Σ_k src[m, k] · w[k, n] + bias[n] ) + residual[m, n]
-//   src (M, K) row-major, read as vec4 (K a multiple of 4); w (K, NP) as vec4: the packed weight
-//   of matmul.wgsl (NP = N rounded up to 8, zero columns); dst (M, N).
+//   src (M, K) row-major, read as vec4 (K a multiple of 4); dst (M, N); w (K, NP) as vec4
+//   (NP = N rounded up to 8, zero columns), laid out (params.blocked) as
+//     Packed:  w[k, n] at k·NP + n, the layout of matmul.wgsl;
+//     Blocked: columns in blocks of 32, block b = columns 32b.. a (K, width_b) matrix of its
+//              own (width_b = min(32, NP − 32b)) at 32b·K: w[k, n] at 32b·K + k·width_b + n − 32b.
 //   act (override ACT): 0 none, 1 SiLU, 2 GELU (erf), 3 GELU (tanh), 4 quick-GELU x·σ(1.702x).
 //   Bias/residual are read when the params say so; otherwise the op binds `src` in their place.
 //
@@ -32,6 +35,7 @@ struct Params {
     np4: u32,          // NP / 4: vec4 columns of w
     has_bias: u32,
     has_residual: u32,
+    blocked: u32,      // 1: w is in the Blocked layout
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -140,24 +144,27 @@ fn linear_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     let x5 = min(row0 + 5u, last) * k4s;
     let x6 = min(row0 + 6u, last) * k4s;
     let x7 = min(row0 + 7u, last) * k4s;
-    // This lane's weight column (columns past NP re-read the last one, not stored).
-    let wc = min(c0 + lane, p.np4 - 1u);
+    // This lane's weight column and the vec4s between k rows: NP/4 (Packed), or the width of
+    // this workgroup's block, whose (K, width) matrix starts at c0·K vec4s (Blocked). Columns
+    // past NP re-read the last one and are not stored.
+    let blocked = p.blocked != 0u;
+    let ws = select(p.np4, min(CHUNKS, p.np4 - c0), blocked);
+    var wi = select(min(c0 + lane, p.np4 - 1u), c0 * p.k + min(lane, ws - 1u), blocked);
 
     // Chunk c's accumulators: rows 0..3 in a_c, rows 4..7 in b_c (ROWS = 8).
     var a0 = Quad(); var a1 = Quad(); var a2 = Quad(); var a3 = Quad();
     var a4 = Quad(); var a5 = Quad(); var a6 = Quad(); var a7 = Quad();
     var b0 = Quad(); var b1 = Quad(); var b2 = Quad(); var b3 = Quad();
     var b4 = Quad(); var b5 = Quad(); var b6 = Quad(); var b7 = Quad();
-    var wi = wc;
     for (var k4 = 0u; k4 < k4s; k4++) {
         let lo = load_rows(x0, x1, x2, x3, k4);          // (4 rows, 4 k)
         var hi = Quad();
         if (ROWS == 8u) { hi = load_rows(x4, x5, x6, x7, k4); }
         let l0 = vec4<f32>(w[wi]);                        // (4 k, 4 columns) of chunk `lane`
-        let l1 = vec4<f32>(w[wi + p.np4]);
-        let l2 = vec4<f32>(w[wi + 2u * p.np4]);
-        let l3 = vec4<f32>(w[wi + 3u * p.np4]);
-        wi += 4u * p.np4;
+        let l1 = vec4<f32>(w[wi + ws]);
+        let l2 = vec4<f32>(w[wi + 2u * ws]);
+        let l3 = vec4<f32>(w[wi + 3u * ws]);
+        wi += 4u * ws;
         var q = chunk_weights(l0, l1, l2, l3, 0u);
         a0 = fma_quad(a0, lo, q); if (ROWS == 8u) { b0 = fma_quad(b0, hi, q); }
         q = chunk_weights(l0, l1, l2, l3, 1u);

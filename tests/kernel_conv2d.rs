@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use stipple::gpu::{Target, Variant};
 use stipple::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
-use stipple::ops::matmul_subgroup;
+use stipple::ops::{matmul_subgroup, WeightLayout};
 use stipple::DType;
 
 struct Case {
@@ -72,17 +72,30 @@ fn case(
     }
 }
 
-/// Every case in f32 and f16 (seeds from `seed`) through `target`, which must pick `shader`.
-fn check_all(gpu: &stipple::Gpu, target: &Target, cases: &[Case], seed: u64, shader: &str) {
+/// Every case in f32 and f16 (seeds from `seed`) and each of `layouts` through `target`,
+/// which must pick `shader`.
+fn check_all(
+    gpu: &stipple::Gpu,
+    target: &Target,
+    cases: &[Case],
+    seed: u64,
+    (shader, layouts): (&str, &[WeightLayout]),
+) {
     for dtype in dtypes(gpu) {
-        for (i, c) in cases.iter().enumerate() {
-            check_for(gpu, target, c, dtype, seed + i as u64, shader);
+        for &layout in layouts {
+            for (i, c) in cases.iter().enumerate() {
+                check_for(gpu, target, c, (dtype, layout), seed + i as u64, shader);
+            }
         }
     }
 }
 
+/// The subgroup kernels read both weight layouts.
+const BOTH: &[WeightLayout] = &[WeightLayout::Packed, WeightLayout::Blocked];
+
 fn check(gpu: &stipple::Gpu, case: &Case, dtype: DType, seed: u64) {
-    check_for(gpu, &Target::default(), case, dtype, seed, "conv2d");
+    let packed = (dtype, WeightLayout::Packed);
+    check_for(gpu, &Target::default(), case, packed, seed, "conv2d");
 }
 
 /// `case` in a graph built for `target`, which must pick the kernel of `shader`.
@@ -90,7 +103,7 @@ fn check_for(
     gpu: &stipple::Gpu,
     target: &Target,
     case: &Case,
-    dtype: DType,
+    (dtype, layout): (DType, WeightLayout),
     seed: u64,
     shader: &str,
 ) {
@@ -109,13 +122,14 @@ fn check_for(
     let ho = (h + 2 * pad + extra - k) / stride + 1;
     let wo = (w + 2 * pad + extra - k) / stride + 1;
     let (x, wt, bs, r) = random_data(&mut rng, input, cout, k, ho * wo, dtype);
-    let weight = Conv2dWeight::upload(
+    let weight = Conv2dWeight::upload_laid_out(
         gpu,
         "conv",
         &wt,
         bias.then_some(&bs[..]),
         [cout, cin, k, k],
         dtype,
+        layout,
     )
     .expect("upload");
     let want = conv2d::reference(
@@ -145,7 +159,7 @@ fn check_for(
     let scale = max_abs(&want).max(1.0);
     let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * scale;
     let label = format!(
-        "conv {input:?}→{cout} k{k} s{stride} p{pad}+{extra} bias={bias} res={residual} {}",
+        "{shader} {layout:?} {input:?}→{cout} k{k} s{stride} p{pad}+{extra} bias={bias} res={residual} {}",
         dtype.name()
     );
     assert_close(&label, &got, &want, atol, 0.0);
@@ -304,7 +318,13 @@ fn conv2d_tiled_gpu_variant() {
         case([1, 10, 13, 40], 24, 1, 1, 0, 0, false, false),
         case([2, 12, 12, 16], 72, 3, 2, 1, 0, true, true),
     ];
-    check_all(&gpu, &target, &cases, 40, "conv2d_tiled");
+    check_all(
+        &gpu,
+        &target,
+        &cases,
+        40,
+        ("conv2d_tiled", &[WeightLayout::Packed]),
+    );
 }
 
 /// `Conv2dOptions::upsample_input` (Upsample2D's interpolate folded into the conv): both kernels,
@@ -369,9 +389,19 @@ fn conv2d_folds_nearest_upsample_into_its_loads() {
                     (pad, 0),
                     residual.then_some(&r[..]),
                 );
-                let weight =
-                    Conv2dWeight::upload(&gpu, "conv", &wt, Some(&bs), [cout, cin, k, k], dtype)
-                        .expect("upload");
+                // Laid out as a model loaded for the target (Blocked for the subgroup kernel).
+                let layout = WeightLayout::for_target(target, cin);
+                let shape = [cout, cin, k, k];
+                let weight = Conv2dWeight::upload_laid_out(
+                    &gpu,
+                    "conv",
+                    &wt,
+                    Some(&bs),
+                    shape,
+                    dtype,
+                    layout,
+                )
+                .expect("upload");
                 let run = |fused: bool| {
                     let mut g = stipple::Graph::for_target(dtype, target);
                     let xi = g.input("x", &input).expect("input");
@@ -442,43 +472,55 @@ fn conv2d_subgroup_cpu_variant() {
         case([2, 20, 16, 64], 40, 3, 1, 1, 0, true, true),
         case([1, 33, 31, 12], 16, 3, 2, 0, 1, false, true),
     ];
-    check_all(&gpu, &target, &cases, 60, "conv2d_subgroup");
+    check_all(&gpu, &target, &cases, 60, ("conv2d_subgroup", BOTH));
 }
 
-/// Which kernel a CPU-variant graph picks: the subgroup kernel when CIN is a multiple of 4 and
-/// there are at least 8 output pixels (on an adapter with subgroups of 8), the register-blocked
-/// `conv2d` otherwise (the VAE encoder's 3-channel conv_in, a 2×2 image, no subgroups).
+/// Which kernel a CPU-variant graph picks: for a Packed weight the subgroup kernel when CIN is a
+/// multiple of 4 and there are at least 8 output pixels (on an adapter with subgroups of 8),
+/// the register-blocked `conv2d` otherwise (the VAE encoder's 3-channel conv_in, a 2×2 image,
+/// no subgroups); for a Blocked weight the subgroup kernel at any size, or an error.
 #[test]
 fn conv2d_subgroup_selection() {
     let Some(gpu) = gpu() else { return };
     let Some(target) = subgroup_target(&gpu) else {
         return;
     };
-    let picked = |target: &Target, input: [usize; 4]| {
+    let picked = |target: &Target, input: [usize; 4], layout| {
         let cin = input[3];
-        let weight = Conv2dWeight::upload(
+        let weight = Conv2dWeight::upload_laid_out(
             &gpu,
             "c",
             &vec![0.0; 8 * cin * 9],
             None,
             [8, cin, 3, 3],
             DType::F32,
+            layout,
         )
         .expect("upload");
         let mut g = stipple::Graph::for_target(DType::F32, target);
         let x = g.input("x", &input).expect("input");
-        conv2d::conv2d(&mut g, "c", x, &weight, Conv2dOptions::padded(1)).expect("conv2d");
-        g.dispatches()[0].kernel.shader
+        conv2d::conv2d(&mut g, "c", x, &weight, Conv2dOptions::padded(1))?;
+        Ok::<_, stipple::Error>(g.dispatches()[0].kernel.shader)
     };
-    assert_eq!(picked(&target, [1, 4, 2, 4]), "conv2d_subgroup");
-    assert_eq!(picked(&target, [1, 4, 2, 3]), "conv2d");
-    assert_eq!(picked(&target, [1, 2, 2, 4]), "conv2d");
+    let (packed, blocked) = (WeightLayout::Packed, WeightLayout::Blocked);
+    assert_eq!(
+        picked(&target, [1, 4, 2, 4], packed).unwrap(),
+        "conv2d_subgroup"
+    );
+    assert_eq!(picked(&target, [1, 4, 2, 3], packed).unwrap(), "conv2d");
+    assert_eq!(picked(&target, [1, 2, 2, 4], packed).unwrap(), "conv2d");
+    assert_eq!(
+        picked(&target, [1, 2, 2, 4], blocked).unwrap(),
+        "conv2d_subgroup"
+    );
+    let gpu_variant = target.clone().with_variant(Variant::Gpu);
+    assert!(picked(&gpu_variant, [1, 4, 2, 4], blocked).is_err());
     let without = Target {
         subgroups: false,
         subgroup_min_size: 0,
         ..target
     };
-    assert_eq!(picked(&without, [1, 4, 2, 4]), "conv2d");
+    assert_eq!(picked(&without, [1, 4, 2, 4], packed).unwrap(), "conv2d");
 }
 
 /// A 1×1 convolution whose channel loop brings one invocation exactly to the loop budget is
@@ -498,7 +540,7 @@ fn conv2d_subgroup_at_the_loop_budget() {
         target.loop_budget()
     );
     let c = case([1, 2, 4, cin], 8, 1, 1, 0, 0, true, true);
-    check_all(&gpu, &target, &[c], 70, "conv2d_subgroup");
+    check_all(&gpu, &target, &[c], 70, ("conv2d_subgroup", BOTH));
     let cin = cin + 4;
     let weight = Conv2dWeight::upload(
         &gpu,

@@ -9,7 +9,7 @@ use common::*;
 use stipple::gpu::Target;
 use stipple::ops::elementwise::Activation;
 use stipple::ops::matmul::{self, LinearOptions, LinearWeight};
-use stipple::ops::matmul_subgroup;
+use stipple::ops::{matmul_subgroup, WeightLayout};
 use stipple::DType;
 
 struct Case {
@@ -43,18 +43,31 @@ fn case(
     }
 }
 
-/// Every case in f32 and f16 (seeds from `seed`) through `target`, which must pick `shader`.
-fn check_all(gpu: &stipple::Gpu, target: &Target, cases: &[Case], seed: u64, shader: &str) {
+/// Every case in f32 and f16 (seeds from `seed`) and each of `layouts` through `target`,
+/// which must pick `shader`.
+fn check_all(
+    gpu: &stipple::Gpu,
+    target: &Target,
+    cases: &[Case],
+    seed: u64,
+    (shader, layouts): (&str, &[WeightLayout]),
+) {
     for dtype in dtypes(gpu) {
-        for (i, c) in cases.iter().enumerate() {
-            check_for(gpu, target, c, dtype, seed + i as u64, shader);
+        for &layout in layouts {
+            for (i, c) in cases.iter().enumerate() {
+                check_for(gpu, target, c, (dtype, layout), seed + i as u64, shader);
+            }
         }
     }
 }
 
+/// The subgroup kernels read both weight layouts.
+const BOTH: &[WeightLayout] = &[WeightLayout::Packed, WeightLayout::Blocked];
+
 fn check(case: &Case, dtype: DType, seed: u64) {
     let Some(gpu) = gpu() else { return };
-    check_for(&gpu, &Target::default(), case, dtype, seed, "matmul");
+    let packed = (dtype, WeightLayout::Packed);
+    check_for(&gpu, &Target::default(), case, packed, seed, "matmul");
 }
 
 /// `case` in a graph built for `target`, which must pick the kernel of `shader` (a test of
@@ -63,7 +76,7 @@ fn check_for(
     gpu: &stipple::Gpu,
     target: &Target,
     case: &Case,
-    dtype: DType,
+    (dtype, layout): (DType, WeightLayout),
     seed: u64,
     shader: &str,
 ) {
@@ -81,8 +94,9 @@ fn check_for(
     let w = quantize(&rng.vec(n * k, 1.0 / (k as f32).sqrt()), dtype);
     let b = quantize(&rng.vec(n, 0.5), dtype);
     let r = quantize(&rng.vec(batch * rows * n, 1.0), dtype);
-    let weight =
-        LinearWeight::upload(gpu, "proj", &w, bias.then_some(&b[..]), n, k, dtype).expect("upload");
+    let bias_data = bias.then_some(&b[..]);
+    let weight = LinearWeight::upload_laid_out(gpu, "proj", &w, bias_data, [n, k], dtype, layout)
+        .expect("upload");
     let want = matmul::reference(
         &x,
         &w,
@@ -106,7 +120,7 @@ fn check_for(
     let scale = max_abs(&want).max(1.0);
     let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * scale;
     let label = format!(
-        "{shader} B{batch} M{rows} K{k} N{n} bias={bias} {act:?} residual={residual} {}",
+        "{shader} {layout:?} B{batch} M{rows} K{k} N{n} bias={bias} {act:?} residual={residual} {}",
         dtype.name()
     );
     assert_close(&label, &got, &want, atol, 0.0);
@@ -359,41 +373,62 @@ fn linear_subgroup_cpu_variant() {
         case(1, 1000, 12, 40, false, Activation::Identity, true),
         case(1, 11, 7600, 24, true, Activation::Identity, false),
     ];
-    check_all(&gpu, &target, &cases, 900, "matmul_subgroup");
+    check_all(&gpu, &target, &cases, 900, ("matmul_subgroup", BOTH));
 }
 
-/// Which kernel a CPU-variant graph picks: the subgroup kernel from 8 rows on when K is a
-/// multiple of 4 and the adapter has subgroups of 8; the register-blocked kernels otherwise
-/// (fewer rows, K not a multiple of 4, no subgroups).
+/// Which kernel a CPU-variant graph picks: for a Packed weight the subgroup kernel from 8 rows
+/// on when K is a multiple of 4 and the adapter has subgroups of 8, the register-blocked
+/// kernels otherwise (fewer rows, K not a multiple of 4, no subgroups); for a Blocked weight
+/// the subgroup kernel at any row count, or an error.
 #[test]
 fn linear_subgroup_selection() {
     let Some(gpu) = gpu() else { return };
     let Some(target) = subgroup_target(&gpu) else {
         return;
     };
-    let picked = |target: &Target, m: usize, k: usize| {
-        let weight = LinearWeight::upload(&gpu, "proj", &vec![0.0; 8 * k], None, 8, k, DType::F32)
-            .expect("upload");
+    let picked = |target: &Target, m: usize, k: usize, layout| {
+        let weight = LinearWeight::upload_laid_out(
+            &gpu,
+            "proj",
+            &vec![0.0; 8 * k],
+            None,
+            [8, k],
+            DType::F32,
+            layout,
+        )
+        .expect("upload");
         let mut g = stipple::Graph::for_target(DType::F32, target);
         let x = g.input("x", &[m, k]).expect("input");
-        matmul::linear(&mut g, "proj", x, &weight, LinearOptions::default()).expect("linear");
+        matmul::linear(&mut g, "proj", x, &weight, LinearOptions::default())?;
         let d = &g.dispatches()[0];
-        format!("{}::{}", d.kernel.shader, d.kernel.entry)
+        Ok::<_, stipple::Error>(format!("{}::{}", d.kernel.shader, d.kernel.entry))
     };
-    assert_eq!(picked(&target, 8, 4), "matmul_subgroup::linear_subgroup");
-    assert_eq!(picked(&target, 7, 4), "matmul::linear");
-    assert_eq!(picked(&target, 8, 6), "matmul::linear");
+    let (packed, blocked) = (WeightLayout::Packed, WeightLayout::Blocked);
+    let subgroup = "matmul_subgroup::linear_subgroup";
+    assert_eq!(picked(&target, 8, 4, packed).unwrap(), subgroup);
+    assert_eq!(picked(&target, 7, 4, packed).unwrap(), "matmul::linear");
+    assert_eq!(picked(&target, 8, 6, packed).unwrap(), "matmul::linear");
+    // A Blocked weight is the subgroup kernel's alone, whatever the rows; a target that cannot
+    // run it is an error naming the layer, not a wrong read.
+    assert_eq!(picked(&target, 2, 4, blocked).unwrap(), subgroup);
+    let gpu_variant = target.clone().with_variant(stipple::gpu::Variant::Gpu);
+    let err = picked(&gpu_variant, 8, 4, blocked).unwrap_err().to_string();
+    assert!(
+        err.contains("proj") && err.contains("subgroup kernel"),
+        "{err}"
+    );
     let without = Target {
         subgroups: false,
         subgroup_min_size: 0,
         ..target.clone()
     };
-    assert_eq!(picked(&without, 8, 4), "matmul::linear");
+    assert_eq!(picked(&without, 8, 4, packed).unwrap(), "matmul::linear");
+    assert!(picked(&without, 8, 4, blocked).is_err());
     let narrow = Target {
         subgroup_min_size: 4,
         ..target
     };
-    assert_eq!(picked(&narrow, 8, 4), "matmul::linear");
+    assert_eq!(picked(&narrow, 8, 4, packed).unwrap(), "matmul::linear");
 }
 
 /// A reduction that brings one invocation exactly to the loop budget (K/4 main-loop iterations
@@ -413,7 +448,7 @@ fn linear_subgroup_at_the_loop_budget() {
         target.loop_budget()
     );
     let c = case(1, m, k, n, true, Activation::Identity, true);
-    check_all(&gpu, &target, &[c], 950, "matmul_subgroup");
+    check_all(&gpu, &target, &[c], 950, ("matmul_subgroup", BOTH));
     let k = k + 4;
     let weight = LinearWeight::upload(&gpu, "proj", &vec![0.0; n * k], None, n, k, DType::F32)
         .expect("upload");

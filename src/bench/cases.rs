@@ -10,6 +10,7 @@ use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
 use crate::ops::elementwise::Activation;
 use crate::ops::group_norm::{self, GroupNorm};
 use crate::ops::matmul::{self, LinearOptions, LinearWeight};
+use crate::ops::WeightLayout;
 
 /// Which op a case runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -140,7 +141,17 @@ pub fn build(gpu: &Gpu, kind: CaseKind, dtype: DType, b: usize, s: usize) -> Res
             let (c, pad) = (320, ksize / 2);
             let shape = [c, c, ksize, ksize];
             let (w, bias) = (noise(c * c * ksize * ksize, 9, 0.02), noise(c, 10, 0.1));
-            let weight = Conv2dWeight::upload(gpu, "bench.conv", &w, Some(&bias), shape, dtype)?;
+            // Laid out as a model loaded for this adapter lays it out.
+            let layout = WeightLayout::for_target(&gpu.target, c);
+            let weight = Conv2dWeight::upload_laid_out(
+                gpu,
+                "bench.conv",
+                &w,
+                Some(&bias),
+                shape,
+                dtype,
+                layout,
+            )?;
             let (x, xd) = input(&mut g, "x", &[b, s, s, c], 1)?;
             let y = conv2d::conv2d(&mut g, "conv", x, &weight, Conv2dOptions::padded(pad))?;
             finish(&mut g, y)?;
@@ -243,7 +254,10 @@ fn linear_case(
     n: usize,
 ) -> Result<Case> {
     let (w, bias) = (noise(n * k, 7, 0.05), noise(n, 8, 0.1));
-    let weight = LinearWeight::upload(gpu, "bench.linear", &w, Some(&bias), n, k, dtype)?;
+    // Laid out as a model loaded for this adapter lays it out.
+    let layout = WeightLayout::for_target(&gpu.target, k);
+    let weight =
+        LinearWeight::upload_laid_out(gpu, "bench.linear", &w, Some(&bias), [n, k], dtype, layout)?;
     let x = g.input("x", &[m, k])?;
     let xd = noise(m * k, 1, 1.0);
     let y = matmul::linear(&mut g, "linear", x, &weight, LinearOptions::default())?;

@@ -304,17 +304,24 @@ fn repack(
     }
     // A split layer's tensor holds only its rows (output features / channels) of the stack.
     Ok(match t.packing {
-        Packing::Linear { in_features, rows } => {
+        Packing::Linear {
+            in_features,
+            rows,
+            layout,
+        } => {
             let (r0, r1) = rows.unwrap_or((0, out));
-            matmul::pack_weight(&w[r0 * in_features..r1 * in_features], r1 - r0, in_features)
+            let w = &w[r0 * in_features..r1 * in_features];
+            matmul::pack_weight_laid_out(w, r1 - r0, in_features, layout)
         }
         Packing::Conv {
             shape: [cout, cin, kh, kw],
             rows,
+            layout,
         } => {
             let (c0, c1) = rows.unwrap_or((0, cout));
             let per_co = cin * kh * kw;
-            conv2d::pack_weight(&w[c0 * per_co..c1 * per_co], c1 - c0, cin, kh, kw)
+            let w = &w[c0 * per_co..c1 * per_co];
+            conv2d::pack_weight_laid_out(w, [c1 - c0, cin, kh, kw], layout)
         }
     })
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use crate::gpu::Tensor;
 use crate::models::Ctx;
+use crate::ops::WeightLayout;
 
 /// One torch-layout weight a packed tensor was built from.
 #[derive(Clone, Debug)]
@@ -21,17 +22,20 @@ pub struct Part {
 /// How the parts become the GPU tensor.
 #[derive(Clone, Copy, Debug)]
 pub enum Packing {
-    /// Parts stacked on the output axis, then `matmul::pack_weight` (K, NP); `rows`: only
-    /// output rows `[start, end)` of the stack (a Linear split past the binding limit).
+    /// Parts stacked on the output axis, then `matmul::pack_weight_laid_out` (K, NP) in
+    /// `layout`; `rows`: only output rows `[start, end)` of the stack (a Linear split past the
+    /// binding limit).
     Linear {
         in_features: usize,
         rows: Option<(usize, usize)>,
+        layout: WeightLayout,
     },
-    /// One part, `conv2d::pack_weight` (KH·KW·CIN, NP); `rows`: only output channels
-    /// `[start, end)` (a Conv2d split past the binding limit).
+    /// One part, `conv2d::pack_weight_laid_out` (KH·KW·CIN, NP) in `layout`; `rows`: only
+    /// output channels `[start, end)` (a Conv2d split past the binding limit).
     Conv {
         shape: [usize; 4],
         rows: Option<(usize, usize)>,
+        layout: WeightLayout,
     },
 }
 
@@ -91,12 +95,17 @@ impl<'a> Ctx<'a> {
         parts: Vec<Part>,
         in_features: usize,
         rows: Option<(usize, usize)>,
+        layout: WeightLayout,
         packed: &Tensor,
     ) {
         if let Some(t) = self.lora_targets {
             t.record(Target {
                 parts,
-                packing: Packing::Linear { in_features, rows },
+                packing: Packing::Linear {
+                    in_features,
+                    rows,
+                    layout,
+                },
                 tensor: packed.clone(),
             });
         }
@@ -109,6 +118,7 @@ impl<'a> Ctx<'a> {
         weight: String,
         shape: [usize; 4],
         rows: Option<(usize, usize)>,
+        layout: WeightLayout,
         packed: &Tensor,
     ) {
         if let Some(t) = self.lora_targets {
@@ -117,7 +127,11 @@ impl<'a> Ctx<'a> {
                     weight,
                     shape: shape.to_vec(),
                 }],
-                packing: Packing::Conv { shape, rows },
+                packing: Packing::Conv {
+                    shape,
+                    rows,
+                    layout,
+                },
                 tensor: packed.clone(),
             });
         }

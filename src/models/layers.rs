@@ -18,7 +18,7 @@ use crate::ops::conv2d::{self, Conv2dWeight};
 use crate::ops::group_norm::GroupNorm;
 use crate::ops::layer_norm;
 use crate::ops::matmul::{self, LinearWeight};
-use crate::ops::pad8;
+use crate::ops::{pad8, WeightLayout};
 use crate::weights::{TensorData, WeightsView};
 
 /// `nn.Linear(in_features, out_features, bias)` at `w` (`weight` (out, in), `bias` (out)).
@@ -93,6 +93,7 @@ fn stream_linear(
         })
         .collect();
     let whole = ranges.len() == 1;
+    let layout = WeightLayout::for_target(ctx.target, in_features);
     let mut pieces = Vec::with_capacity(ranges.len());
     for (i, &(r0, r1)) in ranges.iter().enumerate() {
         let label = if whole {
@@ -118,19 +119,33 @@ fn stream_linear(
                         parts[p].read_f16_bits(start, out)
                     };
                     let emit = |offset, bits: &[u16]| writer.write_f16_bits(offset, bits);
-                    matmul::pack_weight_segments(read, n, in_features, UPLOAD_CHUNK, emit)
+                    matmul::pack_weight_segments_laid_out(
+                        read,
+                        n,
+                        in_features,
+                        layout,
+                        UPLOAD_CHUNK,
+                        emit,
+                    )
                 } else {
                     let read = |r, col, out: &mut [f32]| {
                         let (p, start) = at(r, col);
                         parts[p].read(start, out)
                     };
                     let emit = |offset, values: &[f32]| writer.write(offset, values);
-                    matmul::pack_weight_segments(read, n, in_features, UPLOAD_CHUNK, emit)
+                    matmul::pack_weight_segments_laid_out(
+                        read,
+                        n,
+                        in_features,
+                        layout,
+                        UPLOAD_CHUNK,
+                        emit,
+                    )
                 }
             },
         )?;
         let rows = (!whole).then_some((r0, r1));
-        ctx.record_linear(recorded.clone(), in_features, rows, &weight);
+        ctx.record_linear(recorded.clone(), in_features, rows, layout, &weight);
         let bias = if bias {
             Some(Tensor::from_fill(
                 ctx.gpu,
@@ -151,6 +166,7 @@ fn stream_linear(
             bias,
             in_features,
             out_features: n,
+            layout,
         });
     }
     parts.iter().for_each(|p| ctx.loaded(p));
@@ -200,6 +216,7 @@ fn placeholder_linear(
         bias,
         in_features,
         out_features,
+        layout: WeightLayout::for_target(ctx.target, in_features),
     })
 }
 
@@ -299,6 +316,7 @@ pub fn conv2d_bias(
             in_channels: cin,
             out_channels: cout,
             kernel: [kernel, kernel],
+            layout: WeightLayout::for_target(ctx.target, cin),
         };
         return Ok(Conv2d { parts: vec![one] });
     }
@@ -310,6 +328,7 @@ pub fn conv2d_bias(
     let data = w.data("weight", &shape)?;
     let bias_data = bias.then(|| w.data("bias", &[cout])).transpose()?;
     let whole = ranges.len() == 1;
+    let layout = WeightLayout::for_target(ctx.target, cin);
     let mut pieces = Vec::with_capacity(ranges.len());
     for (i, &(c0, c1)) in ranges.iter().enumerate() {
         let label = if whole {
@@ -330,16 +349,28 @@ pub fn conv2d_bias(
                     let read =
                         |start, out: &mut [u16]| data.read_f16_bits(c0 * per_co + start, out);
                     let emit = |offset, bits: &[u16]| writer.write_f16_bits(offset, bits);
-                    conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
+                    conv2d::pack_weight_segments_laid_out(
+                        read,
+                        piece_shape,
+                        layout,
+                        UPLOAD_CHUNK,
+                        emit,
+                    )
                 } else {
                     let read = |start, out: &mut [f32]| data.read(c0 * per_co + start, out);
                     let emit = |offset, values: &[f32]| writer.write(offset, values);
-                    conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
+                    conv2d::pack_weight_segments_laid_out(
+                        read,
+                        piece_shape,
+                        layout,
+                        UPLOAD_CHUNK,
+                        emit,
+                    )
                 }
             },
         )?;
         let rows = (!whole).then_some((c0, c1));
-        ctx.record_conv(w.full_name("weight"), shape, rows, &weight);
+        ctx.record_conv(w.full_name("weight"), shape, rows, layout, &weight);
         let bias = match &bias_data {
             Some(b) => Some(Tensor::from_fill(
                 ctx.gpu,
@@ -356,6 +387,7 @@ pub fn conv2d_bias(
             in_channels: cin,
             out_channels: n,
             kernel: [kernel, kernel],
+            layout,
         });
     }
     ctx.loaded(&data);

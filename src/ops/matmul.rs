@@ -9,19 +9,22 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::elementwise::Activation;
-use super::{gemm_grid, matmul_subgroup, matmul_tiled, pad8, params, to_u32, LOOP_BUDGET};
+use super::{
+    gemm_grid, matmul_subgroup, matmul_tiled, pad8, params, to_u32, WeightLayout, LOOP_BUDGET,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelKey, Tensor, Variant};
 use crate::graph::{Dispatch, Graph, ValueId};
 
-/// A linear layer's weight, repacked for the kernel: torch's (N, K) becomes (K, NP) with NP = N
-/// rounded up to 8 (zero columns), plus the optional bias (N).
+/// A linear layer's weight, repacked for the kernels: torch's (N, K) becomes (K, NP) with NP = N
+/// rounded up to 8 (zero columns), laid out as `layout` says, plus the optional bias (N).
 #[derive(Clone, Debug)]
 pub struct LinearWeight {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub in_features: usize,
     pub out_features: usize,
+    pub layout: WeightLayout,
 }
 
 /// Repack a row-major (N, K) weight into (K, NP).
@@ -93,12 +96,45 @@ pub fn pack_weight_segments<T: Copy + Default>(
     }
 }
 
+/// [`pack_weight`] per output block of `layout` ([`WeightLayout::blocks`]), the blocks one
+/// after another: the (K, NP) data of a [`WeightLayout::Blocked`] weight (Packed: exactly
+/// [`pack_weight`]).
+pub fn pack_weight_laid_out(w: &[f32], n: usize, k: usize, layout: WeightLayout) -> Vec<f32> {
+    let mut out = Vec::with_capacity(k * pad8(n));
+    for (r0, r1) in layout.blocks(n) {
+        out.extend(pack_weight(&w[r0 * k..r1 * k], r1 - r0, k));
+    }
+    out
+}
+
+/// [`pack_weight_segments`] for a weight laid out as `layout`: each output block is packed on
+/// its own and emitted at its offset (`start · K` for the block of outputs `start..`).
+pub fn pack_weight_segments_laid_out<T: Copy + Default>(
+    mut read: impl FnMut(usize, usize, &mut [T]),
+    n: usize,
+    k: usize,
+    layout: WeightLayout,
+    max_chunk: usize,
+    mut emit: impl FnMut(usize, &[T]),
+) {
+    for (r0, r1) in layout.blocks(n) {
+        pack_weight_segments(
+            |row, col, out: &mut [T]| read(r0 + row, col, out),
+            r1 - r0,
+            k,
+            max_chunk,
+            |offset, values: &[T]| emit(r0 * k + offset, values),
+        );
+    }
+}
+
 /// Source rows (linear) or output channels (conv) transposed together when packing: 16 f32 are
 /// one 64-byte cache line of the packed output.
 pub(crate) const PACK_ROWS: usize = 16;
 
 impl LinearWeight {
-    /// Upload a torch-layout (out_features, in_features) weight and optional bias.
+    /// Upload a torch-layout (out_features, in_features) weight and optional bias, Packed (every
+    /// kernel reads it).
     pub fn upload(
         gpu: &Gpu,
         name: &str,
@@ -107,6 +143,21 @@ impl LinearWeight {
         out_features: usize,
         in_features: usize,
         dtype: DType,
+    ) -> Result<Self> {
+        let shape = [out_features, in_features];
+        Self::upload_laid_out(gpu, name, weight, bias, shape, dtype, WeightLayout::Packed)
+    }
+
+    /// [`Self::upload`] laid out as `layout` (`WeightLayout::for_target(&target,
+    /// in_features)` is what a model loaded for `target` gets).
+    pub fn upload_laid_out(
+        gpu: &Gpu,
+        name: &str,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        [out_features, in_features]: [usize; 2],
+        dtype: DType,
+        layout: WeightLayout,
     ) -> Result<Self> {
         if weight.len() != out_features * in_features {
             return Err(Error::shape(
@@ -123,7 +174,7 @@ impl LinearWeight {
                 format!("bias has {} values, expected {out_features}", b.len()),
             ));
         }
-        let packed = pack_weight(weight, out_features, in_features);
+        let packed = pack_weight_laid_out(weight, out_features, in_features, layout);
         let weight = Tensor::from_f32(
             gpu,
             &format!("{name}.weight"),
@@ -139,6 +190,7 @@ impl LinearWeight {
             bias,
             in_features,
             out_features,
+            layout,
         })
     }
 }
@@ -175,6 +227,8 @@ struct Params {
     np4: u32,
     has_bias: u32,
     has_residual: u32,
+    /// 1: `w` is [`WeightLayout::Blocked`] (read by `linear_subgroup` only).
+    blocked: u32,
 }
 
 /// `act(x·Wᵀ + b) + residual` for x of shape (…, K) → (…, N). Leading axes are flattened into
@@ -205,14 +259,29 @@ pub fn linear(
     // runs 8·K iterations, so only while that fits the loop budget) for few rows, which
     // measured 1.28× at 154×768×3072 but 0.91× at 8192×320×320 and slowed the tiny test UNet's
     // 16–32-wide linears (a workgroup spans 64 columns); other shapes: `linear`.
-    let tiled = matmul_tiled::use_tiled(&g.target, rows, k);
+    // A Blocked weight (loaded for a CPU target with subgroups) is read by the subgroup kernel
+    // alone.
+    let blocked = w.layout == WeightLayout::Blocked;
+    let tiled = !blocked && matmul_tiled::use_tiled(&g.target, rows, k);
     let subgroup = !tiled
         && matmul_subgroup::use_subgroup(
             &g.target,
             rows,
             k % 4 == 0,
             matmul_subgroup::linear_iterations(rows, k),
+            w.layout,
         );
+    if blocked && !subgroup {
+        return Err(Error::shape(
+            name,
+            format!(
+                "the weight is laid out for the subgroup kernel, which this graph's target \
+                 ({}) cannot run for {rows} rows × {k} features (loop budget {})",
+                g.target.variant.name(),
+                g.target.loop_budget()
+            ),
+        ));
+    }
     let (shader, entry) = match g.target.variant {
         _ if tiled => ("matmul_tiled", "linear_tiled"),
         _ if subgroup => ("matmul_subgroup", "linear_subgroup"),
@@ -251,6 +320,7 @@ pub fn linear(
         np4: (np / 4) as u32,
         has_bias: bv.is_some() as u32,
         has_residual: opts.residual.is_some() as u32,
+        blocked: blocked as u32,
     };
     // Unused bindings alias `x` (read-only, never read).
     let buffers = vec![

@@ -8,6 +8,7 @@
 //! [`use_subgroup`] says so, and keep the register-blocked kernels otherwise. Why this shape:
 //! `docs/kernels.md`, "Subgroup GEMM".
 
+use super::WeightLayout;
 use crate::error::{Error, Result};
 use crate::gpu::{Target, Variant};
 
@@ -44,14 +45,27 @@ pub fn conv_iterations(rows: usize, [kh, kw]: [usize; 2], cin: usize) -> usize {
     kh + kh * kw * (1 + cin / 4) + store_iterations(rows)
 }
 
+/// Whether graphs for `target` may use the subgroup kernels: CPU variant, subgroups of at
+/// least 8 lanes.
+pub fn target_has_subgroup_gemm(target: &Target) -> bool {
+    target.variant == Variant::Cpu && target.subgroups && target.subgroup_min_size as usize >= LANES
+}
+
 /// Whether a graph for `target` uses a subgroup kernel for a GEMM of `rows` rows whose
 /// reduction is read as `vec4` (`vec4_reads`: K, or CIN, a multiple of 4) in `iterations` loop
-/// iterations: CPU variant, subgroups of at least 8 lanes, enough rows, within the loop budget.
-pub fn use_subgroup(target: &Target, rows: usize, vec4_reads: bool, iterations: usize) -> bool {
-    target.variant == Variant::Cpu
-        && target.subgroups
-        && target.subgroup_min_size as usize >= LANES
-        && rows >= MIN_ROWS
+/// iterations, its weight laid out as `layout`: [`target_has_subgroup_gemm`], within the loop
+/// budget, and at least [`MIN_ROWS`] rows unless the weight is Blocked (which no other kernel
+/// reads; with it the subgroup kernel also beat `linear` at 2 rows).
+pub fn use_subgroup(
+    target: &Target,
+    rows: usize,
+    vec4_reads: bool,
+    iterations: usize,
+    layout: WeightLayout,
+) -> bool {
+    target_has_subgroup_gemm(target)
+        && rows > 0
+        && (rows >= MIN_ROWS || layout == WeightLayout::Blocked)
         && vec4_reads
         && iterations <= target.loop_budget()
 }
@@ -87,23 +101,35 @@ mod tests {
     #[test]
     fn selection_needs_cpu_variant_subgroups_rows_and_budget() {
         let t = lavapipe();
-        assert!(use_subgroup(&t, 8, true, 100));
-        assert!(!use_subgroup(&t, 7, true, 100));
-        assert!(!use_subgroup(&t, 8, false, 100));
-        assert!(use_subgroup(&t, 8, true, t.loop_budget()));
-        assert!(!use_subgroup(&t, 8, true, t.loop_budget() + 1));
-        assert!(!use_subgroup(&Target::default(), 8, true, 100));
+        let (packed, blocked) = (WeightLayout::Packed, WeightLayout::Blocked);
+        assert!(use_subgroup(&t, 8, true, 100, packed));
+        assert!(!use_subgroup(&t, 7, true, 100, packed));
+        assert!(use_subgroup(&t, 2, true, 100, blocked));
+        assert!(!use_subgroup(&t, 0, true, 100, blocked));
+        assert!(!use_subgroup(&t, 8, false, 100, packed));
+        assert!(use_subgroup(&t, 8, true, t.loop_budget(), packed));
+        assert!(!use_subgroup(&t, 8, true, t.loop_budget() + 1, blocked));
+        assert!(!use_subgroup(&Target::default(), 8, true, 100, packed));
         let small = Target {
             subgroup_min_size: 4,
             ..lavapipe()
         };
-        assert!(!use_subgroup(&small, 8, true, 100));
-        assert!(!use_subgroup(
-            &t.clone().with_variant(Variant::Gpu),
-            8,
-            true,
-            100
-        ));
+        assert!(!use_subgroup(&small, 8, true, 100, packed));
+        let gpu = t.clone().with_variant(Variant::Gpu);
+        assert!(!use_subgroup(&gpu, 8, true, 100, packed));
+        assert_eq!(WeightLayout::for_target(&t, 320), blocked);
+        assert_eq!(WeightLayout::for_target(&t, 3), packed);
+        assert_eq!(WeightLayout::for_target(&gpu, 320), packed);
+    }
+
+    #[test]
+    fn blocks_cover_the_outputs() {
+        assert_eq!(WeightLayout::Packed.blocks(70), [(0, 70)]);
+        assert_eq!(
+            WeightLayout::Blocked.blocks(70),
+            [(0, 32), (32, 64), (64, 70)]
+        );
+        assert_eq!(WeightLayout::Blocked.blocks(32), [(0, 32)]);
     }
 
     #[test]
