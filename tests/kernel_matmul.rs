@@ -52,17 +52,10 @@ fn check_all(
     seed: u64,
     (shader, layouts): (&str, &[WeightLayout]),
 ) {
-    for dtype in dtypes(gpu) {
-        for &layout in layouts {
-            for (i, c) in cases.iter().enumerate() {
-                check_for(gpu, target, c, (dtype, layout), seed + i as u64, shader);
-            }
-        }
-    }
+    for_each_variant(gpu, cases, layouts, seed, |c, variant, seed| {
+        check_for(gpu, target, c, variant, seed, shader)
+    });
 }
-
-/// The subgroup kernels read both weight layouts.
-const BOTH: &[WeightLayout] = &[WeightLayout::Packed, WeightLayout::Blocked];
 
 fn check(case: &Case, dtype: DType, seed: u64) {
     let Some(gpu) = gpu() else { return };

@@ -9,6 +9,7 @@ pub mod scratch;
 use std::process::Command;
 pub mod server;
 
+use stipple::ops::WeightLayout;
 use stipple::{DType, Gpu, GpuOptions, Graph, Plan, ValueId};
 
 /// The adapter for GPU tests. Without one, tests skip locally but fail in CI (`CI=true`),
@@ -40,6 +41,27 @@ pub fn subgroup_target(gpu: &Gpu) -> Option<stipple::gpu::Target> {
             t.adapter
         );
         None
+    }
+}
+
+/// The subgroup GEMM kernels read both weight layouts.
+pub const BOTH: &[WeightLayout] = &[WeightLayout::Packed, WeightLayout::Blocked];
+
+/// `check(case, (dtype, layout), seed)` for every case (seeds from `seed`), in every dtype the
+/// adapter has and each of `layouts`.
+pub fn for_each_variant<C>(
+    gpu: &Gpu,
+    cases: &[C],
+    layouts: &[WeightLayout],
+    seed: u64,
+    mut check: impl FnMut(&C, (DType, WeightLayout), u64),
+) {
+    for dtype in dtypes(gpu) {
+        for &layout in layouts {
+            for (i, c) in cases.iter().enumerate() {
+                check(c, (dtype, layout), seed + i as u64);
+            }
+        }
     }
 }
 
