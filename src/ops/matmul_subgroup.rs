@@ -46,9 +46,14 @@ pub fn conv_iterations(rows: usize, [kh, kw]: [usize; 2], cin: usize) -> usize {
 }
 
 /// Whether graphs for `target` may use the subgroup kernels: CPU variant, subgroups of at
-/// least 8 lanes.
+/// least 8 lanes, and a native build (browsers want `enable subgroups;`, which naga rejects in
+/// native builds, and the shaders go to the browser as written; a fallback adapter is a CPU
+/// adapter there).
 pub fn target_has_subgroup_gemm(target: &Target) -> bool {
-    target.variant == Variant::Cpu && target.subgroups && target.subgroup_min_size as usize >= LANES
+    !cfg!(target_arch = "wasm32")
+        && target.variant == Variant::Cpu
+        && target.subgroups
+        && target.subgroup_min_size as usize >= LANES
 }
 
 /// Whether a graph for `target` uses a subgroup kernel for a GEMM of `rows` rows whose
