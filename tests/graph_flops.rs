@@ -65,6 +65,47 @@ fn linear_conv_and_attention_by_hand() {
     );
 }
 
+/// Every kernel of a linear layer and of a convolution counts the same FLOPs: the
+/// register-blocked kernels (`Target::default()`), the subgroup kernels (CPU variant with
+/// subgroups of 8) and the workgroup-memory tiles (GPU variant).
+#[test]
+fn every_gemm_kernel_counts_its_flops() {
+    use stipple::gpu::Variant;
+    let Some(gpu) = gpu() else { return };
+    let w = LinearWeight::upload(&gpu, "fc", &[0.0; 88], None, 11, 8, DType::F32).unwrap();
+    let cw =
+        Conv2dWeight::upload(&gpu, "conv", &[0.0; 216], None, [6, 4, 3, 3], DType::F32).unwrap();
+    let subgroups = Target {
+        subgroups: true,
+        subgroup_min_size: 8,
+        ..Target::default()
+    };
+    let targets = [
+        (Target::default(), ["matmul", "conv2d"]),
+        (subgroups, ["matmul_subgroup", "conv2d_subgroup"]),
+        (
+            Target::default().with_variant(Variant::Gpu),
+            ["matmul_tiled", "conv2d_tiled"],
+        ),
+    ];
+    for (target, shaders) in targets {
+        let mut g = Graph::for_target(DType::F32, &target);
+        // Linear (3, 5, 8) → 11: 2·M·N·K, M = 15 rows.
+        let x = g.input("x", &[3, 5, 8]).unwrap();
+        matmul::linear(&mut g, "fc", x, &w, LinearOptions::default()).unwrap();
+        // 3×3 conv, padding 1, (2, 4, 3, 4) → (2, 4, 3, 6): 2·B·Ho·Wo·Cout·(9·Cin).
+        let img = g.input("img", &[2, 4, 3, 4]).unwrap();
+        conv2d::conv2d(&mut g, "conv", img, &cw, Conv2dOptions::padded(1)).unwrap();
+        let picked: Vec<_> = g.dispatches().iter().map(|d| d.kernel.shader).collect();
+        assert_eq!(picked, shaders);
+        let per = g.dispatch_flops();
+        assert_eq!(per[0].class, OpClass::Matmul);
+        assert_eq!(per[0].flops, 2 * 15 * 11 * 8, "{shaders:?}");
+        assert_eq!(per[1].class, OpClass::Conv);
+        assert_eq!(per[1].flops, 2 * 2 * 4 * 3 * 6 * (9 * 4), "{shaders:?}");
+    }
+}
+
 #[test]
 fn chunked_cross_attention_sums_to_the_whole() {
     let Some(_gpu) = gpu() else { return };

@@ -6,8 +6,10 @@
 mod common;
 
 use common::*;
+use stipple::gpu::Target;
 use stipple::ops::elementwise::Activation;
 use stipple::ops::matmul::{self, LinearOptions, LinearWeight};
+use stipple::ops::{matmul_subgroup, WeightLayout};
 use stipple::DType;
 
 struct Case {
@@ -20,8 +22,57 @@ struct Case {
     residual: bool,
 }
 
+/// A case: batch, rows per batch, K, N, bias, activation, residual.
+fn case(
+    batch: usize,
+    rows: usize,
+    k: usize,
+    n: usize,
+    bias: bool,
+    act: Activation,
+    residual: bool,
+) -> Case {
+    Case {
+        batch,
+        rows,
+        k,
+        n,
+        bias,
+        act,
+        residual,
+    }
+}
+
+/// Every case in f32 and f16 (seeds from `seed`) and each of `layouts` through `target`,
+/// which must pick `shader`.
+fn check_all(
+    gpu: &stipple::Gpu,
+    target: &Target,
+    cases: &[Case],
+    seed: u64,
+    (shader, layouts): (&str, &[WeightLayout]),
+) {
+    for_each_variant(gpu, cases, layouts, seed, |c, variant, seed| {
+        check_for(gpu, target, c, variant, seed, shader)
+    });
+}
+
 fn check(case: &Case, dtype: DType, seed: u64) {
     let Some(gpu) = gpu() else { return };
+    let packed = (dtype, WeightLayout::Packed);
+    check_for(&gpu, &Target::default(), case, packed, seed, "matmul");
+}
+
+/// `case` in a graph built for `target`, which must pick the kernel of `shader` (a test of
+/// another kernel would pass silently otherwise).
+fn check_for(
+    gpu: &stipple::Gpu,
+    target: &Target,
+    case: &Case,
+    (dtype, layout): (DType, WeightLayout),
+    seed: u64,
+    shader: &str,
+) {
     let mut rng = Rng::new(seed);
     let &Case {
         batch,
@@ -36,7 +87,8 @@ fn check(case: &Case, dtype: DType, seed: u64) {
     let w = quantize(&rng.vec(n * k, 1.0 / (k as f32).sqrt()), dtype);
     let b = quantize(&rng.vec(n, 0.5), dtype);
     let r = quantize(&rng.vec(batch * rows * n, 1.0), dtype);
-    let weight = LinearWeight::upload(&gpu, "proj", &w, bias.then_some(&b[..]), n, k, dtype)
+    let bias_data = bias.then_some(&b[..]);
+    let weight = LinearWeight::upload_laid_out(gpu, "proj", &w, bias_data, [n, k], dtype, layout)
         .expect("upload");
     let want = matmul::reference(
         &x,
@@ -49,17 +101,19 @@ fn check(case: &Case, dtype: DType, seed: u64) {
     );
     let (xs, rs) = ([batch, rows, k], [batch, rows, n]);
     let inputs: Vec<(&str, &[usize], &[f32])> = vec![("x", &xs, &x), ("r", &rs, &r)];
-    let got = run_graph(&gpu, dtype, &inputs, |g, ids| {
+    let got = run_graph_for(gpu, target, dtype, &inputs, |g, ids| {
         let opts = LinearOptions {
             activation: act,
             residual: residual.then_some(ids[1]),
         };
-        matmul::linear(g, "proj", ids[0], &weight, opts)
+        let y = matmul::linear(g, "proj", ids[0], &weight, opts)?;
+        assert_eq!(g.dispatches()[0].kernel.shader, shader, "kernel picked");
+        Ok(y)
     });
     let scale = max_abs(&want).max(1.0);
     let atol = if dtype == DType::F32 { 1e-4 } else { 4e-3 } * scale;
     let label = format!(
-        "linear B{batch} M{rows} K{k} N{n} bias={bias} {act:?} residual={residual} {}",
+        "{shader} {layout:?} B{batch} M{rows} K{k} N{n} bias={bias} {act:?} residual={residual} {}",
         dtype.name()
     );
     assert_close(&label, &got, &want, atol, 0.0);
@@ -319,4 +373,116 @@ fn linear_tiled_gpu_variant() {
             assert_close(&label, &got, &want, atol, 0.0);
         }
     }
+}
+
+/// The CPU variant's subgroup kernel (`matmul_subgroup::linear_subgroup`: lanes own 4 or 8
+/// rows × 32 columns, K read as vec4) against the reference: M from 8 to 1000 (one lane's rows,
+/// partial row blocks of 32 and 64, both sides of the 4/8 rows-per-lane switch at 256), K from 4
+/// to 7600 in multiples of 4, N from 1 to 300 (N < 8, not a multiple of 4 or 8, one past a
+/// 32-column block), every fused activation, bias and residual on and off, batch > 1; f32 and
+/// f16. Tolerances as in `check`.
+#[test]
+fn linear_subgroup_cpu_variant() {
+    let Some(gpu) = gpu() else { return };
+    let Some(target) = subgroup_target(&gpu) else {
+        return;
+    };
+    let cases = [
+        case(1, 8, 4, 1, false, Activation::Identity, false),
+        case(1, 9, 8, 3, true, Activation::Silu, true),
+        case(1, 33, 36, 7, true, Activation::Gelu, false),
+        case(2, 17, 64, 8, false, Activation::GeluTanh, true),
+        case(1, 65, 68, 33, true, Activation::QuickGelu, true),
+        case(2, 77, 300, 65, true, Activation::Identity, false),
+        case(1, 154, 96, 130, false, Activation::Silu, true),
+        case(1, 255, 20, 9, true, Activation::Gelu, true),
+        case(1, 256, 20, 9, true, Activation::GeluTanh, false),
+        case(3, 100, 32, 300, true, Activation::QuickGelu, true),
+        case(1, 1000, 12, 40, false, Activation::Identity, true),
+        case(1, 11, 7600, 24, true, Activation::Identity, false),
+    ];
+    check_all(&gpu, &target, &cases, 900, ("matmul_subgroup", BOTH));
+}
+
+/// Which kernel a CPU-variant graph picks: for a Packed weight the subgroup kernel from 8 rows
+/// on when K is a multiple of 4 and the adapter has subgroups of 8, the register-blocked
+/// kernels otherwise (fewer rows, K not a multiple of 4, no subgroups); for a Blocked weight
+/// the subgroup kernel at any row count, or an error.
+#[test]
+fn linear_subgroup_selection() {
+    let Some(gpu) = gpu() else { return };
+    let Some(target) = subgroup_target(&gpu) else {
+        return;
+    };
+    let picked = |target: &Target, m: usize, k: usize, layout| {
+        let weight = LinearWeight::upload_laid_out(
+            &gpu,
+            "proj",
+            &vec![0.0; 8 * k],
+            None,
+            [8, k],
+            DType::F32,
+            layout,
+        )
+        .expect("upload");
+        let mut g = stipple::Graph::for_target(DType::F32, target);
+        let x = g.input("x", &[m, k]).expect("input");
+        matmul::linear(&mut g, "proj", x, &weight, LinearOptions::default())?;
+        let d = &g.dispatches()[0];
+        Ok::<_, stipple::Error>(format!("{}::{}", d.kernel.shader, d.kernel.entry))
+    };
+    let (packed, blocked) = (WeightLayout::Packed, WeightLayout::Blocked);
+    let subgroup = "matmul_subgroup::linear_subgroup";
+    assert_eq!(picked(&target, 8, 4, packed).unwrap(), subgroup);
+    assert_eq!(picked(&target, 7, 4, packed).unwrap(), "matmul::linear");
+    assert_eq!(picked(&target, 8, 6, packed).unwrap(), "matmul::linear");
+    // A Blocked weight is the subgroup kernel's alone, whatever the rows; a target that cannot
+    // run it is an error naming the layer, not a wrong read.
+    assert_eq!(picked(&target, 2, 4, blocked).unwrap(), subgroup);
+    let gpu_variant = target.clone().with_variant(stipple::gpu::Variant::Gpu);
+    let err = picked(&gpu_variant, 8, 4, blocked).unwrap_err().to_string();
+    assert!(
+        err.contains("proj") && err.contains("subgroup kernel"),
+        "{err}"
+    );
+    let without = Target {
+        subgroups: false,
+        subgroup_min_size: 0,
+        ..target.clone()
+    };
+    assert_eq!(picked(&without, 8, 4, packed).unwrap(), "matmul::linear");
+    assert!(picked(&without, 8, 4, blocked).is_err());
+    let narrow = Target {
+        subgroup_min_size: 4,
+        ..target
+    };
+    assert_eq!(picked(&narrow, 8, 4, packed).unwrap(), "matmul::linear");
+}
+
+/// A reduction that brings one invocation exactly to the loop budget (K/4 main-loop iterations
+/// plus the stores' loops) is computed in full; one vec4 more is rejected with an error naming
+/// the layer, not silently truncated (the register-blocked kernels' limit is lower still).
+#[test]
+fn linear_subgroup_at_the_loop_budget() {
+    let Some(gpu) = gpu() else { return };
+    let Some(target) = subgroup_target(&gpu) else {
+        return;
+    };
+    let (m, n) = (8, 8);
+    let stores = matmul_subgroup::linear_iterations(m, 0);
+    let k = 4 * (target.loop_budget() - stores);
+    assert_eq!(
+        matmul_subgroup::linear_iterations(m, k),
+        target.loop_budget()
+    );
+    let c = case(1, m, k, n, true, Activation::Identity, true);
+    check_all(&gpu, &target, &[c], 950, ("matmul_subgroup", BOTH));
+    let k = k + 4;
+    let weight = LinearWeight::upload(&gpu, "proj", &vec![0.0; n * k], None, n, k, DType::F32)
+        .expect("upload");
+    let mut g = stipple::Graph::for_target(DType::F32, &target);
+    let x = g.input("x", &[m, k]).expect("input");
+    let err = matmul::linear(&mut g, "text.fc1", x, &weight, LinearOptions::default())
+        .expect_err("past the loop budget");
+    assert!(err.to_string().contains("text.fc1"), "{err}");
 }

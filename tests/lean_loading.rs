@@ -3,7 +3,8 @@
 //! with a clear error, and loading reports progress.
 //!
 //! - The chunked repacking (and the conv's segmented repacking from contiguous source runs)
-//!   equals the whole-tensor repacking for odd shapes and chunk sizes (CPU only).
+//!   equals the whole-tensor repacking for odd shapes and chunk sizes, in both weight layouts
+//!   (CPU only).
 //! - `Tensor::from_fill` round-trips values across chunk boundaries in f32 and f16.
 //! - The tiny-pipe model (full 49408-token CLIP table, f16 on disk) loaded under a binding limit
 //!   lowered below its token table gives the same image as under the adapter's limit (the table
@@ -106,6 +107,83 @@ fn chunked_repacking_equals_whole_repacking() {
             );
         }
     }
+}
+
+/// The Blocked layout (`WeightLayout::Blocked`: blocks of 32 output columns, each its own
+/// (K, width) packed matrix, one after another) holds what `docs/kernels.md` and the subgroup
+/// shaders say: w[k, n] at 32b·K + k·width_b + n − 32b; streamed in segments (as the loader
+/// does) it equals the whole repacking, every element written once, for linears and convs.
+#[test]
+fn blocked_layout_streams_and_matches_its_definition() {
+    use stipple::ops::{pad8, WeightLayout};
+    let blocked = WeightLayout::Blocked;
+    let mut rng = Rng::new(11);
+    for &(n, k) in &[(1, 4), (8, 3), (33, 5), (64, 7), (70, 9), (100, 16)] {
+        let w = rng.vec(n * k, 1.0);
+        let whole = matmul::pack_weight_laid_out(&w, n, k, blocked);
+        assert_eq!(whole.len(), k * pad8(n));
+        for col in 0..n {
+            let (b, width) = (col / 32, (pad8(n) - col / 32 * 32).min(32));
+            for kk in 0..k {
+                assert_eq!(
+                    whole[32 * b * k + kk * width + col - 32 * b],
+                    w[col * k + kk],
+                    "linear n={n} k={k}"
+                );
+            }
+        }
+        for &chunk in &[1, 8, 61, whole.len()] {
+            let mut got = vec![f32::NAN; whole.len()];
+            let read = |row: usize, col: usize, out: &mut [f32]| {
+                out.copy_from_slice(&w[row * k + col..row * k + col + out.len()])
+            };
+            matmul::pack_weight_segments_laid_out(read, n, k, blocked, chunk, |offset, values| {
+                assert!(got[offset..offset + values.len()]
+                    .iter()
+                    .all(|v| v.is_nan()));
+                got[offset..offset + values.len()].copy_from_slice(values);
+            });
+            assert_eq!(got, whole, "linear n={n} k={k} max_chunk={chunk}");
+        }
+    }
+    for &shape in &[[8, 4, 3, 3], [33, 3, 1, 1], [70, 2, 3, 3]] {
+        let [cout, cin, kh, kw] = shape;
+        let w = rng.vec(cout * cin * kh * kw, 1.0);
+        let whole = conv2d::pack_weight_laid_out(&w, shape, blocked);
+        let rows = kh * kw * cin;
+        for co in 0..cout {
+            let (b, width) = (co / 32, (pad8(cout) - co / 32 * 32).min(32));
+            for ci in 0..cin {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let row = (ky * kw + kx) * cin + ci;
+                        assert_eq!(
+                            whole[32 * b * rows + row * width + co - 32 * b],
+                            w[((co * cin + ci) * kh + ky) * kw + kx]
+                        );
+                    }
+                }
+            }
+        }
+        for &chunk in &[1, 8, 97, whole.len()] {
+            let mut got = vec![f32::NAN; whole.len()];
+            let read =
+                |start: usize, out: &mut [f32]| out.copy_from_slice(&w[start..start + out.len()]);
+            conv2d::pack_weight_segments_laid_out(read, shape, blocked, chunk, |offset, values| {
+                assert!(got[offset..offset + values.len()]
+                    .iter()
+                    .all(|v| v.is_nan()));
+                got[offset..offset + values.len()].copy_from_slice(values);
+            });
+            assert_eq!(got, whole, "conv {shape:?} max_chunk={chunk}");
+        }
+    }
+    // Packed is the one-block case.
+    let w = rng.vec(70 * 9, 1.0);
+    assert_eq!(
+        matmul::pack_weight_laid_out(&w, 70, 9, WeightLayout::Packed),
+        matmul::pack_weight(&w, 70, 9)
+    );
 }
 
 #[test]

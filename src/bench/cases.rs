@@ -10,6 +10,7 @@ use crate::ops::conv2d::{self, Conv2dOptions, Conv2dWeight};
 use crate::ops::elementwise::Activation;
 use crate::ops::group_norm::{self, GroupNorm, StatsKernel};
 use crate::ops::matmul::{self, LinearOptions, LinearWeight};
+use crate::ops::WeightLayout;
 
 /// Which op a case runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,8 +104,10 @@ impl CaseKind {
     /// Shader files a case may dispatch from (the `_tiled` ones under the GPU variant).
     pub fn shaders(&self) -> &'static [&'static str] {
         match self {
-            CaseKind::Linear | CaseKind::TextLinear { .. } => &["matmul", "matmul_tiled"],
-            CaseKind::Conv(_) => &["conv2d", "conv2d_tiled"],
+            CaseKind::Linear | CaseKind::TextLinear { .. } => {
+                &["matmul", "matmul_subgroup", "matmul_tiled"]
+            }
+            CaseKind::Conv(_) => &["conv2d", "conv2d_subgroup", "conv2d_tiled"],
             CaseKind::Attention { .. } => &["attention"],
             CaseKind::GroupNorm { .. } => &["group_norm", "group_norm_subgroup"],
         }
@@ -158,7 +161,17 @@ pub fn build(gpu: &Gpu, kind: CaseKind, dtype: DType, b: usize, s: usize) -> Res
             let (c, pad) = (320, ksize / 2);
             let shape = [c, c, ksize, ksize];
             let (w, bias) = (noise(c * c * ksize * ksize, 9, 0.02), noise(c, 10, 0.1));
-            let weight = Conv2dWeight::upload(gpu, "bench.conv", &w, Some(&bias), shape, dtype)?;
+            // Laid out as a model loaded for this adapter lays it out.
+            let layout = WeightLayout::for_target(&gpu.target, c);
+            let weight = Conv2dWeight::upload_laid_out(
+                gpu,
+                "bench.conv",
+                &w,
+                Some(&bias),
+                shape,
+                dtype,
+                layout,
+            )?;
             let (x, xd) = input(&mut g, "x", &[b, s, s, c], 1)?;
             let y = conv2d::conv2d(&mut g, "conv", x, &weight, Conv2dOptions::padded(pad))?;
             finish(&mut g, y)?;
@@ -262,7 +275,10 @@ fn linear_case(
     n: usize,
 ) -> Result<Case> {
     let (w, bias) = (noise(n * k, 7, 0.05), noise(n, 8, 0.1));
-    let weight = LinearWeight::upload(gpu, "bench.linear", &w, Some(&bias), n, k, dtype)?;
+    // Laid out as a model loaded for this adapter lays it out.
+    let layout = WeightLayout::for_target(&gpu.target, k);
+    let weight =
+        LinearWeight::upload_laid_out(gpu, "bench.linear", &w, Some(&bias), [n, k], dtype, layout)?;
     let x = g.input("x", &[m, k])?;
     let xd = noise(m * k, 1, 1.0);
     let y = matmul::linear(&mut g, "linear", x, &weight, LinearOptions::default())?;

@@ -33,6 +33,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     (
+        "conv2d_subgroup",
+        include_str!("../../shaders/conv2d_subgroup.wgsl"),
+    ),
+    (
         "conv2d_tiled",
         include_str!("../../shaders/conv2d_tiled.wgsl"),
     ),
@@ -47,6 +51,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "matmul_subgroup",
+        include_str!("../../shaders/matmul_subgroup.wgsl"),
+    ),
     (
         "matmul_tiled",
         include_str!("../../shaders/matmul_tiled.wgsl"),
@@ -68,7 +76,14 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// A shader belongs here only when every index it computes is in bounds by construction (clamped
 /// or guarded against the shape parameters the op checked) and its kernel test covers odd,
 /// tile-crossing shapes in f32 and f16: `tests/kernel_matmul.rs`, `tests/kernel_conv2d.rs`.
-pub const TRUSTED: &[&str] = &["conv2d", "conv2d_tiled", "matmul", "matmul_tiled"];
+pub const TRUSTED: &[&str] = &[
+    "conv2d",
+    "conv2d_subgroup",
+    "conv2d_tiled",
+    "matmul",
+    "matmul_subgroup",
+    "matmul_tiled",
+];
 
 /// Shaders that use subgroup operations (`subgroupAdd`, `subgroup_size`, …): compiled only where
 /// the device has the SUBGROUP feature, with `enable subgroups;` on the web ([`prelude`]).

@@ -67,6 +67,9 @@ pub struct Target {
     pub vendor: u32,
     pub f16: bool,
     pub subgroups: bool,
+    /// Smallest subgroup the adapter may run (0 without SUBGROUP). Kernels that share loads
+    /// across an 8-invocation workgroup with subgroup broadcasts need at least 8.
+    pub subgroup_min_size: u32,
     pub timestamps: bool,
     pub max_workgroup_storage_bytes: u32,
     pub max_invocations_per_workgroup: u32,
@@ -91,6 +94,7 @@ impl Default for Target {
             vendor: 0,
             f16: false,
             subgroups: false,
+            subgroup_min_size: 0,
             timestamps: false,
             max_workgroup_storage_bytes: limits.max_compute_workgroup_storage_size,
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
@@ -113,12 +117,14 @@ impl Target {
     ) -> Target {
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let implied = if cpu { Variant::Cpu } else { Variant::Gpu };
+        let subgroups = features.contains(wgpu::Features::SUBGROUP);
         Target {
             adapter: info.name.clone(),
             device_type: info.device_type,
             vendor: info.vendor,
             f16: features.contains(wgpu::Features::SHADER_F16),
-            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroups,
+            subgroup_min_size: if subgroups { info.subgroup_min_size } else { 0 },
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             max_workgroup_storage_bytes: limits.max_compute_workgroup_storage_size,
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
@@ -216,7 +222,14 @@ mod tests {
         );
         assert_eq!(gpu.variant, Variant::Gpu);
         assert_eq!(gpu.loop_budget, None);
-        assert!(gpu.f16 && !gpu.subgroups);
+        assert!(gpu.f16 && !gpu.subgroups && gpu.subgroup_min_size == 0);
+        let with_subgroups = Target::from_adapter(
+            &info(wgpu::DeviceType::Cpu),
+            wgpu::Features::SUBGROUP,
+            &limits,
+            None,
+        );
+        assert!(with_subgroups.subgroups && with_subgroups.subgroup_min_size == 32);
         // Forcing the GPU variant on a CPU adapter keeps the CPU adapter's loop budget.
         let forced = Target::from_adapter(
             &info(wgpu::DeviceType::Cpu),

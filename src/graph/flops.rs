@@ -5,8 +5,8 @@
 //!
 //! | kernel | class | FLOPs |
 //! |---|---|---|
-//! | `matmul::*` (linear) | matmul | 2·M·N·K: 2 · numel(output) · K (K = last axis of the input) |
-//! | `conv2d::*` | conv | 2·B·Ho·Wo·Cout·(kh·kw·Cin): 2 · numel(output) · rows of the packed weight |
+//! | `matmul*::*` (linear: `matmul`, `matmul_subgroup`, `matmul_tiled`) | matmul | 2·M·N·K: 2 · numel(output) · K (K = last axis of the input) |
+//! | `conv2d*::*` (`conv2d`, `conv2d_subgroup`, `conv2d_tiled`) | conv | 2·B·Ho·Wo·Cout·(kh·kw·Cin): 2 · numel(output) · rows of the packed weight |
 //! | `attention::partial*` | attention | 4·B·Tq·Tk·(H·D): QKᵀ and PV, the dispatch's queries only |
 //! | `group_norm`, `layer_norm`, `softmax` | norm | 7 per element (stats 3, normalise 4); softmax 5 |
 //! | `elementwise`, `attention::combine`, `timestep_embedding` | elementwise | 1 per element (combine: 3 per partial) |
@@ -124,9 +124,11 @@ pub fn dispatch_flops(values: &[Value], d: &Dispatch) -> DispatchFlops {
     let k = &d.kernel;
     let (class, flops) = match (k.shader, k.entry) {
         // (1) x (…, K), (5) y (…, N).
-        ("matmul", _) => (OpClass::Matmul, 2 * out(5) * last(bound(1))),
+        ("matmul" | "matmul_subgroup" | "matmul_tiled", _) => {
+            (OpClass::Matmul, 2 * out(5) * last(bound(1)))
+        }
         // (2) packed weight (kh·kw·Cin, pad8(Cout)), (5) y (B, Ho, Wo, Cout).
-        ("conv2d", _) => {
+        ("conv2d" | "conv2d_subgroup" | "conv2d_tiled", _) => {
             let taps = bound(2).and_then(|w| w.shape.first().copied()).unwrap_or(0) as u64;
             (OpClass::Conv, 2 * out(5) * taps)
         }

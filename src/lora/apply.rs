@@ -304,17 +304,23 @@ fn repack(
     }
     // A split layer's tensor holds only its rows (output features / channels) of the stack.
     Ok(match t.packing {
-        Packing::Linear { in_features, rows } => {
+        Packing::Linear {
+            in_features,
+            rows,
+            layout,
+        } => {
             let (r0, r1) = rows.unwrap_or((0, out));
-            matmul::pack_weight(&w[r0 * in_features..r1 * in_features], r1 - r0, in_features)
+            let w = &w[r0 * in_features..r1 * in_features];
+            matmul::pack_weight_laid_out(w, r1 - r0, in_features, layout)
         }
         Packing::Conv {
             shape: shape @ [_, _, kh, kw],
             rows,
             inputs,
+            layout,
         } => {
             let (part, [n, c]) = conv_part(&w, shape, rows, inputs);
-            conv2d::pack_weight(&part, n, c, kh, kw)
+            conv2d::pack_weight_laid_out(&part, [n, c, kh, kw], layout)
         }
     })
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use crate::gpu::Tensor;
 use crate::models::Ctx;
+use crate::ops::WeightLayout;
 
 /// One torch-layout weight a packed tensor was built from.
 #[derive(Clone, Debug)]
@@ -21,20 +22,23 @@ pub struct Part {
 /// How the parts become the GPU tensor.
 #[derive(Clone, Copy, Debug)]
 pub enum Packing {
-    /// Parts stacked on the output axis, then `matmul::pack_weight` (K, NP); `rows`: only
-    /// output rows `[start, end)` of the stack (a Linear split past the binding limit).
+    /// Parts stacked on the output axis, then `matmul::pack_weight_laid_out` (K, NP) in
+    /// `layout`; `rows`: only output rows `[start, end)` of the stack (a Linear split past the
+    /// binding limit).
     Linear {
         in_features: usize,
         rows: Option<(usize, usize)>,
+        layout: WeightLayout,
     },
-    /// One part, `conv2d::pack_weight` (KH·KW·CIN, NP); `rows`: only output channels
-    /// `[start, end)` (a Conv2d split past the binding limit); `inputs`: only input channels
-    /// `[start, end)` (a Conv2d over a concatenation, `models::concat_conv`), packed as a Conv2d
-    /// of those input channels.
+    /// One part, `conv2d::pack_weight_laid_out` (KH·KW·CIN, NP) in `layout`; `rows`: only
+    /// output channels `[start, end)` (a Conv2d split past the binding limit); `inputs`: only
+    /// input channels `[start, end)` (a Conv2d over a concatenation, `models::concat_conv`),
+    /// packed as a Conv2d of those input channels.
     Conv {
         shape: [usize; 4],
         rows: Option<(usize, usize)>,
         inputs: Option<(usize, usize)>,
+        layout: WeightLayout,
     },
 }
 
@@ -94,12 +98,17 @@ impl<'a> Ctx<'a> {
         parts: Vec<Part>,
         in_features: usize,
         rows: Option<(usize, usize)>,
+        layout: WeightLayout,
         packed: &Tensor,
     ) {
         if let Some(t) = self.lora_targets {
             t.record(Target {
                 parts,
-                packing: Packing::Linear { in_features, rows },
+                packing: Packing::Linear {
+                    in_features,
+                    rows,
+                    layout,
+                },
                 tensor: packed.clone(),
             });
         }
@@ -112,9 +121,10 @@ impl<'a> Ctx<'a> {
         weight: String,
         shape: [usize; 4],
         rows: Option<(usize, usize)>,
+        layout: WeightLayout,
         packed: &Tensor,
     ) {
-        self.record_conv_inputs(weight, shape, rows, None, packed);
+        self.record_conv_inputs(weight, shape, rows, None, layout, packed);
     }
 
     /// [`Ctx::record_conv`] of a packed weight holding only input channels `inputs`.
@@ -124,6 +134,7 @@ impl<'a> Ctx<'a> {
         shape: [usize; 4],
         rows: Option<(usize, usize)>,
         inputs: Option<(usize, usize)>,
+        layout: WeightLayout,
         packed: &Tensor,
     ) {
         if let Some(t) = self.lora_targets {
@@ -136,6 +147,7 @@ impl<'a> Ctx<'a> {
                     shape,
                     rows,
                     inputs,
+                    layout,
                 },
                 tensor: packed.clone(),
             });

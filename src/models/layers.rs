@@ -18,7 +18,7 @@ use crate::ops::conv2d::{self, Conv2dWeight};
 use crate::ops::group_norm::GroupNorm;
 use crate::ops::layer_norm;
 use crate::ops::matmul::{self, LinearWeight};
-use crate::ops::pad8;
+use crate::ops::{pad8, WeightLayout};
 use crate::weights::{TensorData, WeightsView};
 
 /// `nn.Linear(in_features, out_features, bias)` at `w` (`weight` (out, in), `bias` (out)).
@@ -93,6 +93,7 @@ fn stream_linear(
         })
         .collect();
     let whole = ranges.len() == 1;
+    let layout = WeightLayout::for_target(ctx.target, in_features);
     let mut pieces = Vec::with_capacity(ranges.len());
     for (i, &(r0, r1)) in ranges.iter().enumerate() {
         let label = if whole {
@@ -118,19 +119,33 @@ fn stream_linear(
                         parts[p].read_f16_bits(start, out)
                     };
                     let emit = |offset, bits: &[u16]| writer.write_f16_bits(offset, bits);
-                    matmul::pack_weight_segments(read, n, in_features, UPLOAD_CHUNK, emit)
+                    matmul::pack_weight_segments_laid_out(
+                        read,
+                        n,
+                        in_features,
+                        layout,
+                        UPLOAD_CHUNK,
+                        emit,
+                    )
                 } else {
                     let read = |r, col, out: &mut [f32]| {
                         let (p, start) = at(r, col);
                         parts[p].read(start, out)
                     };
                     let emit = |offset, values: &[f32]| writer.write(offset, values);
-                    matmul::pack_weight_segments(read, n, in_features, UPLOAD_CHUNK, emit)
+                    matmul::pack_weight_segments_laid_out(
+                        read,
+                        n,
+                        in_features,
+                        layout,
+                        UPLOAD_CHUNK,
+                        emit,
+                    )
                 }
             },
         )?;
         let rows = (!whole).then_some((r0, r1));
-        ctx.record_linear(recorded.clone(), in_features, rows, &weight);
+        ctx.record_linear(recorded.clone(), in_features, rows, layout, &weight);
         let bias = if bias {
             Some(Tensor::from_fill(
                 ctx.gpu,
@@ -151,6 +166,7 @@ fn stream_linear(
             bias,
             in_features,
             out_features: n,
+            layout,
         });
     }
     parts.iter().for_each(|p| ctx.loaded(p));
@@ -200,6 +216,7 @@ fn placeholder_linear(
         bias,
         in_features,
         out_features,
+        layout: WeightLayout::for_target(ctx.target, in_features),
     })
 }
 
@@ -351,6 +368,7 @@ pub fn conv2d_input_ranges(
                     in_channels: i1 - i0,
                     out_channels: cout,
                     kernel: [kernel, kernel],
+                    layout: WeightLayout::for_target(ctx.target, i1 - i0),
                 };
                 Ok(Conv2d { parts: vec![one] })
             })
@@ -372,6 +390,8 @@ pub fn conv2d_input_ranges(
             max_binding(ctx),
         )?;
         let whole = ranges.len() == 1;
+        // Each input range is packed as a Conv2d of its own channels would be.
+        let layout = WeightLayout::for_target(ctx.target, width);
         let mut pieces = Vec::with_capacity(ranges.len());
         for (i, &(c0, c1)) in ranges.iter().enumerate() {
             let label = if whole {
@@ -396,17 +416,29 @@ pub fn conv2d_input_ranges(
                     if raw_f16(ctx, std::slice::from_ref(&data)) {
                         let read = |start, out: &mut [u16]| data.read_f16_bits(at(start), out);
                         let emit = |offset, bits: &[u16]| writer.write_f16_bits(offset, bits);
-                        conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
+                        conv2d::pack_weight_segments_laid_out(
+                            read,
+                            piece_shape,
+                            layout,
+                            UPLOAD_CHUNK,
+                            emit,
+                        )
                     } else {
                         let read = |start, out: &mut [f32]| data.read(at(start), out);
                         let emit = |offset, values: &[f32]| writer.write(offset, values);
-                        conv2d::pack_weight_segments(read, piece_shape, UPLOAD_CHUNK, emit)
+                        conv2d::pack_weight_segments_laid_out(
+                            read,
+                            piece_shape,
+                            layout,
+                            UPLOAD_CHUNK,
+                            emit,
+                        )
                     }
                 },
             )?;
             let rows = (!whole).then_some((c0, c1));
             let cols = (!whole_input).then_some((i0, i1));
-            ctx.record_conv_inputs(w.full_name("weight"), shape, rows, cols, &weight);
+            ctx.record_conv_inputs(w.full_name("weight"), shape, rows, cols, layout, &weight);
             let bias = match bias_data.as_ref().filter(|_| r == 0) {
                 Some(b) => Some(Tensor::from_fill(
                     ctx.gpu,
@@ -423,6 +455,7 @@ pub fn conv2d_input_ranges(
                 in_channels: width,
                 out_channels: n,
                 kernel: [kernel, kernel],
+                layout,
             });
         }
         layers.push(Conv2d { parts: pieces });

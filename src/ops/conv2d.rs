@@ -1,20 +1,26 @@
 //! 2-D convolution (`shaders/conv2d.wgsl`): NHWC implicit GEMM with fused bias and residual.
 //!
-//! CPU targets use `conv2d::conv2d` (register blocking); GPU targets `conv2d_tiled::conv2d_tiled`
-//! (workgroup-memory tiles, 128 pixels × 64 channels by default; geometry and its per-adapter
-//! choice in [`super::matmul_tiled`]) while the reduction fits the loop budget. Both read the
+//! CPU targets use `conv2d_subgroup::conv2d_subgroup` (lanes own output pixels, weights shared
+//! by subgroup broadcasts, geometry in [`super::matmul_subgroup`]) where the adapter has
+//! subgroups of 8 and CIN is a multiple of 4, else `conv2d::conv2d` (register blocking); GPU
+//! targets `conv2d_tiled::conv2d_tiled` (workgroup-memory tiles, 128 pixels × 64 channels by
+//! default; geometry and its per-adapter choice in [`super::matmul_tiled`]) while the reduction
+//! fits the loop budget. All read the
 //! same packed weight.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::PACK_ROWS;
-use super::{gemm_grid, matmul_tiled, pad8, params, to_u32, LOOP_BUDGET};
+use super::{
+    gemm_grid, matmul_subgroup, matmul_tiled, pad8, params, to_u32, WeightLayout, LOOP_BUDGET,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelKey, Tensor};
 use crate::graph::{Dispatch, Graph, ValueId};
 
-/// A convolution weight repacked for the kernel: torch's (COUT, CIN, KH, KW) becomes
-/// (KH·KW·CIN, NP) with NP = COUT rounded up to 8 (zero columns), plus the optional bias.
+/// A convolution weight repacked for the kernels: torch's (COUT, CIN, KH, KW) becomes
+/// (KH·KW·CIN, NP) with NP = COUT rounded up to 8 (zero columns), laid out as `layout` says,
+/// plus the optional bias.
 #[derive(Clone, Debug)]
 pub struct Conv2dWeight {
     pub weight: Tensor,
@@ -22,6 +28,7 @@ pub struct Conv2dWeight {
     pub in_channels: usize,
     pub out_channels: usize,
     pub kernel: [usize; 2],
+    pub layout: WeightLayout,
 }
 
 /// Repack torch (COUT, CIN, KH, KW) into ((ky·KW + kx)·CIN + ci, co) with NP columns.
@@ -116,8 +123,50 @@ pub fn pack_weight_segments<T: Copy + Default>(
     }
 }
 
+/// [`pack_weight`] per block of output channels of `layout` ([`WeightLayout::blocks`]), the
+/// blocks one after another (Packed: exactly [`pack_weight`]).
+pub fn pack_weight_laid_out(
+    w: &[f32],
+    [cout, cin, kh, kw]: [usize; 4],
+    layout: WeightLayout,
+) -> Vec<f32> {
+    let per_co = cin * kh * kw;
+    let mut out = Vec::with_capacity(per_co * pad8(cout));
+    for (c0, c1) in layout.blocks(cout) {
+        out.extend(pack_weight(
+            &w[c0 * per_co..c1 * per_co],
+            c1 - c0,
+            cin,
+            kh,
+            kw,
+        ));
+    }
+    out
+}
+
+/// [`pack_weight_segments`] for a weight laid out as `layout`: each block of output channels
+/// is packed on its own and emitted at its offset (`c0 · KH·KW·CIN` for the block from `c0`).
+pub fn pack_weight_segments_laid_out<T: Copy + Default>(
+    mut read: impl FnMut(usize, &mut [T]),
+    [cout, cin, kh, kw]: [usize; 4],
+    layout: WeightLayout,
+    max_chunk: usize,
+    mut emit: impl FnMut(usize, &[T]),
+) {
+    let per_co = cin * kh * kw;
+    for (c0, c1) in layout.blocks(cout) {
+        pack_weight_segments(
+            |start, out: &mut [T]| read(c0 * per_co + start, out),
+            [c1 - c0, cin, kh, kw],
+            max_chunk,
+            |offset, values: &[T]| emit(c0 * per_co + offset, values),
+        );
+    }
+}
+
 impl Conv2dWeight {
-    /// Upload a torch-layout (COUT, CIN, KH, KW) weight and optional bias (COUT).
+    /// Upload a torch-layout (COUT, CIN, KH, KW) weight and optional bias (COUT), Packed (every
+    /// kernel reads it).
     pub fn upload(
         gpu: &Gpu,
         name: &str,
@@ -125,6 +174,20 @@ impl Conv2dWeight {
         bias: Option<&[f32]>,
         shape: [usize; 4],
         dtype: DType,
+    ) -> Result<Self> {
+        Self::upload_laid_out(gpu, name, weight, bias, shape, dtype, WeightLayout::Packed)
+    }
+
+    /// [`Self::upload`] laid out as `layout` (`WeightLayout::for_target(&target, cin)` is what
+    /// a model loaded for `target` gets).
+    pub fn upload_laid_out(
+        gpu: &Gpu,
+        name: &str,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        shape: [usize; 4],
+        dtype: DType,
+        layout: WeightLayout,
     ) -> Result<Self> {
         let [cout, cin, kh, kw] = shape;
         if weight.len() != cout * cin * kh * kw {
@@ -139,7 +202,7 @@ impl Conv2dWeight {
                 format!("bias has {} values, expected {cout}", b.len()),
             ));
         }
-        let packed = pack_weight(weight, cout, cin, kh, kw);
+        let packed = pack_weight_laid_out(weight, shape, layout);
         let weight = Tensor::from_f32(
             gpu,
             &format!("{name}.weight"),
@@ -156,6 +219,7 @@ impl Conv2dWeight {
             in_channels: cin,
             out_channels: cout,
             kernel: [kh, kw],
+            layout,
         })
     }
 }
@@ -217,6 +281,8 @@ struct Params {
     has_residual: u32,
     /// 1 when the input is read nearest-upsampled 2× (`h`, `w` are then the upsampled size).
     up_shift: u32,
+    /// 1: `w` is [`WeightLayout::Blocked`] (read by `conv2d_subgroup` only).
+    blocked: u32,
 }
 
 /// Output spatial size of a convolution over `padded` values (input plus all padding).
@@ -269,15 +335,36 @@ pub fn conv2d(
             format!("{h}×{wd} input is smaller than the {kh}×{kw} kernel"),
         ));
     };
-    let tile = matmul_tiled::tile_for(
-        g,
-        "conv2d_tiled",
-        b * ho * wo,
-        w.out_channels,
-        kh * kw * cin,
-    );
+    let rows = b * ho * wo;
+    // A Blocked weight (loaded for a CPU target with subgroups) is read by the subgroup kernel
+    // alone.
+    let blocked = w.layout == WeightLayout::Blocked;
+    let tile = if blocked {
+        None
+    } else {
+        matmul_tiled::tile_for(g, "conv2d_tiled", rows, w.out_channels, kh * kw * cin)
+    };
     let tiled = tile.is_some();
-    if !tiled && kh * kw * (cin + 1) > LOOP_BUDGET {
+    let subgroup = !tiled
+        && matmul_subgroup::use_subgroup(
+            &g.target,
+            rows,
+            cin % 4 == 0,
+            matmul_subgroup::conv_iterations(rows, [kh, kw], cin),
+            w.layout,
+        );
+    if blocked && !subgroup {
+        return Err(Error::shape(
+            name,
+            format!(
+                "the weight is laid out for the subgroup kernel, which this graph's target \
+                 ({}) cannot run for {rows} pixels × {kh}×{kw}×{cin} taps (loop budget {})",
+                g.target.variant.name(),
+                g.target.loop_budget()
+            ),
+        ));
+    }
+    if !tiled && !subgroup && kh * kw * (cin + 1) > LOOP_BUDGET {
         return Err(Error::shape(
             name,
             format!("{kh}×{kw}×{cin} taps exceed the kernel's reduction limit {LOOP_BUDGET}"),
@@ -314,6 +401,7 @@ pub fn conv2d(
         has_bias: bv.is_some() as u32,
         has_residual: opts.residual.is_some() as u32,
         up_shift: opts.upsample_input as u32,
+        blocked: blocked as u32,
     };
     u("elements", b * ho * wo * w.out_channels)?;
     let buffers = vec![
@@ -325,11 +413,16 @@ pub fn conv2d(
     ];
     let (workgroups, kernel) = match tile {
         Some(t) => (
-            t.grid(name, b * ho * wo, np)?,
+            t.grid(name, rows, np)?,
             t.apply(KernelKey::new("conv2d_tiled", "conv2d_tiled", g.dtype)),
         ),
+        None if subgroup => (
+            matmul_subgroup::grid(name, rows, np)?,
+            KernelKey::new("conv2d_subgroup", "conv2d_subgroup", g.dtype)
+                .with("ROWS", matmul_subgroup::rows_per_lane(rows) as u32),
+        ),
         None => (
-            gemm_grid(name, b * ho * wo, np)?,
+            gemm_grid(name, rows, np)?,
             KernelKey::new("conv2d", "conv2d", g.dtype),
         ),
     };

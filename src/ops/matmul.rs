@@ -1,25 +1,30 @@
 //! Linear layers (`shaders/matmul.wgsl`): batched `x·Wᵀ + b` with fused activation and residual.
 //!
-//! Kernels: `matmul::linear_rows` (CPU targets, few rows) and `matmul::linear` (register
-//! blocking, other CPU-target shapes) or, on GPU targets, `matmul_tiled::linear_tiled`
-//! (workgroup-memory tiles, [`super::matmul_tiled`]). All read the same packed weight.
+//! Kernels: on CPU targets `matmul_subgroup::linear_subgroup` (lanes own rows, weights shared by
+//! subgroup broadcasts, [`super::matmul_subgroup`]) where the adapter has subgroups of 8 and K
+//! is a multiple of 4, else `matmul::linear_rows` (few rows) and `matmul::linear` (register
+//! blocking); on GPU targets `matmul_tiled::linear_tiled` (workgroup-memory tiles,
+//! [`super::matmul_tiled`]). All read the same packed weight.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::elementwise::Activation;
-use super::{gemm_grid, matmul_tiled, pad8, params, to_u32, LOOP_BUDGET};
+use super::{
+    gemm_grid, matmul_subgroup, matmul_tiled, pad8, params, to_u32, WeightLayout, LOOP_BUDGET,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, KernelKey, Tensor, Variant};
 use crate::graph::{Dispatch, Graph, ValueId};
 
-/// A linear layer's weight, repacked for the kernel: torch's (N, K) becomes (K, NP) with NP = N
-/// rounded up to 8 (zero columns), plus the optional bias (N).
+/// A linear layer's weight, repacked for the kernels: torch's (N, K) becomes (K, NP) with NP = N
+/// rounded up to 8 (zero columns), laid out as `layout` says, plus the optional bias (N).
 #[derive(Clone, Debug)]
 pub struct LinearWeight {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub in_features: usize,
     pub out_features: usize,
+    pub layout: WeightLayout,
 }
 
 /// Repack a row-major (N, K) weight into (K, NP).
@@ -91,12 +96,45 @@ pub fn pack_weight_segments<T: Copy + Default>(
     }
 }
 
+/// [`pack_weight`] per output block of `layout` ([`WeightLayout::blocks`]), the blocks one
+/// after another: the (K, NP) data of a [`WeightLayout::Blocked`] weight (Packed: exactly
+/// [`pack_weight`]).
+pub fn pack_weight_laid_out(w: &[f32], n: usize, k: usize, layout: WeightLayout) -> Vec<f32> {
+    let mut out = Vec::with_capacity(k * pad8(n));
+    for (r0, r1) in layout.blocks(n) {
+        out.extend(pack_weight(&w[r0 * k..r1 * k], r1 - r0, k));
+    }
+    out
+}
+
+/// [`pack_weight_segments`] for a weight laid out as `layout`: each output block is packed on
+/// its own and emitted at its offset (`start · K` for the block of outputs `start..`).
+pub fn pack_weight_segments_laid_out<T: Copy + Default>(
+    mut read: impl FnMut(usize, usize, &mut [T]),
+    n: usize,
+    k: usize,
+    layout: WeightLayout,
+    max_chunk: usize,
+    mut emit: impl FnMut(usize, &[T]),
+) {
+    for (r0, r1) in layout.blocks(n) {
+        pack_weight_segments(
+            |row, col, out: &mut [T]| read(r0 + row, col, out),
+            r1 - r0,
+            k,
+            max_chunk,
+            |offset, values: &[T]| emit(r0 * k + offset, values),
+        );
+    }
+}
+
 /// Source rows (linear) or output channels (conv) transposed together when packing: 16 f32 are
 /// one 64-byte cache line of the packed output.
 pub(crate) const PACK_ROWS: usize = 16;
 
 impl LinearWeight {
-    /// Upload a torch-layout (out_features, in_features) weight and optional bias.
+    /// Upload a torch-layout (out_features, in_features) weight and optional bias, Packed (every
+    /// kernel reads it).
     pub fn upload(
         gpu: &Gpu,
         name: &str,
@@ -105,6 +143,21 @@ impl LinearWeight {
         out_features: usize,
         in_features: usize,
         dtype: DType,
+    ) -> Result<Self> {
+        let shape = [out_features, in_features];
+        Self::upload_laid_out(gpu, name, weight, bias, shape, dtype, WeightLayout::Packed)
+    }
+
+    /// [`Self::upload`] laid out as `layout` (`WeightLayout::for_target(&target,
+    /// in_features)` is what a model loaded for `target` gets).
+    pub fn upload_laid_out(
+        gpu: &Gpu,
+        name: &str,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        [out_features, in_features]: [usize; 2],
+        dtype: DType,
+        layout: WeightLayout,
     ) -> Result<Self> {
         if weight.len() != out_features * in_features {
             return Err(Error::shape(
@@ -121,7 +174,7 @@ impl LinearWeight {
                 format!("bias has {} values, expected {out_features}", b.len()),
             ));
         }
-        let packed = pack_weight(weight, out_features, in_features);
+        let packed = pack_weight_laid_out(weight, out_features, in_features, layout);
         let weight = Tensor::from_f32(
             gpu,
             &format!("{name}.weight"),
@@ -137,6 +190,7 @@ impl LinearWeight {
             bias,
             in_features,
             out_features,
+            layout,
         })
     }
 }
@@ -173,6 +227,8 @@ struct Params {
     np4: u32,
     has_bias: u32,
     has_residual: u32,
+    /// 1: `w` is [`WeightLayout::Blocked`] (read by `linear_subgroup` only).
+    blocked: u32,
 }
 
 /// `act(x·Wᵀ + b) + residual` for x of shape (…, K) → (…, N). Leading axes are flattened into
@@ -196,15 +252,44 @@ pub fn linear(
         ));
     }
     let rows: usize = shape[..shape.len() - 1].iter().product();
-    // CPU targets with few rows (text encoders: 77 per prompt): `linear_rows` (uniform `src`
-    // loads; its loop runs 8·K iterations, so only while that fits the loop budget). It measured
-    // 1.28× at 154×768×3072 but 0.91× at 8192×320×320 (docs/kernels.md), and slowed the tiny
-    // test UNet's 16–32-wide linears (a workgroup spans 64 columns); other shapes: `linear`.
     // GPU targets: workgroup-memory tiles while the reduction fits the loop budget.
-    let tile = matmul_tiled::tile_for(g, "linear_tiled", rows, w.out_features, k);
+    // CPU targets: the subgroup kernel (1.5–6× the register-blocked ones on lavapipe,
+    // docs/kernels.md) where the adapter's subgroups hold the 8-lane workgroup, K is read as
+    // vec4 and there are at least 8 rows. Otherwise `linear_rows` (uniform `src` loads; its loop
+    // runs 8·K iterations, so only while that fits the loop budget) for few rows, which
+    // measured 1.28× at 154×768×3072 but 0.91× at 8192×320×320 and slowed the tiny test UNet's
+    // 16–32-wide linears (a workgroup spans 64 columns); other shapes: `linear`.
+    // A Blocked weight (loaded for a CPU target with subgroups) is read by the subgroup kernel
+    // alone.
+    let blocked = w.layout == WeightLayout::Blocked;
+    let tile = if blocked {
+        None
+    } else {
+        matmul_tiled::tile_for(g, "linear_tiled", rows, w.out_features, k)
+    };
     let tiled = tile.is_some();
+    let subgroup = !tiled
+        && matmul_subgroup::use_subgroup(
+            &g.target,
+            rows,
+            k % 4 == 0,
+            matmul_subgroup::linear_iterations(rows, k),
+            w.layout,
+        );
+    if blocked && !subgroup {
+        return Err(Error::shape(
+            name,
+            format!(
+                "the weight is laid out for the subgroup kernel, which this graph's target \
+                 ({}) cannot run for {rows} rows × {k} features (loop budget {})",
+                g.target.variant.name(),
+                g.target.loop_budget()
+            ),
+        ));
+    }
     let (shader, entry) = match g.target.variant {
         _ if tiled => ("matmul_tiled", "linear_tiled"),
+        _ if subgroup => ("matmul_subgroup", "linear_subgroup"),
         Variant::Cpu
             if rows <= ROWS_MAX && w.out_features >= 64 && k * ROW_GROUPS <= LOOP_BUDGET =>
         {
@@ -212,7 +297,7 @@ pub fn linear(
         }
         _ => ("matmul", "linear"),
     };
-    if !tiled && k > LOOP_BUDGET {
+    if !tiled && !subgroup && k > LOOP_BUDGET {
         return Err(Error::shape(
             name,
             format!("{k} input features exceed the kernel's reduction limit {LOOP_BUDGET}"),
@@ -240,6 +325,7 @@ pub fn linear(
         np4: (np / 4) as u32,
         has_bias: bv.is_some() as u32,
         has_residual: opts.residual.is_some() as u32,
+        blocked: blocked as u32,
     };
     // Unused bindings alias `x` (read-only, never read).
     let buffers = vec![
@@ -258,14 +344,18 @@ pub fn linear(
             ),
         ));
     }
+    let mut kernel = KernelKey::new(shader, entry, g.dtype).with("ACT", opts.activation as u32);
     let workgroups = match tile {
-        Some(t) => t.grid(name, rows, np)?,
+        Some(t) => {
+            kernel = t.apply(kernel);
+            t.grid(name, rows, np)?
+        }
+        None if subgroup => {
+            kernel = kernel.with("ROWS", matmul_subgroup::rows_per_lane(rows) as u32);
+            matmul_subgroup::grid(name, rows, np)?
+        }
         None => gemm_grid(name, rows, np)?,
     };
-    let mut kernel = KernelKey::new(shader, entry, g.dtype).with("ACT", opts.activation as u32);
-    if let Some(t) = tile {
-        kernel = t.apply(kernel);
-    }
     g.dispatch(Dispatch {
         label: name.to_string(),
         kernel,

@@ -12,6 +12,7 @@ pub mod elementwise;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod matmul;
+pub mod matmul_subgroup;
 pub mod matmul_tiled;
 pub mod probe;
 pub mod scheduler_step;
@@ -72,4 +73,48 @@ pub(crate) fn to_u32(label: &str, what: &str, n: usize) -> Result<u32> {
 /// Round `n` up to a multiple of 8: packed weights have NP columns.
 pub fn pad8(n: usize) -> usize {
     n.div_ceil(8) * 8
+}
+
+/// How a Linear / Conv2d weight is laid out on the GPU. Both hold K·NP values (K the reduction:
+/// in_features, or KH·KW·CIN; NP = pad8(N) output columns, the padding zero) and have the
+/// tensor shape (K, NP); `docs/kernels.md`, "Weight layouts".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WeightLayout {
+    /// (K, NP) row-major: `matmul::pack_weight` / `conv2d::pack_weight`. Every kernel reads it.
+    #[default]
+    Packed,
+    /// Column blocks of [`BLOCK_COLS`]: output columns [32b, 32b + 32) ∩ [0, N) of block b in
+    /// the Packed layout of that block alone, (K, pad8(width)), the blocks one after another.
+    /// Only the subgroup kernels read it: a workgroup's 32 columns are then one contiguous
+    /// stream instead of 128 bytes every NP·4 bytes (1.2–1.8× on lavapipe for wide weights).
+    Blocked,
+}
+
+/// Output columns per block of [`WeightLayout::Blocked`] (= the subgroup kernels' workgroup).
+pub const BLOCK_COLS: usize = 32;
+
+impl WeightLayout {
+    /// The layout a weight with reduction `k` (a Linear's in_features, a Conv2d's CIN for
+    /// `k_unit`) gets when loaded for `target`: Blocked where the subgroup kernels can read it
+    /// (CPU variant, subgroups of 8, `k_unit` a multiple of 4), Packed elsewhere.
+    pub fn for_target(target: &crate::gpu::Target, k_unit: usize) -> WeightLayout {
+        if matmul_subgroup::target_has_subgroup_gemm(target) && k_unit.is_multiple_of(4) {
+            WeightLayout::Blocked
+        } else {
+            WeightLayout::Packed
+        }
+    }
+
+    /// The output ranges `[start, end)` of `n` outputs that are packed on their own, in order:
+    /// all of them (Packed) or blocks of 32 (Blocked). Each range's packed data starts at
+    /// `start · K` (every block before it is 32 = pad8(32) columns wide).
+    pub fn blocks(self, n: usize) -> Vec<(usize, usize)> {
+        match self {
+            WeightLayout::Packed => vec![(0, n)],
+            WeightLayout::Blocked => (0..n)
+                .step_by(BLOCK_COLS)
+                .map(|s| (s, (s + BLOCK_COLS).min(n)))
+                .collect(),
+        }
+    }
 }

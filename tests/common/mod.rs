@@ -9,6 +9,7 @@ pub mod scratch;
 use std::process::Command;
 pub mod server;
 
+use stipple::ops::WeightLayout;
 use stipple::{DType, Gpu, GpuOptions, Graph, Plan, ValueId};
 
 /// Options of the test adapter: the environment's, with autotuning off (every kernel in its
@@ -33,6 +34,43 @@ pub fn gpu() -> Option<Gpu> {
         Err(e) => {
             eprintln!("skipping GPU test: {e}");
             None
+        }
+    }
+}
+
+/// `gpu`'s target with the CPU variant when the adapter can run the subgroup GEMM kernels
+/// (subgroups of at least 8 lanes: lavapipe), else `None` (those tests then have nothing to
+/// check, and say so).
+pub fn subgroup_target(gpu: &Gpu) -> Option<stipple::gpu::Target> {
+    let t = gpu.target.clone().with_variant(stipple::gpu::Variant::Cpu);
+    if t.subgroups && t.subgroup_min_size >= 8 {
+        Some(t)
+    } else {
+        eprintln!(
+            "no subgroups of 8 on {}: subgroup kernels not tested",
+            t.adapter
+        );
+        None
+    }
+}
+
+/// The subgroup GEMM kernels read both weight layouts.
+pub const BOTH: &[WeightLayout] = &[WeightLayout::Packed, WeightLayout::Blocked];
+
+/// `check(case, (dtype, layout), seed)` for every case (seeds from `seed`), in every dtype the
+/// adapter has and each of `layouts`.
+pub fn for_each_variant<C>(
+    gpu: &Gpu,
+    cases: &[C],
+    layouts: &[WeightLayout],
+    seed: u64,
+    mut check: impl FnMut(&C, (DType, WeightLayout), u64),
+) {
+    for dtype in dtypes(gpu) {
+        for &layout in layouts {
+            for (i, c) in cases.iter().enumerate() {
+                check(c, (dtype, layout), seed + i as u64);
+            }
         }
     }
 }
@@ -178,7 +216,8 @@ pub fn run_graph(
     run_graph_for(gpu, &stipple::gpu::Target::default(), dtype, inputs, build)
 }
 
-/// [`run_graph`] with the graph built for `target` (a kernel variant or configuration forced).
+/// [`run_graph`] with the graph built for `target` (its ops pick their kernels, variants and
+/// configurations for it).
 pub fn run_graph_for(
     gpu: &Gpu,
     target: &stipple::gpu::Target,
