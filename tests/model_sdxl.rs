@@ -152,7 +152,8 @@ fn a_text_time_unet_without_its_inputs_is_an_error() {
     let dir = fixture("tiny-sdxl");
     let unet = UNet2DConditionModel::from_dir(Ctx::new(&gpu, DType::F32), &dir.join("unet"))
         .expect("load unet");
-    let mut g = stipple::Graph::new(DType::F32);
+    // The weights are laid out for the device's target: the graph is built for it too.
+    let mut g = stipple::Graph::for_target(DType::F32, &gpu.target);
     let sample = g.input("sample", &[1, 8, 12, 4]).expect("input");
     let t = g
         .input_with_dtype("timestep", &[1], DType::F32)
