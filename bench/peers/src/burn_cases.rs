@@ -115,7 +115,7 @@ pub fn build(device: &Device, kind: CaseKind, b: usize, s: usize) -> PeerCase {
                 to_stipple_layout: Box::new(move |y| heads(&values(y), b, t, h, d, true)),
             }
         }
-        CaseKind::GroupNorm => {
+        CaseKind::GroupNorm { .. } => {
             let c = 320;
             let mut norm = GroupNormConfig::new(32, c).init(device);
             norm.gamma = Some(Param::from_tensor(tensor(device, noise(c, 11, 1.0), [c])));
