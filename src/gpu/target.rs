@@ -61,6 +61,8 @@ pub struct Target {
     pub vendor: u32,
     pub f16: bool,
     pub subgroups: bool,
+    /// Fewest invocations a subgroup may have (0 without subgroups).
+    pub subgroup_min_size: u32,
     pub timestamps: bool,
     pub max_workgroup_storage_bytes: u32,
     pub max_invocations_per_workgroup: u32,
@@ -82,6 +84,7 @@ impl Default for Target {
             vendor: 0,
             f16: false,
             subgroups: false,
+            subgroup_min_size: 0,
             timestamps: false,
             max_workgroup_storage_bytes: limits.max_compute_workgroup_storage_size,
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
@@ -109,6 +112,11 @@ impl Target {
             vendor: info.vendor,
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: if features.contains(wgpu::Features::SUBGROUP) {
+                info.subgroup_min_size
+            } else {
+                0
+            },
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             max_workgroup_storage_bytes: limits.max_compute_workgroup_storage_size,
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
