@@ -72,6 +72,8 @@ fn attention_variants_have_their_entry_points() {
     for e in ["partial", "partial_tiled", "combine"] {
         assert!(names.iter().any(|n| n == e), "attention.wgsl lacks {e}");
     }
+    // The lavapipe kernel (subgroups) lives in its own file; it shares attention.wgsl's combine.
+    assert_eq!(entries("attention_lanes"), ["partial"]);
 }
 
 /// A fresh directory under the target dir's tmp (removed first).

@@ -46,7 +46,11 @@ impl CaseKind {
                 kernel: None,
             });
             if variants {
-                for kernel in [AttentionKernel::OneQuery, AttentionKernel::Tiled] {
+                for kernel in [
+                    AttentionKernel::OneQuery,
+                    AttentionKernel::Tiled,
+                    AttentionKernel::Lanes,
+                ] {
                     cases.push(CaseKind::Attention {
                         cross,
                         kernel: Some(kernel),
@@ -73,6 +77,7 @@ impl CaseKind {
                     None => what.into(),
                     Some(AttentionKernel::OneQuery) => format!("{what} [1 query]"),
                     Some(AttentionKernel::Tiled) => format!("{what} [tiled]"),
+                    Some(AttentionKernel::Lanes) => format!("{what} [lanes]"),
                 }
             }
             CaseKind::GroupNorm => "group norm + SiLU".into(),
@@ -85,7 +90,7 @@ impl CaseKind {
         match self {
             CaseKind::Linear | CaseKind::TextLinear { .. } => &["matmul", "matmul_tiled"],
             CaseKind::Conv(_) => &["conv2d", "conv2d_tiled"],
-            CaseKind::Attention { .. } => &["attention"],
+            CaseKind::Attention { .. } => &["attention", "attention_lanes"],
             CaseKind::GroupNorm => &["group_norm"],
         }
     }

@@ -271,7 +271,7 @@ pub fn run_kernel_compare(
             name: format!("--compare {}", dir.dir.display()),
             message: format!(
                 "no benchmark case uses the edited shaders ({}); cases use matmul, conv2d, \
-                 their _tiled forms (GPU variant), attention and group_norm",
+                 their _tiled forms (GPU variant), attention, attention_lanes and group_norm",
                 names.join(", ")
             ),
         });

@@ -22,7 +22,7 @@ pub struct KernelBenchArgs {
     #[arg(long, default_value_t = 64)]
     pub latent: usize,
     /// Also time every attention kernel variant (one query per invocation; workgroup-memory
-    /// tiles), side by side.
+    /// tiles; subgroup lanes), side by side.
     #[arg(long)]
     pub variants: bool,
     /// Time the embedded shaders against edited copies in DIR (`<shader>.wgsl`), alternating
