@@ -94,40 +94,41 @@ impl CaseKind {
     /// `variants`, every kernel that supports the head dim too.
     pub fn attention_shapes(variants: bool) -> Vec<CaseKind> {
         use AttentionShape::*;
-        let mut cases = Vec::new();
-        for (cross, shape) in [
+        [
             (false, D64),
             (true, D64),
             (false, D80),
             (false, D160),
             (false, Vae),
             (false, Clip),
-        ] {
-            cases.push(CaseKind::Attention {
+        ]
+        .into_iter()
+        .flat_map(|(cross, shape)| Self::attention(cross, shape, variants))
+        .collect()
+    }
+
+    /// Attention at `shape` with the kernel the target picks, then (with `variants`) with every
+    /// kernel that supports its head dim.
+    fn attention(cross: bool, shape: AttentionShape, variants: bool) -> Vec<CaseKind> {
+        let d = shape.dims(1, 1).1;
+        let kernels = [
+            AttentionKernel::OneQuery,
+            AttentionKernel::Tiled,
+            AttentionKernel::Lanes,
+        ];
+        let forced = kernels
+            .into_iter()
+            .filter(|&k| variants && (k != AttentionKernel::Tiled || d <= 160))
+            .map(Some);
+        std::iter::once(None)
+            .chain(forced)
+            .map(|kernel| CaseKind::Attention {
                 cross,
-                kernel: None,
+                kernel,
                 shape,
                 lanes_nq: None,
-            });
-            let d = shape.dims(1, 1).1;
-            if variants {
-                for kernel in [
-                    AttentionKernel::OneQuery,
-                    AttentionKernel::Tiled,
-                    AttentionKernel::Lanes,
-                ] {
-                    if kernel != AttentionKernel::Tiled || d <= 160 {
-                        cases.push(CaseKind::Attention {
-                            cross,
-                            kernel: Some(kernel),
-                            shape,
-                            lanes_nq: None,
-                        });
-                    }
-                }
-            }
-        }
-        cases
+            })
+            .collect()
     }
 
     /// The cases of the kernel table; with `variants`, every attention kernel too (side by side
@@ -140,26 +141,7 @@ impl CaseKind {
         }
         cases.extend([CaseKind::Conv(3), CaseKind::Conv(1)]);
         for cross in [false, true] {
-            cases.push(CaseKind::Attention {
-                cross,
-                kernel: None,
-                shape: AttentionShape::Sd15,
-                lanes_nq: None,
-            });
-            if variants {
-                for kernel in [
-                    AttentionKernel::OneQuery,
-                    AttentionKernel::Tiled,
-                    AttentionKernel::Lanes,
-                ] {
-                    cases.push(CaseKind::Attention {
-                        cross,
-                        kernel: Some(kernel),
-                        shape: AttentionShape::Sd15,
-                        lanes_nq: None,
-                    });
-                }
-            }
+            cases.extend(Self::attention(cross, AttentionShape::Sd15, variants));
         }
         cases.push(CaseKind::GroupNorm);
         cases
