@@ -17,14 +17,16 @@
 // component), uniform address or not; outside all control flow a uniform address is one scalar
 // access. A shuffle with a constant lane is one vector permute. So inside the key loop each lane
 // loads a different row (each per-lane load brings 8 useful rows) and the NQ queries of a lane
-// reuse every shuffled value NQ times; outside it, q is read and the results written with
-// uniform addresses, one lane at a time. Every loop but the key loop has a constant trip count
+// reuse every shuffled value NQ times. Every loop but the key loop has a constant trip count
 // equal to the length of an array it indexes, so Mesa unrolls it (a private array indexed by a
 // loop counter would become gathers and scatters); the vec4s of a head-dim chunk are written
 // out, so the loop iterations per tile stay few (lavapipe ends an invocation after 65535).
-// Guards like `c < D4` fold away once the loops are unrolled. Queries past the end are clamped
-// to the last one (their duplicate stores write equal values); keys past the end are clamped for
-// loading and weigh 0.
+// Guards like `c < D4` fold away once the loops are unrolled. Each chunk's K (V) loads come
+// right before its scores (P·V): they cut the straight-line code, whose length drives the
+// compile time. Every buffer is accessed as vec4s (D, row widths and offsets multiples of 4).
+// Queries past the end are clamped to the last one (their duplicate stores write equal values);
+// keys past the end are clamped for loading and weigh 0. The module is created without wgpu's
+// runtime checks (gpu::kernels::TRUSTED): its loop bounding would keep Mesa from unrolling.
 
 alias T = f32;
 
