@@ -109,42 +109,48 @@ fn every_gemm_kernel_counts_its_flops() {
 #[test]
 fn chunked_cross_attention_sums_to_the_whole() {
     let Some(_gpu) = gpu() else { return };
-    // 300 queries, 150 keys, 3 heads of 8: a small loop budget splits the keys (64 per
-    // split) and a small bound on the partial results chunks the queries (64 per dispatch);
-    // the chunks' FLOPs must add up to the whole.
+    // 300 queries, 150 keys, 3 heads of 8: a small loop budget splits the keys (64 per split
+    // for the one-query kernel, 8 for the lanes kernel) and a small bound on the partial results
+    // chunks the queries (64 per dispatch); the chunks' FLOPs must add up to the whole.
     let (b, tq, tk, h, d) = (2u64, 300u64, 150u64, 3u64, 8u64);
     let target = Target {
         loop_budget: Some(500),
         ..Target::default()
     };
-    let mut g = Graph::for_target(DType::F32, &target);
-    let q = g.input("q", &[2, 300, 24]).unwrap();
-    let kv = g.input("kv", &[2, 150, 48]).unwrap();
-    let a = AttentionOptions {
-        heads: 3,
-        head_dim: 8,
-        scale: None,
-        causal: false,
-    };
-    let kv_at = |offset| HeadsOf { value: kv, offset };
-    attention::attention_with(
-        &mut g,
-        "attn",
-        q.into(),
-        kv_at(0),
-        kv_at(24),
-        a,
-        AttentionKernel::OneQuery,
-        4096,
-    )
-    .unwrap();
-    let attention_dispatches = g
-        .dispatches()
-        .iter()
-        .filter(|d| d.kernel.entry == "partial")
-        .count();
-    assert_eq!(attention_dispatches, 5, "300 queries in chunks of 64");
-    assert_eq!(g.flops().attention, 4 * b * h * tq * tk * d);
+    // The one-query kernel and the subgroup-lanes kernel (`attention_lanes::partial`).
+    for kernel in [AttentionKernel::OneQuery, AttentionKernel::Lanes] {
+        let mut g = Graph::for_target(DType::F32, &target);
+        let q = g.input("q", &[2, 300, 24]).unwrap();
+        let kv = g.input("kv", &[2, 150, 48]).unwrap();
+        let a = AttentionOptions {
+            heads: 3,
+            head_dim: 8,
+            scale: None,
+            causal: false,
+        };
+        let kv_at = |offset| HeadsOf { value: kv, offset };
+        attention::attention_with(
+            &mut g,
+            "attn",
+            q.into(),
+            kv_at(0),
+            kv_at(24),
+            a,
+            kernel,
+            4096,
+        )
+        .unwrap();
+        let attention_dispatches = g
+            .dispatches()
+            .iter()
+            .filter(|d| d.kernel.entry == "partial")
+            .count();
+        assert_eq!(
+            attention_dispatches, 5,
+            "{kernel:?}: 300 queries in chunks of 64"
+        );
+        assert_eq!(g.flops().attention, 4 * b * h * tq * tk * d, "{kernel:?}");
+    }
 }
 
 #[test]

@@ -1,11 +1,13 @@
-//! Flash attention kernel vs the CPU reference: head dims 3 to 160 (odd and off the vec4),
-//! key counts 1 to 300 (partial tiles), cross-attention (77 keys), causal masking, fused-QKV
-//! column offsets, batch > 1, and the 4096 × 4096 × 8 heads × 40 self-attention of SD1.5's first
-//! level checked on sampled rows. Every case runs every kernel that supports its head dim: one
-//! query per invocation (the lavapipe variant) and the workgroup-memory tiled kernel (the GPU
-//! variant, forced here). Tolerances (absolute,
-//! × max(1, output scale)): f32 1e-4, f16 5e-3 (inputs rounded to f16 for the reference; f32
-//! math inside the kernel).
+//! Flash attention kernels vs the CPU reference: head dims 3 to 160 (odd and off the vec4) and
+//! every head dim stipple uses (40, 80, 160 for SD1.x; 64 for SD2.x, SDXL and CLIP; 512 for the
+//! VAE), query and key counts 1 to 4000+ (partial tiles, partial query blocks), cross-attention
+//! (77 keys), causal masking, fused-QKV column offsets, batch > 1, key splits (forced with a
+//! small loop budget, and at the default budget's boundary), query chunks, and the 4096 × 4096 ×
+//! 8 heads × 40 self-attention of SD1.5's first level checked on sampled rows. Every case runs
+//! every kernel that supports its head dim on this adapter: one query per invocation, the
+//! subgroup-lanes kernel (lavapipe's) and the workgroup-memory tiled kernel (the GPU variant,
+//! forced here). Tolerances (absolute, × max(1, output scale)): f32 1e-4, f16 5e-3 (inputs
+//! rounded to f16 for the reference; f32 math inside the kernels).
 
 mod common;
 
@@ -14,13 +16,16 @@ use stipple::gpu::{Target, Variant};
 use stipple::ops::attention::{self, AttentionKernel, AttentionOptions, HeadsOf};
 use stipple::DType;
 
-/// The kernels that can run head dim `d`.
-fn kernels(d: usize) -> Vec<AttentionKernel> {
-    let mut k = vec![AttentionKernel::OneQuery];
-    if d <= 160 {
-        k.push(AttentionKernel::Tiled);
-    }
-    k
+/// The kernels that can run head dim `d` on this adapter.
+fn kernels(gpu: &stipple::Gpu, d: usize) -> Vec<AttentionKernel> {
+    [
+        AttentionKernel::OneQuery,
+        AttentionKernel::Tiled,
+        AttentionKernel::Lanes,
+    ]
+    .into_iter()
+    .filter(|k| k.runs_on(&gpu.target, d))
+    .collect()
 }
 
 struct Case {
@@ -41,11 +46,37 @@ fn atol(dtype: DType) -> f32 {
 }
 
 fn check(gpu: &stipple::Gpu, c: &Case, dtype: DType, seed: u64, sample_rows: Option<usize>) {
-    let target = Target::default();
-    check_on(gpu, &target, &kernels(c.d), c, dtype, seed, sample_rows, "");
+    check_kernels(gpu, c, dtype, seed, sample_rows, &kernels(gpu, c.d), None);
 }
 
-/// `check` with graphs built for `target`, running `kernels`; `what` ends the failure label.
+/// `check` for the given kernels, with the graph's loop budget replaced by `budget` (a small one
+/// splits the keys of short sequences).
+fn check_kernels(
+    gpu: &stipple::Gpu,
+    c: &Case,
+    dtype: DType,
+    seed: u64,
+    sample_rows: Option<usize>,
+    kernels: &[AttentionKernel],
+    budget: Option<usize>,
+) {
+    let target = Target::default();
+    let what = format!(" budget {budget:?}");
+    check_on(
+        gpu,
+        &target,
+        kernels,
+        c,
+        dtype,
+        seed,
+        sample_rows,
+        budget,
+        &what,
+    );
+}
+
+/// `check` with graphs built for `target` (loop budget replaced by `budget` when given), running
+/// `kernels`; `what` ends the failure label.
 #[allow(clippy::too_many_arguments)]
 fn check_on(
     gpu: &stipple::Gpu,
@@ -55,6 +86,7 @@ fn check_on(
     dtype: DType,
     seed: u64,
     sample_rows: Option<usize>,
+    budget: Option<usize>,
     what: &str,
 ) {
     let mut rng = Rng::new(seed);
@@ -102,6 +134,9 @@ fn check_on(
     );
     for &kernel in kernels {
         let got = run_graph_for(gpu, target, dtype, &inputs, |g, ids| {
+            if budget.is_some() {
+                g.target.loop_budget = budget;
+            }
             attention::attention_with(
                 g,
                 "attn1",
@@ -276,7 +311,7 @@ fn many_keys_split_across_invocations() {
     let Some(gpu) = gpu() else { return };
     assert!(attention::keys_per_split(160) < 1500 && attention::keys_per_split(40) < 4096);
     let budget = stipple::ops::LOOP_BUDGET;
-    for kernel in kernels(160) {
+    for kernel in kernels(&gpu, 160) {
         assert!(kernel.keys_per_split(160, budget) < 3000, "{kernel:?}");
     }
     for dtype in dtypes(&gpu) {
@@ -328,8 +363,9 @@ fn many_keys_split_across_invocations() {
 
 #[test]
 fn query_chunks_bound_the_partials() {
-    // 300 queries × 600 keys × D 160 needs 1 split per ~700 keys... force splits and chunks with
-    // a tiny partial limit: queries go in chunks of 64 with one partial/combine pair each.
+    // 300 queries × 1600 keys × D 160: a loop budget of 4000 splits the keys (≤ 144 keys per
+    // split for every kernel) and a tiny partial limit chunks the queries: chunks of 64 with one
+    // partial/combine pair each.
     let Some(gpu) = gpu() else { return };
     let (tq, tk, h, d) = (300, 1600, 2, 160);
     let mut rng = Rng::new(21);
@@ -361,9 +397,10 @@ fn query_chunks_bound_the_partials() {
         false,
         &rows,
     );
-    for kernel in kernels(d) {
+    for kernel in kernels(&gpu, d) {
         let mut dispatches = 0;
         let got = run_graph(&gpu, DType::F32, &inputs, |g, ids| {
+            g.target.loop_budget = Some(4000);
             let y = attention::attention_with(
                 g,
                 "attn",
@@ -397,35 +434,139 @@ fn query_chunks_bound_the_partials() {
 
 #[test]
 fn fused_qkv_offsets() {
-    // q, k, v as column slices of one (B, T, 3·H·D) tensor, as a fused projection writes them.
+    // q, k, v as column slices of one (B, T, 3·H·D) tensor, as a fused projection writes them:
+    // offsets and strides multiples of 4 (vec4 loads) and not.
     let Some(gpu) = gpu() else { return };
-    let (b, t, h, d) = (2, 19, 2, 24);
-    let w = h * d;
-    let mut rng = Rng::new(5);
-    let qkv = rng.vec(b * t * 3 * w, 1.0);
-    let split = |part: usize| -> Vec<f32> {
-        qkv.chunks(3 * w)
-            .flat_map(|row| row[part * w..(part + 1) * w].to_vec())
-            .collect()
-    };
-    let (q, k, v) = (split(0), split(1), split(2));
-    let shape = [b, t, 3 * w];
-    let opts = AttentionOptions {
-        heads: h,
-        head_dim: d,
-        scale: Some(0.3),
-        causal: false,
-    };
-    let got = run_graph(&gpu, DType::F32, &[("qkv", &shape, &qkv)], |g, ids| {
-        let part = |offset| HeadsOf {
-            value: ids[0],
-            offset,
+    for (b, t, h, d) in [(2, 19, 2, 24), (1, 23, 3, 13)] {
+        let w = h * d;
+        let mut rng = Rng::new(5 + d as u64);
+        let qkv = rng.vec(b * t * 3 * w, 1.0);
+        let split = |part: usize| -> Vec<f32> {
+            qkv.chunks(3 * w)
+                .flat_map(|row| row[part * w..(part + 1) * w].to_vec())
+                .collect()
         };
-        attention::attention(g, "attn", part(0), part(w), part(2 * w), opts)
-    });
-    let rows: Vec<(usize, usize)> = (0..b).flat_map(|bb| (0..t).map(move |i| (bb, i))).collect();
-    let want = attention::reference_rows(&q, &k, &v, [t, t], h, d, 0.3, false, &rows);
-    assert_close("attention with fused qkv", &got, &want, 1e-4, 0.0);
+        let (q, k, v) = (split(0), split(1), split(2));
+        let shape = [b, t, 3 * w];
+        let opts = AttentionOptions {
+            heads: h,
+            head_dim: d,
+            scale: Some(0.3),
+            causal: false,
+        };
+        let rows: Vec<(usize, usize)> =
+            (0..b).flat_map(|bb| (0..t).map(move |i| (bb, i))).collect();
+        let want = attention::reference_rows(&q, &k, &v, [t, t], h, d, 0.3, false, &rows);
+        for kernel in kernels(&gpu, d) {
+            let got = run_graph(&gpu, DType::F32, &[("qkv", &shape, &qkv)], |g, ids| {
+                let part = |offset| HeadsOf {
+                    value: ids[0],
+                    offset,
+                };
+                attention::attention_with(
+                    g,
+                    "attn",
+                    part(0),
+                    part(w),
+                    part(2 * w),
+                    opts,
+                    kernel,
+                    32 << 20,
+                )
+            });
+            assert_close(
+                &format!("attention with fused qkv, {kernel:?} D{d}"),
+                &got,
+                &want,
+                1e-4,
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn lanes_kernel_at_every_sd_head_dim() {
+    // The head dims stipple runs (SD1.x 40/80/160, SD2.x/SDXL/CLIP 64, the VAE's 512) through the
+    // subgroup-lanes kernel, f32 and f16: a lone query over 1001 keys, 130 queries (a partial
+    // block of queries) over 77 (a partial key tile), 7 × 7.
+    let Some(gpu) = gpu() else { return };
+    if !AttentionKernel::Lanes.runs_on(&gpu.target, 64) {
+        eprintln!("skipping: this adapter cannot run the lanes kernel");
+        return;
+    }
+    for dtype in dtypes(&gpu) {
+        for d in [40, 64, 80, 160, 512] {
+            for (batch, tq, tk, heads) in [(1, 1, 1001, 1), (2, 130, 77, 2), (1, 7, 7, 3)] {
+                let c = Case {
+                    batch,
+                    tq,
+                    tk,
+                    heads,
+                    d,
+                    causal: false,
+                };
+                check_kernels(
+                    &gpu,
+                    &c,
+                    dtype,
+                    d as u64,
+                    None,
+                    &[AttentionKernel::Lanes],
+                    None,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn lanes_kernel_key_splits() {
+    // Key splits merged by `combine` (a small loop budget: 16 keys per split at D 40), with
+    // causal masking (queries whose splits are all masked weigh 0), odd sizes and f16; then
+    // the default budget at its boundary: one split of exactly keys_per_split keys, and one key
+    // more (two splits).
+    let Some(gpu) = gpu() else { return };
+    let lanes = AttentionKernel::Lanes;
+    if !lanes.runs_on(&gpu.target, 64) {
+        eprintln!("skipping: this adapter cannot run the lanes kernel");
+        return;
+    }
+    let budget = 770;
+    assert_eq!(lanes.keys_per_split(40, budget), 16);
+    for dtype in dtypes(&gpu) {
+        for (tq, tk, d, causal) in [
+            (300, 200, 40, false),
+            (77, 77, 64, true),
+            (33, 70, 12, true),
+        ] {
+            let c = Case {
+                batch: 2,
+                tq,
+                tk,
+                heads: 2,
+                d,
+                causal,
+            };
+            check_kernels(&gpu, &c, dtype, tk as u64, None, &[lanes], Some(budget));
+        }
+    }
+    let full = stipple::ops::LOOP_BUDGET;
+    for d in [40, 160, 512] {
+        let keys = lanes.keys_per_split(d, full);
+        assert!(keys >= 800, "D{d}: only {keys} keys per split");
+        for tk in [keys, keys + 1] {
+            let c = Case {
+                batch: 1,
+                tq: 9,
+                tk,
+                heads: 1,
+                d,
+                causal: false,
+            };
+            check_kernels(&gpu, &c, DType::F32, 3, None, &[lanes], Some(full));
+        }
+    }
 }
 
 #[test]
@@ -487,9 +628,10 @@ fn attention_rejects_bad_shapes() {
 
 #[test]
 fn the_target_picks_the_kernel() {
-    // Graphs for a CPU target use the one-query kernel, for a GPU target the tiled one (and the
-    // one-query kernel past head dim 160); forcing the GPU variant keeps the CPU adapter's loop
-    // budget, so long key ranges still split.
+    // Graphs for a CPU target with subgroups of at least 8 lanes use the lanes kernel (every
+    // head dim up to 512), without them the one-query kernel; for a GPU target the tiled one (and
+    // the one-query kernel past head dim 160); forcing the GPU variant keeps the CPU adapter's
+    // loop budget, so long key ranges still split.
     let build = |target: &Target, d: usize, keys: usize| {
         let mut g = stipple::Graph::for_target(DType::F32, target);
         let q = g.input("q", &[1, keys, d]).expect("q");
@@ -509,6 +651,33 @@ fn the_target_picks_the_kernel() {
     assert_eq!(cpu.variant, Variant::Cpu);
     assert_eq!(build(&cpu, 40, 64), ["attention::partial"]);
     assert_eq!(build(&cpu, 512, 64), ["attention::partial"]);
+    let lavapipe = Target {
+        subgroups: true,
+        subgroup_min_size: 8,
+        ..cpu.clone()
+    };
+    for d in [40, 64, 80, 160, 512] {
+        assert_eq!(build(&lavapipe, d, 64), ["attention_lanes::partial"]);
+    }
+    assert_eq!(
+        build(&lavapipe, 40, 8192),
+        ["attention_lanes::partial", "attention::combine"]
+    );
+    let narrow = Target {
+        subgroup_min_size: 4,
+        ..lavapipe.clone()
+    };
+    assert_eq!(build(&narrow, 40, 64), ["attention::partial"]);
+    // This adapter: lavapipe (a CPU adapter with subgroups of 8) gets the lanes kernel.
+    if let Some(gpu) = gpu() {
+        if gpu.target.variant == Variant::Cpu && gpu.target.subgroup_min_size >= 8 {
+            assert_eq!(
+                AttentionKernel::for_target(&gpu.target, 40),
+                AttentionKernel::Lanes
+            );
+            assert_eq!(build(&gpu.target, 40, 64), ["attention_lanes::partial"]);
+        }
+    }
     let forced = cpu.clone().with_variant(Variant::Gpu);
     assert_eq!(build(&forced, 40, 64), ["attention::partial_tiled"]);
     assert_eq!(build(&forced, 512, 64), ["attention::partial"]);
@@ -619,7 +788,17 @@ fn tiled_attention_every_config() {
             let tiled = [AttentionKernel::Tiled];
             let what = format!(" {}", config.name);
             for dtype in dtypes(&gpu) {
-                check_on(&gpu, &target, &tiled, c, dtype, 900 + i as u64, None, &what);
+                check_on(
+                    &gpu,
+                    &target,
+                    &tiled,
+                    c,
+                    dtype,
+                    900 + i as u64,
+                    None,
+                    None,
+                    &what,
+                );
             }
         }
     }

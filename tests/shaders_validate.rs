@@ -74,47 +74,57 @@ fn attention_variants_have_their_entry_points() {
     for e in ["partial", "partial_tiled", "combine"] {
         assert!(names.iter().any(|n| n == e), "attention.wgsl lacks {e}");
     }
+    // The lavapipe kernel (subgroups) lives in its own file; it shares attention.wgsl's combine.
+    assert_eq!(entries("attention_lanes"), ["partial"]);
 }
 
-/// The subgroup statistics of group norm (`group_norm_subgroup.wgsl`): its entries validate in
-/// f32 and f16 with naga's SUBGROUP capability and fail without it (so they really use subgroup
-/// operations, and a device without SUBGROUP must never compile them); the web build's source
-/// starts with `enable subgroups;` (browsers require it) on the first line, which naga, natively,
-/// rejects: natively the prelude leaves it out. Shaders without subgroup operations get no such
-/// directive, on the web or natively.
+/// The shaders that use subgroup operations (lavapipe's GEMMs and attention, group norm's GPU
+/// statistics): their entries validate in f32 and f16 with naga's SUBGROUP capability and fail
+/// without it (so they really use subgroup operations, and a device without SUBGROUP must never
+/// compile them); the web build's source starts with `enable subgroups;` (browsers require it)
+/// on the first line, which naga, natively, rejects: natively the prelude leaves it out. Shaders
+/// without subgroup operations get no such directive, on the web or natively.
 #[test]
 fn subgroup_shaders_validate_with_the_capability_and_carry_the_web_directive() {
-    assert_eq!(SUBGROUP_SHADERS, ["group_norm_subgroup"]);
+    let expected: [(&str, &[&str]); 4] = [
+        ("attention_lanes", &["partial"]),
+        ("conv2d_subgroup", &["conv2d_subgroup"]),
+        ("group_norm_subgroup", &["partial_stats", "finalize"]),
+        ("matmul_subgroup", &["linear_subgroup"]),
+    ];
+    assert_eq!(SUBGROUP_SHADERS, expected.map(|(name, _)| name));
     for dtype in [DType::F32, DType::F16] {
-        let native = shader_source("group_norm_subgroup", dtype).expect("source");
-        let native_first = native.lines().next().unwrap_or_default();
-        assert!(!native_first.contains("enable subgroups"), "{native_first}");
-        let module = validate_wgsl(&native, "group_norm_subgroup.wgsl").expect("validates");
-        let entries: Vec<&str> = module
-            .entry_points
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        assert_eq!(entries, ["partial_stats", "finalize"], "{}", dtype.name());
+        for (shader, want_entries) in expected {
+            let native = shader_source(shader, dtype).expect("source");
+            let native_first = native.lines().next().unwrap_or_default();
+            assert!(!native_first.contains("enable subgroups"), "{native_first}");
+            let module = validate_wgsl(&native, shader).expect("validates");
+            let entries: Vec<&str> = module
+                .entry_points
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
+            assert_eq!(entries, want_entries, "{shader} {}", dtype.name());
 
-        let parsed = naga::front::wgsl::parse_str(&native).expect("parses");
-        let without =
-            naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16;
-        let err = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), without)
-            .validate(&parsed)
-            .expect_err("subgroup operations need the SUBGROUP capability");
-        assert!(format!("{err:?}").contains("SUBGROUP"), "{err:?}");
+            let parsed = naga::front::wgsl::parse_str(&native).expect("parses");
+            let without =
+                naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16;
+            let err = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), without)
+                .validate(&parsed)
+                .expect_err("subgroup operations need the SUBGROUP capability");
+            assert!(format!("{err:?}").contains("SUBGROUP"), "{shader}: {err:?}");
 
-        let web = web_shader_source("group_norm_subgroup", dtype).expect("web source");
-        let first = web.lines().next().unwrap_or_default();
-        assert!(first.contains("enable subgroups;"), "{first}");
-        assert_eq!(
-            first.contains("enable f16;"),
-            dtype == DType::F16,
-            "{first}"
-        );
-        assert_eq!(web.lines().count(), native.lines().count());
-        assert!(naga::front::wgsl::parse_str(&web).is_err());
+            let web = web_shader_source(shader, dtype).expect("web source");
+            let first = web.lines().next().unwrap_or_default();
+            assert!(first.contains("enable subgroups;"), "{shader}: {first}");
+            assert_eq!(
+                first.contains("enable f16;"),
+                dtype == DType::F16,
+                "{shader}: {first}"
+            );
+            assert_eq!(web.lines().count(), native.lines().count());
+            assert!(naga::front::wgsl::parse_str(&web).is_err());
+        }
 
         for (name, _) in SHADERS
             .iter()

@@ -21,17 +21,117 @@ pub enum CaseKind {
     TextLinear { k: usize, n: usize },
     /// 320 → 320 channels at the first level, kernel 3 (padding 1) or 1.
     Conv(usize),
-    /// 8 heads × 40 at the first level, over its own tokens (`cross: false`) or 77 text tokens;
-    /// `kernel: None` = the one the target picks.
+    /// Attention over the case's own tokens (`cross: false`) or 77 text tokens, at `shape`
+    /// (SD1.5's first level by default); `kernel: None` = the one the target picks; `lanes_nq`:
+    /// the lanes kernel's queries per lane (None: its default).
     Attention {
         cross: bool,
         kernel: Option<AttentionKernel>,
+        shape: AttentionShape,
+        lanes_nq: Option<usize>,
     },
     /// GroupNorm(32) + SiLU over (B, HW, 320); `stats: None` = the reduction the target picks.
     GroupNorm { stats: Option<StatsKernel> },
 }
 
+/// Attention shapes of the SD family (latent side s, batch b).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionShape {
+    /// SD1.5's first level: 8 heads × 40 over s² tokens.
+    Sd15,
+    /// SD2.x's first level: 5 heads × 64 over s² tokens (SDXL: 10 or 20 heads of 64).
+    D64,
+    /// SD1.5's second level: 8 heads × 80 over (s/2)² tokens.
+    D80,
+    /// SD1.5's third level: 8 heads × 160 over (s/4)² tokens.
+    D160,
+    /// The SD VAE's mid-block: one head of 512 over s² tokens, batch 1.
+    Vae,
+    /// A CLIP text encoder: 12 heads × 64, 77 tokens, causal.
+    Clip,
+}
+
+impl AttentionShape {
+    /// (heads, head dim, queries, batch) at latent side `s` and batch `b`.
+    pub fn dims(self, s: usize, b: usize) -> (usize, usize, usize, usize) {
+        match self {
+            AttentionShape::Sd15 => (8, 40, s * s, b),
+            AttentionShape::D64 => (5, 64, s * s, b),
+            AttentionShape::D80 => (8, 80, (s / 2).max(1).pow(2), b),
+            AttentionShape::D160 => (8, 160, (s / 4).max(1).pow(2), b),
+            AttentionShape::Vae => (1, 512, s * s, 1),
+            AttentionShape::Clip => (12, 64, 77, b),
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            AttentionShape::Sd15 => "",
+            AttentionShape::D64 => " D64",
+            AttentionShape::D80 => " D80",
+            AttentionShape::D160 => " D160",
+            AttentionShape::Vae => " VAE D512",
+            AttentionShape::Clip => " CLIP causal",
+        }
+    }
+}
+
 impl CaseKind {
+    /// The lanes kernel with `nq` queries per lane at this attention case's shape (None for
+    /// other cases).
+    pub fn with_lanes_queries(&self, nq: usize) -> Option<CaseKind> {
+        match *self {
+            CaseKind::Attention { cross, shape, .. } => Some(CaseKind::Attention {
+                cross,
+                kernel: Some(AttentionKernel::Lanes),
+                shape,
+                lanes_nq: Some(nq),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Attention at the other shapes of the SD family (`bench kernels --attention-shapes`); with
+    /// `variants`, every kernel that supports the head dim too.
+    pub fn attention_shapes(variants: bool) -> Vec<CaseKind> {
+        use AttentionShape::*;
+        [
+            (false, D64),
+            (true, D64),
+            (false, D80),
+            (false, D160),
+            (false, Vae),
+            (false, Clip),
+        ]
+        .into_iter()
+        .flat_map(|(cross, shape)| Self::attention(cross, shape, variants))
+        .collect()
+    }
+
+    /// Attention at `shape` with the kernel the target picks, then (with `variants`) with every
+    /// kernel that supports its head dim.
+    fn attention(cross: bool, shape: AttentionShape, variants: bool) -> Vec<CaseKind> {
+        let d = shape.dims(1, 1).1;
+        let kernels = [
+            AttentionKernel::OneQuery,
+            AttentionKernel::Tiled,
+            AttentionKernel::Lanes,
+        ];
+        let forced = kernels
+            .into_iter()
+            .filter(|&k| variants && (k != AttentionKernel::Tiled || d <= 160))
+            .map(Some);
+        std::iter::once(None)
+            .chain(forced)
+            .map(|kernel| CaseKind::Attention {
+                cross,
+                kernel,
+                shape,
+                lanes_nq: None,
+            })
+            .collect()
+    }
+
     /// The cases of the kernel table; with `variants`, every attention kernel and both group-norm
     /// reductions too (side by side in one run; the subgroup one only where the device has
     /// SUBGROUP, see [`CaseKind::runs_on`]).
@@ -43,18 +143,7 @@ impl CaseKind {
         }
         cases.extend([CaseKind::Conv(3), CaseKind::Conv(1)]);
         for cross in [false, true] {
-            cases.push(CaseKind::Attention {
-                cross,
-                kernel: None,
-            });
-            if variants {
-                for kernel in [AttentionKernel::OneQuery, AttentionKernel::Tiled] {
-                    cases.push(CaseKind::Attention {
-                        cross,
-                        kernel: Some(kernel),
-                    });
-                }
-            }
+            cases.extend(Self::attention(cross, AttentionShape::Sd15, variants));
         }
         cases.push(CaseKind::GroupNorm { stats: None });
         if variants {
@@ -71,6 +160,11 @@ impl CaseKind {
             CaseKind::GroupNorm {
                 stats: Some(StatsKernel::Subgroup),
             } => gpu.target.subgroups,
+            CaseKind::Attention {
+                kernel: Some(kernel),
+                shape,
+                ..
+            } => kernel.runs_on(&gpu.target, shape.dims(1, 1).1),
             _ => true,
         }
     }
@@ -80,16 +174,26 @@ impl CaseKind {
             CaseKind::Linear => "matmul (linear + bias)".into(),
             CaseKind::TextLinear { k, n } => format!("matmul text {k}→{n}"),
             CaseKind::Conv(k) => format!("conv2d {k}x{k}"),
-            CaseKind::Attention { cross, kernel } => {
+            CaseKind::Attention {
+                cross,
+                kernel,
+                shape,
+                lanes_nq,
+            } => {
                 let what = if *cross {
                     "attention cross"
                 } else {
                     "attention self"
                 };
+                let what = format!("{what}{}", shape.suffix());
                 match kernel {
-                    None => what.into(),
+                    None => what,
                     Some(AttentionKernel::OneQuery) => format!("{what} [1 query]"),
                     Some(AttentionKernel::Tiled) => format!("{what} [tiled]"),
+                    Some(AttentionKernel::Lanes) => match lanes_nq {
+                        Some(nq) => format!("{what} [lanes nq={nq}]"),
+                        None => format!("{what} [lanes]"),
+                    },
                 }
             }
             CaseKind::GroupNorm { stats } => match stats {
@@ -108,7 +212,7 @@ impl CaseKind {
                 &["matmul", "matmul_subgroup", "matmul_tiled"]
             }
             CaseKind::Conv(_) => &["conv2d", "conv2d_subgroup", "conv2d_tiled"],
-            CaseKind::Attention { .. } => &["attention"],
+            CaseKind::Attention { .. } => &["attention", "attention_lanes"],
             CaseKind::GroupNorm { .. } => &["group_norm", "group_norm_subgroup"],
         }
     }
@@ -187,28 +291,40 @@ pub fn build(gpu: &Gpu, kind: CaseKind, dtype: DType, b: usize, s: usize) -> Res
                 }),
             }
         }
-        CaseKind::Attention { cross, kernel } => {
-            let (t, heads, d) = (s * s, 8, 40);
+        CaseKind::Attention {
+            cross,
+            kernel,
+            shape,
+            lanes_nq,
+        } => {
+            let (heads, d, t, b) = shape.dims(s, b);
             let tk = if cross { 77 } else { t };
+            let causal = shape == AttentionShape::Clip;
             let opts = AttentionOptions {
                 heads,
                 head_dim: d,
                 scale: None,
-                causal: false,
+                causal,
             };
             let kernel = kernel.unwrap_or_else(|| AttentionKernel::for_target(&gpu.target, d));
             let (q, qd) = input(&mut g, "q", &[b, t, heads * d], 1)?;
             let (kv, kvd) = input(&mut g, "kv", &[b, tk, heads * d], 2)?;
-            let y = attention::attention_with(
-                &mut g,
-                "attn",
-                q.into(),
-                kv.into(),
-                kv.into(),
-                opts,
-                kernel,
-                32 << 20,
-            )?;
+            let build = |g: &mut Graph| {
+                attention::attention_with(
+                    g,
+                    "attn",
+                    q.into(),
+                    kv.into(),
+                    kv.into(),
+                    opts,
+                    kernel,
+                    32 << 20,
+                )
+            };
+            let y = match lanes_nq {
+                Some(nq) => attention::with_lanes_queries(nq, || build(&mut g))?,
+                None => build(&mut g)?,
+            };
             finish(&mut g, y)?;
             let (q2, kv2) = (qd.clone(), kvd.clone());
             Case {
@@ -229,7 +345,7 @@ pub fn build(gpu: &Gpu, kind: CaseKind, dtype: DType, b: usize, s: usize) -> Res
                         heads,
                         d,
                         scale,
-                        false,
+                        causal,
                         &rows,
                     )
                 }),

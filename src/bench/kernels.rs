@@ -28,6 +28,12 @@ pub struct KernelBenchOptions {
     pub variants: bool,
     /// Only the cases whose label contains this.
     pub only: Option<String>,
+    /// Also time attention at the other head dims of the SD family (D64, D80, D160, the VAE's
+    /// D512, CLIP's causal 77 tokens).
+    pub attention_shapes: bool,
+    /// Also time the lanes attention kernel with these queries per lane, for every attention
+    /// case selected.
+    pub lanes_queries: Vec<usize>,
 }
 
 impl Default for KernelBenchOptions {
@@ -39,6 +45,8 @@ impl Default for KernelBenchOptions {
             iters: 3,
             variants: false,
             only: None,
+            attention_shapes: false,
+            lanes_queries: Vec::new(),
         }
     }
 }
@@ -136,9 +144,27 @@ fn result(case: &Case, label: String, secs: f64, peak: &Peak) -> KernelResult {
 /// The cases `o` asks for that can run on `gpu`.
 fn selected(o: &KernelBenchOptions, gpu: &Gpu) -> Vec<CaseKind> {
     let mut kinds = CaseKind::table(o.variants);
+    if o.attention_shapes {
+        kinds.extend(CaseKind::attention_shapes(o.variants));
+    }
     kinds.retain(|k| k.runs_on(gpu));
     if let Some(only) = &o.only {
         kinds.retain(|k| k.label().contains(only.as_str()));
+    }
+    if !o.lanes_queries.is_empty() {
+        let mut with = Vec::new();
+        for kind in kinds {
+            let variants = o
+                .lanes_queries
+                .iter()
+                .filter_map(|&nq| kind.with_lanes_queries(nq));
+            let plain = matches!(kind, CaseKind::Attention { kernel: None, .. });
+            with.push(kind);
+            if plain {
+                with.extend(variants);
+            }
+        }
+        kinds = with;
     }
     kinds
 }
@@ -272,7 +298,7 @@ pub fn run_kernel_compare(
             name: format!("--compare {}", dir.dir.display()),
             message: format!(
                 "no benchmark case uses the edited shaders ({}); cases use matmul, conv2d, \
-                 their _tiled forms (GPU variant), attention and group_norm",
+                 their _tiled forms (GPU variant), attention, attention_lanes and group_norm",
                 names.join(", ")
             ),
         });

@@ -22,8 +22,8 @@ pub struct KernelBenchArgs {
     #[arg(long, default_value_t = 64)]
     pub latent: usize,
     /// Also time every attention kernel variant (one query per invocation; workgroup-memory
-    /// tiles) and both group-norm reductions (workgroup memory; subgroups, where the device has
-    /// SUBGROUP), side by side.
+    /// tiles; subgroup lanes) and both group-norm reductions (workgroup memory; subgroups, where
+    /// the device has SUBGROUP), side by side.
     #[arg(long)]
     pub variants: bool,
     /// Time the embedded shaders against edited copies in DIR (`<shader>.wgsl`), alternating
@@ -33,6 +33,14 @@ pub struct KernelBenchArgs {
     /// Only the kernels whose name contains this (e.g. `attention`).
     #[arg(long)]
     pub only: Option<String>,
+    /// Also time attention at the other head dims of the SD family: D64 (SD2.x, SDXL), D80 and
+    /// D160 (SD1.x's deeper levels), the VAE's single head of 512, CLIP's causal 77 tokens.
+    #[arg(long)]
+    pub attention_shapes: bool,
+    /// Also time the lanes attention kernel (lavapipe's) with these queries per lane, e.g.
+    /// `8,16`, beside each attention case.
+    #[arg(long, value_delimiter = ',', value_name = "NQ,...")]
+    pub lanes_queries: Vec<usize>,
 }
 
 pub fn run_kernels(options: &GpuOptions, args: &KernelBenchArgs) -> anyhow::Result<()> {
@@ -51,6 +59,8 @@ pub fn run_kernels(options: &GpuOptions, args: &KernelBenchArgs) -> anyhow::Resu
         iters: args.iters,
         variants: args.variants,
         only: args.only.clone(),
+        attention_shapes: args.attention_shapes,
+        lanes_queries: args.lanes_queries.clone(),
     };
     if let Some(dir) = &args.compare {
         let edited = gpu.with_shader_dir(Some(ShaderDir::load(dir)?));

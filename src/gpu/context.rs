@@ -291,7 +291,8 @@ impl Gpu {
         });
 
         let limits = device.limits();
-        let target = Target::from_adapter(&info, features, &limits, force);
+        let mut target = Target::from_adapter(&info, features, &limits, force);
+        target.all_shaders_checked = checks == ShaderChecks::On;
         let autotune = Autotuner::open(&options.autotune, &info, shaders.is_some(), &target.tuning);
         Ok(Gpu {
             target,

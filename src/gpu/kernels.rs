@@ -30,6 +30,10 @@ use crate::gpu::DType;
 /// Every shader: (name, source). The name is the file stem and the `src/ops/` module name.
 pub const SHADERS: &[(&str, &str)] = &[
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    (
+        "attention_lanes",
+        include_str!("../../shaders/attention_lanes.wgsl"),
+    ),
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     (
@@ -75,8 +79,13 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// Shaders whose modules are created without runtime checks by default ([`ShaderChecks::Auto`]).
 /// A shader belongs here only when every index it computes is in bounds by construction (clamped
 /// or guarded against the shape parameters the op checked) and its kernel test covers odd,
-/// tile-crossing shapes in f32 and f16: `tests/kernel_matmul.rs`, `tests/kernel_conv2d.rs`.
+/// tile-crossing shapes in f32 and f16: `tests/kernel_matmul.rs`, `tests/kernel_conv2d.rs`,
+/// `tests/kernel_attention.rs`. `attention_lanes` must be here: wgpu's loop bounding keeps one
+/// counter per loop for the whole invocation, so Mesa cannot fold its exits out of the unrolled
+/// inner loops, and index clamping hides the induction variables that make Mesa unroll them
+/// (docs/kernels.md).
 pub const TRUSTED: &[&str] = &[
+    "attention_lanes",
     "conv2d",
     "conv2d_subgroup",
     "conv2d_tiled",
@@ -85,12 +94,19 @@ pub const TRUSTED: &[&str] = &[
     "matmul_tiled",
 ];
 
-/// Shaders that use subgroup operations (`subgroupAdd`, `subgroup_size`, …): compiled only where
-/// the device has the SUBGROUP feature, with `enable subgroups;` on the web ([`prelude`]).
-pub const SUBGROUP_SHADERS: &[&str] = &["group_norm_subgroup"];
+/// Shaders that use subgroup operations (`subgroupAdd`, `subgroupBroadcast`, `subgroupShuffle`,
+/// …): compiled only where the device has the SUBGROUP feature, with `enable subgroups;` on the
+/// web ([`prelude`]).
+pub const SUBGROUP_SHADERS: &[&str] = &[
+    "attention_lanes",
+    "conv2d_subgroup",
+    "group_norm_subgroup",
+    "matmul_subgroup",
+];
 
 /// Which shader modules keep wgpu's runtime checks (bounds clamping of every index, loop
-/// bounding, integer-division guards). Edited shaders (`--shaders DIR`) are always checked.
+/// bounding, integer-division guards). Edited shaders (`--shaders DIR`) are checked unless the
+/// checks are [`ShaderChecks::Off`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ShaderChecks {
     /// Unchecked for the [`TRUSTED`] shaders, checked for the rest.
@@ -98,7 +114,8 @@ pub enum ShaderChecks {
     Auto,
     /// Every module checked (wgpu's default).
     On,
-    /// Every embedded module unchecked (for measuring what the checks cost).
+    /// Every module unchecked, edited ones too (for measuring what the checks cost, and for
+    /// experiments with `attention_lanes`, whose design needs unchecked loops).
     Off,
 }
 
@@ -481,7 +498,9 @@ impl Kernels {
             });
         }
         let (source, origin, embedded) = self.source(shader, dtype)?;
-        let trusted = embedded && !self.checks.checked(shader);
+        // Edited shaders stay checked unless every check is off (their index math is untested).
+        let trusted =
+            (embedded || self.checks == ShaderChecks::Off) && !self.checks.checked(shader);
         let module = gpu
             .scoped(&format!("compiling shader {origin}"), || {
                 let desc = wgpu::ShaderModuleDescriptor {

@@ -68,7 +68,7 @@ pub struct Target {
     pub f16: bool,
     pub subgroups: bool,
     /// Smallest subgroup the adapter may run (0 without SUBGROUP). Kernels that share loads
-    /// across an 8-invocation workgroup with subgroup broadcasts need at least 8.
+    /// across an 8-invocation workgroup with subgroup broadcasts or shuffles need at least 8.
     pub subgroup_min_size: u32,
     pub timestamps: bool,
     pub max_workgroup_storage_bytes: u32,
@@ -76,6 +76,10 @@ pub struct Target {
     pub max_storage_binding_bytes: u64,
     /// Loop iterations one invocation may run (`None`: no limit worth planning for).
     pub loop_budget: Option<usize>,
+    /// Every shader module keeps wgpu's runtime checks (`STIPPLE_SHADER_CHECKS=on`): kernels that
+    /// only compile in reasonable time without them (lavapipe's attention kernel, whose checked
+    /// module did not compile in 8 CPU-minutes) are not picked.
+    pub all_shaders_checked: bool,
     /// Kernel family the ops use.
     pub variant: Variant,
     /// Measured configuration choices per (op, shape class), shared by every clone (empty:
@@ -100,6 +104,7 @@ impl Default for Target {
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
             loop_budget: Some(CPU_LOOP_BUDGET),
+            all_shaders_checked: false,
             variant: Variant::Cpu,
             tuning: Arc::default(),
         }
@@ -131,6 +136,7 @@ impl Target {
             max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
             // lavapipe's limit; software adapters of other kinds are assumed to share it.
             loop_budget: cpu.then_some(CPU_LOOP_BUDGET),
+            all_shaders_checked: false,
             variant: force.unwrap_or(implied),
             tuning: Arc::default(),
         }

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `matmul*::*` (linear: `matmul`, `matmul_subgroup`, `matmul_tiled`) | matmul | 2·M·N·K: 2 · numel(output) · K (K = last axis of the input) |
 //! | `conv2d*::*` (`conv2d`, `conv2d_subgroup`, `conv2d_tiled`) | conv | 2·B·Ho·Wo·Cout·(kh·kw·Cin): 2 · numel(output) · rows of the packed weight |
-//! | `attention::partial*` | attention | 4·B·Tq·Tk·(H·D): QKᵀ and PV, the dispatch's queries only |
+//! | `attention::partial*`, `attention_lanes::partial` | attention | 4·B·Tq·Tk·(H·D): QKᵀ and PV, the dispatch's queries only |
 //! | `group_norm`, `layer_norm`, `softmax` | norm | 7 per element (stats 3, normalise 4); softmax 5 |
 //! | `elementwise`, `attention::combine`, `timestep_embedding` | elementwise | 1 per element (combine: 3 per partial) |
 //! | `concat`, `upsample`, unknown kernels | movement | 0 |
@@ -133,10 +133,10 @@ pub fn dispatch_flops(values: &[Value], d: &Dispatch) -> DispatchFlops {
             (OpClass::Conv, 2 * out(5) * taps)
         }
         ("attention", "combine") => (OpClass::Elementwise, 3 * out(6)),
-        // (2) k (B, Tk, ·), (4) y (B, Tq, H·D); a dispatch of a query chunk is labelled
-        // `…[q0..q1]`.
-        ("attention", _) => {
-            let (Some(k), Some(y)) = (bound(2), bound(4)) else {
+        // (2) k (B, Tk, ·) (`attention_lanes`: (7), k as vec4s), (4) y (B, Tq, H·D); a dispatch
+        // of a query chunk is labelled `…[q0..q1]`.
+        ("attention" | "attention_lanes", _) => {
+            let (Some(k), Some(y)) = (bound(2).or_else(|| bound(7)), bound(4)) else {
                 return DispatchFlops {
                     class: OpClass::Attention,
                     flops: 0,

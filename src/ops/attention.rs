@@ -1,10 +1,14 @@
-//! Scaled dot-product attention (`shaders/attention.wgsl`), flash style: online softmax, the (queries × keys) score matrix is never stored. Self- and
+//! Scaled dot-product attention (`shaders/attention.wgsl`, `shaders/attention_lanes.wgsl`),
+//! flash style: online softmax, the (queries × keys) score matrix is never stored. Self- and
 //! cross-attention, optional causal mask.
 //!
-//! Two kernels compute the same partial results; the graph's [`Target`] picks one
+//! Three kernels compute the same partial results; the graph's [`Target`] picks one
 //! ([`AttentionKernel::for_target`]):
-//! - `attention::partial` (CPU adapters such as lavapipe, and any head dim ≤ 512, e.g. the SD
-//!   VAE's single head of 512): one query per invocation, K/V read straight from memory
+//! - `attention_lanes::partial` (CPU adapters such as lavapipe with subgroups of ≥ 8 lanes, head
+//!   dim ≤ 512): one subgroup of 8 lanes per workgroup, several queries per lane, each lane
+//!   loading a different key of a tile and sharing it by subgroup shuffles (docs/kernels.md);
+//! - `attention::partial` (other CPU adapters, and any head dim ≤ 512 elsewhere, e.g. the SD
+//!   VAE's single head of 512 on GPUs): one query per invocation, K/V read straight from memory
 //!   (workgroup memory buys nothing on a CPU, and each barrier is a coroutine switch there);
 //! - `attention::partial_tiled` (GPUs, head dim ≤ 160): K/V tiles in workgroup memory shared by
 //!   the workgroup's queries (64 by default; configurations and their per-adapter choice in
@@ -28,6 +32,15 @@ const PARTIAL_BYTES: usize = 32 << 20;
 const UNROLLED_HEAD_DIM: usize = 160;
 /// Keys scored between two rescales of the accumulator (TILE_KEYS in the shader).
 const TILE_KEYS: usize = 32;
+/// `attention_lanes`: lanes per workgroup (= keys per tile), most queries per lane, vec4s per
+/// head-dim chunk and most chunks (LANES, MAX_NQ, CH, MAX_CHUNKS in the shader).
+const LANES: usize = 8;
+const LANES_MAX_NQ: usize = 16;
+const LANES_CH: usize = 8;
+const LANES_MAX_CHUNKS: usize = 16;
+const LANES_HEAD_DIM: usize = 4 * LANES_CH * LANES_MAX_CHUNKS;
+/// Head-dim elements of the queries one lane holds (NQ · D), at most.
+const LANES_STATE: usize = 640;
 /// The shader keeps a query and its accumulator in registers: head_dim ≤ 512 (the SD VAE's
 /// mid-block attention has one head of 512).
 pub const MAX_HEAD_DIM: usize = 512;
@@ -39,6 +52,10 @@ pub enum AttentionKernel {
     OneQuery,
     /// `attention::partial_tiled`: K/V tiles in workgroup memory; head dim ≤ 160.
     Tiled,
+    /// `attention_lanes::partial`: one subgroup of 8 lanes per workgroup, several queries per
+    /// lane, key tiles shared through subgroup shuffles; head dims and q/k/v row widths and
+    /// offsets multiples of 4, head dim ≤ 512, subgroups of ≥ 8 lanes, not on the web.
+    Lanes,
 }
 
 impl AttentionKernel {
@@ -46,7 +63,22 @@ impl AttentionKernel {
     pub fn for_target(target: &Target, head_dim: usize) -> AttentionKernel {
         match target.variant {
             Variant::Gpu if head_dim <= UNROLLED_HEAD_DIM => AttentionKernel::Tiled,
+            Variant::Cpu if AttentionKernel::Lanes.runs_on(target, head_dim) => {
+                AttentionKernel::Lanes
+            }
             _ => AttentionKernel::OneQuery,
+        }
+    }
+
+    /// Whether this kernel can run head dim `head_dim` on `target`'s adapter (the lanes kernel
+    /// also needs q, k and v rows on vec4s: [`attention`] falls back to the one-query kernel).
+    pub fn runs_on(self, target: &Target, head_dim: usize) -> bool {
+        match self {
+            AttentionKernel::OneQuery => head_dim <= MAX_HEAD_DIM,
+            AttentionKernel::Tiled => head_dim <= UNROLLED_HEAD_DIM,
+            AttentionKernel::Lanes => {
+                head_dim <= LANES_HEAD_DIM && head_dim.is_multiple_of(4) && lanes_fit(target)
+            }
         }
     }
 
@@ -65,9 +97,69 @@ impl AttentionKernel {
             AttentionKernel::Tiled => {
                 return attention_tiled::DEFAULT.keys_per_split(head_dim, budget)
             }
+            AttentionKernel::Lanes => {
+                let (per_tile, fixed) = lanes_iterations(head_dim, lanes_queries(head_dim));
+                (per_tile, LANES, fixed)
+            }
         };
         (budget.saturating_sub(fixed) / per_tile).max(1) * tile
     }
+}
+
+/// Whether the target's subgroups hold a whole `attention_lanes` workgroup. Not on the web:
+/// browsers want `enable subgroups;`, which naga's native front end rejects.
+fn lanes_fit(target: &Target) -> bool {
+    !cfg!(target_arch = "wasm32")
+        && target.subgroups
+        && target.subgroup_min_size as usize >= LANES
+        && !target.all_shaders_checked
+}
+
+/// Queries per lane of `attention_lanes` for head dim `d`: the most (a power of two) whose
+/// query and accumulator rows stay within LANES_STATE floats, which bounds the straight-line code
+/// of a key tile and so lavapipe's shader compile time (docs/kernels.md). For experiments,
+/// [`with_lanes_queries`] or `STIPPLE_ATTN_NQ` override it.
+pub fn lanes_queries(d: usize) -> usize {
+    let mut nq = LANES_MAX_NQ;
+    while nq > 1 && nq * d > LANES_STATE {
+        nq /= 2;
+    }
+    LANES_NQ
+        .with(|c| c.get())
+        .or_else(|| {
+            std::env::var("STIPPLE_ATTN_NQ")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(nq)
+        .clamp(1, LANES_MAX_NQ)
+}
+
+thread_local! {
+    static LANES_NQ: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with `nq` queries per lane (1..=16) for the graphs it builds with the lanes kernel
+/// (benchmarks compare NQ side by side in one process).
+#[doc(hidden)]
+pub fn with_lanes_queries<R>(nq: usize, f: impl FnOnce() -> R) -> R {
+    let before = LANES_NQ.with(|c| c.replace(Some(nq)));
+    let out = f();
+    LANES_NQ.with(|c| c.set(before));
+    out
+}
+
+/// Loop iterations of one `attention_lanes` invocation, counted as if no loop were unrolled:
+/// (per key tile, once). Mirrors the shader, whose loops over the MAX_CHUNKS head-dim chunks and
+/// the MAX_NQ queries of a lane still count when their bodies are skipped (past the chunks
+/// used, past NQ); the vec4s of a chunk are written out. Per tile: the key loop, a chunk loop with
+/// a query loop inside for the scores and for P·V, a query loop for the softmax. Once: a query
+/// loop with a chunk loop inside, to load q and to write the results.
+fn lanes_iterations(d: usize, nq: usize) -> (usize, usize) {
+    let chunks = d.div_ceil(4).div_ceil(LANES_CH);
+    let per_tile = 1 + 2 * (LANES_MAX_CHUNKS + chunks * LANES_MAX_NQ) + LANES_MAX_NQ;
+    let once = 2 * (LANES_MAX_NQ + nq * LANES_MAX_CHUNKS);
+    (per_tile, once)
 }
 
 /// Keys per split of the CPU kernel under lavapipe's loop budget.
@@ -131,8 +223,22 @@ pub fn attention(
     v: HeadsOf,
     opts: AttentionOptions,
 ) -> Result<ValueId> {
-    let kernel = AttentionKernel::for_target(&g.target, opts.head_dim);
+    let mut kernel = AttentionKernel::for_target(&g.target, opts.head_dim);
+    if kernel == AttentionKernel::Lanes && !vec4_rows(g, q, k, v, opts.head_dim)? {
+        kernel = AttentionKernel::OneQuery;
+    }
     attention_with(g, name, q, k, v, opts, kernel, PARTIAL_BYTES)
+}
+
+/// Whether every head of q, k and v starts on a vec4 (head dim, row widths and column offsets
+/// multiples of 4): the lanes kernel reads and writes only vec4s.
+fn vec4_rows(g: &Graph, q: HeadsOf, k: HeadsOf, v: HeadsOf, head_dim: usize) -> Result<bool> {
+    let mut all = head_dim.is_multiple_of(4);
+    for x in [q, k, v] {
+        let width = g.shape(x.value)?.last().copied().unwrap_or(0);
+        all &= width.is_multiple_of(4) && x.offset.is_multiple_of(4);
+    }
+    Ok(all)
 }
 
 /// [`attention`] with a chosen kernel and bound on the partial results per dispatch (tests and
@@ -155,13 +261,17 @@ pub fn attention_with(
         scale,
         causal,
     } = opts;
-    let wide = d > UNROLLED_HEAD_DIM && kernel != AttentionKernel::OneQuery;
-    if d == 0 || d > MAX_HEAD_DIM || heads == 0 || wide {
+    let max_d = match kernel {
+        AttentionKernel::OneQuery => MAX_HEAD_DIM,
+        AttentionKernel::Tiled => UNROLLED_HEAD_DIM,
+        AttentionKernel::Lanes => LANES_HEAD_DIM,
+    };
+    if d == 0 || d > max_d || heads == 0 {
         return Err(Error::shape(
             name,
             format!(
                 "head_dim {d} with {heads} heads for kernel {kernel:?}: head_dim must be \
-                 1..={MAX_HEAD_DIM} (1..={UNROLLED_HEAD_DIM} for the tiled kernel)"
+                 1..={max_d} for this kernel (1..={MAX_HEAD_DIM} for the one-query kernel)"
             ),
         ));
     }
@@ -239,9 +349,10 @@ pub fn attention_with(
     } else {
         (partial_bytes / per_query).clamp(WG, tq.max(WG)).min(tq)
     };
-    // Partials in f32; a 1-element placeholder when a single split writes the output directly.
+    // Partials in f32; small placeholders (one vec2, one vec4) when a single split writes the
+    // output directly.
     let (ml_shape, acc_shape) = if final_pass {
-        (vec![1, 2], vec![1])
+        (vec![1, 2], vec![4])
     } else {
         (
             vec![splits, b, q_chunk, heads, 2],
@@ -253,7 +364,19 @@ pub fn attention_with(
     let aligned = [d, ks[2], k.offset, vs[2], v.offset]
         .iter()
         .all(|n| n % 4 == 0);
-    let unrolled_d4 = if d <= UNROLLED_HEAD_DIM {
+    if kernel == AttentionKernel::Lanes && !vec4_rows(g, q, k, v, d)? {
+        return Err(Error::shape(
+            name,
+            format!(
+                "the lanes kernel reads whole vec4s: head_dim {d}, the widths of q {qs:?}, k \
+                 {ks:?}, v {vs:?} and the column offsets {}, {}, {} must be multiples of 4",
+                q.offset, k.offset, v.offset
+            ),
+        ));
+    }
+    // The one-query kernel loops over wide heads instead of unrolling them; the lanes kernel
+    // always unrolls.
+    let unrolled_d4 = if d <= UNROLLED_HEAD_DIM || kernel == AttentionKernel::Lanes {
         d.div_ceil(4) as u32
     } else {
         0
@@ -261,15 +384,25 @@ pub fn attention_with(
     let (shader, entry) = match kernel {
         AttentionKernel::OneQuery => ("attention", "partial"),
         AttentionKernel::Tiled => ("attention", "partial_tiled"),
+        AttentionKernel::Lanes => ("attention_lanes", "partial"),
     };
+    let lanes_nq = lanes_queries(d);
     let mut key = KernelKey::new(shader, entry, g.dtype)
         .with("CAUSAL", causal as u32)
         .with("FINAL", final_pass as u32)
-        .with("D4", unrolled_d4)
-        .with("ALIGNED", aligned as u32);
+        .with("D4", unrolled_d4);
+    key = match kernel {
+        AttentionKernel::Lanes => key.with("NQ", lanes_nq as u32),
+        _ => key.with("ALIGNED", aligned as u32),
+    };
     if let Some(c) = tiled {
         key = c.apply(key, d);
     }
+    // Queries per workgroup.
+    let group_queries = match kernel {
+        AttentionKernel::Lanes => LANES * lanes_nq,
+        _ => tiled.map_or(WG, |c| c.queries),
+    };
     for q_row0 in (0..tq).step_by(q_chunk) {
         let q_rows = q_chunk.min(tq - q_row0);
         let p = Params {
@@ -282,21 +415,29 @@ pub fn attention_with(
         } else {
             format!("[{q_row0}..{}]", q_row0 + q_rows)
         };
-        let buffers = vec![
-            (1, q.value),
-            (2, k.value),
-            (3, v.value),
-            (4, y),
-            (5, part_ml),
-            (6, part_acc),
-            (7, k.value),
-            (8, v.value),
-        ];
+        let buffers = match kernel {
+            // q, k and v as vec4s only.
+            AttentionKernel::Lanes => vec![
+                (4, y),
+                (5, part_ml),
+                (6, part_acc),
+                (7, k.value),
+                (8, v.value),
+                (9, q.value),
+            ],
+            _ => vec![
+                (1, q.value),
+                (2, k.value),
+                (3, v.value),
+                (4, y),
+                (5, part_ml),
+                (6, part_acc),
+                (7, k.value),
+                (8, v.value),
+            ],
+        };
         let workgroups = [
-            u(
-                "query groups",
-                q_rows.div_ceil(tiled.map_or(WG, |c| c.queries)),
-            )?,
+            u("query groups", q_rows.div_ceil(group_queries))?,
             p.heads,
             u("batch × splits", b * splits)?,
         ];
