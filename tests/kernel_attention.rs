@@ -629,9 +629,10 @@ fn attention_rejects_bad_shapes() {
 #[test]
 fn the_target_picks_the_kernel() {
     // Graphs for a CPU target with subgroups of at least 8 lanes use the lanes kernel (every
-    // head dim up to 512), without them the one-query kernel; for a GPU target the tiled one (and
-    // the one-query kernel past head dim 160); forcing the GPU variant keeps the CPU adapter's
-    // loop budget, so long key ranges still split.
+    // head dim up to 512) for ops of at least LANES_MIN_FLOPS, without them the one-query
+    // kernel; for a GPU target the tiled one (and the one-query kernel past head dim 160);
+    // forcing the GPU variant keeps the CPU adapter's loop budget, so long key ranges still
+    // split.
     let build = |target: &Target, d: usize, keys: usize| {
         let mut g = stipple::Graph::for_target(DType::F32, target);
         let q = g.input("q", &[1, keys, d]).expect("q");
@@ -656,8 +657,16 @@ fn the_target_picks_the_kernel() {
         subgroup_min_size: 8,
         ..cpu.clone()
     };
+    // Ops of at least LANES_MIN_FLOPS (640 keys: 4·640²·40 = 66 MFLOP); smaller ones keep the
+    // one-query kernel, whose pipeline compiles in a fraction of the lanes kernel's time.
     for d in [40, 64, 80, 160, 512] {
-        assert_eq!(build(&lavapipe, d, 64), ["attention_lanes::partial"]);
+        assert_eq!(build(&lavapipe, d, 640), ["attention_lanes::partial"]);
+    }
+    let small_keys = 64;
+    for d in [40, 512] {
+        let flops = (4 * small_keys * small_keys * d) as f64;
+        assert!(flops < attention::LANES_MIN_FLOPS, "{flops} FLOPs");
+        assert_eq!(build(&lavapipe, d, small_keys), ["attention::partial"]);
     }
     assert_eq!(
         build(&lavapipe, 40, 8192),
@@ -675,7 +684,7 @@ fn the_target_picks_the_kernel() {
                 AttentionKernel::for_target(&gpu.target, 40),
                 AttentionKernel::Lanes
             );
-            assert_eq!(build(&gpu.target, 40, 64), ["attention_lanes::partial"]);
+            assert_eq!(build(&gpu.target, 40, 640), ["attention_lanes::partial"]);
         }
     }
     let forced = cpu.clone().with_variant(Variant::Gpu);

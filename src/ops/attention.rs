@@ -5,8 +5,9 @@
 //! Three kernels compute the same partial results; the graph's [`Target`] picks one
 //! ([`AttentionKernel::for_target`]):
 //! - `attention_lanes::partial` (CPU adapters such as lavapipe with subgroups of ≥ 8 lanes, head
-//!   dim ≤ 512): one subgroup of 8 lanes per workgroup, several queries per lane, each lane
-//!   loading a different key of a tile and sharing it by subgroup shuffles (docs/kernels.md);
+//!   dim ≤ 512, ops of at least [`LANES_MIN_FLOPS`]): one subgroup of 8 lanes per workgroup,
+//!   several queries per lane, each lane loading a different key of a tile and sharing it by
+//!   subgroup shuffles (docs/kernels.md);
 //! - `attention::partial` (other CPU adapters, and any head dim ≤ 512 elsewhere, e.g. the SD
 //!   VAE's single head of 512 on GPUs): one query per invocation, K/V read straight from memory
 //!   (workgroup memory buys nothing on a CPU, and each barrier is a coroutine switch there);
@@ -41,6 +42,12 @@ const LANES_MAX_CHUNKS: usize = 16;
 const LANES_HEAD_DIM: usize = 4 * LANES_CH * LANES_MAX_CHUNKS;
 /// Head-dim elements of the queries one lane holds (NQ · D), at most.
 const LANES_STATE: usize = 640;
+/// Smallest attention op (FLOPs, [`attention_flops`]) given the lanes kernel. Creating a lanes
+/// pipeline takes llvmpipe 1.2–1.5 s even with Mesa's shader cache warm (6–17 s cold), the
+/// one-query kernel's 0.02 s; below this size the one-query kernel's longer runs (≈ 10 ms more
+/// per op) cost less than that compile over a whole generation, and the default model, text
+/// encoders and small VAEs never pay it (docs/kernels.md, "Which ops get it").
+pub const LANES_MIN_FLOPS: f64 = 32e6;
 /// The shader keeps a query and its accumulator in registers: head_dim ≤ 512 (the SD VAE's
 /// mid-block attention has one head of 512).
 pub const MAX_HEAD_DIM: usize = 512;
@@ -224,10 +231,26 @@ pub fn attention(
     opts: AttentionOptions,
 ) -> Result<ValueId> {
     let mut kernel = AttentionKernel::for_target(&g.target, opts.head_dim);
-    if kernel == AttentionKernel::Lanes && !vec4_rows(g, q, k, v, opts.head_dim)? {
+    if kernel == AttentionKernel::Lanes
+        && (!vec4_rows(g, q, k, v, opts.head_dim)?
+            || attention_flops(g, q, k, opts)? < LANES_MIN_FLOPS)
+    {
         kernel = AttentionKernel::OneQuery;
     }
     attention_with(g, name, q, k, v, opts, kernel, PARTIAL_BYTES)
+}
+
+/// FLOPs of one attention op: 4·B·heads·Tq·Tk·D (q·kᵀ and p·v, a multiply and an add each),
+/// half of that under a causal mask.
+fn attention_flops(g: &Graph, q: HeadsOf, k: HeadsOf, opts: AttentionOptions) -> Result<f64> {
+    let (qs, ks) = (g.shape(q.value)?, g.shape(k.value)?);
+    let (batch, queries) = (qs.first().copied(), qs.get(1).copied());
+    let keys = ks.get(1).copied();
+    let [Some(b), Some(tq), Some(tk)] = [batch, queries, keys] else {
+        return Ok(0.0); // attention_with reports the bad shape
+    };
+    let full = 4.0 * (b * opts.heads * tq * tk * opts.head_dim) as f64;
+    Ok(if opts.causal { full / 2.0 } else { full })
 }
 
 /// Whether every head of q, k and v starts on a vec4 (head dim, row widths and column offsets
