@@ -31,6 +31,9 @@ pub struct PlanMemoryRow {
     pub weights_bytes: u64,
     /// Pooled intermediates + inputs and outputs.
     pub activation_peak_bytes: u64,
+    /// The intermediates alive at the fullest dispatch + inputs and outputs: what no buffer
+    /// reuse goes below.
+    pub activation_bound_bytes: u64,
     /// Sum of all intermediates: the peak without buffer reuse.
     pub without_reuse_bytes: u64,
     pub largest_tensor: String,
@@ -50,6 +53,7 @@ fn row(model: &str, dtype: DType, g: &Graph, limit: u64) -> PlanMemoryRow {
         dispatches: g.dispatches().len(),
         weights_bytes: m.weights,
         activation_peak_bytes: m.activation_peak(),
+        activation_bound_bytes: m.live_bound + m.io,
         without_reuse_bytes: m.unshared + m.io,
         largest_tensor: name,
         largest_tensor_bytes: bytes,
@@ -211,6 +215,11 @@ fn total(rows: &[PlanMemoryRow], dtype: DType, limit: u64) -> PlanMemoryRow {
             .iter()
             .filter(kept)
             .map(|r| r.activation_peak_bytes)
+            .sum(),
+        activation_bound_bytes: rows
+            .iter()
+            .filter(kept)
+            .map(|r| r.activation_bound_bytes)
             .sum(),
         without_reuse_bytes: rows
             .iter()

@@ -211,11 +211,12 @@ pub fn run_memory(options: &GpuOptions, args: &MemoryBenchArgs) -> anyhow::Resul
         gpu.info.name
     );
     println!(
-        "{:<40} {:>5} {:>10} {:>11} {:>14} {:>9}  largest tensor (limit {:.0} MiB)",
+        "{:<40} {:>5} {:>10} {:>11} {:>11} {:>14} {:>9}  largest tensor (limit {:.0} MiB)",
         "model",
         "dtype",
         "weights",
         "act. peak",
+        "bound",
         "without reuse",
         "dispatches",
         mib(rows[0].binding_limit_bytes)
@@ -227,11 +228,12 @@ pub fn run_memory(options: &GpuOptions, args: &MemoryBenchArgs) -> anyhow::Resul
             ""
         };
         println!(
-            "{:<40} {:>5} {:>6.0} MiB {:>7.0} MiB {:>10.0} MiB {:>9}  {} {:.0} MiB{over}",
+            "{:<40} {:>5} {:>6.0} MiB {:>7.0} MiB {:>7.0} MiB {:>10.0} MiB {:>9}  {} {:.0} MiB{over}",
             r.model,
             r.dtype,
             mib(r.weights_bytes),
             mib(r.activation_peak_bytes),
+            mib(r.activation_bound_bytes),
             mib(r.without_reuse_bytes),
             r.dispatches,
             r.largest_tensor,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use super::liveness::{assign_buffers, BufferAssignment};
+use super::liveness::{assign_buffers, live_bound, BufferAssignment};
 use super::{Graph, ValueKind};
 use crate::error::{Error, Result};
 use crate::gpu::tensor::{check_binding_size, TENSOR_USAGE};
@@ -21,12 +21,16 @@ pub struct PlanMemory {
     pub weights: u64,
     /// What the intermediates would take without reuse (sum of their sizes).
     pub unshared: u64,
+    /// The most bytes of intermediates alive at one dispatch: no reuse pools less than this
+    /// (`pooled` / `live_bound` is what the assignment loses).
+    pub live_bound: u64,
 }
 
 impl PlanMemory {
     pub(crate) fn of(graph: &Graph, assignment: &BufferAssignment) -> Self {
         let mut m = PlanMemory {
             pooled: assignment.pooled_bytes(),
+            live_bound: live_bound(graph),
             ..Default::default()
         };
         for v in &graph.values {
