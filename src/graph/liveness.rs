@@ -229,6 +229,15 @@ mod tests {
             .collect()
     }
 
+    fn l(value: usize, first: usize, last: usize, bytes: u64) -> Lifetime {
+        Lifetime {
+            value,
+            first,
+            last,
+            bytes,
+        }
+    }
+
     /// Every lifetime has a slot at least its size, and no two lifetimes in one slot overlap.
     fn assert_valid(lifetimes: &[Lifetime], (slot_of, slot_bytes): &Slots) {
         assert_eq!(slot_of.len(), lifetimes.len());
@@ -262,12 +271,6 @@ mod tests {
 
     #[test]
     fn live_bound_counts_values_alive_at_one_dispatch() {
-        let l = |value, first, last, bytes| Lifetime {
-            value,
-            first,
-            last,
-            bytes,
-        };
         // 0..=1 (10 B) and 1..=2 (20 B) meet at dispatch 1; 3..=3 (25 B) is alone.
         let lifetimes = [l(0, 0, 1, 10), l(1, 1, 2, 20), l(2, 3, 3, 25)];
         assert_eq!(live_bound_of(&lifetimes, 4), 30);
@@ -281,12 +284,6 @@ mod tests {
         // In dispatch order, a small value born when only a large slot is free takes it, and the
         // large value born beside it opens a second large slot: 100 + 100. By size, the two large
         // values share a slot and the small one gets its own: 100 + 4, the live bound.
-        let l = |value, first, last, bytes| Lifetime {
-            value,
-            first,
-            last,
-            bytes,
-        };
         let lifetimes = [l(0, 0, 1, 100), l(1, 2, 3, 4), l(2, 2, 3, 100)];
         let in_order: u64 = assign_in_order(&lifetimes, 4).1.iter().sum();
         let by_size: u64 = assign_by_size(&lifetimes).1.iter().sum();
