@@ -12,8 +12,8 @@
 //   partial_stats: workgroup (chunk, g, b) reduces `chunk_pixels` pixels of one group to
 //                  (count, mean, M2) with per-invocation Welford and Chan's pairwise merge;
 //   finalize:      workgroup (g, b) merges the chunks into (mean, 1/√(var + eps));
-//   apply:         one invocation per element (reading the partials directly when a group is
-//                  a single chunk, and finalize is skipped).
+//   apply:         four elements per invocation (reading the partials directly when a group
+//                  is a single chunk, and finalize is skipped).
 // partial_stats and finalize reduce through workgroup memory (a barrier tree: every adapter);
 // group_norm_subgroup.wgsl has the same two entries reduced with subgroup operations, writing
 // the same partials and stats for this file's apply.
@@ -52,11 +52,16 @@ struct Params {
 
 var<workgroup> scratch: array<vec4<f32>, WG>;
 
-// x at pixel row `row` = b·HW + pixel, channel `ch`.
+// x at pixel row `row` = b·HW + pixel, channel `ch`. Branch-free: on llvmpipe a per-lane
+// branch around a load makes it a loop over the lanes, so both sources are read (clamped in
+// range) and one is selected.
 fn load(row: u32, b: u32, ch: u32) -> f32 {
     var x: f32;
-    if (TWO_SOURCES == 1u && ch >= p.c1) {
-        x = f32(src2[row * (p.c - p.c1) + (ch - p.c1)]);
+    if (TWO_SOURCES == 1u) {
+        let first = f32(src[row * p.c1 + min(ch, p.c1 - 1u)]);
+        let c2 = p.c - p.c1;
+        let second = f32(src2[row * c2 + min(ch - min(ch, p.c1), c2 - 1u)]);
+        x = select(first, second, ch >= p.c1);
     } else {
         x = f32(src[row * p.c1 + ch]);
     }
@@ -64,6 +69,19 @@ fn load(row: u32, b: u32, ch: u32) -> f32 {
         x += f32(add[b * p.c + ch]);
     }
     return x;
+}
+
+// ⌊a / b⌋ for a < 2^31, 0 < b < 2^23, through f32 divisions: CPU adapters divide u32 by a
+// runtime value one lane at a time (x86 has no vector integer division), f32 in vectors. The
+// first quotient is off by at most 2 + 256 / b (f32 keeps 24 bits of a); the remainder it leaves
+// is exact in f32 and its quotient brings the estimate to ⌊a / b⌋ or one more (rounding is
+// monotonic), which the last select corrects.
+fn div_floor(a: u32, b: u32) -> u32 {
+    let fb = f32(b);
+    let q0 = u32(f32(a) / fb);
+    let r = bitcast<i32>(a - q0 * b);   // a − q0·b, signed (u32 arithmetic wraps)
+    let q = bitcast<u32>(bitcast<i32>(q0) + i32(floor(f32(r) / fb)));
+    return select(q, q - 1u, q * b > a);
 }
 
 // Chan et al.: merge two (count, mean, M2) summaries.
@@ -99,7 +117,8 @@ fn partial_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     // Welford over this invocation's strided elements.
     var acc = vec4<f32>(0.0);
     for (var e = lid; e < count; e += WG) {
-        let x = load(b * p.hw + pixel0 + e / cpg, b, g * cpg + e % cpg);
+        let pixel = div_floor(e, cpg);
+        let x = load(b * p.hw + pixel0 + pixel, b, g * cpg + e - pixel * cpg);
         acc.x += 1.0;
         let delta = x - acc.y;
         acc.y += delta / acc.x;
@@ -128,15 +147,12 @@ fn finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     }
 }
 
-@compute @workgroup_size(WG)
-fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid;
-    if (i >= p.n) { return; }
-    let row = i / p.c;
+// dst[i] for one element i (< n).
+fn apply_one(i: u32) {
+    let row = div_floor(i, p.c);
     let ch = i - row * p.c;
-    let b = row / p.hw;
-    let bg = b * p.groups + ch / (p.c / p.groups);
+    let b = div_floor(row, p.hw);
+    let bg = b * p.groups + div_floor(ch, p.c / p.groups);
     var s: vec2<f32>;
     if (FROM_PARTIALS == 1u) {
         let part = partials[bg];   // one chunk per group: (count, mean, M2)
@@ -144,7 +160,22 @@ fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     } else {
         s = stats[bg];
     }
-    var y = (load(row, b, ch) - s.x) * s.y * f32(gamma[ch]) + f32(beta[ch]);
+    let x = load(row, b, ch);
+    var y = (x - s.x) * s.y * f32(gamma[ch]) + f32(beta[ch]);
     if (SILU == 1u) { y = y / (1.0 + exp(-y)); }
     dst[i] = T(y);
+}
+
+// APPLY_ELEMENTS (4) elements per invocation, WG apart, written out rather than looped (a loop
+// around loads is a loop over the lanes on llvmpipe): llvmpipe's cost per workgroup outweighs
+// one element's work. Invocations past the end redo the last element (the same value to the
+// same address) instead of returning, for the same reason.
+@compute @workgroup_size(WG)
+fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let first = (wid.y * nwg.x + wid.x) * 4u * WG + lid;
+    apply_one(min(first, p.n - 1u));
+    apply_one(min(first + WG, p.n - 1u));
+    apply_one(min(first + 2u * WG, p.n - 1u));
+    apply_one(min(first + 3u * WG, p.n - 1u));
 }

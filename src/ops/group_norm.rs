@@ -18,6 +18,8 @@ use crate::gpu::{DType, KernelKey, Target, Tensor, Variant};
 use crate::graph::{Dispatch, Graph, ValueId};
 
 const WG: usize = 256;
+/// Elements each `apply` invocation writes (written out in the shader).
+const APPLY_ELEMENTS: usize = 4;
 /// Reduction workgroups: small, since every workgroup barrier costs a coroutine switch per
 /// invocation on lavapipe.
 const REDUCE_WG: usize = 64;
@@ -249,7 +251,7 @@ pub fn group_norm_with(
             &[(2, partials), (3, stats), (4, gv), (5, bv), (6, y)],
         ]
         .concat(),
-        grid_1d(name, n.div_ceil(WG))?,
+        grid_1d(name, n.div_ceil(WG * APPLY_ELEMENTS))?,
     ));
     for (kernel, buffers, workgroups) in stages {
         let entry = kernel.entry;
