@@ -16,7 +16,7 @@ struct Params {
     seed: f32,
 }
 
-/// `invocations` invocations × `iters` rounds of 64 flops; returns (output, flops).
+/// `invocations` invocations × `iters` rounds of 256 flops; returns (output, flops).
 pub fn fma_throughput(g: &mut Graph, invocations: usize, iters: u32) -> Result<(ValueId, f64)> {
     let y = g.intermediate("probe.fma", &[invocations, 4], DType::F32)?;
     let p = Params {
@@ -31,7 +31,7 @@ pub fn fma_throughput(g: &mut Graph, invocations: usize, iters: u32) -> Result<(
         buffers: vec![(2, y)],
         workgroups: grid_1d("probe.fma", invocations.div_ceil(256))?,
     })?;
-    Ok((y, invocations as f64 * iters as f64 * 64.0))
+    Ok((y, invocations as f64 * iters as f64 * 256.0))
 }
 
 /// Copy `x` (any f32 tensor whose size is a multiple of 4) into a new value; returns (copy, bytes moved).
