@@ -14,9 +14,19 @@
 //   finalize:      workgroup (g, b) merges the chunks into (mean, 1/√(var + eps));
 //   apply:         four elements per invocation (reading the partials directly when a group
 //                  is a single chunk, and finalize is skipped).
-// partial_stats and finalize reduce through workgroup memory (a barrier tree: every adapter);
-// group_norm_subgroup.wgsl has the same two entries reduced with subgroup operations, writing
-// the same partials and stats for this file's apply.
+// partial_stats and finalize reduce through workgroup memory (a barrier tree: GPUs without
+// subgroups); group_norm_subgroup.wgsl has the same two entries reduced with subgroup
+// operations, writing the same partials and stats for this file's apply.
+// partial_stats_serial and finalize_serial (CPU targets) write them without workgroup memory or
+// barriers, one summary per invocation, laid out flat (WG per workgroup):
+//   partial_stats_serial: invocation (chunk, g, b) runs Welford over its chunk's pixels × the
+//                  group's channels, in order, on x − x₀ (x₀ the chunk's first value):
+//                  n += 1;  δ = x − x̄;  x̄ += δ / n;  M2 += δ·(x − x̄);  then x̄ += x₀
+//   finalize_serial: invocation (g, b) merges its chunks' summaries (Chan et al.):
+//                  n = nₐ + n_b,  x̄ = x̄ₐ + δ·n_b / n,  M2 = M2ₐ + M2_b + δ²·nₐ·n_b / n
+// On llvmpipe each workgroup barrier is a coroutine switch per invocation, and for the small
+// tensors of small models the barrier tree costs more than the arithmetic. Their loops stay
+// within lavapipe's 65 535 iterations per loop (chunk_pixels ≤ 8192, chunks ≤ HW).
 // Statistics are f32 whatever T is.
 
 alias T = f32;
@@ -145,6 +155,55 @@ fn finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         let variance = max(total.z / total.x, 0.0);   // biased, as torch
         stats[bg] = vec2<f32>(total.y, inverseSqrt(variance + p.eps));
     }
+}
+
+// Flat index of a serial entry's invocation, clamped to the last of `count` summaries: those
+// past it redo it (the same values to the same address) rather than return, since after a
+// divergent return every load is a loop over the lanes on llvmpipe.
+fn serial_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, count: u32) -> u32 {
+    return min((wid.y * nwg.x + wid.x) * WG + lid, count - 1u);
+}
+
+@compute @workgroup_size(WG)
+fn partial_stats_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let summaries = p.chunks * p.groups * (p.n / (p.hw * p.c));
+    let s = serial_index(wid, nwg, lid, summaries);   // = (b · G + g) · chunks + chunk
+    let chunk = s % p.chunks;
+    let bg = s / p.chunks;
+    let b = bg / p.groups;
+    let g = bg - b * p.groups;
+    let cpg = p.c / p.groups;
+    let pixel0 = chunk * p.chunk_pixels;
+    let pixels = min(p.chunk_pixels, p.hw - pixel0);
+    let row0 = b * p.hw + pixel0;
+    // Welford over x − x₀ (x₀ the chunk's first value): one long chain of mean updates
+    // accumulates rounding in units of |mean|, so shifting the data to near zero keeps a large
+    // mean (300 ± 2 in the kernel test) from costing precision; M2 does not change.
+    let shift = load(row0, b, g * cpg);
+    var acc = vec3<f32>(0.0);   // (count, mean of x − x₀, M2)
+    for (var pixel = 0u; pixel < pixels; pixel++) {
+        for (var k = 0u; k < cpg; k++) {
+            let x = load(row0 + pixel, b, g * cpg + k) - shift;
+            acc.x += 1.0;
+            let delta = x - acc.y;
+            acc.y += delta / acc.x;
+            acc.z += delta * (x - acc.y);
+        }
+    }
+    partials[s] = vec4<f32>(acc.x, acc.y + shift, acc.z, 0.0);
+}
+
+@compute @workgroup_size(WG)
+fn finalize_serial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let bg = serial_index(wid, nwg, lid, p.groups * (p.n / (p.hw * p.c)));
+    var total = vec4<f32>(0.0);
+    for (var k = 0u; k < p.chunks; k++) {
+        total = merge(total, partials[bg * p.chunks + k]);
+    }
+    let variance = max(total.z / total.x, 0.0);   // biased, as torch
+    stats[bg] = vec2<f32>(total.y, inverseSqrt(variance + p.eps));
 }
 
 // dst[i] for one element i (< n).

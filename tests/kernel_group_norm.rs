@@ -198,6 +198,39 @@ fn group_norm_shapes() {
     }
 }
 
+/// The CPU target's barrier-free statistics (`group_norm.wgsl`'s `*_serial` entries) are its default; both
+/// reductions are checked on it, at shapes with one chunk, several (finalize runs, the last
+/// chunk short) and more summaries than a workgroup holds (flat layout, clamped tail).
+#[test]
+fn group_norm_serial_and_workgroup_statistics_on_the_cpu_target() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Target::default();
+    assert_eq!(StatsKernel::for_target(&cpu), StatsKernel::Serial);
+    for dtype in dtypes(&gpu) {
+        for k in [
+            case(1, 1, 32, 32, false),
+            case(2, 15, 64, 32, true),
+            case(1, 35, 12, 3, false),
+            case(3, 9, 8, 1, true),
+            case(2, 1000, 96, 32, true), // 64 summaries: one full workgroup
+            case(3, 300, 128, 32, false), // 96 summaries: a second, clamped workgroup
+            case(1, 4099, 6, 2, true),   // 2730-pixel chunks: 2 per group, the last 1369
+            case(1, 20000, 8, 2, false), // 2048-pixel chunks: 10 per group, the last 1568
+        ] {
+            for stats in [StatsKernel::Serial, StatsKernel::Workgroup] {
+                let kernels = check_on(&gpu, &cpu, k, dtype, Some(stats));
+                assert!(
+                    kernels
+                        .iter()
+                        .any(|(shader, entry)| shader == stats.shader()
+                            && entry == stats.entry("partial_stats")),
+                    "{stats:?}: {kernels:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn group_norm_large_mean_is_stable() {
     let Some(gpu) = gpu() else { return };
@@ -206,6 +239,13 @@ fn group_norm_large_mean_is_stable() {
         ..case(2, 777, 64, 32, false)
     };
     check(&gpu, k, DType::F32);
+    check_on(
+        &gpu,
+        &Target::default(),
+        k,
+        DType::F32,
+        Some(StatsKernel::Workgroup),
+    );
     if gpu.target.subgroups {
         let target = gpu.target.clone().with_variant(Variant::Gpu);
         check_on(&gpu, &target, k, DType::F32, Some(StatsKernel::Subgroup));
@@ -306,6 +346,7 @@ fn group_norm_reads_a_concatenation_and_a_channel_addend() {
     ];
     let gpu_target = gpu.target.clone().with_variant(Variant::Gpu);
     let mut targets = vec![
+        (Target::default(), StatsKernel::Serial),
         (Target::default(), StatsKernel::Workgroup),
         (gpu_target.clone(), StatsKernel::Workgroup),
     ];

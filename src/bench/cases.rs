@@ -147,7 +147,11 @@ impl CaseKind {
         }
         cases.push(CaseKind::GroupNorm { stats: None });
         if variants {
-            for stats in [StatsKernel::Workgroup, StatsKernel::Subgroup] {
+            for stats in [
+                StatsKernel::Workgroup,
+                StatsKernel::Subgroup,
+                StatsKernel::Serial,
+            ] {
                 cases.push(CaseKind::GroupNorm { stats: Some(stats) });
             }
         }
@@ -200,6 +204,7 @@ impl CaseKind {
                 None => "group norm + SiLU".into(),
                 Some(StatsKernel::Workgroup) => "group norm + SiLU [workgroup]".into(),
                 Some(StatsKernel::Subgroup) => "group norm + SiLU [subgroup]".into(),
+                Some(StatsKernel::Serial) => "group norm + SiLU [serial]".into(),
             },
         }
     }

@@ -150,9 +150,12 @@ pub fn dispatch_flops(values: &[Value], d: &Dispatch) -> DispatchFlops {
             let tk = k.shape.get(1).copied().unwrap_or(0) as u64;
             (OpClass::Attention, 4 * b * tq * tk * width)
         }
-        ("group_norm", "partial_stats") => (OpClass::Norm, 3 * elements),
+        // The statistics entries of every reduction (workgroup, subgroup, serial) alike.
+        ("group_norm" | "group_norm_subgroup", "partial_stats" | "partial_stats_serial") => {
+            (OpClass::Norm, 3 * elements)
+        }
         ("group_norm", "apply") => (OpClass::Norm, 4 * elements),
-        ("group_norm", _) => (OpClass::Norm, 0),
+        ("group_norm" | "group_norm_subgroup", _) => (OpClass::Norm, 0),
         ("layer_norm", _) => (OpClass::Norm, 7 * elements),
         ("softmax", _) => (OpClass::Norm, 5 * elements),
         ("elementwise" | "timestep_embedding", _) => (OpClass::Elementwise, elements),

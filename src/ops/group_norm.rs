@@ -6,8 +6,10 @@
 //! being written) and may have a (B, C) addend broadcast over its pixels
 //! ([`GroupNormInput::channel_add`]: ResnetBlock2D's `conv1(…) + time_emb_proj(temb)`, added as
 //! it is loaded). The statistics are reduced in workgroup memory ([`StatsKernel::Workgroup`],
-//! every adapter) or with subgroup operations (`shaders/group_norm_subgroup.wgsl`,
-//! [`StatsKernel::Subgroup`]) on GPU-variant targets whose device has SUBGROUP.
+//! every adapter), with subgroup operations (`shaders/group_norm_subgroup.wgsl`,
+//! [`StatsKernel::Subgroup`]) on GPU-variant targets whose device has SUBGROUP, or one summary
+//! per invocation without barriers (the `*_serial` entries, [`StatsKernel::Serial`]) on CPU
+//! targets.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -79,16 +81,21 @@ pub enum StatsKernel {
     /// `subgroupAdd` within each subgroup, then one slot per subgroup (`group_norm_subgroup.wgsl`):
     /// devices with SUBGROUP.
     Subgroup,
+    /// One invocation per chunk (and per group to finalize), no workgroup memory or barriers
+    /// (`group_norm.wgsl`'s `*_serial` entries): CPU targets, where each barrier is a coroutine
+    /// switch per invocation.
+    Serial,
 }
 
 impl StatsKernel {
-    /// The subgroup reduction on GPU-variant targets whose device has SUBGROUP; the workgroup
-    /// tree elsewhere (CPU targets keep it: docs/kernels.md has the lavapipe comparison).
+    /// The subgroup reduction on GPU-variant targets whose device has SUBGROUP, the serial one
+    /// on CPU targets, the workgroup tree elsewhere (docs/kernels.md has the lavapipe
+    /// comparisons).
     pub fn for_target(target: &Target) -> StatsKernel {
-        if target.variant == Variant::Gpu && target.subgroups {
-            StatsKernel::Subgroup
-        } else {
-            StatsKernel::Workgroup
+        match target.variant {
+            Variant::Cpu => StatsKernel::Serial,
+            Variant::Gpu if target.subgroups => StatsKernel::Subgroup,
+            Variant::Gpu => StatsKernel::Workgroup,
         }
     }
 
@@ -97,6 +104,16 @@ impl StatsKernel {
         match self {
             StatsKernel::Workgroup => "group_norm",
             StatsKernel::Subgroup => "group_norm_subgroup",
+            StatsKernel::Serial => "group_norm",
+        }
+    }
+
+    /// The entry point of statistics stage `stage` (`partial_stats` or `finalize`).
+    pub fn entry(self, stage: &'static str) -> &'static str {
+        match (self, stage) {
+            (StatsKernel::Serial, "partial_stats") => "partial_stats_serial",
+            (StatsKernel::Serial, "finalize") => "finalize_serial",
+            _ => stage,
         }
     }
 }
@@ -220,22 +237,34 @@ pub fn group_norm_with(
         (7, input.concat.unwrap_or(x)),
         (8, input.channel_add.unwrap_or(x)),
     ];
-    let stats_key = |entry| {
-        KernelKey::new(stats_kernel.shader(), entry, dtype)
+    let stats_key = |stage| {
+        KernelKey::new(stats_kernel.shader(), stats_kernel.entry(stage), dtype)
             .with("TWO_SOURCES", two)
             .with("ADD", add)
             .with("WG", REDUCE_WG as u32)
     };
+    // Workgroups per summary, or (serial) one invocation per summary in flat workgroups.
+    let [partial_grid, finalize_grid] = if stats_kernel == StatsKernel::Serial {
+        [
+            grid_1d(name, (chunks * groups * b).div_ceil(REDUCE_WG))?,
+            grid_1d(name, (groups * b).div_ceil(REDUCE_WG))?,
+        ]
+    } else {
+        [
+            [u("chunks", chunks)?, p.groups, u("batch", b)?],
+            [p.groups, u("batch", b)?, 1],
+        ]
+    };
     let mut stages = vec![(
         stats_key("partial_stats"),
         [&sources[..], &[(2, partials)]].concat(),
-        [u("chunks", chunks)?, p.groups, u("batch", b)?],
+        partial_grid,
     )];
     if !single_chunk {
         stages.push((
             stats_key("finalize"),
             vec![(2, partials), (3, stats)],
-            [p.groups, u("batch", b)?, 1],
+            finalize_grid,
         ));
     }
     let apply = KernelKey::new("group_norm", "apply", dtype)
@@ -315,11 +344,15 @@ mod tests {
 
     #[test]
     fn subgroup_statistics_only_on_gpu_targets_with_subgroups() {
+        // CPU targets take the barrier-free serial entries, subgroups or not.
         let cpu = Target {
             subgroups: true,
             ..Target::default()
         };
-        assert_eq!(StatsKernel::for_target(&cpu), StatsKernel::Workgroup);
+        assert_eq!(StatsKernel::for_target(&cpu), StatsKernel::Serial);
+        assert_eq!(StatsKernel::Serial.shader(), "group_norm");
+        assert_eq!(StatsKernel::Serial.entry("finalize"), "finalize_serial");
+        assert_eq!(StatsKernel::Workgroup.entry("finalize"), "finalize");
         let gpu = cpu.clone().with_variant(Variant::Gpu);
         assert_eq!(StatsKernel::for_target(&gpu), StatsKernel::Subgroup);
         let no_subgroups = Target {
