@@ -292,7 +292,7 @@ pub fn run_soak(options: &GpuOptions, args: &SoakArgs) -> anyhow::Result<()> {
         gpu.info.name
     );
     println!(
-        "process RSS after the first round {:.1} MiB, at the end {:.1} MiB; plan memory {:.2} → {:.2} MiB",
+        "process RSS after the first round {:.1} MiB, at the end {:.1} MiB; plan memory {:.2} → {:.2} MiB (first and last complete round)",
         mib(report.rss_after_first_round_bytes),
         mib(report.rss_end_bytes),
         mib(report.plan_bytes_after_first_round),
