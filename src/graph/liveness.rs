@@ -28,6 +28,8 @@ pub struct BufferAssignment {
     pub slot_of: Vec<Option<usize>>,
     /// Bytes of each pooled buffer.
     pub slot_bytes: Vec<u64>,
+    /// The most bytes of pooled values alive at one dispatch: no assignment pools less.
+    pub live_bound: u64,
 }
 
 impl BufferAssignment {
@@ -78,11 +80,6 @@ pub(crate) fn lifetimes(graph: &Graph) -> Vec<Lifetime> {
         .collect()
 }
 
-/// The most bytes of pooled values alive at one dispatch: no assignment pools less.
-pub fn live_bound(graph: &Graph) -> u64 {
-    live_bound_of(&lifetimes(graph), graph.dispatches.len())
-}
-
 fn live_bound_of(lifetimes: &[Lifetime], dispatches: usize) -> u64 {
     // Bytes born at each dispatch minus bytes dead after the previous one, summed as we go.
     let mut delta = vec![0i128; dispatches + 1];
@@ -111,6 +108,7 @@ pub fn assign_buffers(graph: &Graph) -> BufferAssignment {
     let mut out = BufferAssignment {
         slot_of: vec![None; graph.values.len()],
         slot_bytes: best.1,
+        live_bound: live_bound_of(&lifetimes, graph.dispatches.len()),
     };
     for (l, slot) in lifetimes.iter().zip(best.0) {
         out.slot_of[l.value] = Some(slot);

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use super::liveness::{assign_buffers, live_bound, BufferAssignment};
+use super::liveness::{assign_buffers, BufferAssignment};
 use super::{Graph, ValueKind};
 use crate::error::{Error, Result};
 use crate::gpu::tensor::{check_binding_size, TENSOR_USAGE};
@@ -30,7 +30,7 @@ impl PlanMemory {
     pub(crate) fn of(graph: &Graph, assignment: &BufferAssignment) -> Self {
         let mut m = PlanMemory {
             pooled: assignment.pooled_bytes(),
-            live_bound: live_bound(graph),
+            live_bound: assignment.live_bound,
             ..Default::default()
         };
         for v in &graph.values {

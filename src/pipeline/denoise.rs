@@ -41,11 +41,11 @@ pub(crate) struct Denoise<'a> {
 }
 
 /// Submitted work a step waits on: natively its submission index (polled), on the web the
-/// queue's work-done callback.
+/// queue's work-done callback (`None` natively: see `wait_for`).
 struct InFlight {
     step: usize,
     index: wgpu::SubmissionIndex,
-    done: Completion<()>,
+    done: Option<Completion<()>>,
 }
 
 impl Pipeline {
@@ -224,10 +224,15 @@ impl Pipeline {
                 scale: scheduler.input_scale(i + 1),
             });
             let index = kernel.run(&kernel.params(step, model, x0, next)?)?;
-            let (callback, completed) = completion();
-            self.gpu
-                .queue
-                .on_submitted_work_done(move || callback.complete(()));
+            // The web's only completion signal; natively the poll in `wait_for` is enough, and
+            // registering would flush the queue's pending writes into a submission of its own.
+            let completed = cfg!(target_arch = "wasm32").then(|| {
+                let (callback, completed) = completion();
+                self.gpu
+                    .queue
+                    .on_submitted_work_done(move || callback.complete(()));
+                completed
+            });
             let this = InFlight {
                 step: done + 1,
                 index,
@@ -266,11 +271,11 @@ impl Pipeline {
 
     async fn wait_for(&self, work: InFlight) -> Result<()> {
         // Natively this blocks until the step's submission is done, which is all we need. On
-        // the web it does nothing, and the work-done callback is the only signal. Natively that
-        // callback must not be awaited: `on_submitted_work_done` first flushes pending writes
-        // and attaches to the newest submission, so on a device shared with another thread
-        // (its uploads, its plans) it can belong to a later submission than this poll waits
-        // for, and nothing would run it (a test hung so).
+        // the web it does nothing, and the work-done callback is the only signal. Natively no
+        // callback is registered: `on_submitted_work_done` first flushes pending writes and
+        // attaches to the newest submission, so on a device shared with another thread (its
+        // uploads, its plans) it can belong to a later submission than this poll waits for,
+        // and awaiting it hung (`tests/shared_device.rs`).
         self.gpu
             .device
             .poll(wgpu::PollType::Wait {
@@ -278,7 +283,11 @@ impl Pipeline {
                 timeout: None,
             })
             .map_err(|e| Error::DeviceLost(format!("denoising step {}: {e}", work.step)))?;
-        if cfg!(target_arch = "wasm32") && work.done.await.is_none() {
+        let dropped = match work.done {
+            Some(done) => done.await.is_none(),
+            None => false,
+        };
+        if dropped {
             return Err(Error::DeviceLost(format!(
                 "denoising step {}: work-done callback dropped",
                 work.step
